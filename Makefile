@@ -1,0 +1,33 @@
+# steward: the two commands a newcomer needs are `make run` and `make test`.
+
+CARGO ?= cargo
+BIN := target/debug
+EXAMPLE := target/example
+
+.PHONY: all build run test lint clean
+
+all: build
+
+# The executor is linked statically (+crt-static: no dynamic loader on the spawn path). The
+# flag goes to that one binary only: in RUSTFLAGS it would break the proc-macro crates.
+build:
+	$(CARGO) build --workspace --exclude steward-executor --bins
+	$(CARGO) rustc -p steward-executor --bin steward-executor -- -C target-feature=+crt-static
+
+# Runs steward in the foreground on the bundled example config; Ctrl-C stops it cleanly.
+run: build
+	@mkdir -p $(EXAMPLE)
+	@sed 's|@EXAMPLES@|$(CURDIR)/examples/services|g' examples/steward.toml > $(EXAMPLE)/steward.toml
+	$(BIN)/steward --config $(EXAMPLE)/steward.toml --control $(EXAMPLE)/control
+
+# Unit tests, then the integration tests that drive the real binaries built above.
+test: build
+	$(CARGO) test --workspace
+
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,79 @@
+//! The last step: the service's environment and the execve that replaces the executor.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+
+use steward_protocol::Step;
+
+use crate::failure::Failure;
+use crate::sys::{self, Errno};
+
+/// The environment the service gets: the manager's, plus `LISTEN_PID` when it has sockets.
+/// `LISTEN_PID` names this process, which only the executor knows; a stale one (the manager's
+/// own, when it was socket-activated itself) is dropped rather than shadowing ours.
+pub fn environment(env: &[String], listen_pid: Option<i32>) -> Vec<String> {
+    let Some(pid) = listen_pid else {
+        return env.to_vec();
+    };
+    env.iter()
+        .filter(|var| !var.starts_with("LISTEN_PID="))
+        .cloned()
+        .chain([format!("LISTEN_PID={pid}")])
+        .collect()
+}
+
+/// Replaces the executor with the service. Returns only the reason it could not.
+pub fn exec(path: &str, argv: &[String], env: &[String]) -> Result<Infallible, Failure> {
+    let fail = |errno| Failure::new(Step::Exec, errno);
+    let path = c_string(path).map_err(fail)?;
+    let argv = argv
+        .iter()
+        .map(|a| c_string(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let env = env
+        .iter()
+        .map(|e| c_string(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    Err(fail(sys::execve(&path, &argv, &env)))
+}
+
+/// A string the kernel can take: an interior NUL would silently cut it, so it is refused.
+fn c_string(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| Errno::EINVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn listen_pid_is_added_only_when_asked() {
+        let env = strings(&["PATH=/bin", "LISTEN_FDS=1"]);
+        assert_eq!(environment(&env, None), env);
+        assert_eq!(
+            environment(&env, Some(42)),
+            strings(&["PATH=/bin", "LISTEN_FDS=1", "LISTEN_PID=42"])
+        );
+    }
+
+    #[test]
+    fn a_stale_listen_pid_is_replaced() {
+        let env = strings(&["LISTEN_PID=1", "A=1", "LISTEN_PIDX=2"]);
+        assert_eq!(
+            environment(&env, Some(7)),
+            strings(&["A=1", "LISTEN_PIDX=2", "LISTEN_PID=7"])
+        );
+    }
+
+    #[test]
+    fn interior_nul_is_an_exec_failure() {
+        let err = exec("/bin/true", &strings(&["tr\0ue"]), &[]).unwrap_err();
+        assert_eq!(err, Failure::new(Step::Exec, Errno::EINVAL));
+    }
+}

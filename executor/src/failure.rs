@@ -1,0 +1,55 @@
+//! How a failed step ends the executor: one report on the status pipe, then `_exit`.
+
+use std::os::fd::RawFd;
+
+use steward_protocol::{StatusReport, Step};
+
+use crate::sys::{self, Errno};
+
+/// A step that failed, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub step: Step,
+    pub errno: Errno,
+}
+
+impl Failure {
+    pub fn new(step: Step, errno: Errno) -> Failure {
+        Failure { step, errno }
+    }
+
+    /// The exit status the manager sees: systemd's number for the step.
+    pub fn exit_code(self) -> u8 {
+        self.step.exit_code()
+    }
+}
+
+/// Attaches the step to a syscall's error, so each stage names its step once.
+pub trait AtStep<T> {
+    fn at(self, step: Step) -> Result<T, Failure>;
+}
+
+impl<T> AtStep<T> for Result<T, Errno> {
+    fn at(self, step: Step) -> Result<T, Failure> {
+        self.map_err(|errno| Failure::new(step, errno))
+    }
+}
+
+/// The write end of the status pipe. Its number changes once, when fd placement moves it out
+/// of the way of the service's fds.
+pub struct StatusPipe {
+    pub fd: RawFd,
+}
+
+impl StatusPipe {
+    /// Reports `failure` to the manager and exits with its status.
+    pub fn fail(&self, failure: Failure) -> ! {
+        let report = StatusReport {
+            step: failure.step,
+            errno: failure.errno.0,
+        };
+        // Nothing is left to tell if the write fails: the exit status still names the step.
+        let _ = sys::write(self.fd, &report.encode());
+        sys::exit(failure.exit_code())
+    }
+}

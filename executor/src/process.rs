@@ -1,0 +1,56 @@
+//! Process-wide attributes the service inherits: signal state, session, resource limits, umask
+//! and working directory.
+
+use std::ffi::CString;
+
+use steward_protocol::{Rlimit, Step};
+
+use crate::failure::{AtStep, Failure};
+use crate::sys::{self, Errno};
+
+/// Every signal at its default disposition, then an empty mask.
+///
+/// The order matters: unblocking first would deliver a pending signal to a handler or
+/// disposition the service never asked for (the Rust runtime ignores SIGPIPE, a libc's
+/// posix_spawn may leave its internal 32 and 33 ignored).
+pub fn reset_signals() -> Result<(), Failure> {
+    for sig in 1..=64 {
+        // The kernel refuses to change these two, and they are always at their default.
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        sys::reset_signal(sig).at(Step::Signals)?;
+    }
+    sys::unblock_all_signals().at(Step::Signals)
+}
+
+/// A session of its own, so the service is no part of the manager's terminal or job control.
+pub fn new_session() -> Result<(), Failure> {
+    match sys::setsid() {
+        Ok(()) => Ok(()),
+        // EPERM means we lead a process group; if that group is our own session (the spawner
+        // asked for POSIX_SPAWN_SETSID), there is nothing left to do.
+        Err(Errno::EPERM) if sys::getsid() == Ok(sys::getpid()) => Ok(()),
+        Err(errno) => Err(Failure::new(Step::Setsid, errno)),
+    }
+}
+
+pub fn set_limits(limits: &[Rlimit]) -> Result<(), Failure> {
+    for limit in limits {
+        // Both values are the same: a service must not be able to raise its own soft limit
+        // past what was configured. protocol's RLIM_INFINITY is the kernel's.
+        sys::set_rlimit(limit.resource, limit.value).at(Step::Limits)?;
+    }
+    Ok(())
+}
+
+pub fn set_umask(umask: u32) {
+    sys::umask(umask);
+}
+
+pub fn change_directory(dir: &str) -> Result<(), Failure> {
+    let dir = CString::new(dir)
+        .map_err(|_| Errno::EINVAL)
+        .at(Step::Chdir)?;
+    sys::chdir(&dir).at(Step::Chdir)
+}

@@ -1,0 +1,266 @@
+//! Helpers for tests that run the real `steward` binaries against the real kernel: a running
+//! steward whose log can be waited on, temp-dir configs, and process checks through `/proc`.
+#![deny(missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any wait in a test may take before it fails. Generous: a loaded CI machine is slow,
+/// and a wait returns as soon as its condition holds.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The directory holding the built binaries: `STEWARD_BIN_DIR`, else the profile directory
+/// this test executable was built into (`target/debug/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STEWARD_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/PROFILE/deps")
+        .to_path_buf()
+}
+
+/// The path of a built binary; fails with a hint when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries with `make build` (or run the tests with `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// A temporary directory for one test: its config, pid files, copies of binaries.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("steward-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// The log lines a steward wrote so far, and a condvar signalled on each new one.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+/// A running `steward`, with its stderr collected line by line.
+pub struct Steward {
+    child: Child,
+    log: Arc<Log>,
+    /// The directory the config was written to.
+    pub dir: tempfile::TempDir,
+}
+
+impl Steward {
+    /// Writes `config` (with `@DIR@` replaced by the test's temp dir) to `steward.toml` and
+    /// starts `steward` on it.
+    pub fn start(config: &str) -> Steward {
+        let dir = temp_dir();
+        let path = dir.path().join("steward.toml");
+        let text = config.replace("@DIR@", dir.path().to_str().expect("utf-8 temp dir"));
+        std::fs::write(&path, text).expect("write config");
+        let mut cmd = Command::new(bin("steward"));
+        cmd.arg("--config").arg(&path);
+        Steward::spawn(cmd, dir)
+    }
+
+    /// Starts `cmd` (a steward command line, possibly wrapped in another program) and collects
+    /// its stderr.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Steward {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn steward");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Log::default());
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("STEWARD_TEST_ECHO").is_some() {
+                    eprintln!("| {line}");
+                }
+                sink.lines.lock().unwrap().0.push(line);
+                sink.changed.notify_all();
+            }
+            sink.lines.lock().unwrap().1 = true;
+            sink.changed.notify_all();
+        });
+        Steward { child, log, dir }
+    }
+
+    /// The pid of the steward process.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Every line logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().0.clone()
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lines
+            .lock()
+            .unwrap()
+            .0
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until `n` lines contain `needle`; returns the n-th. Fails the test, showing the
+    /// whole log, when that does not happen within [`DEADLINE`].
+    pub fn wait_for_nth(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut guard = self.log.lines.lock().unwrap();
+        loop {
+            let mut matching = guard.0.iter().filter(|l| l.contains(needle));
+            if let Some(line) = matching.nth(n - 1) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || guard.1 {
+                let log = guard.0.join("\n");
+                drop(guard);
+                panic!(
+                    "waited for {n} line(s) containing {needle:?}; steward {}; its log:\n{log}",
+                    if now >= deadline {
+                        "did not write them in time"
+                    } else {
+                        "closed its stderr"
+                    },
+                );
+            }
+            guard = self
+                .log
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_nth(needle, 1)
+    }
+
+    /// Sends a signal to steward.
+    pub fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal).expect("signal steward");
+    }
+
+    /// Waits for steward to exit (within [`DEADLINE`]) and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread see the end of stderr, so `lines` is complete.
+                let mut guard = self.log.lines.lock().unwrap();
+                while !guard.1 && Instant::now() < deadline {
+                    guard = self
+                        .log
+                        .changed
+                        .wait_timeout(guard, Duration::from_millis(50))
+                        .unwrap()
+                        .0;
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "steward did not exit; its log:\n{}",
+                self.lines().join("\n")
+            );
+            // Polling a child's exit has no fd to wait on here; poll at a short interval.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+}
+
+impl Drop for Steward {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// kill(2).
+pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: kill takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `cond` holds, checking every few milliseconds; fails with `what` after
+/// [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads the pids a test service appended to `file`, one per line.
+pub fn read_pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The pid in a `started (pid N)` log line.
+pub fn started_pid(line: &str) -> i32 {
+    line.rsplit_once("(pid ")
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Runs a binary to completion and returns (status, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().expect("run command");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,231 @@
+//! The life of eager services through the real binaries: one-shot, keep-alive, the start
+//! limit, exec failures, stopping, and shutdown.
+
+use steward_integration_tests::*;
+
+#[test]
+fn one_shot_runs_once_and_ends_exited() {
+    let mut s = Steward::start(
+        r#"
+[service.hello]
+exec = ["/bin/sh", "-c", "echo $$ >> @DIR@/pids; echo hello from the service"]
+"#,
+    );
+    s.wait_for("steward: hello: exited with status 0");
+    s.wait_for("hello from the service");
+    assert_eq!(read_pids(&s.dir.path().join("pids")).len(), 1);
+    assert_eq!(s.count("hello: started"), 1);
+    assert!(s.terminate().success());
+    assert_eq!(
+        s.count("hello: started"),
+        1,
+        "a one-shot is never restarted"
+    );
+}
+
+#[test]
+fn one_shot_that_fails_ends_failed() {
+    let mut s = Steward::start(
+        r#"
+[service.oops]
+exec = ["/bin/sh", "-c", "exit 3"]
+"#,
+    );
+    s.wait_for("steward: oops: exited with status 3");
+    s.wait_for("steward: oops: failed");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn keep_alive_restarts_with_a_new_pid() {
+    let mut s = Steward::start(
+        r#"
+[service.again]
+exec = ["/bin/sh", "-c", "echo $$ >> @DIR@/pids"]
+keep_alive = true
+restart_delay = "50ms"
+start_limit_burst = 100
+"#,
+    );
+    let first = started_pid(&s.wait_for_nth("again: started", 1));
+    let third = started_pid(&s.wait_for_nth("again: started", 3));
+    assert_ne!(first, third);
+    s.wait_for("again: restarting in 50ms");
+    let pids = read_pids(&s.dir.path().join("pids"));
+    assert!(pids.len() >= 2, "the service ran at least twice: {pids:?}");
+    // The pid steward reports is the service's own: the executor execs in place.
+    assert_eq!(pids[0], first);
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn start_limit_stops_a_crash_loop() {
+    let mut s = Steward::start(
+        r#"
+[service.crashy]
+exec = ["/bin/sh", "-c", "exit 1"]
+keep_alive = true
+restart_delay = "0"
+start_limit_burst = 3
+start_limit_interval = "1h"
+"#,
+    );
+    s.wait_for("crashy: start limit reached (3 restarts within 1h); failed");
+    // The first run plus three restarts, and not one more.
+    assert_eq!(s.count("crashy: started"), 4, "{:#?}", s.lines());
+    assert!(s.terminate().success());
+    assert_eq!(s.count("crashy: started"), 4);
+}
+
+#[test]
+fn exec_failure_names_the_step_and_exits_203() {
+    let mut s = Steward::start(
+        r#"
+[service.nope]
+exec = ["/bin/nope", "--flag"]
+"#,
+    );
+    s.wait_for("steward: nope: failed at exec: /bin/nope: No such file or directory");
+    s.wait_for("steward: nope: exited with status 203");
+    s.wait_for("steward: nope: failed");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn exec_failure_of_a_keep_alive_service_is_retried_under_the_start_limit() {
+    let mut s = Steward::start(
+        r#"
+[service.nope]
+exec = ["/bin/nope"]
+keep_alive = true
+restart_delay = "0"
+start_limit_burst = 2
+"#,
+    );
+    s.wait_for("nope: start limit reached (2 restarts within 10s); failed");
+    assert_eq!(s.count("failed at exec: /bin/nope"), 3);
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn chdir_failure_exits_200() {
+    let mut s = Steward::start(
+        r#"
+[service.lost]
+exec = ["/bin/true"]
+working_directory = "/nonexistent/steward-test"
+"#,
+    );
+    s.wait_for("lost: failed at chdir: /nonexistent/steward-test: No such file or directory");
+    s.wait_for("lost: exited with status 200");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn stop_timeout_escalates_to_sigkill() {
+    // The shell ignores SIGTERM, and so does the sleep it runs (ignored dispositions survive
+    // exec), so only SIGKILL ends it.
+    let mut s = Steward::start(
+        r#"
+[service.stubborn]
+exec = ["/bin/sh", "-c", "trap '' TERM; echo $$ > @DIR@/pid; echo ready; while :; do sleep 1; done"]
+stop_timeout = "300ms"
+"#,
+    );
+    s.wait_for("ready");
+    let pid = read_pids(&s.dir.path().join("pid"))[0];
+    s.signal(libc::SIGTERM);
+    s.wait_for("stubborn: stopping (SIGTERM)");
+    s.wait_for("stubborn: still running 300ms after SIGTERM; sending SIGKILL");
+    s.wait_for("stubborn: killed by SIGKILL");
+    assert!(s.wait_exit().success());
+    assert!(!alive(pid));
+}
+
+#[test]
+fn sigterm_shutdown_leaves_no_process_behind() {
+    let mut s = Steward::start(
+        r#"
+[service.parent]
+exec = ["/bin/sh", "-c", "sleep 1000 & echo $! >> @DIR@/pids; echo $$ >> @DIR@/pids; echo ready; wait"]
+keep_alive = true
+
+[service.plain]
+exec = ["/bin/sleep", "1000"]
+
+[service.restarting]
+exec = ["/bin/sh", "-c", "exit 0"]
+keep_alive = true
+restart_delay = "1h"
+"#,
+    );
+    s.wait_for("ready");
+    let plain = started_pid(&s.wait_for("plain: started"));
+    s.wait_for("restarting: restarting in 1h");
+    let mut pids = read_pids(&s.dir.path().join("pids"));
+    pids.push(plain);
+    assert_eq!(pids.len(), 3);
+    let status = s.terminate();
+    assert!(status.success(), "clean shutdown exits 0: {status:?}");
+    s.wait_for("steward: all services stopped; exiting");
+    for pid in pids {
+        wait_until(&format!("pid {pid} is gone"), || !alive(pid));
+    }
+}
+
+#[test]
+fn sigint_also_shuts_down() {
+    let mut s = Steward::start(
+        r#"
+[service.plain]
+exec = ["/bin/sleep", "1000"]
+"#,
+    );
+    let pid = started_pid(&s.wait_for("plain: started"));
+    s.signal(libc::SIGINT);
+    assert!(s.wait_exit().success());
+    assert!(!alive(pid));
+}
+
+#[test]
+fn autostart_false_is_not_started() {
+    let mut s = Steward::start(
+        r#"
+[service.later]
+exec = ["/bin/sleep", "1000"]
+autostart = false
+
+[service.now]
+exec = ["/bin/true"]
+"#,
+    );
+    s.wait_for("now: exited with status 0");
+    assert!(s.terminate().success());
+    assert_eq!(s.count("later:"), 0);
+}
+
+#[test]
+fn service_environment_is_minimal_unless_inherited() {
+    let mut s = Steward::start(
+        r#"
+[service.env]
+exec = ["/bin/sh", "-c", "env > @DIR@/env"]
+environment = { GREETING = "hi" }
+"#,
+    );
+    s.wait_for("env: exited with status 0");
+    let env = std::fs::read_to_string(s.dir.path().join("env")).unwrap();
+    let mut vars: Vec<&str> = env
+        .lines()
+        .filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=") && !l.starts_with("_="))
+        .collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        [
+            "GREETING=hi",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
+    assert!(s.terminate().success());
+}

@@ -1,0 +1,152 @@
+//! The spawn path itself: the manager never forks, the executor is pinned by fd, and the
+//! executor is a static binary.
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use steward_integration_tests::*;
+
+/// Two keep-alive services that exit at once and are restarted without delay, so the manager
+/// spawns as fast as it can for the length of the test.
+const CHURN: &str = r#"
+[service.churn1]
+exec = ["/bin/true"]
+keep_alive = true
+restart_delay = "0"
+start_limit_burst = 100000
+
+[service.churn2]
+exec = ["/bin/sh", "-c", "exit 7"]
+keep_alive = true
+restart_delay = "10ms"
+start_limit_burst = 100000
+"#;
+
+#[test]
+fn the_manager_only_clones_with_clone_vm_and_clone_vfork() {
+    let dir = temp_dir();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(&config, CHURN).unwrap();
+    let trace = dir.path().join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=clone,clone3,fork,vfork", "-o"])
+        .arg(&trace)
+        .arg(bin("steward"))
+        .arg("--config")
+        .arg(&config);
+    let mut s = Steward::spawn(cmd, dir);
+    let first = s.wait_for("version");
+    let manager = first
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .expect("the start line names the manager's pid");
+    // A few seconds of restarting, counted by the log rather than by the clock.
+    s.wait_for_nth("churn1: started", 300);
+    s.wait_for_nth("churn2: started", 30);
+    send_signal(manager, libc::SIGTERM).unwrap();
+    assert!(s.wait_exit().success());
+
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let by_manager: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(&manager.to_string()))
+        .collect();
+    let clones: Vec<&&str> = by_manager
+        .iter()
+        .filter(|l| l.contains("clone(") || l.contains("clone3("))
+        .collect();
+    assert!(
+        clones.len() >= 330,
+        "every spawn is a clone by the manager: saw {}\n{trace}",
+        clones.len()
+    );
+    for line in &clones {
+        assert!(
+            line.contains("CLONE_VM") && line.contains("CLONE_VFORK"),
+            "a clone without CLONE_VM|CLONE_VFORK: {line}"
+        );
+    }
+    // "fork(" also matches "vfork(".
+    for line in &by_manager {
+        assert!(
+            !line.contains("fork("),
+            "the manager called fork or vfork: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_executor_is_pinned_at_start() {
+    // A private copy of the binaries, so the executor can be deleted without harm.
+    let dir = temp_dir();
+    let bin_copy = dir.path().join("bin");
+    std::fs::create_dir(&bin_copy).unwrap();
+    for name in ["steward", "steward-executor"] {
+        std::fs::copy(bin(name), bin_copy.join(name)).unwrap();
+    }
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        r#"
+[service.again]
+exec = ["/bin/true"]
+keep_alive = true
+restart_delay = "20ms"
+start_limit_burst = 100000
+"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin_copy.join("steward"));
+    cmd.arg("--config").arg(&config);
+    let mut s = Steward::spawn(cmd, dir);
+    s.wait_for_nth("again: exited with status 0", 1);
+
+    std::fs::remove_file(bin_copy.join("steward-executor")).unwrap();
+    let before = s.count("again: exited with status 0");
+    s.wait_for_nth("again: exited with status 0", before + 5);
+    assert_eq!(s.count("failed at"), 0, "{:#?}", s.lines());
+    assert_eq!(s.count("cannot spawn"), 0, "{:#?}", s.lines());
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn the_default_executor_is_the_one_beside_steward() {
+    let dir = temp_dir();
+    let bin_copy = dir.path().join("bin");
+    std::fs::create_dir(&bin_copy).unwrap();
+    std::fs::copy(bin("steward"), bin_copy.join("steward")).unwrap();
+    // /bin/false standing in for the executor proves which file was chosen: the real one would
+    // exec /bin/true, which exits 0. (A script cannot stand in: it is exec'd through the
+    // close-on-exec pinned fd, which its interpreter can no longer open.)
+    std::fs::copy("/bin/false", bin_copy.join("steward-executor")).unwrap();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(&config, "[service.a]\nexec = [\"/bin/true\"]\n").unwrap();
+    let mut cmd = Command::new(bin_copy.join("steward"));
+    cmd.arg("--config").arg(&config);
+    let mut s = Steward::spawn(cmd, dir);
+    s.wait_for("a: exited with status 1");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn the_executor_is_statically_linked() {
+    let elf = std::fs::read(bin("steward-executor")).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(elf[4], 2, "64-bit ELF");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    let types: HashSet<u32> = (0..phnum)
+        .map(|i| {
+            let o = phoff + i * phentsize;
+            u32::from_le_bytes(elf[o..o + 4].try_into().unwrap())
+        })
+        .collect();
+    const PT_INTERP: u32 = 3;
+    assert!(
+        !types.contains(&PT_INTERP),
+        "steward-executor asks for a dynamic loader: build it with `make build`, which links it with +crt-static"
+    );
+}

@@ -1,0 +1,1039 @@
+//! Walks the spanned TOML document of each file and turns it into services, recording every
+//! mistake with its position instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::values::{
+    RLIMITS, Signal, UserEntry, Users, parse_duration, parse_mode, parse_size, valid_name,
+};
+use super::{
+    Config, Credentials, Diagnostic, Loaded, ManagerSettings, Origin, Service, SocketAddress,
+    SocketConfig, SocketKind, StdioMode, TakeoverEnv, UserEnv,
+};
+
+type Key<'i> = Spanned<DeString<'i>>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const NAME_RULE: &str = "names are 1 to 64 characters of A-Z a-z 0-9 _ . -";
+
+/// Parses every file and applies the rules that span files (unique names, one `[manager]`).
+pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
+    let mut diagnostics = Vec::new();
+    let mut services: Vec<Service> = Vec::new();
+    let mut manager: Option<(ManagerSettings, Origin)> = None;
+    for (path, text) in sources {
+        let mut cx = Cx {
+            file: path,
+            line_starts: line_starts(text),
+            diagnostics: &mut diagnostics,
+            users,
+        };
+        let (doc, errors) = DeTable::parse_recoverable(text);
+        if !errors.is_empty() {
+            // Syntax errors make whatever was recovered unreliable: report them alone rather
+            // than follow-on errors about keys that were simply not understood.
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                let message = e.message().trim_end().to_string();
+                cx.error(span, message);
+            }
+            continue;
+        }
+        for (key, value) in doc.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "service" => match value.get_ref() {
+                    DeValue::Table(table) => {
+                        for (name, body) in table.iter() {
+                            if let Some(service) = cx.service(name, body) {
+                                services.push(service);
+                            }
+                        }
+                    }
+                    _ => cx.error(
+                        value.span(),
+                        "`service` must be a table: write services as [service.NAME]",
+                    ),
+                },
+                "manager" => {
+                    let origin = cx.origin(key.span());
+                    if let Some(settings) = cx.manager(value) {
+                        if let Some((_, first)) = &manager {
+                            let message = format!("[manager] is defined twice (also at {first})");
+                            cx.error(key.span(), message);
+                        } else {
+                            manager = Some((settings, origin));
+                        }
+                    }
+                }
+                other => cx.error(
+                    key.span(),
+                    format!("unknown top-level key `{other}` (expected `service` or `manager`)"),
+                ),
+            }
+        }
+    }
+
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    let mut duplicates = Vec::new();
+    for service in &services {
+        if let Some(first) = seen.insert(&service.name, &service.origin) {
+            duplicates.push(Diagnostic {
+                origin: service.origin.clone(),
+                message: format!(
+                    "service `{}` is defined twice (also at {first})",
+                    service.name
+                ),
+                warning: false,
+            });
+        }
+    }
+    diagnostics.extend(duplicates);
+
+    let failed = diagnostics.iter().any(|d| !d.warning);
+    Loaded {
+        config: (!failed).then(|| Config {
+            manager: manager.map(|(m, _)| m).unwrap_or_default(),
+            services,
+        }),
+        diagnostics,
+    }
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+/// The walk of one file.
+struct Cx<'a> {
+    file: &'a Path,
+    line_starts: Vec<usize>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    users: &'a dyn Users,
+}
+
+/// A resolved `user` key: the uid, its database entry when there is one, and where it was set.
+struct UserSpec {
+    uid: u32,
+    entry: Option<UserEntry>,
+    span: Range<usize>,
+}
+
+/// A user or group as written: a name or a number.
+enum Id<'v> {
+    Name(&'v str),
+    Number(u32),
+}
+
+impl Cx<'_> {
+    fn origin(&self, span: Range<usize>) -> Origin {
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= span.start);
+        let start = self.line_starts[line - 1];
+        Origin {
+            file: self.file.to_path_buf(),
+            line,
+            column: span.start - start + 1,
+        }
+    }
+
+    fn push(&mut self, span: Range<usize>, message: String, warning: bool) {
+        let origin = self.origin(span);
+        self.diagnostics.push(Diagnostic {
+            origin,
+            message,
+            warning,
+        });
+    }
+
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.push(span, message.into(), false);
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.push(span, message.into(), true);
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| !d.warning).count()
+    }
+
+    fn type_error(&mut self, key: &str, value: &Value, expected: &str) {
+        let found = value.get_ref().type_str();
+        self.error(
+            value.span(),
+            format!("`{key}` must be {expected}, not {found}"),
+        );
+    }
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) if s.contains('\0') => {
+                self.error(value.span(), format!("`{key}` contains a NUL character"));
+                None
+            }
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => {
+                self.type_error(key, value, "a string");
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str, value: &Value) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: &Value, range: Range<i64>) -> Option<i64> {
+        let DeValue::Integer(i) = value.get_ref() else {
+            self.type_error(key, value, "an integer");
+            return None;
+        };
+        match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                let (lo, hi) = (range.start, range.end - 1);
+                self.error(
+                    value.span(),
+                    format!("`{key}` must be between {lo} and {hi}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Value) -> Option<Duration> {
+        let text = self.string(key, value)?;
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            self.error(
+                value.span(),
+                format!(
+                    "`{key}`: bad duration \"{text}\": write an integer with ms, s, m or h (\"100ms\", \"5s\"), or \"0\""
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn absolute_path(&mut self, key: &str, value: &Value) -> Option<String> {
+        let text = self.string(key, value)?;
+        if !text.starts_with('/') {
+            self.error(
+                value.span(),
+                format!("`{key}` must be an absolute path, not \"{text}\""),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    fn id<'v>(&mut self, key: &str, value: &'v Value) -> Option<Id<'v>> {
+        match value.get_ref() {
+            DeValue::Integer(_) => self
+                .integer(key, value, 0..u32::MAX as i64)
+                .map(|n| Id::Number(n as u32)),
+            DeValue::String(_) => {
+                let text = self.string(key, value)?;
+                Some(match text.parse::<u32>() {
+                    Ok(n) => Id::Number(n),
+                    Err(_) => Id::Name(text),
+                })
+            }
+            _ => {
+                self.type_error(key, value, "a name or a number");
+                None
+            }
+        }
+    }
+
+    fn user(&mut self, key: &str, value: &Value) -> Option<(u32, Option<UserEntry>)> {
+        match self.id(key, value)? {
+            Id::Number(uid) => Some((uid, self.users.user_by_id(uid))),
+            Id::Name(name) => match self.users.user_by_name(name) {
+                Some(entry) => Some((entry.uid, Some(entry))),
+                None => {
+                    self.error(value.span(), format!("`{key}`: unknown user \"{name}\""));
+                    None
+                }
+            },
+        }
+    }
+
+    fn group(&mut self, key: &str, value: &Value) -> Option<u32> {
+        match self.id(key, value)? {
+            Id::Number(gid) => Some(gid),
+            Id::Name(name) => {
+                let gid = self.users.group_by_name(name);
+                if gid.is_none() {
+                    self.error(value.span(), format!("`{key}`: unknown group \"{name}\""));
+                }
+                gid
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, key: &str, value: &'v Value<'v>) -> Option<&'v [Value<'v>]> {
+        match value.get_ref() {
+            DeValue::Array(a) => Some(&a[..]),
+            _ => {
+                self.type_error(key, value, "an array");
+                None
+            }
+        }
+    }
+
+    fn table<'v>(&mut self, key: &str, value: &'v Value<'v>) -> Option<&'v DeTable<'v>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.type_error(key, value, "a table");
+                None
+            }
+        }
+    }
+
+    fn manager(&mut self, value: &Value) -> Option<ManagerSettings> {
+        let table = self.table("manager", value)?;
+        let before = self.error_count();
+        let mut settings = ManagerSettings::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "log_buffer" => {
+                    if let Some(size) = self.size("log_buffer", value) {
+                        settings.log_buffer = size;
+                    }
+                }
+                other => self.error(
+                    key.span(),
+                    format!("unknown key `{other}` in [manager] (known: log_buffer)"),
+                ),
+            }
+        }
+        (self.error_count() == before).then_some(settings)
+    }
+
+    fn size(&mut self, key: &str, value: &Value) -> Option<u64> {
+        if let DeValue::Integer(_) = value.get_ref() {
+            return self.integer(key, value, 0..i64::MAX).map(|n| n as u64);
+        }
+        let text = self.string(key, value)?;
+        let size = parse_size(text);
+        if size.is_none() {
+            self.error(
+                value.span(),
+                format!(
+                    "`{key}`: bad size \"{text}\": write bytes, or a number with K, M or G (\"64M\")"
+                ),
+            );
+        }
+        size
+    }
+
+    fn service(&mut self, name: &Key, value: &Value) -> Option<Service> {
+        let n = name.get_ref().as_ref().to_string();
+        let before = self.error_count();
+        if !valid_name(&n) {
+            self.error(
+                name.span(),
+                format!("bad service name \"{n}\": {NAME_RULE}"),
+            );
+        }
+        let table = self.table(&format!("service.{n}"), value)?;
+        let mut s = Service {
+            name: n.clone(),
+            origin: self.origin(name.span()),
+            exec: Vec::new(),
+            autostart: true,
+            keep_alive: false,
+            lazy: false,
+            accept: false,
+            max_connections: 64,
+            credentials: None,
+            working_directory: "/".into(),
+            environment: Vec::new(),
+            inherit_environment: false,
+            stdio: StdioMode::Log,
+            umask: 0o022,
+            memory_max: None,
+            tasks_max: None,
+            limits: Vec::new(),
+            restart_delay: Duration::from_millis(100),
+            start_limit_burst: 5,
+            start_limit_interval: Duration::from_secs(10),
+            stop_signal: Signal::TERM,
+            stop_timeout: Duration::from_secs(5),
+            takeover_env: TakeoverEnv::Flag,
+            sockets: Vec::new(),
+        };
+        let mut spans: HashMap<String, Range<usize>> = HashMap::new();
+        let mut user = None;
+        let mut group = None;
+        let mut supplementary = None;
+        let mut sockets = None;
+        for (key, value) in table.iter() {
+            let k = key.get_ref().as_ref();
+            let known = match k {
+                "exec" => {
+                    if let Some(exec) = self.exec(value) {
+                        s.exec = exec;
+                    }
+                    true
+                }
+                "autostart" => set(&mut s.autostart, self.bool(k, value)),
+                "keep_alive" => set(&mut s.keep_alive, self.bool(k, value)),
+                "lazy" => set(&mut s.lazy, self.bool(k, value)),
+                "accept" => set(&mut s.accept, self.bool(k, value)),
+                "max_connections" => set(
+                    &mut s.max_connections,
+                    self.integer(k, value, 1..65_536).map(|n| n as u32),
+                ),
+                "user" => {
+                    user = self.user(k, value).map(|(uid, entry)| UserSpec {
+                        uid,
+                        entry,
+                        span: value.span(),
+                    });
+                    true
+                }
+                "group" => {
+                    group = self.group(k, value);
+                    true
+                }
+                "supplementary_groups" => {
+                    supplementary = self.groups(value);
+                    true
+                }
+                "working_directory" => set(&mut s.working_directory, self.absolute_path(k, value)),
+                "environment" => set(&mut s.environment, self.environment(value)),
+                "inherit_environment" => set(&mut s.inherit_environment, self.bool(k, value)),
+                "stdio" => set(&mut s.stdio, self.stdio(value)),
+                "umask" => set(&mut s.umask, self.umask(value)),
+                "memory_max" => {
+                    s.memory_max = self.size(k, value);
+                    true
+                }
+                "tasks_max" => {
+                    s.tasks_max = self.integer(k, value, 1..i64::MAX).map(|n| n as u64);
+                    true
+                }
+                "limits" => set(&mut s.limits, self.limits(value)),
+                "restart_delay" => set(&mut s.restart_delay, self.duration(k, value)),
+                "start_limit_burst" => set(
+                    &mut s.start_limit_burst,
+                    self.integer(k, value, 1..1_000_000).map(|n| n as u32),
+                ),
+                "start_limit_interval" => set(&mut s.start_limit_interval, self.duration(k, value)),
+                "stop_signal" => set(&mut s.stop_signal, self.signal(value)),
+                "stop_timeout" => set(&mut s.stop_timeout, self.duration(k, value)),
+                "takeover_env" => set(&mut s.takeover_env, self.takeover_env(value)),
+                "socket" => {
+                    sockets = Some(value);
+                    true
+                }
+                _ => false,
+            };
+            if known {
+                spans.insert(k.to_string(), key.span());
+            } else {
+                self.error(key.span(), format!("unknown key `{k}` in service `{n}`"));
+            }
+        }
+
+        if !spans.contains_key("exec") {
+            self.error(name.span(), format!("service `{n}` has no `exec`"));
+        }
+
+        s.credentials = self.credentials(user, group, supplementary, &spans);
+        if let Some(value) = sockets {
+            s.sockets = self.sockets(&n, value);
+        }
+        self.rules(&mut s, &spans);
+
+        (self.error_count() == before).then_some(s)
+    }
+
+    /// The rules that tie keys of one service together.
+    fn rules(&mut self, s: &mut Service, spans: &HashMap<String, Range<usize>>) {
+        let at = |key: &str| spans.get(key).cloned().unwrap_or(0..0);
+        let n = s.name.clone();
+        // Accept mode spawns per connection, so it is lazy by nature and never kept alive.
+        if s.accept {
+            s.lazy = true;
+            if s.keep_alive {
+                self.error(
+                    at("keep_alive"),
+                    format!("service `{n}`: `accept` cannot be combined with `keep_alive`"),
+                );
+            }
+            let streamish = s
+                .sockets
+                .iter()
+                .all(|k| matches!(k.kind, SocketKind::Stream | SocketKind::Seqpacket));
+            if s.sockets.len() != 1 || !streamish {
+                self.error(
+                    at("accept"),
+                    format!("service `{n}`: `accept` needs exactly one stream or seqpacket socket"),
+                );
+            }
+        }
+        // A lazy service is spawned by a connection, so it needs somewhere to connect.
+        if s.lazy && s.sockets.is_empty() && !s.accept {
+            self.error(
+                at("lazy"),
+                format!("service `{n}`: `lazy` needs at least one [[service.{n}.socket]]"),
+            );
+        }
+        if s.stdio == StdioMode::Socket && !s.accept {
+            self.error(
+                at("stdio"),
+                format!("service `{n}`: stdio = \"socket\" is only for `accept` services"),
+            );
+        }
+        if s.lazy && !s.accept && !s.keep_alive {
+            self.warn(
+                at("lazy"),
+                format!(
+                    "service `{n}` is lazy but not keep_alive: after it exits its sockets are not watched again, so clients wait until `stewardctl start {n}`"
+                ),
+            );
+        }
+        // Sockets, lazy and accept services, and cgroup limits come in later versions; until
+        // then they are refused rather than silently ignored.
+        for key in ["lazy", "accept", "socket", "memory_max", "tasks_max"] {
+            let used = match key {
+                "lazy" => s.lazy && spans.contains_key("lazy"),
+                "accept" => s.accept,
+                "socket" => spans.contains_key("socket"),
+                _ => spans.contains_key(key),
+            };
+            if used {
+                self.error(
+                    at(key),
+                    format!(
+                        "service `{n}`: `{key}` is not supported by this version of steward yet"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn exec(&mut self, value: &Value) -> Option<Vec<String>> {
+        let items = self.array("exec", value)?;
+        if items.is_empty() {
+            self.error(
+                value.span(),
+                "`exec` must name a program: [\"/path/to/program\", \"arg\", …]",
+            );
+            return None;
+        }
+        let mut argv = Vec::new();
+        for item in items {
+            argv.push(self.string("exec", item)?.to_string());
+        }
+        if !argv[0].starts_with('/') {
+            self.error(
+                items[0].span(),
+                format!("`exec[0]` must be an absolute path, not \"{}\"", argv[0]),
+            );
+            return None;
+        }
+        Some(argv)
+    }
+
+    fn groups(&mut self, value: &Value) -> Option<Vec<u32>> {
+        let items = self.array("supplementary_groups", value)?;
+        let mut groups = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.group("supplementary_groups", item) {
+                Some(gid) => groups.push(gid),
+                None => ok = false,
+            }
+        }
+        ok.then_some(groups)
+    }
+
+    fn credentials(
+        &mut self,
+        user: Option<UserSpec>,
+        group: Option<u32>,
+        supplementary: Option<Vec<u32>>,
+        spans: &HashMap<String, Range<usize>>,
+    ) -> Option<Credentials> {
+        if user.is_none() && group.is_none() && supplementary.is_none() {
+            return None;
+        }
+        let gid = match (&user, group) {
+            (_, Some(gid)) => gid,
+            (
+                Some(UserSpec {
+                    entry: Some(entry), ..
+                }),
+                None,
+            ) => entry.gid,
+            (
+                Some(UserSpec {
+                    uid,
+                    entry: None,
+                    span,
+                }),
+                None,
+            ) => {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "`user`: uid {uid} has no entry in the user database, so `group` must be set"
+                    ),
+                );
+                return None;
+            }
+            (None, None) => nix::unistd::getgid().as_raw(),
+        };
+        // Only fail here when the keys themselves parsed, so a bad value is reported once.
+        if (spans.contains_key("user") && user.is_none())
+            || (spans.contains_key("group") && group.is_none())
+        {
+            return None;
+        }
+        let uid = user
+            .as_ref()
+            .map(|u| u.uid)
+            .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+        let user_env = user.and_then(|u| u.entry).map(|e| UserEnv {
+            name: e.name,
+            home: e.home,
+        });
+        Some(Credentials {
+            uid,
+            gid,
+            groups: supplementary.unwrap_or_default(),
+            user_env,
+        })
+    }
+
+    fn environment(&mut self, value: &Value) -> Option<Vec<(String, String)>> {
+        let table = self.table("environment", value)?;
+        let mut env = Vec::new();
+        let mut ok = true;
+        for (key, value) in table.iter() {
+            let k = key.get_ref().as_ref();
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                self.error(
+                    key.span(),
+                    format!("`environment`: bad variable name \"{k}\""),
+                );
+                ok = false;
+                continue;
+            }
+            if k.starts_with("LISTEN_") || k == "SOCKET_TAKEOVER" {
+                self.error(
+                    key.span(),
+                    format!("`environment`: {k} is set by steward for the sockets it passes"),
+                );
+                ok = false;
+                continue;
+            }
+            match self.string(&format!("environment.{k}"), value) {
+                Some(v) => env.push((k.to_string(), v.to_string())),
+                None => ok = false,
+            }
+        }
+        ok.then_some(env)
+    }
+
+    fn stdio(&mut self, value: &Value) -> Option<StdioMode> {
+        let text = self.string("stdio", value)?;
+        Some(match text {
+            "log" => StdioMode::Log,
+            "null" => StdioMode::Null,
+            "inherit" => StdioMode::Inherit,
+            "socket" => StdioMode::Socket,
+            path if path.starts_with('/') => StdioMode::Path(path.to_string()),
+            other => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "`stdio` must be \"log\", \"null\", \"inherit\", \"socket\" or an absolute path, not \"{other}\""
+                    ),
+                );
+                return None;
+            }
+        })
+    }
+
+    fn umask(&mut self, value: &Value) -> Option<u32> {
+        match value.get_ref() {
+            DeValue::Integer(_) => self.integer("umask", value, 0..0o1000).map(|n| n as u32),
+            _ => {
+                let text = self.string("umask", value)?;
+                let mode = parse_mode(text).filter(|m| *m <= 0o777);
+                if mode.is_none() {
+                    self.error(
+                        value.span(),
+                        format!("`umask` must be octal like \"0022\", not \"{text}\""),
+                    );
+                }
+                mode
+            }
+        }
+    }
+
+    fn limits(&mut self, value: &Value) -> Option<Vec<(u32, u64)>> {
+        let table = self.table("limits", value)?;
+        let mut limits = Vec::new();
+        let mut ok = true;
+        for (key, value) in table.iter() {
+            let k = key.get_ref().as_ref();
+            let Some((_, resource)) = RLIMITS.iter().find(|(name, _)| *name == k) else {
+                let known: Vec<&str> = RLIMITS.iter().map(|(name, _)| *name).collect();
+                self.error(
+                    key.span(),
+                    format!(
+                        "`limits`: unknown limit `{k}` (known: {})",
+                        known.join(", ")
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            let limit = match value.get_ref() {
+                DeValue::String(s) if s == "infinity" || s == "unlimited" => Some(u64::MAX),
+                DeValue::Integer(_) => self
+                    .integer(&format!("limits.{k}"), value, 0..i64::MAX)
+                    .map(|n| n as u64),
+                _ => {
+                    self.type_error(&format!("limits.{k}"), value, "an integer or \"infinity\"");
+                    None
+                }
+            };
+            match limit {
+                Some(v) => limits.push((*resource, v)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(limits)
+    }
+
+    fn signal(&mut self, value: &Value) -> Option<Signal> {
+        match value.get_ref() {
+            DeValue::Integer(_) => self
+                .integer("stop_signal", value, 1..65)
+                .and_then(Signal::from_number),
+            _ => {
+                let text = self.string("stop_signal", value)?;
+                let signal = Signal::parse(text);
+                if signal.is_none() {
+                    self.error(
+                        value.span(),
+                        format!(
+                            "`stop_signal`: unknown signal \"{text}\" (write \"SIGTERM\", \"TERM\" or a number)"
+                        ),
+                    );
+                }
+                signal
+            }
+        }
+    }
+
+    fn takeover_env(&mut self, value: &Value) -> Option<TakeoverEnv> {
+        match self.string("takeover_env", value)? {
+            "flag" => Some(TakeoverEnv::Flag),
+            "map" => Some(TakeoverEnv::Map),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`takeover_env` must be \"flag\" or \"map\", not \"{other}\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn sockets(&mut self, service: &str, value: &Value) -> Vec<SocketConfig> {
+        let Some(items) = self.array("socket", value) else {
+            return Vec::new();
+        };
+        let mut sockets = Vec::new();
+        for item in items {
+            if let Some(socket) = self.socket(service, item) {
+                sockets.push(socket);
+            }
+        }
+        sockets
+    }
+
+    fn socket(&mut self, service: &str, value: &Value) -> Option<SocketConfig> {
+        let table = self.table("socket", value)?;
+        let before = self.error_count();
+        let mut address = None;
+        let mut socket = SocketConfig {
+            address: SocketAddress::Unix(PathBuf::new()),
+            kind: SocketKind::Stream,
+            mode: 0o600,
+            owner: None,
+            group: None,
+            backlog: 128,
+            name: service.to_string(),
+        };
+        for (key, value) in table.iter() {
+            let k = key.get_ref().as_ref();
+            match k {
+                "path" | "listen" => {
+                    if address.is_some() {
+                        self.error(
+                            key.span(),
+                            "a socket has exactly one of `path` and `listen`",
+                        );
+                        continue;
+                    }
+                    address = Some(match k {
+                        "path" => self
+                            .absolute_path(k, value)
+                            .map(|p| SocketAddress::Unix(PathBuf::from(p))),
+                        _ => self.string(k, value).and_then(|text| {
+                            let parsed = text.parse().ok().map(SocketAddress::Inet);
+                            if parsed.is_none() {
+                                self.error(
+                                    value.span(),
+                                    format!(
+                                        "`listen` must be ADDR:PORT (\"127.0.0.1:7000\", \"[::1]:80\"), not \"{text}\""
+                                    ),
+                                );
+                            }
+                            parsed
+                        }),
+                    });
+                }
+                "type" => {
+                    let kind = match self.string(k, value) {
+                        Some("stream") => Some(SocketKind::Stream),
+                        Some("seqpacket") => Some(SocketKind::Seqpacket),
+                        Some("datagram") => Some(SocketKind::Datagram),
+                        Some(other) => {
+                            self.error(
+                                value.span(),
+                                format!(
+                                    "socket `type` must be \"stream\", \"seqpacket\" or \"datagram\", not \"{other}\""
+                                ),
+                            );
+                            None
+                        }
+                        None => None,
+                    };
+                    set(&mut socket.kind, kind);
+                }
+                "mode" => {
+                    let mode = self.string(k, value).and_then(|text| {
+                        let mode = parse_mode(text).filter(|m| *m <= 0o777);
+                        if mode.is_none() {
+                            self.error(
+                                value.span(),
+                                format!(
+                                    "socket `mode` must be octal like \"0660\", not \"{text}\""
+                                ),
+                            );
+                        }
+                        mode
+                    });
+                    set(&mut socket.mode, mode);
+                }
+                "owner" => socket.owner = self.user(k, value).map(|(uid, _)| uid),
+                "group" => socket.group = self.group(k, value),
+                "backlog" => {
+                    let backlog = self.integer(k, value, 1..65_536).map(|n| n as u32);
+                    set(&mut socket.backlog, backlog);
+                }
+                "name" => {
+                    let name = self.string(k, value).and_then(|text| {
+                        if valid_name(text) {
+                            Some(text.to_string())
+                        } else {
+                            self.error(
+                                value.span(),
+                                format!("bad socket name \"{text}\": {NAME_RULE}"),
+                            );
+                            None
+                        }
+                    });
+                    set(&mut socket.name, name);
+                }
+                other => self.error(
+                    key.span(),
+                    format!("unknown key `{other}` in a socket of service `{service}`"),
+                ),
+            }
+        }
+        match address {
+            Some(Some(a)) => socket.address = a,
+            Some(None) => {}
+            None => self.error(
+                value.span(),
+                format!("a socket of service `{service}` needs `path` or `listen`"),
+            ),
+        }
+        (self.error_count() == before).then_some(socket)
+    }
+}
+
+/// Stores a parsed value; a value that failed to parse was already reported.
+fn set<T>(slot: &mut T, value: Option<T>) -> bool {
+    if let Some(v) = value {
+        *slot = v;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_str;
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        load_str("t.toml", text)
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn minimal_service_gets_defaults() {
+        let loaded = load_str("t.toml", "[service.a]\nexec = [\"/bin/true\"]\n");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let s = &loaded.config.unwrap().services[0];
+        assert_eq!(s.name, "a");
+        assert_eq!(s.exec, ["/bin/true"]);
+        assert!(s.autostart && !s.keep_alive);
+        assert_eq!(s.restart_delay, Duration::from_millis(100));
+        assert_eq!(s.start_limit_burst, 5);
+        assert_eq!(s.stop_signal, Signal::TERM);
+        assert_eq!(s.stdio, StdioMode::Log);
+        assert_eq!(s.origin.line, 1);
+        assert_eq!(s.origin.column, 10);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_position() {
+        let text = "\
+[service.a]
+exec = [\"bin/true\"]
+colour = \"blue\"
+restart_delay = \"soon\"
+
+[service.b]
+keep_alive = \"yes\"
+stop_signal = \"SIGNOPE\"
+";
+        let errs = errors(text);
+        assert_eq!(
+            errs,
+            [
+                "t.toml:2:9: `exec[0]` must be an absolute path, not \"bin/true\"",
+                "t.toml:3:1: unknown key `colour` in service `a`",
+                "t.toml:4:17: `restart_delay`: bad duration \"soon\": write an integer with ms, s, m or h (\"100ms\", \"5s\"), or \"0\"",
+                "t.toml:7:14: `keep_alive` must be true or false, not string",
+                "t.toml:8:15: `stop_signal`: unknown signal \"SIGNOPE\" (write \"SIGTERM\", \"TERM\" or a number)",
+                "t.toml:6:10: service `b` has no `exec`",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_positioned() {
+        let errs = errors("[service.a]\nexec = [\"/bin/true\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("t.toml:"), "{errs:?}");
+    }
+
+    #[test]
+    fn duplicate_names_across_files_name_both_places() {
+        let a = (
+            PathBuf::from("a.toml"),
+            "[service.x]\nexec=[\"/bin/true\"]\n".into(),
+        );
+        let b = (
+            PathBuf::from("b.toml"),
+            "\n[service.x]\nexec=[\"/bin/true\"]\n".into(),
+        );
+        let loaded = parse_files(&[a, b], &super::super::values::SystemUsers);
+        let errs: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errs,
+            ["b.toml:2:10: service `x` is defined twice (also at a.toml:1:10)"]
+        );
+        assert!(loaded.config.is_none());
+    }
+
+    #[test]
+    fn environment_rules() {
+        let errs = errors(
+            "[service.a]\nexec=[\"/bin/true\"]\nenvironment = { LISTEN_FDS = \"3\", OK = \"1\", N = 2 }\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("LISTEN_FDS is set by steward"));
+        assert!(errs[1].contains("`environment.N` must be a string"));
+    }
+
+    #[test]
+    fn bad_names_and_unknown_users() {
+        let errs = errors(
+            "[service.\"a b\"]\nexec=[\"/bin/true\"]\n[service.c]\nexec=[\"/bin/true\"]\nuser = \"no-such-user-here\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("bad service name \"a b\""));
+        assert!(errs[1].starts_with("t.toml:5:8: `user`: unknown user \"no-such-user-here\""));
+    }
+
+    #[test]
+    fn limits_umask_and_sizes() {
+        let loaded = load_str(
+            "t.toml",
+            "[manager]\nlog_buffer = \"128K\"\n[service.a]\nexec=[\"/bin/true\"]\numask = \"0077\"\nlimits = { nofile = 1024, core = \"infinity\" }\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let config = loaded.config.unwrap();
+        assert_eq!(config.manager.log_buffer, 128 * 1024);
+        let s = &config.services[0];
+        assert_eq!(s.umask, 0o077);
+        assert_eq!(s.limits, [(7, 1024), (4, u64::MAX)]);
+    }
+
+    #[test]
+    fn not_yet_supported_keys_are_refused() {
+        let errs = errors("[service.a]\nexec=[\"/bin/true\"]\nmemory_max = \"16M\"\n");
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:1: service `a`: `memory_max` is not supported by this version of steward yet"
+            ]
+        );
+    }
+
+    #[test]
+    fn accept_rules() {
+        let errs = errors("[service.a]\nexec=[\"/bin/true\"]\naccept = true\nkeep_alive = true\n");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("cannot be combined with `keep_alive`"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("exactly one stream or seqpacket socket"))
+        );
+    }
+}

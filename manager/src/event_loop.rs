@@ -1,0 +1,448 @@
+//! The manager's one thread: one epoll loop over signals (signalfd), timers (timerfd) and the
+//! executors' status pipes. Its body is wait → dispatch → reap; every decision about a service
+//! is made by its state machine in `supervisor`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal as NixSignal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use steward_protocol::StatusReport;
+
+use crate::config::{self, Signal};
+use crate::log;
+use crate::spawn::Spawner;
+use crate::supervisor::{Effects, Event, Exit, Supervised};
+use crate::sys;
+
+/// What an epoll event is about, packed into its 64-bit data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Signals,
+    Timer,
+    /// The status pipe of the executor with this pid.
+    Status(Pid),
+}
+
+impl Token {
+    const STATUS: u64 = 1 << 32;
+
+    fn to_u64(self) -> u64 {
+        match self {
+            Token::Signals => 0,
+            Token::Timer => 1,
+            Token::Status(pid) => Self::STATUS | pid.as_raw() as u32 as u64,
+        }
+    }
+
+    fn from_u64(data: u64) -> Option<Token> {
+        match data {
+            0 => Some(Token::Signals),
+            1 => Some(Token::Timer),
+            d if d & Self::STATUS != 0 => Some(Token::Status(Pid::from_raw(d as u32 as i32))),
+            _ => None,
+        }
+    }
+}
+
+/// Why the manager could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The executor could not be pinned.
+    #[error(transparent)]
+    Pin(#[from] crate::spawn::PinError),
+    /// A kernel facility the loop needs failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being set up.
+        what: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: Errno,
+    },
+}
+
+fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> SetupError {
+    move |source| SetupError::Sys { what, source }
+}
+
+/// One timer per service, ordered by deadline.
+#[derive(Default)]
+struct Timers {
+    queue: BTreeSet<(Instant, usize)>,
+    deadlines: HashMap<usize, Instant>,
+}
+
+impl Timers {
+    fn set(&mut self, id: usize, at: Instant) {
+        self.clear(id);
+        self.queue.insert((at, id));
+        self.deadlines.insert(id, at);
+    }
+
+    fn clear(&mut self, id: usize) {
+        if let Some(at) = self.deadlines.remove(&id) {
+            self.queue.remove(&(at, id));
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        let &(at, id) = self.queue.first()?;
+        if at > now {
+            return None;
+        }
+        self.queue.pop_first();
+        self.deadlines.remove(&id);
+        Some(id)
+    }
+}
+
+/// The running manager.
+pub struct Manager {
+    services: Vec<Supervised>,
+    spawner: Spawner,
+    epoll: Epoll,
+    signals: SignalFd,
+    timerfd: TimerFd,
+    /// The deadline the timerfd is armed for.
+    armed: Option<Instant>,
+    timers: Timers,
+    /// Which service each live process belongs to.
+    pids: HashMap<Pid, usize>,
+    /// Status pipes of executors that have not exec'd or reported yet.
+    status_pipes: HashMap<Pid, OwnedFd>,
+    shutting_down: bool,
+}
+
+/// The signals the manager handles through its signalfd.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        NixSignal::SIGCHLD,
+        NixSignal::SIGTERM,
+        NixSignal::SIGINT,
+        NixSignal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+impl Manager {
+    /// Pins the executor and sets up the loop. Errors here are fatal: nothing has started yet.
+    pub fn new(config: config::Config, executor: &std::path::Path) -> Result<Manager, SetupError> {
+        let spawner = Spawner::pin(executor)?;
+
+        // Blocked before any child exists, so no exit can slip past the signalfd. Children
+        // inherit the mask; the executor clears it before exec.
+        let signals = handled_signals();
+        signals
+            .thread_block()
+            .map_err(sys_err("blocking signals"))?;
+        let signalfd =
+            SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+                .map_err(sys_err("signalfd"))?;
+        if nix::unistd::getpid().as_raw() != 1 {
+            // Orphans of our services are reparented to us and reaped, as they would be by init.
+            nix::sys::prctl::set_child_subreaper(true)
+                .map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
+        }
+        let timerfd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+        )
+        .map_err(sys_err("timerfd"))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys_err("epoll"))?;
+        epoll
+            .add(
+                &signalfd,
+                EpollEvent::new(EpollFlags::EPOLLIN, Token::Signals.to_u64()),
+            )
+            .map_err(sys_err("epoll_ctl"))?;
+        epoll
+            .add(
+                &timerfd,
+                EpollEvent::new(EpollFlags::EPOLLIN, Token::Timer.to_u64()),
+            )
+            .map_err(sys_err("epoll_ctl"))?;
+
+        Ok(Manager {
+            services: config.services.into_iter().map(Supervised::new).collect(),
+            spawner,
+            epoll,
+            signals: signalfd,
+            timerfd,
+            armed: None,
+            timers: Timers::default(),
+            pids: HashMap::new(),
+            status_pipes: HashMap::new(),
+            shutting_down: false,
+        })
+    }
+
+    /// Starts the autostart services and supervises until an orderly shutdown has finished.
+    pub fn run(mut self) {
+        log::manager(format_args!(
+            "version {} starting (pid {}, {} services)",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            self.services.len()
+        ));
+        // From now on, we must not die: a failure of one service is logged and becomes a retry
+        // or a `failed` state; a failed syscall of the loop is logged and the loop goes on.
+        for id in 0..self.services.len() {
+            if self.services[id].config.autostart {
+                self.dispatch(id, Event::Start);
+            }
+        }
+        let mut events = [EpollEvent::empty(); 32];
+        loop {
+            self.arm_timer();
+            if self.shutting_down && self.services.iter().all(|s| s.state.at_rest()) {
+                break;
+            }
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::manager(format_args!("epoll_wait failed: {e}"));
+                    continue;
+                }
+            };
+            for event in &events[..n] {
+                match Token::from_u64(event.data()) {
+                    Some(Token::Signals) => self.on_signals(),
+                    Some(Token::Timer) => self.on_timer(),
+                    Some(Token::Status(pid)) => self.on_status(pid),
+                    None => {}
+                }
+            }
+        }
+        log::manager(format_args!("all services stopped; exiting"));
+    }
+
+    fn dispatch(&mut self, id: usize, event: Event) {
+        let Manager {
+            services,
+            spawner,
+            epoll,
+            timers,
+            pids,
+            status_pipes,
+            ..
+        } = self;
+        let mut world = World {
+            id,
+            spawner,
+            epoll,
+            timers,
+            pids,
+            status_pipes,
+        };
+        services[id].handle(event, &mut world);
+    }
+
+    fn on_signals(&mut self) {
+        let mut reap = false;
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match NixSignal::try_from(info.ssi_signo as i32) {
+                    Ok(NixSignal::SIGCHLD) => reap = true,
+                    Ok(NixSignal::SIGTERM | NixSignal::SIGINT) => self.shutdown(),
+                    Ok(NixSignal::SIGHUP) => log::manager(format_args!(
+                        "SIGHUP: reloading the config is not supported by this version yet"
+                    )),
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::manager(format_args!("reading the signalfd failed: {e}"));
+                    break;
+                }
+            }
+        }
+        // SIGCHLD coalesces: one signal may stand for many exits, so reap until none is left.
+        if reap {
+            self.reap();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.shutting_down {
+            log::manager(format_args!("already shutting down"));
+            return;
+        }
+        self.shutting_down = true;
+        log::manager(format_args!("shutting down"));
+        for id in (0..self.services.len()).rev() {
+            self.dispatch(id, Event::Stop);
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    (pid, Exit::Signal(Signal(signal as i32)))
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::manager(format_args!("waitpid failed: {e}"));
+                    return;
+                }
+            };
+            // A pid we do not know is an orphan reparented to us: reaping it is all we owe it.
+            if let Some(id) = self.pids.remove(&pid) {
+                // The executor's report, or the close that means it exec'd, happened before the
+                // exit: deliver it first even if epoll has not told us yet.
+                self.read_status(pid, id);
+                self.dispatch(id, Event::Exited(exit));
+            }
+        }
+    }
+
+    fn on_status(&mut self, pid: Pid) {
+        if let Some(&id) = self.pids.get(&pid) {
+            self.read_status(pid, id);
+        }
+    }
+
+    /// Reads an executor's status pipe: a report means a step failed; end-of-file without one
+    /// means the service was exec'd.
+    fn read_status(&mut self, pid: Pid, id: usize) {
+        let Some(fd) = self.status_pipes.get(&pid) else {
+            return;
+        };
+        let mut buf = [0u8; StatusReport::LEN + 1];
+        let event = match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => Event::ExecSucceeded,
+            Ok(n) => match StatusReport::decode(&buf[..n]) {
+                Ok(report) => Event::StepFailed(report),
+                Err(e) => {
+                    let name = &self.services[id].config.name;
+                    log::service(name, format_args!("garbled report from the executor: {e}"));
+                    Event::ExecSucceeded
+                }
+            },
+            Err(Errno::EAGAIN | Errno::EINTR) => return,
+            Err(e) => {
+                let name = &self.services[id].config.name;
+                log::service(
+                    name,
+                    format_args!("reading the executor's status failed: {e}"),
+                );
+                Event::ExecSucceeded
+            }
+        };
+        if let Some(fd) = self.status_pipes.remove(&pid) {
+            let _ = self.epoll.delete(&fd);
+        }
+        self.dispatch(id, event);
+    }
+
+    fn on_timer(&mut self) {
+        // Reading clears the readiness; the expiry count itself is not needed.
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(self.timerfd.as_fd(), &mut buf);
+        self.armed = None;
+        let now = Instant::now();
+        while let Some(id) = self.timers.pop_due(now) {
+            self.dispatch(id, Event::Timer);
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let next = self.timers.next();
+        if next == self.armed {
+            return;
+        }
+        let result = match next {
+            Some(at) => {
+                // A zero expiration would disarm the timerfd, so a due timer fires in 1ns.
+                let after = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1));
+                self.timerfd.set(
+                    Expiration::OneShot(TimeSpec::from_duration(after)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+            None => self.timerfd.unset(),
+        };
+        match result {
+            Ok(()) => self.armed = next,
+            Err(e) => log::manager(format_args!("arming the timerfd failed: {e}")),
+        }
+    }
+}
+
+/// The effects of one service's transition, carried out for real.
+struct World<'a> {
+    id: usize,
+    spawner: &'a Spawner,
+    epoll: &'a Epoll,
+    timers: &'a mut Timers,
+    pids: &'a mut HashMap<Pid, usize>,
+    status_pipes: &'a mut HashMap<Pid, OwnedFd>,
+}
+
+impl Effects for World<'_> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn spawn(&mut self, service: &config::Service) -> Result<Pid, String> {
+        let (pid, status) = self.spawner.spawn(service).map_err(|e| e.to_string())?;
+        self.pids.insert(pid, self.id);
+        let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Status(pid).to_u64());
+        match self.epoll.add(&status, interest) {
+            Ok(()) => {
+                self.status_pipes.insert(pid, status);
+            }
+            // Without the pipe the service still runs; it only stays `starting` until it exits.
+            Err(e) => log::service(
+                &service.name,
+                format_args!("cannot watch the status pipe: {e}"),
+            ),
+        }
+        Ok(pid)
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        // The service leads its own process group (the executor calls setsid), so the group
+        // takes its helpers along. Before setsid the group does not exist yet: signal the pid.
+        let sent =
+            sys::kill(-pid.as_raw(), signal.0).or_else(|_| sys::kill(pid.as_raw(), signal.0));
+        if sent.is_ok() && signal != Signal::KILL {
+            // A stopped process would never act on the stop signal.
+            let _ = sys::kill(-pid.as_raw(), libc::SIGCONT);
+        }
+    }
+
+    fn set_timer(&mut self, after: Duration) {
+        self.timers.set(self.id, Instant::now() + after);
+    }
+
+    fn clear_timer(&mut self) {
+        self.timers.clear(self.id);
+    }
+
+    fn log(&mut self, service: &str, message: fmt::Arguments<'_>) {
+        log::service(service, message);
+    }
+}

@@ -1,0 +1,285 @@
+//! The spawn path: a service's config becomes a spawn state in a sealed memfd, and the pinned
+//! executor is `posix_spawn`ed with it. The manager never forks: glibc's posix_spawn clones with
+//! CLONE_VM|CLONE_VFORK, so no page of the manager is copied, however large it has grown.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use memfd::{FileSeal, MemfdOptions};
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
+use nix::unistd::Pid;
+use rustix::fs::{Mode, OFlags};
+use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio};
+
+use crate::config::{self, StdioMode};
+
+/// The base `PATH` of a service that does not inherit the manager's environment.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a spawn failed before the executor ran.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The status pipe could not be made.
+    #[error("cannot create the status pipe: {0}")]
+    Pipe(#[source] rustix::io::Errno),
+    /// The spawn state did not encode.
+    #[error(transparent)]
+    Encode(#[from] steward_protocol::EncodeError),
+    /// The memfd could not be created, written or sealed.
+    #[error("cannot prepare the spawn state memfd: {0}")]
+    Memfd(String),
+    /// posix_spawn failed.
+    #[error("posix_spawn of the executor failed: {0}")]
+    Spawn(#[source] nix::Error),
+}
+
+/// Why the executor could not be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// It could not be opened.
+    #[error("cannot open the executor {path}: {source}")]
+    Open {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: rustix::io::Errno,
+    },
+    /// It is not an executable regular file.
+    #[error("the executor {path} is not an executable file")]
+    NotExecutable {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+}
+
+/// Spawns services through an executor pinned by fd, so that replacing or deleting the file on
+/// disk changes nothing until the manager re-executes itself.
+pub struct Spawner {
+    /// An O_PATH fd on the executor; kept open for as long as we spawn through it.
+    _pinned: OwnedFd,
+    /// `/proc/self/fd/N` for the pinned fd: what posix_spawn executes.
+    exec_path: CString,
+    /// `argv[0]` for the executor, for `ps`.
+    argv0: CString,
+}
+
+impl Spawner {
+    /// Opens the executor at `path` and keeps it.
+    pub fn pin(path: &Path) -> Result<Spawner, PinError> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(
+            |source| PinError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+        let stat = rustix::fs::fstat(&fd).map_err(|source| PinError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+        let executable = rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok();
+        if !is_file || !executable {
+            return Err(PinError::NotExecutable {
+                path: path.to_path_buf(),
+            });
+        }
+        let exec_path =
+            CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number");
+        Ok(Spawner {
+            _pinned: fd,
+            exec_path,
+            argv0: CString::new("steward-executor").expect("no NUL"),
+        })
+    }
+
+    /// Spawns the executor for `service`; returns its pid and the read end of its status pipe
+    /// (non-blocking, close-on-exec).
+    pub fn spawn(&self, service: &config::Service) -> Result<(Pid, OwnedFd), SpawnError> {
+        let (status_read, status_write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(SpawnError::Pipe)?;
+        // Only our end is non-blocking: the executor's single report write must not fail.
+        rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
+
+        let state = spawn_state(service, status_write.as_raw_fd());
+        let memfd = sealed_memfd(&steward_protocol::encode(&state)?)?;
+
+        // dup2 of an fd onto itself clears its FD_CLOEXEC in the child (glibc follows Austin
+        // Group issue 411), so exactly these two fds cross into the executor, at the numbers
+        // the spawn state names. Everything else the manager holds is close-on-exec.
+        let mut actions = PosixSpawnFileActions::init().map_err(SpawnError::Spawn)?;
+        for fd in [memfd.as_raw_fd(), status_write.as_raw_fd()] {
+            actions.add_dup2(fd, fd).map_err(SpawnError::Spawn)?;
+        }
+        let attr = PosixSpawnAttr::init().map_err(SpawnError::Spawn)?;
+        let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
+        let argv = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
+        let envp: [&std::ffi::CStr; 0] = [];
+        let pid = posix_spawn(self.exec_path.as_c_str(), &actions, &attr, &argv, &envp)
+            .map_err(SpawnError::Spawn)?;
+        Ok((pid, status_read))
+    }
+}
+
+fn sealed_memfd(bytes: &[u8]) -> Result<File, SpawnError> {
+    let err = |e: &dyn std::fmt::Display| SpawnError::Memfd(e.to_string());
+    let memfd = MemfdOptions::default()
+        .close_on_exec(true)
+        .allow_sealing(true)
+        .create("steward-spawn-state")
+        .map_err(|e| err(&e))?;
+    memfd.as_file().write_all(bytes).map_err(|e| err(&e))?;
+    // Sealed, the executor can trust that what it reads is what we wrote, and nobody holding
+    // the fd can change it under it.
+    memfd
+        .add_seals(&[
+            FileSeal::SealShrink,
+            FileSeal::SealGrow,
+            FileSeal::SealWrite,
+            FileSeal::SealSeal,
+        ])
+        .map_err(|e| err(&e))?;
+    Ok(memfd.into_file())
+}
+
+/// Everything the executor needs for `service`, in numbers and paths.
+pub fn spawn_state(service: &config::Service, status_fd: i32) -> SpawnState {
+    let stdio = match &service.stdio {
+        // The per-service log ring arrives with the control interface; until then the
+        // service's output goes to the manager's own stderr.
+        StdioMode::Log => [Stdio::Null, Stdio::Fd(2), Stdio::Inherit],
+        StdioMode::Null => [Stdio::Null, Stdio::Null, Stdio::Null],
+        StdioMode::Inherit | StdioMode::Socket => [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
+        StdioMode::Path(p) => [
+            Stdio::Path(p.clone()),
+            Stdio::Path(p.clone()),
+            Stdio::Path(p.clone()),
+        ],
+    };
+    SpawnState {
+        name: service.name.clone(),
+        path: service.exec[0].clone(),
+        argv: service.exec.clone(),
+        env: environment(service, std::env::vars_os()),
+        listen_pid: false,
+        stdio,
+        fds: Vec::new(),
+        status_fd,
+        working_directory: service.working_directory.clone(),
+        umask: service.umask,
+        credentials: service.credentials.as_ref().map(|c| Credentials {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.clone(),
+        }),
+        rlimits: service
+            .limits
+            .iter()
+            .map(|&(resource, value)| Rlimit { resource, value })
+            .collect(),
+        cgroups: Vec::new(),
+    }
+}
+
+/// The service's environment: the base (the manager's own, or a minimal one), the user's
+/// variables, then the configured ones, each later one overriding an earlier one of that name.
+fn environment(
+    service: &config::Service,
+    inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
+    };
+    if service.inherit_environment {
+        for (k, v) in inherited {
+            // A variable that is not UTF-8 cannot go through the protocol's strings; passing
+            // it mangled would be worse than leaving it out.
+            if let (Some(k), Some(v)) = (utf8(&k), utf8(&v)) {
+                set(k, v);
+            }
+        }
+    } else {
+        set("PATH", DEFAULT_PATH);
+    }
+    if let Some(user) = service
+        .credentials
+        .as_ref()
+        .and_then(|c| c.user_env.as_ref())
+    {
+        set("HOME", &user.home);
+        set("USER", &user.name);
+        set("LOGNAME", &user.name);
+    }
+    for (k, v) in &service.environment {
+        set(k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn utf8(s: &OsStr) -> Option<&str> {
+    std::str::from_utf8(s.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn service(text: &str) -> config::Service {
+        let loaded = config::load_str("t.toml", &format!("[service.s]\n{text}"));
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        loaded.config.unwrap().services.remove(0)
+    }
+
+    #[test]
+    fn minimal_environment_and_overrides() {
+        let s = service("exec = [\"/bin/x\"]\nenvironment = { PATH = \"/opt/bin\", A = \"1\" }\n");
+        let inherited = vec![(OsString::from("SECRET"), OsString::from("x"))];
+        assert_eq!(
+            environment(&s, inherited.into_iter()),
+            ["PATH=/opt/bin", "A=1"]
+        );
+    }
+
+    #[test]
+    fn inherited_environment() {
+        let s = service(
+            "exec = [\"/bin/x\"]\ninherit_environment = true\nenvironment = { B = \"2\" }\n",
+        );
+        let inherited = vec![
+            (OsString::from("B"), OsString::from("1")),
+            (OsString::from("C"), OsString::from("3")),
+        ];
+        assert_eq!(environment(&s, inherited.into_iter()), ["B=2", "C=3"]);
+    }
+
+    #[test]
+    fn state_carries_numbers() {
+        let s = service(
+            "exec = [\"/bin/x\", \"-v\"]\nworking_directory = \"/tmp\"\numask = \"0077\"\nlimits = { nofile = 64 }\nstdio = \"null\"\n",
+        );
+        let state = spawn_state(&s, 9);
+        assert_eq!(state.path, "/bin/x");
+        assert_eq!(state.argv, ["/bin/x", "-v"]);
+        assert_eq!(state.status_fd, 9);
+        assert_eq!(state.umask, 0o077);
+        assert_eq!(state.working_directory, "/tmp");
+        assert_eq!(
+            state.rlimits,
+            [Rlimit {
+                resource: 7,
+                value: 64
+            }]
+        );
+        assert_eq!(state.stdio, [Stdio::Null, Stdio::Null, Stdio::Null]);
+        assert!(state.credentials.is_none());
+    }
+}

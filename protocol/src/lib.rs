@@ -1,0 +1,546 @@
+//! The one format that crosses a process boundary: the spawn state the manager hands to
+//! `steward-executor`, and the status report the executor sends back when a step fails.
+//!
+//! The manager writes an encoded [`SpawnState`] into a sealed memfd; the executor decodes it,
+//! applies it and execs the service. Everything in it is a number or a path: the executor does
+//! no name lookups. The encoding is one serde schema for both directions, behind a small header
+//! (magic, version, length) so that a stale or foreign executor fails loudly instead of
+//! misreading the state.
+#![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The first bytes of every encoded spawn state.
+pub const MAGIC: [u8; 4] = *b"STWD";
+/// Bumped whenever [`SpawnState`] changes shape; the executor refuses any other.
+pub const VERSION: u32 = 1;
+/// magic + version + payload length.
+pub const HEADER_LEN: usize = 12;
+/// The largest payload either side accepts. A real state is a few KiB; the bound keeps a
+/// corrupt length from making the executor allocate without limit.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// Everything the executor needs to turn itself into a service process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnState {
+    /// The service's name, used only in messages.
+    pub name: String,
+    /// The program to execute: an absolute path.
+    pub path: String,
+    /// The argument vector, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// The complete environment as `KEY=VALUE`, except `LISTEN_PID`, which only the executor
+    /// can know.
+    pub env: Vec<String>,
+    /// Whether to add `LISTEN_PID=<the executor's own pid>` (set when the service gets sockets).
+    pub listen_pid: bool,
+    /// What fds 0, 1 and 2 become.
+    pub stdio: [Stdio; 3],
+    /// Executor fds to place at 3, 4, … in this order, with FD_CLOEXEC and O_NONBLOCK clear.
+    pub fds: Vec<i32>,
+    /// The write end of the status pipe (close-on-exec): a [`StatusReport`] is written here when a
+    /// step fails; a successful exec closes it.
+    pub status_fd: i32,
+    /// The working directory of the service.
+    pub working_directory: String,
+    /// The umask of the service.
+    pub umask: u32,
+    /// Credentials to switch to; `None` keeps the manager's.
+    pub credentials: Option<Credentials>,
+    /// Resource limits; soft and hard are both set to the value.
+    pub rlimits: Vec<Rlimit>,
+    /// cgroup directories the executor moves itself into before exec (one per hierarchy:
+    /// several on cgroup v1).
+    pub cgroups: Vec<String>,
+}
+
+/// What one of the fds 0, 1, 2 of the service becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stdio {
+    /// Left as the executor received it.
+    Inherit,
+    /// `/dev/null`, opened read-write.
+    Null,
+    /// A duplicate of this executor fd.
+    Fd(i32),
+    /// A file opened read-write (created 0640 and appended to if missing); a tty becomes the
+    /// controlling terminal.
+    Path(String),
+}
+
+/// Numeric credentials, resolved by the manager when it loaded the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Real, effective and saved user id.
+    pub uid: u32,
+    /// Real, effective and saved group id.
+    pub gid: u32,
+    /// The complete supplementary group list.
+    pub groups: Vec<u32>,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft and hard limit; [`RLIM_INFINITY`] for none.
+    pub value: u64,
+}
+
+/// The value of an unlimited [`Rlimit`].
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+/// A step of the executor, in the order it runs them. Each failing step has systemd's exit
+/// status for it, so tools that know systemd's numbers read ours too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    /// Reading and decoding the spawn state.
+    Deserialize = 1,
+    /// Placing the service's fds and closing all others.
+    Fds,
+    /// Resetting the signal mask and dispositions.
+    Signals,
+    /// Starting a new session.
+    Setsid,
+    /// Setting up fd 0.
+    Stdin,
+    /// Setting up fd 1.
+    Stdout,
+    /// Setting up fd 2.
+    Stderr,
+    /// Applying resource limits.
+    Limits,
+    /// Changing to the working directory.
+    Chdir,
+    /// Joining the service's cgroup.
+    Cgroup,
+    /// Setting the supplementary groups and group id.
+    Group,
+    /// Setting the user id.
+    User,
+    /// Executing the service.
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 13] = [
+        Step::Deserialize,
+        Step::Fds,
+        Step::Signals,
+        Step::Setsid,
+        Step::Stdin,
+        Step::Stdout,
+        Step::Stderr,
+        Step::Limits,
+        Step::Chdir,
+        Step::Cgroup,
+        Step::Group,
+        Step::User,
+        Step::Exec,
+    ];
+
+    /// The exit status of an executor that failed at this step (systemd's `EXIT_*` numbers).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Step::Deserialize => 1,
+            Step::Chdir => 200,
+            Step::Fds => 202,
+            Step::Exec => 203,
+            Step::Limits => 205,
+            Step::Signals => 207,
+            Step::Stdin => 208,
+            Step::Stdout => 209,
+            Step::Group => 216,
+            Step::User => 217,
+            Step::Cgroup => 219,
+            Step::Setsid => 220,
+            Step::Stderr => 222,
+        }
+    }
+
+    /// The name used in `failed at STEP` messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Deserialize => "deserialize",
+            Step::Fds => "fds",
+            Step::Signals => "signals",
+            Step::Setsid => "setsid",
+            Step::Stdin => "stdin",
+            Step::Stdout => "stdout",
+            Step::Stderr => "stderr",
+            Step::Limits => "limits",
+            Step::Chdir => "chdir",
+            Step::Cgroup => "cgroup",
+            Step::Group => "group",
+            Step::User => "user",
+            Step::Exec => "exec",
+        }
+    }
+
+    fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == n)
+    }
+}
+
+/// What the executor writes to the status pipe when a step fails: the step and the errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The step that failed.
+    pub step: Step,
+    /// The `errno` it failed with.
+    pub errno: i32,
+}
+
+impl StatusReport {
+    /// The size of an encoded report: small enough for one atomic pipe write.
+    pub const LEN: usize = 8;
+
+    /// The report as written to the pipe.
+    pub fn encode(self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..4].copy_from_slice(&(self.step as u32).to_le_bytes());
+        out[4..].copy_from_slice(&self.errno.to_le_bytes());
+        out
+    }
+
+    /// Reads a report; anything but exactly [`Self::LEN`] bytes naming a known step is refused.
+    pub fn decode(bytes: &[u8]) -> Result<StatusReport, DecodeError> {
+        let bytes: [u8; Self::LEN] = bytes.try_into().map_err(|_| DecodeError::Truncated {
+            needed: Self::LEN,
+            got: bytes.len(),
+        })?;
+        let step = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_le_bytes(bytes[4..].try_into().expect("4 bytes"));
+        let step = Step::from_u32(step).ok_or(DecodeError::Malformed {
+            reason: "unknown step number".to_string(),
+        })?;
+        Ok(StatusReport { step, errno })
+    }
+}
+
+/// Why a spawn state could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The payload would exceed [`MAX_PAYLOAD`].
+    #[error("spawn state is {len} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The payload size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The serializer failed.
+    #[error("spawn state could not be encoded: {reason}")]
+    Encode {
+        /// The serializer's message.
+        reason: String,
+    },
+}
+
+/// Why bytes could not be decoded into a spawn state or status report.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the header or the header's length promise.
+    #[error("truncated: needed {needed} bytes, got {got}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// The input does not start with [`MAGIC`].
+    #[error("not a steward spawn state (bad magic)")]
+    BadMagic,
+    /// Written by a manager speaking another protocol version.
+    #[error("protocol version {found}, this executor speaks {expected}")]
+    Version {
+        /// The version in the header.
+        found: u32,
+        /// [`VERSION`].
+        expected: u32,
+    },
+    /// The header announces more than [`MAX_PAYLOAD`].
+    #[error("payload of {len} bytes announced, more than the limit of {max}")]
+    Oversized {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Bytes after the announced payload, or after the decoded value inside it.
+    #[error("{count} trailing bytes after the spawn state")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// The payload does not decode as a spawn state.
+    #[error("malformed spawn state: {reason}")]
+    Malformed {
+        /// The deserializer's message.
+        reason: String,
+    },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_PAYLOAD>()
+}
+
+/// Encodes a spawn state with its header.
+pub fn encode(state: &SpawnState) -> Result<Vec<u8>, EncodeError> {
+    let payload =
+        bincode::serde::encode_to_vec(state, config()).map_err(|e| EncodeError::Encode {
+            reason: e.to_string(),
+        })?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(EncodeError::TooLarge {
+            len: payload.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Checks a header and returns the payload length it announces; the executor calls this on the
+/// first [`HEADER_LEN`] bytes before reading the rest.
+pub fn decode_header(header: &[u8]) -> Result<usize, DecodeError> {
+    if header.len() < HEADER_LEN {
+        // A short input that does not even start like a state is more usefully called foreign.
+        if !MAGIC.starts_with(&header[..header.len().min(MAGIC.len())]) {
+            return Err(DecodeError::BadMagic);
+        }
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN,
+            got: header.len(),
+        });
+    }
+    if header[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(DecodeError::Version {
+            found: version,
+            expected: VERSION,
+        });
+    }
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(DecodeError::Oversized {
+            len,
+            max: MAX_PAYLOAD,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes a complete encoded spawn state: header, payload, and nothing after it.
+pub fn decode(bytes: &[u8]) -> Result<SpawnState, DecodeError> {
+    let len = decode_header(bytes)?;
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() < len {
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN + len,
+            got: bytes.len(),
+        });
+    }
+    if payload.len() > len {
+        return Err(DecodeError::TrailingBytes {
+            count: payload.len() - len,
+        });
+    }
+    let (state, used): (SpawnState, usize) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { .. } => DecodeError::Truncated {
+            needed: HEADER_LEN + len + 1,
+            got: bytes.len(),
+        },
+        other => DecodeError::Malformed {
+            reason: other.to_string(),
+        },
+    })?;
+    if used != len {
+        return Err(DecodeError::TrailingBytes { count: len - used });
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use alloc::vec;
+
+    fn sample() -> SpawnState {
+        SpawnState {
+            name: "echo".into(),
+            path: "/usr/libexec/echo-server".into(),
+            argv: vec!["/usr/libexec/echo-server".into(), "--verbose".into()],
+            env: vec!["PATH=/usr/bin:/bin".into(), "LISTEN_FDS=2".into()],
+            listen_pid: true,
+            stdio: [Stdio::Null, Stdio::Fd(7), Stdio::Path("/dev/tty1".into())],
+            fds: vec![9, 10],
+            status_fd: 11,
+            working_directory: "/var/empty".into(),
+            umask: 0o027,
+            credentials: Some(Credentials {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![20, 44],
+            }),
+            rlimits: vec![
+                Rlimit {
+                    resource: 7,
+                    value: 1024,
+                },
+                Rlimit {
+                    resource: 9,
+                    value: RLIM_INFINITY,
+                },
+            ],
+            cgroups: vec!["/sys/fs/cgroup/steward/echo".into()],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let state = sample();
+        let bytes = encode(&state).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), state);
+    }
+
+    #[test]
+    fn round_trip_minimal() {
+        let state = SpawnState {
+            name: "x".into(),
+            path: "/bin/true".into(),
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            listen_pid: false,
+            stdio: [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
+            fds: vec![],
+            status_fd: 3,
+            working_directory: "/".into(),
+            umask: 0o022,
+            credentials: None,
+            rlimits: vec![],
+            cgroups: vec![],
+        };
+        assert_eq!(decode(&encode(&state).unwrap()).unwrap(), state);
+    }
+
+    #[test]
+    fn rejects_bad_magic() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes[0] = b'X';
+        assert_eq!(decode(&bytes), Err(DecodeError::BadMagic));
+        assert_eq!(decode(b"garbage"), Err(DecodeError::BadMagic));
+    }
+
+    #[test]
+    fn rejects_other_version() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes[4..8].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Version {
+                found: VERSION + 1,
+                expected: VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_truncated() {
+        let bytes = encode(&sample()).unwrap();
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..6]),
+            Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                got: 6
+            })
+        ));
+        assert!(matches!(decode(&[]), Err(DecodeError::Truncated { .. })));
+    }
+
+    #[test]
+    fn rejects_oversized() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes[8..12].copy_from_slice(&((MAX_PAYLOAD + 1) as u32).to_le_bytes());
+        assert!(matches!(decode(&bytes), Err(DecodeError::Oversized { .. })));
+    }
+
+    #[test]
+    fn rejects_trailing_bytes() {
+        let mut bytes = encode(&sample()).unwrap();
+        bytes.extend_from_slice(b"xyz");
+        assert_eq!(decode(&bytes), Err(DecodeError::TrailingBytes { count: 3 }));
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_inside_payload() {
+        // A header whose length covers more than the value: the extra bytes are not ignored.
+        let mut bytes = encode(&sample()).unwrap();
+        bytes.extend_from_slice(&[0, 0]);
+        let len = (bytes.len() - HEADER_LEN) as u32;
+        bytes[8..12].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(DecodeError::TrailingBytes { count: 2 }));
+    }
+
+    #[test]
+    fn rejects_malformed_payload() {
+        let mut bytes = encode(&sample()).unwrap();
+        // The stdio enum's tag: out of range makes the payload undecodable.
+        let payload = vec![0xff; 40];
+        bytes.truncate(HEADER_LEN);
+        bytes[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::Malformed { .. }) | Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn encode_refuses_too_large() {
+        let mut state = sample();
+        state.env = vec![String::from_utf8(vec![b'a'; MAX_PAYLOAD]).unwrap()];
+        assert!(matches!(encode(&state), Err(EncodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn status_report_round_trip() {
+        for step in Step::ALL {
+            let report = StatusReport { step, errno: 2 };
+            assert_eq!(StatusReport::decode(&report.encode()), Ok(report));
+        }
+        assert!(StatusReport::decode(&[1, 2, 3]).is_err());
+        assert!(StatusReport::decode(&[99, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn exit_codes_are_systemds() {
+        assert_eq!(Step::Chdir.exit_code(), 200);
+        assert_eq!(Step::Exec.exit_code(), 203);
+        assert_eq!(Step::Limits.exit_code(), 205);
+        assert_eq!(Step::Group.exit_code(), 216);
+        assert_eq!(Step::User.exit_code(), 217);
+        assert_eq!(Step::Cgroup.exit_code(), 219);
+    }
+}
