@@ -17,7 +17,8 @@ build:
 # Runs steward in the foreground on the bundled example config; Ctrl-C stops it cleanly.
 run: build
 	@mkdir -p $(EXAMPLE)
-	@sed 's|@EXAMPLES@|$(CURDIR)/examples/services|g' examples/steward.toml > $(EXAMPLE)/steward.toml
+	@sed -e 's|@EXAMPLES@|$(CURDIR)/examples/services|g' -e 's|@BIN@|$(CURDIR)/$(BIN)|g' \
+		-e 's|@RUN@|$(CURDIR)/$(EXAMPLE)/run|g' examples/steward.toml > $(EXAMPLE)/steward.toml
 	$(BIN)/steward --config $(EXAMPLE)/steward.toml --control $(EXAMPLE)/control
 
 # Unit tests, then the integration tests that drive the real binaries built above.

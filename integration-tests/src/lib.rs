@@ -198,8 +198,18 @@ impl Steward {
 }
 
 impl Drop for Steward {
+    /// An orderly shutdown, so steward stops its services (a SIGKILLed steward would leave them
+    /// running, reparented to init); SIGKILL only if it does not exit in time.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            let _ = send_signal(self.pid(), libc::SIGTERM);
+            let deadline = Instant::now() + DEADLINE;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

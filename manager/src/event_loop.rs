@@ -19,7 +19,8 @@ use steward_protocol::StatusReport;
 
 use crate::config::{self, Signal};
 use crate::log;
-use crate::spawn::Spawner;
+use crate::sockets::{self, Listener};
+use crate::spawn::{Passing, Spawner};
 use crate::supervisor::{Effects, Event, Exit, Supervised};
 use crate::sys;
 
@@ -30,24 +31,30 @@ enum Token {
     Timer,
     /// The status pipe of the executor with this pid.
     Status(Pid),
+    /// One of the sockets of the service with this index.
+    Socket(usize),
 }
 
 impl Token {
     const STATUS: u64 = 1 << 32;
+    const SOCKET: u64 = 2 << 32;
 
     fn to_u64(self) -> u64 {
         match self {
             Token::Signals => 0,
             Token::Timer => 1,
             Token::Status(pid) => Self::STATUS | pid.as_raw() as u32 as u64,
+            Token::Socket(id) => Self::SOCKET | id as u32 as u64,
         }
     }
 
     fn from_u64(data: u64) -> Option<Token> {
-        match data {
-            0 => Some(Token::Signals),
-            1 => Some(Token::Timer),
-            d if d & Self::STATUS != 0 => Some(Token::Status(Pid::from_raw(d as u32 as i32))),
+        let low = data as u32;
+        match data >> 32 {
+            0 if low == 0 => Some(Token::Signals),
+            0 if low == 1 => Some(Token::Timer),
+            1 => Some(Token::Status(Pid::from_raw(low as i32))),
+            2 => Some(Token::Socket(low as usize)),
             _ => None,
         }
     }
@@ -59,6 +66,9 @@ pub enum SetupError {
     /// The executor could not be pinned.
     #[error(transparent)]
     Pin(#[from] crate::spawn::PinError),
+    /// A socket could not be created.
+    #[error(transparent)]
+    Socket(#[from] crate::sockets::SocketError),
     /// A kernel facility the loop needs failed.
     #[error("{what}: {source}")]
     Sys {
@@ -109,9 +119,17 @@ impl Timers {
     }
 }
 
+/// A service, with the sockets steward holds for it.
+struct Unit {
+    service: Supervised,
+    sockets: Vec<Listener>,
+    /// Whether `sockets` are in the epoll set.
+    watched: bool,
+}
+
 /// The running manager.
 pub struct Manager {
-    services: Vec<Supervised>,
+    units: Vec<Unit>,
     spawner: Spawner,
     epoll: Epoll,
     signals: SignalFd,
@@ -144,6 +162,9 @@ impl Manager {
     /// Pins the executor and sets up the loop. Errors here are fatal: nothing has started yet.
     pub fn new(config: config::Config, executor: &std::path::Path) -> Result<Manager, SetupError> {
         let spawner = Spawner::pin(executor)?;
+        // Every socket of every service exists before the first spawn, so a service may
+        // connect to another's socket at its start, whatever the order.
+        let sockets = sockets::open_all(&config.services)?;
 
         // Blocked before any child exists, so no exit can slip past the signalfd. Children
         // inherit the mask; the executor clears it before exec.
@@ -178,8 +199,18 @@ impl Manager {
             )
             .map_err(sys_err("epoll_ctl"))?;
 
+        let units = config
+            .services
+            .into_iter()
+            .zip(sockets)
+            .map(|(service, sockets)| Unit {
+                service: Supervised::new(service),
+                sockets,
+                watched: false,
+            })
+            .collect();
         Ok(Manager {
-            services: config.services.into_iter().map(Supervised::new).collect(),
+            units,
             spawner,
             epoll,
             signals: signalfd,
@@ -198,19 +229,19 @@ impl Manager {
             "version {} starting (pid {}, {} services)",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
-            self.services.len()
+            self.units.len()
         ));
         // From now on, we must not die: a failure of one service is logged and becomes a retry
         // or a `failed` state; a failed syscall of the loop is logged and the loop goes on.
-        for id in 0..self.services.len() {
-            if self.services[id].config.autostart {
+        for id in 0..self.units.len() {
+            if self.units[id].service.config.autostart {
                 self.dispatch(id, Event::Start);
             }
         }
         let mut events = [EpollEvent::empty(); 32];
         loop {
             self.arm_timer();
-            if self.shutting_down && self.services.iter().all(|s| s.state.at_rest()) {
+            if self.shutting_down && self.units.iter().all(|u| u.service.state.at_rest()) {
                 break;
             }
             let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -226,16 +257,18 @@ impl Manager {
                     Some(Token::Signals) => self.on_signals(),
                     Some(Token::Timer) => self.on_timer(),
                     Some(Token::Status(pid)) => self.on_status(pid),
+                    Some(Token::Socket(id)) => self.dispatch(id, Event::Connection),
                     None => {}
                 }
             }
         }
+        sockets::remove_files(self.units.iter().flat_map(|u| u.sockets.iter()));
         log::manager(format_args!("all services stopped; exiting"));
     }
 
     fn dispatch(&mut self, id: usize, event: Event) {
         let Manager {
-            services,
+            units,
             spawner,
             epoll,
             timers,
@@ -243,6 +276,11 @@ impl Manager {
             status_pipes,
             ..
         } = self;
+        let Unit {
+            service,
+            sockets,
+            watched,
+        } = &mut units[id];
         let mut world = World {
             id,
             spawner,
@@ -250,8 +288,10 @@ impl Manager {
             timers,
             pids,
             status_pipes,
+            sockets,
+            watched,
         };
-        services[id].handle(event, &mut world);
+        service.handle(event, &mut world);
     }
 
     fn on_signals(&mut self) {
@@ -287,7 +327,7 @@ impl Manager {
         }
         self.shutting_down = true;
         log::manager(format_args!("shutting down"));
-        for id in (0..self.services.len()).rev() {
+        for id in (0..self.units.len()).rev() {
             self.dispatch(id, Event::Stop);
         }
     }
@@ -311,7 +351,7 @@ impl Manager {
                 // The executor's report, or the close that means it exec'd, happened before the
                 // exit: deliver it first even if epoll has not told us yet.
                 self.read_status(pid, id);
-                self.dispatch(id, Event::Exited(exit));
+                self.dispatch(id, Event::Exited(pid, exit));
             }
         }
     }
@@ -330,23 +370,23 @@ impl Manager {
         };
         let mut buf = [0u8; StatusReport::LEN + 1];
         let event = match nix::unistd::read(fd, &mut buf) {
-            Ok(0) => Event::ExecSucceeded,
+            Ok(0) => Event::ExecSucceeded(pid),
             Ok(n) => match StatusReport::decode(&buf[..n]) {
-                Ok(report) => Event::StepFailed(report),
+                Ok(report) => Event::StepFailed(pid, report),
                 Err(e) => {
-                    let name = &self.services[id].config.name;
+                    let name = &self.units[id].service.config.name;
                     log::service(name, format_args!("garbled report from the executor: {e}"));
-                    Event::ExecSucceeded
+                    Event::ExecSucceeded(pid)
                 }
             },
             Err(Errno::EAGAIN | Errno::EINTR) => return,
             Err(e) => {
-                let name = &self.services[id].config.name;
+                let name = &self.units[id].service.config.name;
                 log::service(
                     name,
                     format_args!("reading the executor's status failed: {e}"),
                 );
-                Event::ExecSucceeded
+                Event::ExecSucceeded(pid)
             }
         };
         if let Some(fd) = self.status_pipes.remove(&pid) {
@@ -399,15 +439,20 @@ struct World<'a> {
     timers: &'a mut Timers,
     pids: &'a mut HashMap<Pid, usize>,
     status_pipes: &'a mut HashMap<Pid, OwnedFd>,
+    sockets: &'a [Listener],
+    watched: &'a mut bool,
 }
 
-impl Effects for World<'_> {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn spawn(&mut self, service: &config::Service) -> Result<Pid, String> {
-        let (pid, status) = self.spawner.spawn(service).map_err(|e| e.to_string())?;
+impl World<'_> {
+    fn spawn_with(
+        &mut self,
+        service: &config::Service,
+        passing: Passing<'_>,
+    ) -> Result<Pid, String> {
+        let (pid, status) = self
+            .spawner
+            .spawn(service, passing)
+            .map_err(|e| e.to_string())?;
         self.pids.insert(pid, self.id);
         let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Status(pid).to_u64());
         match self.epoll.add(&status, interest) {
@@ -421,6 +466,49 @@ impl Effects for World<'_> {
             ),
         }
         Ok(pid)
+    }
+}
+
+impl Effects for World<'_> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn spawn(&mut self, service: &config::Service) -> Result<Pid, String> {
+        self.spawn_with(service, Passing::Sockets(self.sockets))
+    }
+
+    fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, String> {
+        let Some(listener) = self.sockets.first() else {
+            return Err("no socket to accept on".into());
+        };
+        let Some(connection) =
+            sockets::accept(listener.fd.as_fd()).map_err(|e| format!("accept: {e}"))?
+        else {
+            return Ok(None);
+        };
+        // The instance has its copy now; ours closes when `connection` drops.
+        self.spawn_with(service, Passing::Connection(&connection))
+            .map(Some)
+    }
+
+    fn watch(&mut self, on: bool) {
+        if *self.watched == on {
+            return;
+        }
+        for listener in self.sockets {
+            let result = if on {
+                let interest =
+                    EpollEvent::new(EpollFlags::EPOLLIN, Token::Socket(self.id).to_u64());
+                self.epoll.add(&listener.fd, interest)
+            } else {
+                self.epoll.delete(&listener.fd)
+            };
+            if let Err(e) = result {
+                log::manager(format_args!("epoll_ctl on a socket failed: {e}"));
+            }
+        }
+        *self.watched = on;
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {

@@ -4,6 +4,7 @@
 mod config;
 mod event_loop;
 mod log;
+mod sockets;
 mod spawn;
 mod supervisor;
 mod sys;

@@ -15,7 +15,17 @@ use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio};
 
-use crate::config::{self, StdioMode};
+use crate::config::{self, StdioMode, TakeoverEnv};
+use crate::sockets::{Connection, Listener, takeover_key};
+
+/// What a spawn hands the service besides its config.
+#[derive(Clone, Copy)]
+pub enum Passing<'a> {
+    /// The service's own sockets (an empty slice for a service without).
+    Sockets(&'a [Listener]),
+    /// An accept-mode instance's connection.
+    Connection(&'a Connection),
+}
 
 /// The base `PATH` of a service that does not inherit the manager's environment.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -99,7 +109,11 @@ impl Spawner {
 
     /// Spawns the executor for `service`; returns its pid and the read end of its status pipe
     /// (non-blocking, close-on-exec).
-    pub fn spawn(&self, service: &config::Service) -> Result<(Pid, OwnedFd), SpawnError> {
+    pub fn spawn(
+        &self,
+        service: &config::Service,
+        passing: Passing<'_>,
+    ) -> Result<(Pid, OwnedFd), SpawnError> {
         let (status_read, status_write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -107,14 +121,24 @@ impl Spawner {
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
-        let state = spawn_state(service, status_write.as_raw_fd());
+        let state = spawn_state(service, passing, status_write.as_raw_fd());
         let memfd = sealed_memfd(&steward_protocol::encode(&state)?)?;
 
         // dup2 of an fd onto itself clears its FD_CLOEXEC in the child (glibc follows Austin
-        // Group issue 411), so exactly these two fds cross into the executor, at the numbers
-        // the spawn state names. Everything else the manager holds is close-on-exec.
+        // Group issue 411), so exactly these fds cross into the executor, at the numbers the
+        // spawn state names. Everything else the manager holds is close-on-exec.
         let mut actions = PosixSpawnFileActions::init().map_err(SpawnError::Spawn)?;
-        for fd in [memfd.as_raw_fd(), status_write.as_raw_fd()] {
+        let passed = state
+            .fds
+            .iter()
+            .chain(state.stdio.iter().filter_map(|s| match s {
+                Stdio::Fd(fd) if *fd > 2 => Some(fd),
+                _ => None,
+            }));
+        for &fd in [memfd.as_raw_fd(), status_write.as_raw_fd()]
+            .iter()
+            .chain(passed)
+        {
             actions.add_dup2(fd, fd).map_err(SpawnError::Spawn)?;
         }
         let attr = PosixSpawnAttr::init().map_err(SpawnError::Spawn)?;
@@ -149,11 +173,12 @@ fn sealed_memfd(bytes: &[u8]) -> Result<File, SpawnError> {
 }
 
 /// Everything the executor needs for `service`, in numbers and paths.
-pub fn spawn_state(service: &config::Service, status_fd: i32) -> SpawnState {
-    let stdio = match &service.stdio {
+pub fn spawn_state(service: &config::Service, passing: Passing<'_>, status_fd: i32) -> SpawnState {
+    let log = Stdio::Fd(2);
+    let mut stdio = match &service.stdio {
         // The per-service log ring arrives with the control interface; until then the
         // service's output goes to the manager's own stderr.
-        StdioMode::Log => [Stdio::Null, Stdio::Fd(2), Stdio::Inherit],
+        StdioMode::Log => [Stdio::Null, log.clone(), Stdio::Inherit],
         StdioMode::Null => [Stdio::Null, Stdio::Null, Stdio::Null],
         StdioMode::Inherit | StdioMode::Socket => [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
         StdioMode::Path(p) => [
@@ -162,14 +187,41 @@ pub fn spawn_state(service: &config::Service, status_fd: i32) -> SpawnState {
             Stdio::Path(p.clone()),
         ],
     };
+    let mut fds = Vec::new();
+    let mut passed = Vec::new();
+    let mut remote = Vec::new();
+    match passing {
+        Passing::Sockets(listeners) => {
+            for (i, l) in listeners.iter().enumerate() {
+                fds.push(l.fd.as_raw_fd());
+                let key = match service.takeover_env {
+                    TakeoverEnv::Flag => String::new(),
+                    TakeoverEnv::Map => format!("{}:{}", takeover_key(&l.config), 3 + i),
+                };
+                passed.push((l.config.name.clone(), key));
+            }
+        }
+        Passing::Connection(conn) => {
+            remote = conn.remote.env();
+            if service.stdio == StdioMode::Socket {
+                // inetd style: the connection is stdin and stdout, stderr still goes to the log.
+                let fd = conn.fd.as_raw_fd();
+                stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log];
+            } else {
+                fds.push(conn.fd.as_raw_fd());
+                passed.push(("connection".to_string(), String::new()));
+            }
+        }
+    }
+    let socket_env = socket_environment(service.takeover_env, &passed);
     SpawnState {
         name: service.name.clone(),
         path: service.exec[0].clone(),
         argv: service.exec.clone(),
-        env: environment(service, std::env::vars_os()),
-        listen_pid: false,
+        env: environment(service, std::env::vars_os(), &socket_env, &remote),
+        listen_pid: !fds.is_empty(),
         stdio,
-        fds: Vec::new(),
+        fds,
         status_fd,
         working_directory: service.working_directory.clone(),
         umask: service.umask,
@@ -187,11 +239,36 @@ pub fn spawn_state(service: &config::Service, status_fd: i32) -> SpawnState {
     }
 }
 
+/// `LISTEN_FDS`, `LISTEN_FDNAMES` and `SOCKET_TAKEOVER` for the passed sockets, given as
+/// (name, map entry); nothing when there are none. `LISTEN_PID` is the executor's to add.
+fn socket_environment(form: TakeoverEnv, passed: &[(String, String)]) -> Vec<(String, String)> {
+    if passed.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = passed.iter().map(|(name, _)| name.as_str()).collect();
+    let takeover = match form {
+        // An accept-mode connection has no map entry: it is always announced as the flag.
+        TakeoverEnv::Map if passed.iter().all(|(_, key)| !key.is_empty()) => {
+            let keys: Vec<&str> = passed.iter().map(|(_, key)| key.as_str()).collect();
+            keys.join(";")
+        }
+        TakeoverEnv::Map | TakeoverEnv::Flag => "1".to_string(),
+    };
+    vec![
+        ("LISTEN_FDS".into(), passed.len().to_string()),
+        ("LISTEN_FDNAMES".into(), names.join(":")),
+        ("SOCKET_TAKEOVER".into(), takeover),
+    ]
+}
+
 /// The service's environment: the base (the manager's own, or a minimal one), the user's
-/// variables, then the configured ones, each later one overriding an earlier one of that name.
+/// variables, the socket and peer variables, then the configured ones, each later one
+/// overriding an earlier one of that name.
 fn environment(
     service: &config::Service,
     inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    sockets: &[(String, String)],
+    remote: &[(&str, String)],
 ) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
@@ -202,8 +279,12 @@ fn environment(
         for (k, v) in inherited {
             // A variable that is not UTF-8 cannot go through the protocol's strings; passing
             // it mangled would be worse than leaving it out.
+            // The manager's own socket variables (it may itself be socket-activated) are not
+            // the service's.
             if let (Some(k), Some(v)) = (utf8(&k), utf8(&v)) {
-                set(k, v);
+                if !k.starts_with("LISTEN_") && k != "SOCKET_TAKEOVER" {
+                    set(k, v);
+                }
             }
         }
     } else {
@@ -217,6 +298,12 @@ fn environment(
         set("HOME", &user.home);
         set("USER", &user.name);
         set("LOGNAME", &user.name);
+    }
+    for (k, v) in sockets {
+        set(k, v);
+    }
+    for (k, v) in remote {
+        set(k, v);
     }
     for (k, v) in &service.environment {
         set(k, v);
@@ -244,7 +331,7 @@ mod tests {
         let s = service("exec = [\"/bin/x\"]\nenvironment = { PATH = \"/opt/bin\", A = \"1\" }\n");
         let inherited = vec![(OsString::from("SECRET"), OsString::from("x"))];
         assert_eq!(
-            environment(&s, inherited.into_iter()),
+            environment(&s, inherited.into_iter(), &[], &[]),
             ["PATH=/opt/bin", "A=1"]
         );
     }
@@ -258,7 +345,10 @@ mod tests {
             (OsString::from("B"), OsString::from("1")),
             (OsString::from("C"), OsString::from("3")),
         ];
-        assert_eq!(environment(&s, inherited.into_iter()), ["B=2", "C=3"]);
+        assert_eq!(
+            environment(&s, inherited.into_iter(), &[], &[]),
+            ["B=2", "C=3"]
+        );
     }
 
     #[test]
@@ -266,7 +356,7 @@ mod tests {
         let s = service(
             "exec = [\"/bin/x\", \"-v\"]\nworking_directory = \"/tmp\"\numask = \"0077\"\nlimits = { nofile = 64 }\nstdio = \"null\"\n",
         );
-        let state = spawn_state(&s, 9);
+        let state = spawn_state(&s, Passing::Sockets(&[]), 9);
         assert_eq!(state.path, "/bin/x");
         assert_eq!(state.argv, ["/bin/x", "-v"]);
         assert_eq!(state.status_fd, 9);
@@ -281,5 +371,45 @@ mod tests {
         );
         assert_eq!(state.stdio, [Stdio::Null, Stdio::Null, Stdio::Null]);
         assert!(state.credentials.is_none());
+        assert!(!state.listen_pid);
+        assert!(!state.env.iter().any(|e| e.starts_with("LISTEN_")));
+    }
+
+    #[test]
+    fn socket_variables_in_both_takeover_forms() {
+        let passed = [
+            ("web".to_string(), "/run/web:3".to_string()),
+            ("admin".to_string(), "admin:4".to_string()),
+        ];
+        let flag = socket_environment(TakeoverEnv::Flag, &passed);
+        let pairs = |v: Vec<(String, String)>| -> Vec<String> {
+            v.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+        };
+        assert_eq!(
+            pairs(flag),
+            [
+                "LISTEN_FDS=2",
+                "LISTEN_FDNAMES=web:admin",
+                "SOCKET_TAKEOVER=1"
+            ]
+        );
+        assert_eq!(
+            pairs(socket_environment(TakeoverEnv::Map, &passed)),
+            [
+                "LISTEN_FDS=2",
+                "LISTEN_FDNAMES=web:admin",
+                "SOCKET_TAKEOVER=/run/web:3;admin:4"
+            ]
+        );
+        let connection = [("connection".to_string(), String::new())];
+        assert_eq!(
+            pairs(socket_environment(TakeoverEnv::Map, &connection)),
+            [
+                "LISTEN_FDS=1",
+                "LISTEN_FDNAMES=connection",
+                "SOCKET_TAKEOVER=1"
+            ]
+        );
+        assert!(socket_environment(TakeoverEnv::Flag, &[]).is_empty());
     }
 }

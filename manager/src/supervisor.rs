@@ -5,7 +5,7 @@
 //! go through the narrow [`Effects`] trait, which the event loop implements with real syscalls
 //! and the tests with a fake.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ use crate::config::{self, Signal};
 pub enum State {
     /// Not started, or stopped.
     Inactive,
+    /// Lazy or accept mode: the sockets are watched; a connection spawns the service (or, in
+    /// accept mode, an instance; instances may be running).
+    Listening,
     /// The executor runs and has not yet exec'd the service.
     Starting {
         /// The process (executor, then service: the same pid).
@@ -36,10 +39,10 @@ pub enum State {
     Exited,
     /// Waiting `restart_delay` before a keep-alive restart.
     Restarting,
-    /// Asked to stop; waiting for the process to exit.
+    /// Asked to stop; waiting for the process (and any accept instances) to exit.
     Stopping {
-        /// The process.
-        pid: Pid,
+        /// The main process, if it is still there.
+        pid: Option<Pid>,
         /// Whether SIGKILL was already sent.
         killed: bool,
         /// What to do once it exited.
@@ -61,6 +64,7 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Inactive => "inactive",
+            State::Listening => "listening",
             State::Starting { .. } => "starting",
             State::Running { .. } => "running",
             State::Exited => "exited",
@@ -73,10 +77,13 @@ impl State {
     /// The process the service has, if any.
     pub fn pid(&self) -> Option<Pid> {
         match self {
-            State::Starting { pid } | State::Running { pid, .. } | State::Stopping { pid, .. } => {
-                Some(*pid)
-            }
-            State::Inactive | State::Exited | State::Restarting | State::Failed => None,
+            State::Starting { pid } | State::Running { pid, .. } => Some(*pid),
+            State::Stopping { pid, .. } => *pid,
+            State::Inactive
+            | State::Listening
+            | State::Exited
+            | State::Restarting
+            | State::Failed => None,
         }
     }
 
@@ -84,7 +91,8 @@ impl State {
     pub fn at_rest(&self) -> bool {
         match self {
             State::Inactive | State::Exited | State::Failed => true,
-            State::Starting { .. }
+            State::Listening
+            | State::Starting { .. }
             | State::Running { .. }
             | State::Restarting
             | State::Stopping { .. } => false,
@@ -117,14 +125,37 @@ pub enum Event {
         )
     )]
     Restart,
-    /// The executor exec'd the service (its status pipe closed without a report).
-    ExecSucceeded,
-    /// The executor reported a failed step.
-    StepFailed(StatusReport),
-    /// The process was reaped.
-    Exited(Exit),
+    /// A watched socket became readable: a client is waiting.
+    Connection,
+    /// The executor with this pid exec'd its program (its status pipe closed without a report).
+    ExecSucceeded(Pid),
+    /// The executor with this pid reported a failed step.
+    StepFailed(Pid, StatusReport),
+    /// The process with this pid was reaped.
+    Exited(Pid, Exit),
     /// The service's timer expired.
     Timer,
+}
+
+impl Event {
+    /// The process an event is about.
+    fn pid(&self) -> Option<Pid> {
+        match self {
+            Event::ExecSucceeded(pid) | Event::StepFailed(pid, _) | Event::Exited(pid, _) => {
+                Some(*pid)
+            }
+            Event::Start | Event::Stop | Event::Restart | Event::Connection | Event::Timer => None,
+        }
+    }
+}
+
+/// A running accept-mode instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    /// Its number, shown as `NAME@N`.
+    pub number: u32,
+    /// When it was spawned.
+    pub since: Instant,
 }
 
 /// How a process ended.
@@ -160,8 +191,14 @@ pub struct Failure {
 pub trait Effects {
     /// The monotonic clock.
     fn now(&self) -> Instant;
-    /// Spawns the service through the executor.
+    /// Spawns the service through the executor, with its sockets.
     fn spawn(&mut self, service: &config::Service) -> Result<Pid, String>;
+    /// Accept mode: accepts a waiting connection and spawns an instance for it; `Ok(None)`
+    /// when no connection was waiting.
+    fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, String>;
+    /// Watches the service's sockets for connections, or stops watching them (connections
+    /// then wait in the backlog). Idempotent.
+    fn watch(&mut self, on: bool);
     /// Sends a signal to the service's process group (or its process, before it has one).
     fn signal(&mut self, pid: Pid, signal: Signal);
     /// Arms this service's one timer (replacing any earlier one).
@@ -189,6 +226,10 @@ pub struct Supervised {
     pub last_exit: Option<Exit>,
     /// Its last failure.
     pub last_failure: Option<Failure>,
+    /// Accept mode: the running instances by pid.
+    pub instances: BTreeMap<Pid, Instance>,
+    /// Accept mode: the number the next instance gets.
+    next_instance: u32,
 }
 
 impl Supervised {
@@ -202,28 +243,40 @@ impl Supervised {
             pending_report: None,
             last_exit: None,
             last_failure: None,
+            instances: BTreeMap::new(),
+            next_instance: 1,
         }
     }
 
     /// Moves the service on by one event. Every (state, event) pair is decided here.
     pub fn handle(&mut self, event: Event, fx: &mut impl Effects) {
+        if let Some(pid) = event.pid() {
+            if self.instances.contains_key(&pid) {
+                self.handle_instance(pid, event, fx);
+                return;
+            }
+        }
         use State::*;
         let state = std::mem::replace(&mut self.state, Inactive);
         self.state = match (state, event) {
             // Starting by hand or at boot.
             (Inactive | Exited | Failed, Event::Start | Event::Restart) => {
                 self.reset_counters();
-                self.spawn(fx)
+                self.start(fx)
             }
             (Restarting, Event::Start | Event::Restart) => {
                 fx.clear_timer();
                 self.reset_counters();
-                self.spawn(fx)
+                self.start(fx)
             }
-            (s @ (Starting { .. } | Running { .. }), Event::Start) => s,
+            (s @ (Listening | Starting { .. } | Running { .. }), Event::Start) => s,
             (Starting { pid } | Running { pid, .. }, Event::Restart) => {
                 self.reset_counters();
-                self.stop(pid, AfterStop::Start, fx)
+                self.stop(Some(pid), AfterStop::Start, fx)
+            }
+            (Listening, Event::Restart) => {
+                self.reset_counters();
+                self.stop(None, AfterStop::Start, fx)
             }
             (Stopping { pid, killed, .. }, Event::Start | Event::Restart) => Stopping {
                 pid,
@@ -233,8 +286,9 @@ impl Supervised {
 
             // Stopping.
             (Starting { pid } | Running { pid, .. }, Event::Stop) => {
-                self.stop(pid, AfterStop::Rest, fx)
+                self.stop(Some(pid), AfterStop::Rest, fx)
             }
+            (Listening, Event::Stop) => self.stop(None, AfterStop::Rest, fx),
             (Restarting, Event::Stop) => {
                 fx.clear_timer();
                 fx.log(&self.config.name, format_args!("stopped"));
@@ -247,44 +301,62 @@ impl Supervised {
             },
             (s @ (Inactive | Exited | Failed), Event::Stop) => s,
 
+            // A client is waiting.
+            (Listening, Event::Connection) => self.activate(fx),
+            // Readiness reported before the watch was dropped: nobody is listening for it now.
+            (
+                s @ (Inactive
+                | Starting { .. }
+                | Running { .. }
+                | Exited
+                | Restarting
+                | Stopping { .. }
+                | Failed),
+                Event::Connection,
+            ) => s,
+
             // The executor's report.
-            (Starting { pid }, Event::ExecSucceeded) => Running {
+            (Starting { pid }, Event::ExecSucceeded(_)) => Running {
                 pid,
                 since: fx.now(),
             },
             (
-                s @ (Inactive | Running { .. } | Exited | Restarting | Stopping { .. } | Failed),
-                Event::ExecSucceeded,
+                s @ (Inactive
+                | Listening
+                | Running { .. }
+                | Exited
+                | Restarting
+                | Stopping { .. }
+                | Failed),
+                Event::ExecSucceeded(_),
             ) => s,
-            (s @ (Starting { .. } | Stopping { .. }), Event::StepFailed(report)) => {
-                fx.log(
-                    &self.config.name,
-                    format_args!("{}", self.describe_step_failure(report)),
-                );
+            (s @ (Starting { .. } | Stopping { .. }), Event::StepFailed(_, report)) => {
+                let message = self.describe_step_failure(report);
+                fx.log(&self.config.name, format_args!("{message}"));
                 self.pending_report = Some(report);
                 s
             }
             (
-                s @ (Inactive | Running { .. } | Exited | Restarting | Failed),
-                Event::StepFailed(_),
+                s @ (Inactive | Listening | Running { .. } | Exited | Restarting | Failed),
+                Event::StepFailed(..),
             ) => s,
 
             // The process ended.
-            (Starting { .. } | Running { .. }, Event::Exited(exit)) => self.after_exit(exit, fx),
-            (Stopping { then, .. }, Event::Exited(exit)) => {
-                fx.clear_timer();
+            (Starting { .. } | Running { .. }, Event::Exited(_, exit)) => self.after_exit(exit, fx),
+            (Stopping { killed, then, .. }, Event::Exited(_, exit)) => {
                 self.record_exit(exit);
                 fx.log(&self.config.name, format_args!("{exit}"));
-                fx.log(&self.config.name, format_args!("stopped"));
-                match then {
-                    AfterStop::Rest => Inactive,
-                    AfterStop::Start => self.spawn(fx),
-                }
+                self.stopped_or_wait(killed, then, fx)
             }
-            (s @ (Inactive | Exited | Restarting | Failed), Event::Exited(_)) => s,
+            (s @ (Inactive | Listening | Exited | Restarting | Failed), Event::Exited(..)) => s,
 
             // Timers.
             (Restarting, Event::Timer) => self.spawn(fx),
+            (Listening, Event::Timer) => {
+                // The back-off after a failed accept is over.
+                fx.watch(true);
+                Listening
+            }
             (
                 Stopping {
                     pid,
@@ -301,7 +373,7 @@ impl Supervised {
                         self.config.stop_signal
                     ),
                 );
-                fx.signal(pid, Signal::KILL);
+                self.signal_all(pid, Signal::KILL, fx);
                 Stopping {
                     pid,
                     killed: true,
@@ -313,6 +385,89 @@ impl Supervised {
             }
             (s @ Stopping { killed: true, .. }, Event::Timer) => s,
         };
+    }
+
+    /// An event about one of the accept-mode instances.
+    fn handle_instance(&mut self, pid: Pid, event: Event, fx: &mut impl Effects) {
+        let Some(&Instance { number, .. }) = self.instances.get(&pid) else {
+            return;
+        };
+        let name = format!("{}@{number}", self.config.name);
+        match event {
+            Event::ExecSucceeded(_) => {}
+            Event::StepFailed(_, report) => {
+                let message = self.describe_step_failure(report);
+                fx.log(&name, format_args!("{message}"));
+            }
+            Event::Exited(_, exit) => {
+                self.instances.remove(&pid);
+                fx.log(&name, format_args!("{exit}"));
+                let state = std::mem::replace(&mut self.state, State::Inactive);
+                self.state = match state {
+                    // Below the cap again: take the next waiting client.
+                    State::Listening => {
+                        fx.watch(true);
+                        State::Listening
+                    }
+                    State::Stopping { pid, killed, then } if pid.is_none() => {
+                        self.stopped_or_wait(killed, then, fx)
+                    }
+                    other => other,
+                };
+            }
+            Event::Start | Event::Stop | Event::Restart | Event::Connection | Event::Timer => {}
+        }
+    }
+
+    /// Starts the service as its mode says: spawned now, or its sockets watched.
+    fn start(&mut self, fx: &mut impl Effects) -> State {
+        if self.config.lazy {
+            fx.watch(true);
+            fx.log(&self.config.name, format_args!("listening"));
+            State::Listening
+        } else {
+            self.spawn(fx)
+        }
+    }
+
+    /// A client is waiting on a listening service.
+    fn activate(&mut self, fx: &mut impl Effects) -> State {
+        if !self.config.accept {
+            // The service accepts the connection itself; while it runs, the sockets are its.
+            fx.watch(false);
+            return self.spawn(fx);
+        }
+        let max = self.config.max_connections as usize;
+        loop {
+            if self.instances.len() >= max {
+                // Further clients wait in the backlog until an instance exits.
+                fx.watch(false);
+                break;
+            }
+            match fx.spawn_instance(&self.config) {
+                Ok(Some(pid)) => {
+                    let number = self.next_instance;
+                    self.next_instance += 1;
+                    let since = fx.now();
+                    self.instances.insert(pid, Instance { number, since });
+                    let name = format!("{}@{number}", self.config.name);
+                    fx.log(&name, format_args!("started (pid {pid})"));
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    // Back off rather than spin on a socket that stays readable (e.g. out of
+                    // fds): the connection waits in the backlog, the timer re-arms the watch.
+                    fx.log(
+                        &self.config.name,
+                        format_args!("cannot start an instance: {reason}; retrying in 100ms"),
+                    );
+                    fx.watch(false);
+                    fx.set_timer(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+        State::Listening
     }
 
     fn reset_counters(&mut self) {
@@ -339,15 +494,47 @@ impl Supervised {
         }
     }
 
-    fn stop(&mut self, pid: Pid, then: AfterStop, fx: &mut impl Effects) -> State {
+    fn stop(&mut self, pid: Option<Pid>, then: AfterStop, fx: &mut impl Effects) -> State {
+        fx.watch(false);
+        if pid.is_none() && self.instances.is_empty() {
+            fx.log(&self.config.name, format_args!("stopped"));
+            return self.after_stop(then, fx);
+        }
         let signal = self.config.stop_signal;
         fx.log(&self.config.name, format_args!("stopping ({signal})"));
-        fx.signal(pid, signal);
+        self.signal_all(pid, signal, fx);
         fx.set_timer(self.config.stop_timeout);
         State::Stopping {
             pid,
             killed: false,
             then,
+        }
+    }
+
+    fn signal_all(&self, pid: Option<Pid>, signal: Signal, fx: &mut impl Effects) {
+        for p in pid.into_iter().chain(self.instances.keys().copied()) {
+            fx.signal(p, signal);
+        }
+    }
+
+    /// The main process is gone (or there was none): done once no instance is left either.
+    fn stopped_or_wait(&mut self, killed: bool, then: AfterStop, fx: &mut impl Effects) -> State {
+        if !self.instances.is_empty() {
+            return State::Stopping {
+                pid: None,
+                killed,
+                then,
+            };
+        }
+        fx.clear_timer();
+        fx.log(&self.config.name, format_args!("stopped"));
+        self.after_stop(then, fx)
+    }
+
+    fn after_stop(&mut self, then: AfterStop, fx: &mut impl Effects) -> State {
+        match then {
+            AfterStop::Rest => State::Inactive,
+            AfterStop::Start => self.start(fx),
         }
     }
 
@@ -384,6 +571,7 @@ impl Supervised {
     /// settle in `exited` or `failed`.
     fn restart_or_give_up(&mut self, success: bool, fx: &mut impl Effects) -> State {
         if !self.config.keep_alive {
+            // A lazy service's sockets stay open but unwatched: clients wait until a start.
             return if success {
                 State::Exited
             } else {
@@ -391,6 +579,33 @@ impl Supervised {
                 State::Failed
             };
         }
+        if self.config.lazy {
+            // Re-armed at once: a client already waiting spawns it again on the next turn of
+            // the loop. Only unsuccessful runs count against the start limit.
+            if !success && self.start_limit_reached(fx) {
+                return State::Failed;
+            }
+            self.restarts += 1;
+            fx.watch(true);
+            return State::Listening;
+        }
+        if self.start_limit_reached(fx) {
+            return State::Failed;
+        }
+        self.restarts += 1;
+        let delay = self.config.restart_delay;
+        if !delay.is_zero() {
+            fx.log(
+                &self.config.name,
+                format_args!("restarting in {}", format_duration(delay)),
+            );
+        }
+        fx.set_timer(delay);
+        State::Restarting
+    }
+
+    /// Counts an automatic restart; true (and logged) when it would exceed the start limit.
+    fn start_limit_reached(&mut self, fx: &mut impl Effects) -> bool {
         let now = fx.now();
         let window = self.config.start_limit_interval;
         while let Some(first) = self.recent_restarts.front() {
@@ -409,19 +624,10 @@ impl Supervised {
                     format_duration(window)
                 ),
             );
-            return State::Failed;
+            return true;
         }
         self.recent_restarts.push_back(now);
-        self.restarts += 1;
-        let delay = self.config.restart_delay;
-        if !delay.is_zero() {
-            fx.log(
-                &self.config.name,
-                format_args!("restarting in {}", format_duration(delay)),
-            );
-        }
-        fx.set_timer(delay);
-        State::Restarting
+        false
     }
 
     fn describe_step_failure(&self, report: StatusReport) -> String {
@@ -469,6 +675,9 @@ mod tests {
         signals: Vec<(i32, i32)>,
         timer: Option<Duration>,
         spawns: Cell<u32>,
+        watching: bool,
+        /// Connections waiting in the backlog of an accept-mode socket.
+        waiting: u32,
     }
 
     impl Fake {
@@ -481,6 +690,8 @@ mod tests {
                 signals: Vec::new(),
                 timer: None,
                 spawns: Cell::new(0),
+                watching: false,
+                waiting: 0,
             }
         }
     }
@@ -496,6 +707,16 @@ mod tests {
             }
             self.next_pid += 1;
             Ok(Pid::from_raw(self.next_pid))
+        }
+        fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, String> {
+            if self.waiting == 0 {
+                return Ok(None);
+            }
+            self.waiting -= 1;
+            self.spawn(service).map(Some)
+        }
+        fn watch(&mut self, on: bool) {
+            self.watching = on;
         }
         fn signal(&mut self, pid: Pid, signal: Signal) {
             self.signals.push((pid.as_raw(), signal.0));
@@ -516,12 +737,165 @@ mod tests {
             "t.toml",
             &format!("[service.s]\nexec = [\"/bin/x\"]\n{text}"),
         );
-        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-        Supervised::new(loaded.config.unwrap().services.remove(0))
+        let config = loaded
+            .config
+            .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+        Supervised::new(config.services.into_iter().next().unwrap())
     }
 
     fn pid(s: &Supervised) -> Pid {
         s.state.pid().expect("a process")
+    }
+
+    /// The main process exits.
+    fn exit(s: &mut Supervised, fx: &mut Fake, exit: Exit) {
+        let p = pid(s);
+        s.handle(Event::Exited(p, exit), fx);
+    }
+
+    fn exec_ok(s: &mut Supervised, fx: &mut Fake) {
+        let p = pid(s);
+        s.handle(Event::ExecSucceeded(p), fx);
+    }
+
+    const LAZY: &str = "lazy = true\n[[service.s.socket]]\npath = \"/run/s\"\n";
+
+    #[test]
+    fn lazy_service_waits_for_a_connection() {
+        let mut fx = Fake::new();
+        let mut s = service(&format!("keep_alive = true\n{LAZY}"));
+        s.handle(Event::Start, &mut fx);
+        assert_eq!(s.state, State::Listening);
+        assert!(fx.watching);
+        assert_eq!(fx.spawns.get(), 0);
+        s.handle(Event::Connection, &mut fx);
+        assert_eq!(s.state.name(), "starting");
+        assert!(!fx.watching, "while it runs the service accepts, not us");
+        exit(&mut s, &mut fx, Exit::Code(0));
+        assert_eq!(
+            s.state,
+            State::Listening,
+            "re-armed at once, no restart delay"
+        );
+        assert!(fx.watching);
+        assert_eq!(fx.timer, None);
+        assert_eq!(s.restarts, 1);
+    }
+
+    #[test]
+    fn lazy_service_only_counts_failures_against_the_start_limit() {
+        let mut fx = Fake::new();
+        let mut s = service(&format!("keep_alive = true\nstart_limit_burst = 2\n{LAZY}"));
+        s.handle(Event::Start, &mut fx);
+        for _ in 0..10 {
+            s.handle(Event::Connection, &mut fx);
+            exit(&mut s, &mut fx, Exit::Code(0));
+        }
+        assert_eq!(s.state, State::Listening);
+        for _ in 0..2 {
+            s.handle(Event::Connection, &mut fx);
+            exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
+            assert_eq!(s.state, State::Listening);
+        }
+        s.handle(Event::Connection, &mut fx);
+        exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
+        assert_eq!(s.state, State::Failed);
+        assert!(
+            !fx.watching,
+            "a failed service's clients wait in the backlog"
+        );
+    }
+
+    #[test]
+    fn lazy_service_without_keep_alive_is_not_rearmed() {
+        let mut fx = Fake::new();
+        let mut s = service(LAZY);
+        s.handle(Event::Start, &mut fx);
+        s.handle(Event::Connection, &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(0));
+        assert_eq!(s.state, State::Exited);
+        assert!(!fx.watching);
+        s.handle(Event::Start, &mut fx);
+        assert_eq!(s.state, State::Listening);
+        assert!(fx.watching);
+    }
+
+    #[test]
+    fn stopping_a_listening_service_disarms_its_sockets() {
+        let mut fx = Fake::new();
+        let mut s = service(&format!("keep_alive = true\n{LAZY}"));
+        s.handle(Event::Start, &mut fx);
+        s.handle(Event::Stop, &mut fx);
+        assert_eq!(s.state, State::Inactive);
+        assert!(!fx.watching);
+    }
+
+    const ACCEPT: &str =
+        "accept = true\nmax_connections = 2\n[[service.s.socket]]\npath = \"/run/s\"\n";
+
+    #[test]
+    fn accept_mode_caps_running_instances() {
+        let mut fx = Fake::new();
+        let mut s = service(ACCEPT);
+        s.handle(Event::Start, &mut fx);
+        assert_eq!(s.state, State::Listening);
+        fx.waiting = 3;
+        s.handle(Event::Connection, &mut fx);
+        assert_eq!(s.instances.len(), 2);
+        assert!(
+            !fx.watching,
+            "at the cap, the third client waits in the backlog"
+        );
+        assert_eq!(fx.waiting, 1);
+        let first = *s.instances.keys().next().unwrap();
+        s.handle(Event::ExecSucceeded(first), &mut fx);
+        s.handle(Event::Exited(first, Exit::Code(0)), &mut fx);
+        assert!(fx.watching, "below the cap again");
+        s.handle(Event::Connection, &mut fx);
+        assert_eq!(s.instances.len(), 2);
+        let numbers: Vec<u32> = s.instances.values().map(|i| i.number).collect();
+        assert_eq!(numbers, [2, 3]);
+        assert!(fx.log.contains(&"exited with status 0".to_string()));
+        assert_eq!(
+            s.state,
+            State::Listening,
+            "instances never change the service's state"
+        );
+    }
+
+    #[test]
+    fn stopping_an_accept_service_waits_for_its_instances() {
+        let mut fx = Fake::new();
+        let mut s = service(ACCEPT);
+        s.handle(Event::Start, &mut fx);
+        fx.waiting = 2;
+        s.handle(Event::Connection, &mut fx);
+        let pids: Vec<Pid> = s.instances.keys().copied().collect();
+        s.handle(Event::Stop, &mut fx);
+        assert_eq!(
+            fx.signals,
+            pids.iter().map(|p| (p.as_raw(), 15)).collect::<Vec<_>>()
+        );
+        s.handle(Event::Exited(pids[0], Exit::Signal(Signal::TERM)), &mut fx);
+        assert_eq!(s.state.name(), "stopping");
+        s.handle(Event::Exited(pids[1], Exit::Signal(Signal::TERM)), &mut fx);
+        assert_eq!(s.state, State::Inactive);
+        assert_eq!(fx.timer, None);
+    }
+
+    #[test]
+    fn accept_failure_backs_off_instead_of_spinning() {
+        let mut fx = Fake::new();
+        let mut s = service(ACCEPT);
+        s.handle(Event::Start, &mut fx);
+        fx.waiting = 1;
+        fx.fail_spawn = true;
+        s.handle(Event::Connection, &mut fx);
+        assert!(!fx.watching);
+        assert_eq!(fx.timer, Some(Duration::from_millis(100)));
+        s.handle(Event::Timer, &mut fx);
+        assert!(fx.watching);
+        assert_eq!(s.state, State::Listening);
     }
 
     #[test]
@@ -530,9 +904,9 @@ mod tests {
         let mut s = service("");
         s.handle(Event::Start, &mut fx);
         assert_eq!(s.state.name(), "starting");
-        s.handle(Event::ExecSucceeded, &mut fx);
+        exec_ok(&mut s, &mut fx);
         assert_eq!(s.state.name(), "running");
-        s.handle(Event::Exited(Exit::Code(0)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(0));
         assert_eq!(s.state, State::Exited);
         assert_eq!(fx.log, ["started (pid 101)", "exited with status 0"]);
     }
@@ -542,7 +916,7 @@ mod tests {
         let mut fx = Fake::new();
         let mut s = service("");
         s.handle(Event::Start, &mut fx);
-        s.handle(Event::Exited(Exit::Signal(Signal(11))), &mut fx);
+        exit(&mut s, &mut fx, Exit::Signal(Signal(11)));
         assert_eq!(s.state, State::Failed);
         assert_eq!(fx.log[1..], ["killed by SIGSEGV", "failed"]);
         assert_eq!(s.last_failure.as_ref().unwrap().reason, "killed by SIGSEGV");
@@ -554,7 +928,7 @@ mod tests {
         let mut s = service("keep_alive = true\nrestart_delay = \"250ms\"\n");
         s.handle(Event::Start, &mut fx);
         let first = pid(&s);
-        s.handle(Event::Exited(Exit::Code(0)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(0));
         assert_eq!(s.state, State::Restarting);
         assert_eq!(fx.timer, Some(Duration::from_millis(250)));
         s.handle(Event::Timer, &mut fx);
@@ -568,11 +942,11 @@ mod tests {
         let mut s = service("keep_alive = true\nstart_limit_burst = 3\nrestart_delay = \"0\"\n");
         s.handle(Event::Start, &mut fx);
         for _ in 0..3 {
-            s.handle(Event::Exited(Exit::Code(1)), &mut fx);
+            exit(&mut s, &mut fx, Exit::Code(1));
             assert_eq!(s.state, State::Restarting);
             s.handle(Event::Timer, &mut fx);
         }
-        s.handle(Event::Exited(Exit::Code(1)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(1));
         assert_eq!(s.state, State::Failed);
         assert_eq!(fx.spawns.get(), 4, "the first run plus 3 restarts");
         assert!(
@@ -595,7 +969,7 @@ mod tests {
         );
         s.handle(Event::Start, &mut fx);
         for _ in 0..6 {
-            s.handle(Event::Exited(Exit::Code(1)), &mut fx);
+            exit(&mut s, &mut fx, Exit::Code(1));
             assert_eq!(s.state, State::Restarting);
             s.handle(Event::Timer, &mut fx);
             fx.now += Duration::from_millis(600);
@@ -611,8 +985,9 @@ mod tests {
             step: Step::Exec,
             errno: 2,
         };
-        s.handle(Event::StepFailed(report), &mut fx);
-        s.handle(Event::Exited(Exit::Code(203)), &mut fx);
+        let p = pid(&s);
+        s.handle(Event::StepFailed(p, report), &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(203));
         assert_eq!(s.state, State::Failed);
         assert_eq!(
             fx.log[1..],
@@ -632,14 +1007,14 @@ mod tests {
         let mut fx = Fake::new();
         let mut s = service("stop_signal = \"SIGUSR1\"\nstop_timeout = \"2s\"\n");
         s.handle(Event::Start, &mut fx);
-        s.handle(Event::ExecSucceeded, &mut fx);
+        exec_ok(&mut s, &mut fx);
         let p = pid(&s).as_raw();
         s.handle(Event::Stop, &mut fx);
         assert_eq!(fx.signals, [(p, 10)]);
         assert_eq!(fx.timer, Some(Duration::from_secs(2)));
         s.handle(Event::Timer, &mut fx);
         assert_eq!(fx.signals, [(p, 10), (p, 9)]);
-        s.handle(Event::Exited(Exit::Signal(Signal::KILL)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Signal(Signal::KILL));
         assert_eq!(s.state, State::Inactive);
         assert_eq!(fx.timer, None);
     }
@@ -650,7 +1025,7 @@ mod tests {
         let mut s = service("keep_alive = true\n");
         s.handle(Event::Start, &mut fx);
         s.handle(Event::Stop, &mut fx);
-        s.handle(Event::Exited(Exit::Signal(Signal::TERM)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
         assert_eq!(s.state, State::Inactive);
         assert_eq!(fx.spawns.get(), 1);
     }
@@ -660,7 +1035,7 @@ mod tests {
         let mut fx = Fake::new();
         let mut s = service("keep_alive = true\n");
         s.handle(Event::Start, &mut fx);
-        s.handle(Event::Exited(Exit::Code(0)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Code(0));
         assert!(fx.timer.is_some());
         s.handle(Event::Stop, &mut fx);
         assert_eq!(s.state, State::Inactive);
@@ -675,7 +1050,7 @@ mod tests {
         let first = pid(&s);
         s.handle(Event::Restart, &mut fx);
         assert_eq!(s.state.name(), "stopping");
-        s.handle(Event::Exited(Exit::Signal(Signal::TERM)), &mut fx);
+        exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
         assert_eq!(s.state.name(), "starting");
         assert_ne!(pid(&s), first);
     }

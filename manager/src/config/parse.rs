@@ -512,16 +512,10 @@ impl Cx<'_> {
                 ),
             );
         }
-        // Sockets, lazy and accept services, and cgroup limits come in later versions; until
-        // then they are refused rather than silently ignored.
-        for key in ["lazy", "accept", "socket", "memory_max", "tasks_max"] {
-            let used = match key {
-                "lazy" => s.lazy && spans.contains_key("lazy"),
-                "accept" => s.accept,
-                "socket" => spans.contains_key("socket"),
-                _ => spans.contains_key(key),
-            };
-            if used {
+        // cgroup limits come with the isolation work; until then they are refused rather than
+        // silently ignored.
+        for key in ["memory_max", "tasks_max"] {
+            if spans.contains_key(key) {
                 self.error(
                     at(key),
                     format!(
@@ -879,6 +873,14 @@ impl Cx<'_> {
             }
         }
         match address {
+            Some(Some(SocketAddress::Inet(_))) if socket.kind == SocketKind::Seqpacket => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "a socket of service `{service}`: seqpacket is only for unix sockets (`path`)"
+                    ),
+                );
+            }
             Some(Some(a)) => socket.address = a,
             Some(None) => {}
             None => self.error(
@@ -1041,14 +1043,8 @@ stop_signal = \"SIGNOPE\"
                 .starts_with("t.toml:3:1: warning: service `a` is lazy but not keep_alive"),
             "{warning}"
         );
-        // Until sockets land, the lazy service itself is refused; the warning stays a warning.
-        assert!(
-            loaded
-                .diagnostics
-                .iter()
-                .filter(|d| !d.warning)
-                .all(|d| d.message.contains("not supported by this version"))
-        );
+        assert_eq!(loaded.diagnostics.len(), 1);
+        assert!(loaded.config.is_some());
     }
 
     #[test]
