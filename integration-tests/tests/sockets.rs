@@ -532,3 +532,64 @@ fn a_failed_socket_leaves_no_earlier_socket_behind() {
     assert_eq!(status.code(), Some(1));
     assert!(!good.exists());
 }
+
+#[test]
+fn an_accept_instance_sees_its_connection_and_its_peer() {
+    for inetd in [false, true] {
+        let stdio = if inetd { "stdio = \"socket\"" } else { "" };
+        let s = Steward::start(&format!(
+            r#"
+[service.each]
+exec = ["{probe}", "report", "@DIR@/report"]
+accept = true
+{stdio}
+
+[[service.each.socket]]
+path = "@DIR@/each.sock"
+"#,
+            probe = probe()
+        ));
+        s.wait_for("each: listening");
+        let dir = s.dir.path().to_path_buf();
+        let client = UnixStream::connect(dir.join("each.sock")).unwrap();
+        s.wait_for("each@1: exited with status 0");
+        drop(client);
+        let r = report(&dir.join("report"));
+        let kinds: Vec<(&str, &str)> = r
+            .fds
+            .iter()
+            .map(|f| (f["fd"].as_str(), f["kind"].as_str()))
+            .collect();
+        let mut env = r.env.clone();
+        assert_eq!(
+            env.remove("REMOTE_PID"),
+            Some(std::process::id().to_string())
+        );
+        assert_eq!(env.remove("REMOTE_UID"), Some(own_uid().to_string()));
+        assert_eq!(env.remove("REMOTE_GID"), Some(own_gid().to_string()));
+        assert!(env.remove("PATH").is_some());
+        if inetd {
+            // The connection is stdin and stdout, stderr goes to the log; no socket variables.
+            assert_eq!(
+                kinds[..2],
+                [("0", "socket"), ("1", "socket")],
+                "{:?}",
+                r.fds
+            );
+            assert_eq!(r.fds.len(), 3, "{:?}", r.fds);
+            assert_eq!(r.fds[0]["target"], r.fds[1]["target"]);
+            assert_ne!(r.fds[2]["target"], r.fds[0]["target"]);
+            assert!(env.is_empty(), "{env:?}");
+        } else {
+            assert_eq!(kinds[3], ("3", "socket"));
+            assert_eq!(r.fds.len(), 4, "{:?}", r.fds);
+            assert_eq!(r.fds[3]["listening"], "0", "fd 3 is the connection itself");
+            assert_eq!(r.fds[3]["cloexec"], "0");
+            assert_eq!(env.remove("LISTEN_PID").as_ref(), Some(&r.items["pid"]));
+            assert_eq!(env.remove("LISTEN_FDS").as_deref(), Some("1"));
+            assert_eq!(env.remove("LISTEN_FDNAMES").as_deref(), Some("connection"));
+            assert_eq!(env.remove("SOCKET_TAKEOVER").as_deref(), Some("1"));
+            assert!(env.is_empty(), "{env:?}");
+        }
+    }
+}
