@@ -141,9 +141,9 @@ fn check_refuses_each_bad_case() {
             "`lazy` needs at least one [[service.a.socket]]",
         ),
         (
-            "not yet supported: cgroup limits",
-            "[service.a]\nexec = [\"/bin/true\"]\nmemory_max = \"16M\"\n",
-            "`memory_max` is not supported by this version of steward yet",
+            "bad size",
+            "[service.a]\nexec = [\"/bin/true\"]\nmemory_max = \"lots\"\n",
+            "FILE:3:14: `memory_max`: bad size \"lots\"",
         ),
     ];
     for (name, config, want) in cases {

@@ -42,9 +42,10 @@ fn the_manager_only_clones_with_clone_vm_and_clone_vfork() {
         .and_then(|rest| rest.split(',').next())
         .and_then(|pid| pid.parse::<i32>().ok())
         .expect("the start line names the manager's pid");
-    // A few seconds of restarting, counted by the log rather than by the clock.
-    s.wait_for_nth("churn1: started", 300);
-    s.wait_for_nth("churn2: started", 30);
+    // Seconds of restarting under strace, counted by the log rather than by the clock (kept
+    // well inside the wait deadline: strace makes each spawn cost milliseconds).
+    s.wait_for_nth("churn1: started", 100);
+    s.wait_for_nth("churn2: started", 10);
     send_signal(manager, libc::SIGTERM).unwrap();
     assert!(s.wait_exit().success());
 
@@ -58,7 +59,7 @@ fn the_manager_only_clones_with_clone_vm_and_clone_vfork() {
         .filter(|l| l.contains("clone(") || l.contains("clone3("))
         .collect();
     assert!(
-        clones.len() >= 330,
+        clones.len() >= 110,
         "every spawn is a clone by the manager: saw {}\n{trace}",
         clones.len()
     );

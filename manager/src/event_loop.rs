@@ -17,6 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use steward_protocol::StatusReport;
 
+use crate::cgroups::{Cgroups, Limits};
 use crate::config::{self, Signal};
 use crate::log;
 use crate::sockets::{self, Listener};
@@ -122,9 +123,13 @@ impl Timers {
 /// A service, with the sockets steward holds for it.
 struct Unit {
     service: Supervised,
+    /// Its name again, for the effects that run while `service` is borrowed.
+    name: String,
     sockets: Vec<Listener>,
     /// Whether `sockets` are in the epoll set.
     watched: bool,
+    /// The cgroup's OOM-kill count when the current process was spawned.
+    oom_baseline: Option<u64>,
 }
 
 /// The running manager.
@@ -141,6 +146,9 @@ pub struct Manager {
     pids: HashMap<Pid, usize>,
     /// Status pipes of executors that have not exec'd or reported yet.
     status_pipes: HashMap<Pid, OwnedFd>,
+    cgroups: Cgroups,
+    /// Services at rest whose cgroup could not be removed yet (a process was still dying).
+    cgroups_to_remove: Vec<usize>,
     shutting_down: bool,
 }
 
@@ -204,11 +212,23 @@ impl Manager {
             .into_iter()
             .zip(sockets)
             .map(|(service, sockets)| Unit {
+                name: service.name.clone(),
                 service: Supervised::new(service),
                 sockets,
                 watched: false,
+                oom_baseline: None,
             })
             .collect();
+        // Its own directory in each hierarchy: `steward` as PID 1, else one per manager, so
+        // several managers (tests, nested instances) never share a service's cgroup.
+        let pid = std::process::id();
+        let dir = if pid == 1 {
+            "steward".to_string()
+        } else {
+            format!("steward-{pid}")
+        };
+        let cgroups = Cgroups::detect(&dir);
+        log::manager(format_args!("{}", cgroups.describe()));
         Ok(Manager {
             units,
             spawner,
@@ -219,6 +239,8 @@ impl Manager {
             timers: Timers::default(),
             pids: HashMap::new(),
             status_pipes: HashMap::new(),
+            cgroups,
+            cgroups_to_remove: Vec::new(),
             shutting_down: false,
         })
     }
@@ -239,12 +261,34 @@ impl Manager {
             }
         }
         let mut events = [EpollEvent::empty(); 32];
+        // Once every service is at rest, processes they left behind (killed, but not yet
+        // reaped) may still hold their cgroups: wait a little for those, polling.
+        let mut draining_until: Option<Instant> = None;
         loop {
             self.arm_timer();
+            let mut timeout = EpollTimeout::NONE;
             if self.shutting_down && self.units.iter().all(|u| u.service.state.at_rest()) {
-                break;
+                if self.cgroups_to_remove.is_empty() {
+                    break;
+                }
+                let until =
+                    *draining_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                self.retry_cgroup_removal();
+                if self.cgroups_to_remove.is_empty() {
+                    break;
+                }
+                if Instant::now() >= until {
+                    for &id in &self.cgroups_to_remove {
+                        log::service(
+                            &self.units[id].name,
+                            format_args!("its cgroup is still busy; leaving it"),
+                        );
+                    }
+                    break;
+                }
+                timeout = EpollTimeout::from(50u16);
             }
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+            let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
@@ -263,6 +307,10 @@ impl Manager {
             }
         }
         sockets::remove_files(self.units.iter().flat_map(|u| u.sockets.iter()));
+        for unit in &self.units {
+            self.cgroups.remove(&unit.name);
+        }
+        self.cgroups.remove_base();
         log::manager(format_args!("all services stopped; exiting"));
     }
 
@@ -274,15 +322,20 @@ impl Manager {
             timers,
             pids,
             status_pipes,
+            cgroups,
             ..
         } = self;
         let Unit {
             service,
+            name,
             sockets,
             watched,
+            oom_baseline,
         } = &mut units[id];
+        let was_at_rest = service.state.at_rest();
         let mut world = World {
             id,
+            name,
             spawner,
             epoll,
             timers,
@@ -290,8 +343,14 @@ impl Manager {
             status_pipes,
             sockets,
             watched,
+            cgroups,
+            oom_baseline,
         };
         service.handle(event, &mut world);
+        // Settled: its cgroup goes (once the last of its processes is reaped).
+        if service.state.at_rest() && !was_at_rest && !cgroups.remove(name) {
+            self.cgroups_to_remove.push(id);
+        }
     }
 
     fn on_signals(&mut self) {
@@ -339,11 +398,11 @@ impl Manager {
                 Ok(WaitStatus::Signaled(pid, signal, _)) => {
                     (pid, Exit::Signal(Signal(signal as i32)))
                 }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(e) => {
                     log::manager(format_args!("waitpid failed: {e}"));
-                    return;
+                    break;
                 }
             };
             // A pid we do not know is an orphan reparented to us: reaping it is all we owe it.
@@ -351,8 +410,51 @@ impl Manager {
                 // The executor's report, or the close that means it exec'd, happened before the
                 // exit: deliver it first even if epoll has not told us yet.
                 self.read_status(pid, id);
+                let exit = self.oom_or(id, exit);
+                let main = !self.units[id].service.instances.contains_key(&pid);
                 self.dispatch(id, Event::Exited(pid, exit));
+                if main {
+                    self.kill_leftovers(id);
+                }
             }
+        }
+        // Cgroups that were still busy may be empty now that more processes are reaped.
+        self.retry_cgroup_removal();
+    }
+
+    fn retry_cgroup_removal(&mut self) {
+        let cgroups = &self.cgroups;
+        let units = &self.units;
+        self.cgroups_to_remove
+            .retain(|&id| units[id].service.state.at_rest() && !cgroups.remove(&units[id].name));
+    }
+
+    /// A SIGKILL is the OOM killer's when the cgroup's OOM-kill count went up since the spawn.
+    fn oom_or(&self, id: usize, exit: Exit) -> Exit {
+        let unit = &self.units[id];
+        if exit != Exit::Signal(Signal::KILL) {
+            return exit;
+        }
+        match (self.cgroups.oom_kills(&unit.name), unit.oom_baseline) {
+            (Some(now), Some(then)) if now > then => Exit::Oom,
+            _ => exit,
+        }
+    }
+
+    /// The main process is gone, and with it the service: whatever it left in its cgroup goes
+    /// too, as systemd does for a service whose main process exited. (Not for accept mode,
+    /// whose instances share one cgroup.)
+    fn kill_leftovers(&mut self, id: usize) {
+        let unit = &self.units[id];
+        if unit.service.config.accept {
+            return;
+        }
+        let left = self.cgroups.signal(&unit.name, libc::SIGKILL);
+        if left > 0 {
+            log::service(
+                &unit.name,
+                format_args!("killed {left} process(es) it left in its cgroup"),
+            );
         }
     }
 
@@ -441,6 +543,9 @@ struct World<'a> {
     status_pipes: &'a mut HashMap<Pid, OwnedFd>,
     sockets: &'a [Listener],
     watched: &'a mut bool,
+    name: &'a str,
+    cgroups: &'a Cgroups,
+    oom_baseline: &'a mut Option<u64>,
 }
 
 impl World<'_> {
@@ -449,9 +554,18 @@ impl World<'_> {
         service: &config::Service,
         passing: Passing<'_>,
     ) -> Result<Pid, String> {
+        let limits = Limits {
+            memory_max: service.memory_max,
+            tasks_max: service.tasks_max,
+        };
+        let cgroups = self
+            .cgroups
+            .prepare(self.name, limits)
+            .map_err(|e| format!("cannot set up its cgroup: {e}"))?;
+        *self.oom_baseline = self.cgroups.oom_kills(self.name);
         let (pid, status) = self
             .spawner
-            .spawn(service, passing)
+            .spawn(service, passing, &cgroups)
             .map_err(|e| e.to_string())?;
         self.pids.insert(pid, self.id);
         let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Status(pid).to_u64());
@@ -516,6 +630,8 @@ impl Effects for World<'_> {
         // takes its helpers along. Before setsid the group does not exist yet: signal the pid.
         let sent =
             sys::kill(-pid.as_raw(), signal.0).or_else(|_| sys::kill(pid.as_raw(), signal.0));
+        // Its cgroup holds every process it made, even those that left its process group.
+        self.cgroups.signal(self.name, signal.0);
         if sent.is_ok() && signal != Signal::KILL {
             // A stopped process would never act on the stop signal.
             let _ = sys::kill(-pid.as_raw(), libc::SIGCONT);

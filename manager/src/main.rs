@@ -1,6 +1,7 @@
 //! `steward`: the service manager. Reads the config, pins the executor, and supervises.
 #![deny(unsafe_code)]
 
+mod cgroups;
 mod config;
 mod event_loop;
 mod log;
@@ -118,9 +119,33 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // lines written for the full contract keep working.
     let _ = &args.control;
     let executor = args.executor.clone().unwrap_or_else(default_executor);
+    let _ballast = ballast()?;
     let manager = event_loop::Manager::new(config, &executor)?;
     manager.run();
     Ok(())
+}
+
+/// A benchmark knob, not a feature: `STEWARD_BENCH_BALLAST=1G` makes the manager hold (and
+/// touch, so it is really resident) that much memory, to show that a large manager neither
+/// slows its spawns nor gets a service with a small `memory_max` OOM-killed at start, as a
+/// fork-based manager would.
+fn ballast() -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(text) = std::env::var_os("STEWARD_BENCH_BALLAST") else {
+        return Ok(None);
+    };
+    let text = text.to_string_lossy();
+    let Some(bytes) = config::parse_size(&text) else {
+        anyhow::bail!("STEWARD_BENCH_BALLAST: bad size \"{text}\" (write e.g. \"512M\")");
+    };
+    let mut ballast = vec![0u8; bytes as usize];
+    for page in ballast.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    log::manager(format_args!(
+        "benchmark ballast: holding {} MiB of touched memory",
+        bytes >> 20
+    ));
+    Ok(Some(ballast))
 }
 
 fn load_config(path: &Path, check: bool) -> anyhow::Result<config::Config> {

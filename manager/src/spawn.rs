@@ -113,6 +113,7 @@ impl Spawner {
         &self,
         service: &config::Service,
         passing: Passing<'_>,
+        cgroups: &[PathBuf],
     ) -> Result<(Pid, OwnedFd), SpawnError> {
         let (status_read, status_write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -121,7 +122,8 @@ impl Spawner {
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
-        let state = spawn_state(service, passing, status_write.as_raw_fd());
+        let mut state = spawn_state(service, passing, status_write.as_raw_fd());
+        state.cgroups = cgroups.iter().map(|d| d.display().to_string()).collect();
         let memfd = sealed_memfd(&steward_protocol::encode(&state)?)?;
 
         // dup2 of an fd onto itself clears its FD_CLOEXEC in the child (glibc follows Austin

@@ -165,6 +165,8 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(Signal),
+    /// The kernel's OOM killer killed it: its cgroup reached `memory_max`.
+    Oom,
 }
 
 impl fmt::Display for Exit {
@@ -172,6 +174,10 @@ impl fmt::Display for Exit {
         match self {
             Exit::Code(code) => write!(f, "exited with status {code}"),
             Exit::Signal(signal) => write!(f, "killed by {signal}"),
+            Exit::Oom => write!(
+                f,
+                "killed by the kernel's OOM handling (memory_max reached)"
+            ),
         }
     }
 }

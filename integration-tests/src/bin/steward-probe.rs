@@ -21,14 +21,20 @@ use std::os::unix::net::UnixStream;
 const USAGE: &str = "usage: steward-probe report FILE
        steward-probe serve [--exit-after-each] [--crash-after N] [--report FILE]
        steward-probe connection
-       steward-probe connect PATH OUT";
+       steward-probe connect PATH OUT
+       steward-probe touch MIB
+       steward-probe fork N";
 
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // Read first of all: the cgroup the process was in when its own code began.
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["report", file] => write_report(file),
+        ["report", file] => write_report(file, &cgroup),
+        ["touch", mib] => touch(mib),
+        ["fork", n] => fork(n),
         ["serve", options @ ..] => serve(options),
         ["connection"] => connection(),
         ["connect", path, out] => connect(path, out),
@@ -43,9 +49,42 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     }
 }
 
+/// Allocates MIB mebibytes and touches every page, so they are really charged to the cgroup.
+fn touch(mib: &str) -> Result<(), String> {
+    let mib: usize = mib.parse().map_err(|_| format!("bad size {mib:?}"))?;
+    let mut memory = vec![0u8; mib << 20];
+    for page in memory.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    // Read the pages back, so the writes cannot be optimised away.
+    let touched = memory.iter().step_by(4096).filter(|&&b| b == 1).count();
+    println!("touched {mib} MiB ({touched} pages)");
+    Ok(())
+}
+
+/// Forks up to N children that wait; prints how many forks succeeded, then ends them.
+fn fork(n: &str) -> Result<(), String> {
+    let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+    let mut children = Vec::new();
+    for _ in 0..n {
+        match sys::fork_paused() {
+            Some(pid) => children.push(pid),
+            None => break,
+        }
+    }
+    println!("forked {} of {n}", children.len());
+    for pid in children {
+        sys::kill_and_reap(pid);
+    }
+    Ok(())
+}
+
 /// Writes the report to FILE.tmp, then renames it to FILE: a reader never sees half of it.
-fn write_report(file: &str) -> Result<(), String> {
-    let text = report()?;
+fn write_report(file: &str, cgroup: &str) -> Result<(), String> {
+    let mut text = report()?;
+    for line in cgroup.lines() {
+        let _ = writeln!(text, "cgroup={line}");
+    }
     let tmp = format!("{file}.tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("writing {tmp}: {e}"))?;
     std::fs::rename(&tmp, file).map_err(|e| format!("renaming {tmp} to {file}: {e}"))
@@ -142,7 +181,7 @@ fn serve(options: &[&str]) -> Result<(), String> {
         }
     }
     if let Some(file) = report_file {
-        write_report(file)?;
+        write_report(file, "")?;
     }
     // A client may hang up before reading its answer: that is its business, not a reason to die.
     sys::ignore_sigpipe();
@@ -284,6 +323,31 @@ mod sys {
     }
 
     /// Ignores SIGPIPE, so a write to a closed connection fails with EPIPE instead of killing.
+    /// Forks a child that only waits to be killed; `None` when the fork fails.
+    pub fn fork_paused() -> Option<libc::pid_t> {
+        // SAFETY: the child calls only pause(2) and _exit(2), both async-signal-safe, so
+        // forking from this (single-threaded) process is sound.
+        unsafe {
+            match libc::fork() {
+                -1 => None,
+                0 => {
+                    libc::pause();
+                    libc::_exit(0)
+                }
+                pid => Some(pid),
+            }
+        }
+    }
+
+    /// SIGKILLs a child and reaps it.
+    pub fn kill_and_reap(pid: libc::pid_t) {
+        // SAFETY: kill and waitpid take plain integers and a null status pointer.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
     pub fn ignore_sigpipe() {
         // SAFETY: installs SIG_IGN, no handler code runs; the process has a single thread.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use values::{Signal, format_duration};
+pub use values::{Signal, format_duration, parse_size};
 
 /// Where a config item was written.
 #[derive(Debug, Clone, PartialEq, Eq)]

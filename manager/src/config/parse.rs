@@ -512,18 +512,6 @@ impl Cx<'_> {
                 ),
             );
         }
-        // cgroup limits come with the isolation work; until then they are refused rather than
-        // silently ignored.
-        for key in ["memory_max", "tasks_max"] {
-            if spans.contains_key(key) {
-                self.error(
-                    at(key),
-                    format!(
-                        "service `{n}`: `{key}` is not supported by this version of steward yet"
-                    ),
-                );
-            }
-        }
     }
 
     fn exec(&mut self, value: &Value) -> Option<Vec<String>> {
@@ -1013,17 +1001,6 @@ stop_signal = \"SIGNOPE\"
         let s = &config.services[0];
         assert_eq!(s.umask, 0o077);
         assert_eq!(s.limits, [(7, 1024), (4, u64::MAX)]);
-    }
-
-    #[test]
-    fn not_yet_supported_keys_are_refused() {
-        let errs = errors("[service.a]\nexec=[\"/bin/true\"]\nmemory_max = \"16M\"\n");
-        assert_eq!(
-            errs,
-            [
-                "t.toml:3:1: service `a`: `memory_max` is not supported by this version of steward yet"
-            ]
-        );
     }
 
     #[test]

@@ -1,0 +1,276 @@
+//! Credentials, limits and cgroups through the real binaries and the real kernel. These need
+//! root (as CI runs them); without it each test says so and does nothing.
+
+use std::process::Command;
+
+use steward_integration_tests::*;
+
+fn root() -> bool {
+    // /proc/self is owned by the effective uid.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    if uid != 0 {
+        eprintln!("skipped: this test needs root");
+    }
+    uid == 0
+}
+
+fn probe() -> String {
+    bin("steward-probe").display().to_string()
+}
+
+fn out(s: &Steward) -> String {
+    std::fs::read_to_string(s.dir.path().join("out")).unwrap_or_default()
+}
+
+#[test]
+fn a_service_runs_as_its_user_with_only_its_groups() {
+    if !root() {
+        return;
+    }
+    let mut s = Steward::start(
+        r#"
+[service.who]
+exec = ["/bin/sh", "-c", "id -u; id -g; id -G; echo $USER $LOGNAME $HOME"]
+user = "nobody"
+supplementary_groups = ["users"]
+stdio = "@DIR@/out"
+"#,
+    );
+    s.wait_for("who: exited with status 0");
+    let nogroup = run(Command::new("id").args(["-g", "nobody"])).1;
+    let users = run(Command::new("getent").args(["group", "users"])).1;
+    let users_gid = users.split(':').nth(2).unwrap();
+    assert_eq!(
+        out(&s),
+        format!(
+            "65534\n{nogroup}{nogroup_t} {users_gid}\nnobody nobody /nonexistent\n",
+            nogroup_t = nogroup.trim()
+        )
+    );
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn working_directory_umask_and_rlimits_are_in_place() {
+    if !root() {
+        return;
+    }
+    let mut s = Steward::start(
+        r#"
+[service.env]
+exec = ["/bin/sh", "-c", "pwd; umask; ulimit -n; ulimit -c"]
+working_directory = "/tmp"
+umask = "0077"
+limits = { nofile = 123, core = 0 }
+stdio = "@DIR@/out"
+"#,
+    );
+    s.wait_for("env: exited with status 0");
+    assert_eq!(out(&s), "/tmp\n0077\n123\n0\n");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn memory_max_kills_a_hog_and_lets_a_small_service_run() {
+    if !root() {
+        return;
+    }
+    let mut s = Steward::start(&format!(
+        r#"
+[service.hog]
+exec = ["{probe}", "touch", "200"]
+memory_max = "32M"
+keep_alive = true
+restart_delay = "0"
+start_limit_burst = 1
+
+[service.small]
+exec = ["{probe}", "touch", "8"]
+memory_max = "32M"
+stdio = "@DIR@/out"
+"#,
+        probe = probe()
+    ));
+    s.wait_for("small: exited with status 0");
+    assert!(out(&s).starts_with("touched 8 MiB"), "{}", out(&s));
+    // Killed, restarted (keep_alive), killed again, then the start limit.
+    s.wait_for_nth(
+        "hog: killed by the kernel's OOM handling (memory_max reached)",
+        2,
+    );
+    s.wait_for("hog: start limit reached (1 restarts within 10s); failed");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn tasks_max_stops_the_sixth_task() {
+    if !root() {
+        return;
+    }
+    let mut s = Steward::start(&format!(
+        r#"
+[service.forky]
+exec = ["{probe}", "fork", "10"]
+tasks_max = 5
+stdio = "@DIR@/out"
+"#,
+        probe = probe()
+    ));
+    s.wait_for("forky: exited with status 0");
+    // The probe itself and four children: five tasks.
+    assert_eq!(out(&s), "forked 4 of 10\n");
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn a_service_is_in_its_cgroup_from_its_first_instruction() {
+    if !root() {
+        return;
+    }
+    let mut s = Steward::start(&format!(
+        r#"
+[service.cg]
+exec = ["{probe}", "report", "@DIR@/report"]
+memory_max = "64M"
+tasks_max = 100
+"#,
+        probe = probe()
+    ));
+    s.wait_for("cg: exited with status 0");
+    let own = format!("/steward-{}/cg", s.pid());
+    let report = std::fs::read_to_string(s.dir.path().join("report")).unwrap();
+    let ours: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("cgroup="))
+        .filter(|l| l.contains(":memory:") || l.contains(":pids:") || l.starts_with("0::"))
+        .collect();
+    assert!(!ours.is_empty(), "{report}");
+    for line in &ours {
+        assert!(line.ends_with(&own), "{line} should end with {own}");
+    }
+    assert!(s.terminate().success());
+    // Empty cgroups are removed, steward's own directory with them.
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids").join(format!("steward-{}", s.pid()));
+    let v2 = std::path::Path::new("/sys/fs/cgroup/unified").join(format!("steward-{}", s.pid()));
+    assert!(!v1.exists() && !v2.exists());
+}
+
+#[test]
+fn stopping_kills_every_process_in_the_cgroup() {
+    if !root() {
+        return;
+    }
+    // The helper leaves the service's session and process group: only the cgroup finds it.
+    let mut s = Steward::start(
+        r#"
+[service.escaper]
+exec = ["/bin/sh", "-c", "setsid sleep 1000 & echo $! > @DIR@/pid; echo ready; exec sleep 1000"]
+"#,
+    );
+    s.wait_for("ready");
+    wait_until("the helper wrote its pid", || {
+        !read_pids(&s.dir.path().join("pid")).is_empty()
+    });
+    let helper = read_pids(&s.dir.path().join("pid"))[0];
+    assert!(alive(helper));
+    assert!(s.terminate().success());
+    wait_until(&format!("the escaped helper {helper} is gone"), || {
+        !alive(helper)
+    });
+    // steward waited for it to be reaped, so its cgroup could go.
+    for h in ["pids", "unified"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(format!("steward-{}", s.pid()));
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+}
+
+#[test]
+fn a_large_manager_does_not_get_small_services_oom_killed() {
+    if !root() {
+        return;
+    }
+    // The fork trap, shown: a forked child of a 512 MiB manager would be charged for the
+    // pages it touches before exec. Spawned through the executor, a 16M service starts every
+    // time.
+    let dir = temp_dir();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[service.small]
+exec = ["{probe}", "touch", "1"]
+memory_max = "16M"
+keep_alive = true
+restart_delay = "0"
+start_limit_burst = 1000
+stdio = "null"
+"#,
+            probe = probe()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("steward"));
+    cmd.arg("--config")
+        .arg(&config)
+        .env("STEWARD_BENCH_BALLAST", "512M");
+    let mut s = Steward::spawn(cmd, dir);
+    s.wait_for("benchmark ballast: holding 512 MiB");
+    s.wait_for_nth("small: exited with status 0", 30);
+    assert_eq!(s.count("OOM"), 0, "{:#?}", s.lines());
+    assert_eq!(s.count("killed"), 0, "{:#?}", s.lines());
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn without_cgroup_permission_only_limited_services_fail() {
+    if !root() {
+        return;
+    }
+    // A world-readable config, and steward run as nobody, who may not create cgroups.
+    let dir = temp_dir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        r#"
+[service.free]
+exec = ["/bin/true"]
+
+[service.limited]
+exec = ["/bin/true"]
+memory_max = "64M"
+"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("steward"))
+        .arg("--config")
+        .arg(&config);
+    let mut s = Steward::spawn(cmd, dir);
+    s.wait_for("cgroups not available (");
+    s.wait_for("free: exited with status 0");
+    let line =
+        s.wait_for("limited: cannot spawn: cannot set up its cgroup: cgroups are not available");
+    assert!(line.contains("Permission denied"), "{line}");
+    s.wait_for("limited: failed");
+    let pid = s
+        .wait_for("version")
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    send_signal(pid, libc::SIGTERM).unwrap();
+    assert!(s.wait_exit().success());
+}

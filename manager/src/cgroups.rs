@@ -1,0 +1,648 @@
+//! One cgroup per service, on cgroup v2, v1, or a mix of both (as on hosts that mount v1
+//! controllers beside a v2 hierarchy without them). Limits are written before the executor
+//! joins the cgroup, so the service never holds a page outside it; the cgroup is also how a
+//! service's every process is found when it is stopped.
+//!
+//! Everything here works on paths under the hierarchies' roots, so tests run on a temporary
+//! directory standing in for `/sys/fs/cgroup`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Which cgroup interface a hierarchy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// One hierarchy per controller (or group of controllers).
+    V1,
+    /// The unified hierarchy.
+    V2,
+}
+
+/// A mounted hierarchy, and the directory under which steward makes its services' cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Its interface.
+    pub version: Version,
+    /// The controllers it offers to steward's cgroups (`memory`, `pids`, …).
+    pub controllers: Vec<String>,
+    /// `<mount>/<steward's own cgroup>/<steward's directory>`.
+    pub base: PathBuf,
+}
+
+/// The limits a service's cgroup carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory_max: Option<u64>,
+    /// Maximum number of tasks.
+    pub tasks_max: Option<u64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory_max.is_some() || self.tasks_max.is_some()
+    }
+}
+
+/// Why a service's cgroup could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Cgroups are not usable by this manager at all.
+    #[error("cgroups are not available: {0}")]
+    Unavailable(String),
+    /// No mounted hierarchy offers the controller a limit needs.
+    #[error("`{key}` needs the {controller} controller, which no mounted cgroup hierarchy offers")]
+    NoController {
+        /// The config key.
+        key: &'static str,
+        /// The controller.
+        controller: &'static str,
+    },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The cgroup hierarchies steward uses.
+#[derive(Debug)]
+pub struct Cgroups {
+    hierarchies: Vec<Hierarchy>,
+    /// Why cgroups cannot be used, when they cannot.
+    unavailable: Option<String>,
+}
+
+impl Cgroups {
+    /// Uses these hierarchies (their base directories must exist).
+    #[cfg(test)]
+    pub fn new(hierarchies: Vec<Hierarchy>) -> Cgroups {
+        let unavailable = hierarchies
+            .is_empty()
+            .then(|| "no cgroup hierarchy is mounted".to_string());
+        Cgroups {
+            hierarchies,
+            unavailable,
+        }
+    }
+
+    /// Finds the mounted hierarchies and makes steward's directory `dir` in each, below the
+    /// cgroup steward itself is in. Never fails: when cgroups cannot be used, services that
+    /// ask for no limit still run, and those that do fail with the reason kept here.
+    pub fn detect(dir: &str) -> Cgroups {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let found = parse_hierarchies(&mountinfo, &own, dir);
+        let mut usable = Vec::new();
+        let mut problems = Vec::new();
+        for h in found {
+            match setup_base(&h) {
+                Ok(h) => usable.push(h),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let unavailable = if usable.is_empty() {
+            Some(if problems.is_empty() {
+                "no cgroup hierarchy is mounted".to_string()
+            } else {
+                problems.join("; ")
+            })
+        } else {
+            None
+        };
+        Cgroups {
+            hierarchies: usable,
+            unavailable,
+        }
+    }
+
+    /// A one-line description for the log.
+    pub fn describe(&self) -> String {
+        if let Some(why) = &self.unavailable {
+            return format!("cgroups not available ({why}); services run without them");
+        }
+        let parts: Vec<String> = self
+            .hierarchies
+            .iter()
+            .map(|h| {
+                let v = match h.version {
+                    Version::V1 => "v1",
+                    Version::V2 => "v2",
+                };
+                let c = if h.controllers.is_empty() {
+                    "no controllers".to_string()
+                } else {
+                    h.controllers.join(",")
+                };
+                format!("{v} ({c}) at {}", h.base.display())
+            })
+            .collect();
+        format!("cgroups: {}", parts.join("; "))
+    }
+
+    fn with(&self, controller: &str) -> Option<&Hierarchy> {
+        // v2 first: where both offer a controller, the unified hierarchy is the modern home.
+        self.hierarchies
+            .iter()
+            .filter(|h| h.controllers.iter().any(|c| c == controller))
+            .min_by_key(|h| h.version == Version::V1)
+    }
+
+    /// The directories of `name` in every hierarchy.
+    fn dirs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+        self.hierarchies.iter().map(move |h| h.base.join(name))
+    }
+
+    /// Makes the cgroup of service `name` (if missing) in every hierarchy and writes its
+    /// limits; returns the directories the executor must join. With no limit asked for, a
+    /// failure here is not an error: the service runs without a cgroup (`Ok(vec![])`).
+    pub fn prepare(&self, name: &str, limits: Limits) -> Result<Vec<PathBuf>, CgroupError> {
+        match self.try_prepare(name, limits) {
+            Ok(dirs) => Ok(dirs),
+            Err(_) if !limits.any() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_prepare(&self, name: &str, limits: Limits) -> Result<Vec<PathBuf>, CgroupError> {
+        if let Some(why) = &self.unavailable {
+            return Err(CgroupError::Unavailable(why.clone()));
+        }
+        // Check before creating anything: a limit that cannot be enforced is refused whole.
+        let memory = match limits.memory_max {
+            Some(bytes) => Some((self.need("memory_max", "memory")?, bytes)),
+            None => None,
+        };
+        let pids = match limits.tasks_max {
+            Some(n) => Some((self.need("tasks_max", "pids")?, n)),
+            None => None,
+        };
+        // The service joins one hierarchy to be tracked (v2 where mounted) and those its limits
+        // need: every cgroup.procs write is a migration the kernel makes the spawn pay for.
+        let tracking = self
+            .hierarchies
+            .iter()
+            .min_by_key(|h| h.version == Version::V1)
+            .expect("available cgroups have a hierarchy");
+        let mut joined: Vec<&Hierarchy> = vec![tracking];
+        for (h, _) in memory.iter().chain(pids.iter()) {
+            if !joined.iter().any(|j| j.base == h.base) {
+                joined.push(h);
+            }
+        }
+        let mut dirs = Vec::new();
+        for dir in joined.iter().map(|h| h.base.join(name)) {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+            dirs.push(dir);
+        }
+        if let Some((h, bytes)) = memory {
+            let file = match h.version {
+                Version::V2 => "memory.max",
+                Version::V1 => "memory.limit_in_bytes",
+            };
+            write(&h.base.join(name).join(file), &bytes.to_string())?;
+            if h.version == Version::V2 {
+                // Without this, a service over its limit is swapped out instead of killed,
+                // unlike on a board without swap; memory_max bounds its RAM and swap alike.
+                let swap = h.base.join(name).join("memory.swap.max");
+                if swap.exists() {
+                    write(&swap, "0")?;
+                }
+            }
+        }
+        if let Some((h, n)) = pids {
+            write(&h.base.join(name).join("pids.max"), &n.to_string())?;
+        }
+        Ok(dirs)
+    }
+
+    fn need(&self, key: &'static str, controller: &'static str) -> Result<&Hierarchy, CgroupError> {
+        self.with(controller)
+            .ok_or(CgroupError::NoController { key, controller })
+    }
+
+    /// Every process in the cgroup of `name`, in any hierarchy.
+    pub fn procs(&self, name: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs(name)
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Sends `signal` to every process in the cgroup of `name`; returns how many there were.
+    pub fn signal(&self, name: &str, signal: i32) -> usize {
+        let pids = self.procs(name);
+        for &pid in &pids {
+            let _ = crate::sys::kill(pid, signal);
+        }
+        pids.len()
+    }
+
+    /// Removes the (empty) cgroup of `name`; false when a process is still in it.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut all = true;
+        for dir in self.dirs(name) {
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => all = false,
+            }
+        }
+        all
+    }
+
+    /// Removes steward's own directories (at shutdown, once every service cgroup is gone).
+    pub fn remove_base(&self) {
+        for h in &self.hierarchies {
+            let _ = fs::remove_dir(&h.base);
+        }
+    }
+
+    /// How many processes of `name` the kernel's OOM killer has killed so far.
+    pub fn oom_kills(&self, name: &str) -> Option<u64> {
+        let h = self.with("memory")?;
+        let (file, key) = match h.version {
+            Version::V2 => ("memory.events", "oom_kill"),
+            Version::V1 => ("memory.oom_control", "oom_kill"),
+        };
+        let text = fs::read_to_string(h.base.join(name).join(file)).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(io_err(path))
+}
+
+/// Makes the base directory and, on v2, enables the controllers it offers for the services'
+/// cgroups below it.
+fn setup_base(h: &Hierarchy) -> Result<Hierarchy, CgroupError> {
+    fs::create_dir_all(&h.base).map_err(io_err(&h.base))?;
+    let mut h = h.clone();
+    if h.version == Version::V2 && !h.controllers.is_empty() {
+        let enable: String = h
+            .controllers
+            .iter()
+            .map(|c| format!("+{c} "))
+            .collect::<String>()
+            .trim_end()
+            .to_string();
+        let parent = h.base.parent().unwrap_or(&h.base).to_path_buf();
+        // The parent may hold processes (steward itself, outside PID 1): v2 then refuses to
+        // enable controllers for its children. Moving steward into a leaf of its own first
+        // makes the parent an inner node, as v2 wants.
+        if write(&parent.join("cgroup.subtree_control"), &enable).is_err() {
+            let leaf = h.base.join("manager");
+            fs::create_dir_all(&leaf).map_err(io_err(&leaf))?;
+            write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
+            if let Err(e) = write(&parent.join("cgroup.subtree_control"), &enable) {
+                // Tracking still works without controllers; only limits are unavailable.
+                h.controllers.clear();
+                crate::log::manager(format_args!(
+                    "cgroups: cannot enable {enable} below {}: {e}",
+                    parent.display()
+                ));
+                return Ok(h);
+            }
+        }
+        if let Err(e) = write(&h.base.join("cgroup.subtree_control"), &enable) {
+            h.controllers.clear();
+            crate::log::manager(format_args!("cgroups: {e}"));
+        }
+    }
+    Ok(h)
+}
+
+/// The hierarchies `mountinfo` shows, placed at steward's own cgroup (from `/proc/self/cgroup`)
+/// with `dir` below it. Only v1 hierarchies with a controller steward uses are kept.
+pub fn parse_hierarchies(mountinfo: &str, own: &str, dir: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPEROPTIONS"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        if left.len() < 5 || right.len() < 3 {
+            continue;
+        }
+        let mountpoint = unescape(left[4]);
+        let fstype = right[0];
+        let (version, controllers, own_path) = match fstype {
+            "cgroup2" => {
+                let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+                    continue;
+                };
+                let controllers = fs::read_to_string(
+                    Path::new(&mountpoint)
+                        .join(path.trim_start_matches('/'))
+                        .join("cgroup.controllers"),
+                )
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter(|c| *c == "memory" || *c == "pids")
+                .map(str::to_string)
+                .collect();
+                (Version::V2, controllers, path.to_string())
+            }
+            "cgroup" => {
+                let options: Vec<&str> = right[2].split(',').collect();
+                let controllers: Vec<String> = ["memory", "pids"]
+                    .iter()
+                    .filter(|c| options.contains(c))
+                    .map(|c| c.to_string())
+                    .collect();
+                if controllers.is_empty() {
+                    continue;
+                }
+                // The line of /proc/self/cgroup whose controller list names ours.
+                let Some(path) = own.lines().find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    list.split(',')
+                        .any(|c| controllers.iter().any(|ours| ours == c))
+                        .then(|| path.to_string())
+                }) else {
+                    continue;
+                };
+                (Version::V1, controllers, path)
+            }
+            _ => continue,
+        };
+        // A bind mount of a subtree shows its root in field 4; our path is relative to it.
+        let root = left[3];
+        let relative = own_path
+            .strip_prefix(root)
+            .unwrap_or(&own_path)
+            .trim_start_matches('/');
+        let base = Path::new(&mountpoint).join(relative).join(dir);
+        if out.iter().any(|h: &Hierarchy| h.base == base) {
+            continue;
+        }
+        out.push(Hierarchy {
+            version,
+            controllers,
+            base,
+        });
+    }
+    out
+}
+
+/// mountinfo escapes spaces and a few other bytes as `\ooo`.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(b) => {
+                out.push(b as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+24 1 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+25 24 0:23 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+26 24 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+27 24 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+28 24 0:26 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+";
+    const OWN: &str = "\
+8:pids:/
+4:memory:/box/abc
+1:cpu:/
+0::/
+";
+
+    #[test]
+    fn finds_mixed_v1_and_v2_hierarchies_at_our_own_cgroup() {
+        let found = parse_hierarchies(MOUNTINFO, OWN, "steward-7");
+        let bases: Vec<(Version, &Path)> = found
+            .iter()
+            .map(|h| (h.version, h.base.as_path()))
+            .collect();
+        assert_eq!(
+            bases,
+            [
+                (Version::V2, Path::new("/sys/fs/cgroup/unified/steward-7")),
+                (
+                    Version::V1,
+                    Path::new("/sys/fs/cgroup/memory/box/abc/steward-7")
+                ),
+                (Version::V1, Path::new("/sys/fs/cgroup/pids/steward-7")),
+            ]
+        );
+        assert_eq!(found[1].controllers, ["memory"]);
+        assert_eq!(found[2].controllers, ["pids"]);
+    }
+
+    #[test]
+    fn pure_v2() {
+        let mountinfo = "30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let found = parse_hierarchies(mountinfo, "0::/system.slice/steward.service\n", "steward");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].base,
+            Path::new("/sys/fs/cgroup/system.slice/steward.service/steward")
+        );
+    }
+
+    /// A fake root: each hierarchy is a plain directory whose control files are ordinary
+    /// files, as youki tests its cgroup code.
+    fn fake(versions: &[(Version, &[&str])]) -> (tempfile::TempDir, Cgroups) {
+        let root = tempfile::tempdir().unwrap();
+        let hierarchies = versions
+            .iter()
+            .enumerate()
+            .map(|(i, (version, controllers))| {
+                let base = root.path().join(format!("h{i}")).join("steward");
+                fs::create_dir_all(&base).unwrap();
+                Hierarchy {
+                    version: *version,
+                    controllers: controllers.iter().map(|c| c.to_string()).collect(),
+                    base,
+                }
+            })
+            .collect();
+        (root, Cgroups::new(hierarchies))
+    }
+
+    #[test]
+    fn v2_limits_go_to_memory_max_and_pids_max() {
+        let (_root, cg) = fake(&[(Version::V2, &["memory", "pids"])]);
+        let limits = Limits {
+            memory_max: Some(32 << 20),
+            tasks_max: Some(5),
+        };
+        let dirs = cg.prepare("web", limits).unwrap();
+        assert_eq!(dirs.len(), 1);
+        assert_eq!(
+            fs::read_to_string(dirs[0].join("memory.max")).unwrap(),
+            "33554432"
+        );
+        assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "5");
+        // Preparing again (a keep-alive restart) reuses the cgroup.
+        assert_eq!(cg.prepare("web", limits).unwrap(), dirs);
+    }
+
+    #[test]
+    fn v1_limits_go_to_their_controllers_hierarchies() {
+        let (_root, cg) = fake(&[
+            (Version::V2, &[]),
+            (Version::V1, &["memory"]),
+            (Version::V1, &["pids"]),
+        ]);
+        let dirs = cg
+            .prepare(
+                "web",
+                Limits {
+                    memory_max: Some(1 << 20),
+                    tasks_max: Some(9),
+                },
+            )
+            .unwrap();
+        assert_eq!(dirs.len(), 3, "the service joins every hierarchy");
+        assert_eq!(
+            fs::read_to_string(dirs[1].join("memory.limit_in_bytes")).unwrap(),
+            "1048576"
+        );
+        assert_eq!(fs::read_to_string(dirs[2].join("pids.max")).unwrap(), "9");
+        assert!(!dirs[0].join("memory.max").exists());
+    }
+
+    #[test]
+    fn a_service_without_limits_joins_only_the_tracking_hierarchy() {
+        let (_root, cg) = fake(&[
+            (Version::V1, &["memory"]),
+            (Version::V2, &[]),
+            (Version::V1, &["pids"]),
+        ]);
+        let dirs = cg.prepare("web", Limits::default()).unwrap();
+        assert_eq!(dirs, [cg.hierarchies[1].base.join("web")]);
+    }
+
+    #[test]
+    fn a_limit_without_its_controller_is_refused_before_anything_is_made() {
+        let (_root, cg) = fake(&[(Version::V2, &["pids"])]);
+        let err = cg
+            .prepare(
+                "web",
+                Limits {
+                    memory_max: Some(1),
+                    tasks_max: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`memory_max` needs the memory controller, which no mounted cgroup hierarchy offers"
+        );
+        assert!(cg.procs("web").is_empty());
+        assert!(!cg.hierarchies[0].base.join("web").exists());
+    }
+
+    #[test]
+    fn without_cgroups_only_limited_services_fail() {
+        let cg = Cgroups::new(Vec::new());
+        assert_eq!(
+            cg.prepare("free", Limits::default()).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        let err = cg
+            .prepare(
+                "tight",
+                Limits {
+                    memory_max: None,
+                    tasks_max: Some(3),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("cgroups are not available"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn procs_oom_kills_and_removal() {
+        let (_root, cg) = fake(&[(Version::V2, &["memory"]), (Version::V1, &["pids"])]);
+        let dirs = cg
+            .prepare(
+                "web",
+                Limits {
+                    memory_max: None,
+                    tasks_max: Some(10),
+                },
+            )
+            .unwrap();
+        fs::write(dirs[0].join("cgroup.procs"), "12\n13\n").unwrap();
+        fs::write(dirs[1].join("cgroup.procs"), "13\n").unwrap();
+        assert_eq!(cg.procs("web"), [12, 13]);
+        fs::write(
+            dirs[0].join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills("web"), Some(2));
+        assert!(
+            !cg.remove("web"),
+            "not empty: the fake control files are still there"
+        );
+        for d in &dirs {
+            for f in fs::read_dir(d).unwrap() {
+                fs::remove_file(f.unwrap().path()).unwrap();
+            }
+        }
+        assert!(cg.remove("web"));
+        assert!(!dirs[0].exists());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
+        assert_eq!(unescape(r"/plain"), "/plain");
+    }
+}
