@@ -274,3 +274,60 @@ memory_max = "64M"
     send_signal(pid, libc::SIGTERM).unwrap();
     assert!(s.wait_exit().success());
 }
+
+/// A pty: the master's fd and the slave's path.
+fn open_pty() -> (std::fs::File, String) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt returns a new fd or -1; grantpt, unlockpt and ptsname_r only act on
+    // that fd and write at most buf.len() bytes into buf.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            libc::ptsname_r(master, buf.as_mut_ptr().cast(), buf.len()),
+            0
+        );
+        let len = buf.iter().position(|&b| b == 0).unwrap();
+        let path = String::from_utf8(buf[..len].to_vec()).unwrap();
+        (std::fs::File::from_raw_fd(master), path)
+    }
+}
+
+#[test]
+fn a_tty_stdio_becomes_the_controlling_terminal() {
+    let (master, slave) = open_pty();
+    let mut s = Steward::start(&format!(
+        r#"
+[service.console]
+exec = ["/bin/sh", "-c", "tty; echo tty_nr=$(cut -d' ' -f7 /proc/$$/stat); echo done"]
+stdio = "{slave}"
+"#
+    ));
+    s.wait_for("console: exited with status 0");
+    // Everything the service wrote is waiting in the master.
+    let mut text = String::new();
+    let mut reader = std::io::BufReader::new(master);
+    while !text.contains("done") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    assert_eq!(lines[0], slave, "{text:?}");
+    // /proc's tty_nr is the kernel's encoding of the controlling terminal's device number:
+    // it must be this pty, not merely some terminal.
+    let tty_nr: u64 = lines[1].strip_prefix("tty_nr=").unwrap().parse().unwrap();
+    let rdev = std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&slave).unwrap());
+    let (major, minor) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let expected = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+    assert_eq!(
+        tty_nr, expected,
+        "the pty is the shell's controlling terminal: {text:?}"
+    );
+    assert!(s.terminate().success());
+}
