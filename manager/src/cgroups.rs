@@ -218,13 +218,16 @@ impl Cgroups {
                 Version::V1 => "memory.limit_in_bytes",
             };
             write(&h.base.join(name).join(file), &bytes.to_string())?;
-            if h.version == Version::V2 {
-                // Without this, a service over its limit is swapped out instead of killed,
-                // unlike on a board without swap; memory_max bounds its RAM and swap alike.
-                let swap = h.base.join(name).join("memory.swap.max");
-                if swap.exists() {
-                    write(&swap, "0")?;
-                }
+            // Without this, a service over its limit is swapped out instead of killed, unlike
+            // on a board without swap: memory_max bounds RAM and swap together. (v1 wants
+            // memsw >= the memory limit, hence the order.) Absent without swap accounting.
+            let (swap_file, swap_value) = match h.version {
+                Version::V2 => ("memory.swap.max", "0".to_string()),
+                Version::V1 => ("memory.memsw.limit_in_bytes", bytes.to_string()),
+            };
+            let swap = h.base.join(name).join(swap_file);
+            if swap.exists() {
+                write(&swap, &swap_value)?;
             }
         }
         if let Some((h, n)) = pids {
@@ -549,8 +552,50 @@ mod tests {
             fs::read_to_string(dirs[1].join("memory.limit_in_bytes")).unwrap(),
             "1048576"
         );
+        assert!(
+            !dirs[1].join("memory.memsw.limit_in_bytes").exists(),
+            "only where it exists"
+        );
         assert_eq!(fs::read_to_string(dirs[2].join("pids.max")).unwrap(), "9");
         assert!(!dirs[0].join("memory.max").exists());
+    }
+
+    #[test]
+    fn swap_is_bounded_with_memory_where_the_kernel_accounts_it() {
+        let (_root, cg) = fake(&[(Version::V2, &["memory"]), (Version::V1, &["memory"])]);
+        let v2 = cg.hierarchies[0].base.join("web");
+        fs::create_dir(&v2).unwrap();
+        fs::write(v2.join("memory.swap.max"), "max").unwrap();
+        cg.prepare(
+            "web",
+            Limits {
+                memory_max: Some(4096),
+                tasks_max: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(v2.join("memory.swap.max")).unwrap(), "0");
+
+        let (_root, cg) = fake(&[(Version::V1, &["memory"])]);
+        let v1 = cg.hierarchies[0].base.join("web");
+        fs::create_dir(&v1).unwrap();
+        fs::write(
+            v1.join("memory.memsw.limit_in_bytes"),
+            "9223372036854771712",
+        )
+        .unwrap();
+        cg.prepare(
+            "web",
+            Limits {
+                memory_max: Some(4096),
+                tasks_max: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(v1.join("memory.memsw.limit_in_bytes")).unwrap(),
+            "4096"
+        );
     }
 
     #[test]
