@@ -68,7 +68,10 @@ impl Steward {
         let text = config.replace("@DIR@", dir.path().to_str().expect("utf-8 temp dir"));
         std::fs::write(&path, text).expect("write config");
         let mut cmd = Command::new(bin("steward"));
-        cmd.arg("--config").arg(&path);
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("--control")
+            .arg(dir.path().join("control"));
         Steward::spawn(cmd, dir)
     }
 
@@ -97,6 +100,11 @@ impl Steward {
             sink.changed.notify_all();
         });
         Steward { child, log, dir }
+    }
+
+    /// The control socket of a steward started with [`Steward::start`].
+    pub fn control(&self) -> std::path::PathBuf {
+        self.dir.path().join("control")
     }
 
     /// The pid of the steward process.

@@ -215,6 +215,8 @@ stdio = "null"
     let mut cmd = Command::new(bin("steward"));
     cmd.arg("--config")
         .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"))
         .env("STEWARD_BENCH_BALLAST", "512M");
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("benchmark ballast: holding 512 MiB");
@@ -236,6 +238,8 @@ fn without_cgroup_permission_only_limited_services_fail() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    // nobody makes its control socket there.
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let config = dir.path().join("steward.toml");
     std::fs::write(
         &config,
@@ -253,7 +257,9 @@ memory_max = "64M"
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(bin("steward"))
         .arg("--config")
-        .arg(&config);
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("cgroups not available (");
     s.wait_for("free: exited with status 0");

@@ -33,7 +33,9 @@ fn the_manager_only_clones_with_clone_vm_and_clone_vfork() {
         .arg(&trace)
         .arg(bin("steward"))
         .arg("--config")
-        .arg(&config);
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
     let mut s = Steward::spawn(cmd, dir);
     let first = s.wait_for("version");
     let manager = first
@@ -100,7 +102,10 @@ start_limit_burst = 100000
     )
     .unwrap();
     let mut cmd = Command::new(bin_copy.join("steward"));
-    cmd.arg("--config").arg(&config);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for_nth("again: exited with status 0", 1);
 
@@ -125,7 +130,10 @@ fn the_default_executor_is_the_one_beside_steward() {
     let config = dir.path().join("steward.toml");
     std::fs::write(&config, "[service.a]\nexec = [\"/bin/true\"]\n").unwrap();
     let mut cmd = Command::new(bin_copy.join("steward"));
-    cmd.arg("--config").arg(&config);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("a: exited with status 1");
     assert!(s.terminate().success());

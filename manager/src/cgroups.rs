@@ -286,6 +286,20 @@ impl Cgroups {
         }
     }
 
+    /// The memory the cgroup of `name` uses now, when a memory hierarchy has it.
+    pub fn memory_current(&self, name: &str) -> Option<u64> {
+        let h = self.with("memory")?;
+        let file = match h.version {
+            Version::V2 => "memory.current",
+            Version::V1 => "memory.usage_in_bytes",
+        };
+        fs::read_to_string(h.base.join(name).join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// How many processes of `name` the kernel's OOM killer has killed so far.
     pub fn oom_kills(&self, name: &str) -> Option<u64> {
         let h = self.with("memory")?;

@@ -3,8 +3,10 @@
 
 mod cgroups;
 mod config;
+mod control;
 mod event_loop;
 mod log;
+mod logs;
 mod sockets;
 mod spawn;
 mod supervisor;
@@ -115,12 +117,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // The control socket arrives with stewardctl; the option is accepted now so that command
-    // lines written for the full contract keep working.
-    let _ = &args.control;
     let executor = args.executor.clone().unwrap_or_else(default_executor);
     let _ballast = ballast()?;
-    let manager = event_loop::Manager::new(config, &executor)?;
+    let manager = event_loop::Manager::new(config, &args.config, &executor, &args.control)?;
     manager.run();
     Ok(())
 }

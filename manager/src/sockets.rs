@@ -45,27 +45,65 @@ fn describe(address: &SocketAddress) -> String {
 pub fn open_all(services: &[config::Service]) -> Result<Vec<Vec<Listener>>, SocketError> {
     let mut all: Vec<Vec<Listener>> = Vec::with_capacity(services.len());
     for service in services {
-        let mut listeners = Vec::with_capacity(service.sockets.len());
-        for socket in &service.sockets {
-            match open(service, socket) {
-                Ok(fd) => listeners.push(Listener {
-                    config: socket.clone(),
-                    fd,
-                }),
-                Err(problem) => {
-                    all.push(listeners);
-                    remove_files(all.iter().flatten());
+        match open_service(service, &[]) {
+            Ok(listeners) => all.push(listeners),
+            Err(e) => {
+                remove_files(all.iter().flatten());
+                return Err(e);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Creates the sockets of one service, reusing any of `keep` whose config is unchanged (a
+/// reload: clients of an unchanged socket queue instead of being refused). On an error, the
+/// files of the sockets it created are removed again.
+pub fn open_service(
+    service: &config::Service,
+    keep: &[&Listener],
+) -> Result<Vec<Listener>, SocketError> {
+    let mut listeners: Vec<Listener> = Vec::with_capacity(service.sockets.len());
+    let mut created: Vec<usize> = Vec::new();
+    for socket in &service.sockets {
+        if let Some(old) = keep.iter().find(|l| l.config == *socket) {
+            match old.fd.try_clone() {
+                Ok(fd) => {
+                    listeners.push(Listener {
+                        config: socket.clone(),
+                        fd,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    remove_files(created.iter().map(|&i| &listeners[i]));
                     return Err(SocketError {
                         service: service.name.clone(),
                         address: describe(&socket.address),
-                        problem,
+                        problem: format!("dup: {e}"),
                     });
                 }
             }
         }
-        all.push(listeners);
+        match open(service, socket) {
+            Ok(fd) => {
+                created.push(listeners.len());
+                listeners.push(Listener {
+                    config: socket.clone(),
+                    fd,
+                });
+            }
+            Err(problem) => {
+                remove_files(created.iter().map(|&i| &listeners[i]));
+                return Err(SocketError {
+                    service: service.name.clone(),
+                    address: describe(&socket.address),
+                    problem,
+                });
+            }
+        }
     }
-    Ok(all)
+    Ok(listeners)
 }
 
 /// Removes the files of unix sockets (at shutdown: the next start must find the path free).
@@ -131,6 +169,23 @@ fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, Str
     if socket.kind != SocketKind::Datagram {
         rustix::net::listen(&fd, socket.backlog as i32).map_err(sys("listen"))?;
     }
+    Ok(fd)
+}
+
+/// A listening unix stream socket at `path` with exactly `mode` (the control socket), with the
+/// same care as a service's: parents created, a stale file replaced, a live one refused.
+pub fn listen_unix(path: &Path, mode: u32, flags: SocketFlags) -> Result<OwnedFd, String> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | flags,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    bind_unix(&fd, path, SocketType::STREAM)?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| format!("chmod: {e}"))?;
+    rustix::net::listen(&fd, 128).map_err(|e| format!("listen: {e}"))?;
     Ok(fd)
 }
 

@@ -114,6 +114,7 @@ impl Spawner {
         service: &config::Service,
         passing: Passing<'_>,
         cgroups: &[PathBuf],
+        log: Option<[i32; 2]>,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
         let (status_read, status_write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -122,7 +123,7 @@ impl Spawner {
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
-        let mut state = spawn_state(service, passing, status_write.as_raw_fd());
+        let mut state = spawn_state(service, passing, status_write.as_raw_fd(), log);
         state.cgroups = cgroups.iter().map(|d| d.display().to_string()).collect();
         let memfd = sealed_memfd(&steward_protocol::encode(&state)?)?;
 
@@ -174,13 +175,20 @@ fn sealed_memfd(bytes: &[u8]) -> Result<File, SpawnError> {
     Ok(memfd.into_file())
 }
 
-/// Everything the executor needs for `service`, in numbers and paths.
-pub fn spawn_state(service: &config::Service, passing: Passing<'_>, status_fd: i32) -> SpawnState {
-    let log = Stdio::Fd(2);
+/// Everything the executor needs for `service`, in numbers and paths. `log` holds the write
+/// ends of its stdout and stderr pipes to the manager's log, when it logs there.
+pub fn spawn_state(
+    service: &config::Service,
+    passing: Passing<'_>,
+    status_fd: i32,
+    log: Option<[i32; 2]>,
+) -> SpawnState {
+    // Without pipes (they could not be made), the manager's own stderr is the next best log.
+    let [log_out, log_err] = log.map_or([Stdio::Fd(2), Stdio::Fd(2)], |[o, e]| {
+        [Stdio::Fd(o), Stdio::Fd(e)]
+    });
     let mut stdio = match &service.stdio {
-        // The per-service log ring arrives with the control interface; until then the
-        // service's output goes to the manager's own stderr.
-        StdioMode::Log => [Stdio::Null, log.clone(), Stdio::Inherit],
+        StdioMode::Log => [Stdio::Null, log_out, log_err.clone()],
         StdioMode::Null => [Stdio::Null, Stdio::Null, Stdio::Null],
         StdioMode::Inherit | StdioMode::Socket => [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
         StdioMode::Path(p) => [
@@ -208,7 +216,7 @@ pub fn spawn_state(service: &config::Service, passing: Passing<'_>, status_fd: i
             if service.stdio == StdioMode::Socket {
                 // inetd style: the connection is stdin and stdout, stderr still goes to the log.
                 let fd = conn.fd.as_raw_fd();
-                stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log];
+                stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
             } else {
                 fds.push(conn.fd.as_raw_fd());
                 passed.push(("connection".to_string(), String::new()));
@@ -358,7 +366,7 @@ mod tests {
         let s = service(
             "exec = [\"/bin/x\", \"-v\"]\nworking_directory = \"/tmp\"\numask = \"0077\"\nlimits = { nofile = 64 }\nstdio = \"null\"\n",
         );
-        let state = spawn_state(&s, Passing::Sockets(&[]), 9);
+        let state = spawn_state(&s, Passing::Sockets(&[]), 9, None);
         assert_eq!(state.path, "/bin/x");
         assert_eq!(state.argv, ["/bin/x", "-v"]);
         assert_eq!(state.status_fd, 9);

@@ -52,13 +52,6 @@ pub enum State {
     Failed,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "read by `stewardctl status`, which comes with the control socket"
-    )
-)]
 impl State {
     /// The state's name as the operator sees it.
     pub fn name(&self) -> &'static str {
@@ -117,13 +110,6 @@ pub enum Event {
     /// Stop it.
     Stop,
     /// Stop it if it runs, then start it. Clears the restart counters.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "sent by `stewardctl restart`, which comes with the control socket"
-        )
-    )]
     Restart,
     /// A watched socket became readable: a client is waiting.
     Connection,

@@ -12,6 +12,8 @@
 
 extern crate alloc;
 
+pub mod control;
+
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};

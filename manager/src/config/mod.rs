@@ -51,13 +51,6 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The `[manager]` table.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "log_buffer sizes the log rings, which come with `stewardctl logs`"
-        )
-    )]
     pub manager: ManagerSettings,
     /// Every service, in the order the files define them (files in name order).
     pub services: Vec<Service>,

@@ -1,10 +1,14 @@
-//! The manager's one thread: one epoll loop over signals (signalfd), timers (timerfd) and the
-//! executors' status pipes. Its body is wait → dispatch → reap; every decision about a service
-//! is made by its state machine in `supervisor`.
+//! The manager's one thread: one epoll loop over signals (signalfd), timers (timerfd), the
+//! executors' status pipes, the services' sockets and output pipes, and the control socket.
+//! Its body is wait → dispatch → reap; every decision about a service is made by its state
+//! machine in `supervisor`.
+
+mod commands;
+mod reload;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -18,12 +22,18 @@ use nix::unistd::Pid;
 use steward_protocol::StatusReport;
 
 use crate::cgroups::{Cgroups, Limits};
+use crate::config::StdioMode;
 use crate::config::{self, Signal};
+use crate::control::Control;
 use crate::log;
+use crate::logs::{self, Pipe, Ring};
 use crate::sockets::{self, Listener};
 use crate::spawn::{Passing, Spawner};
 use crate::supervisor::{Effects, Event, Exit, Supervised};
 use crate::sys;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use steward_protocol::control::Stream;
 
 /// What an epoll event is about, packed into its 64-bit data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,28 +44,65 @@ enum Token {
     Status(Pid),
     /// One of the sockets of the service with this index.
     Socket(usize),
+    /// The control socket.
+    Control,
+    /// A control connection.
+    Client(u64),
+    /// An output pipe of the service with this index.
+    Log(usize, Stream),
+    /// An output pipe of the accept instance with this pid.
+    InstanceLog(Pid, Stream),
 }
 
 impl Token {
-    const STATUS: u64 = 1 << 32;
-    const SOCKET: u64 = 2 << 32;
+    const LOW: u64 = (1 << 56) - 1;
 
-    fn to_u64(self) -> u64 {
-        match self {
-            Token::Signals => 0,
-            Token::Timer => 1,
-            Token::Status(pid) => Self::STATUS | pid.as_raw() as u32 as u64,
-            Token::Socket(id) => Self::SOCKET | id as u32 as u64,
+    fn stream_bit(stream: Stream) -> u64 {
+        match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
         }
     }
 
+    fn stream(bit: u64) -> Stream {
+        if bit & 1 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        }
+    }
+
+    /// The kind in the top byte, its subject below.
+    fn to_u64(self) -> u64 {
+        let (kind, low): (u64, u64) = match self {
+            Token::Signals => (0, 0),
+            Token::Timer => (0, 1),
+            Token::Control => (0, 2),
+            Token::Status(pid) => (1, pid.as_raw() as u32 as u64),
+            Token::Socket(id) => (2, id as u64),
+            Token::Client(id) => (3, id),
+            Token::Log(id, s) => (4, (id as u64) << 1 | Self::stream_bit(s)),
+            Token::InstanceLog(pid, s) => {
+                (5, (pid.as_raw() as u32 as u64) << 1 | Self::stream_bit(s))
+            }
+        };
+        kind << 56 | (low & Self::LOW)
+    }
+
     fn from_u64(data: u64) -> Option<Token> {
-        let low = data as u32;
-        match data >> 32 {
+        let low = data & Self::LOW;
+        match data >> 56 {
             0 if low == 0 => Some(Token::Signals),
             0 if low == 1 => Some(Token::Timer),
+            0 if low == 2 => Some(Token::Control),
             1 => Some(Token::Status(Pid::from_raw(low as i32))),
             2 => Some(Token::Socket(low as usize)),
+            3 => Some(Token::Client(low)),
+            4 => Some(Token::Log((low >> 1) as usize, Self::stream(low))),
+            5 => Some(Token::InstanceLog(
+                Pid::from_raw((low >> 1) as i32),
+                Self::stream(low),
+            )),
             _ => None,
         }
     }
@@ -70,6 +117,9 @@ pub enum SetupError {
     /// A socket could not be created.
     #[error(transparent)]
     Socket(#[from] crate::sockets::SocketError),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// A kernel facility the loop needs failed.
     #[error("{what}: {source}")]
     Sys {
@@ -130,6 +180,43 @@ struct Unit {
     watched: bool,
     /// The cgroup's OOM-kill count when the current process was spawned.
     oom_baseline: Option<u64>,
+    /// Its captured output.
+    log: Ring,
+    /// Read ends of its stdout and stderr pipes (services that log, but not accept mode,
+    /// whose instances get pipes of their own). Kept across restarts.
+    pipes: Vec<Pipe>,
+    /// The write ends of those pipes, passed to each spawn.
+    writers: Option<[OwnedFd; 2]>,
+    /// When it entered its current state.
+    since: SystemTime,
+    /// What a reload asked to do once it is at rest.
+    pending: Option<reload::Pending>,
+    /// Removed by a reload: kept only so its index stays valid.
+    retired: bool,
+}
+
+impl Unit {
+    fn new(service: config::Service, sockets: Vec<Listener>, log_buffer: u64) -> Unit {
+        Unit {
+            name: service.name.clone(),
+            service: Supervised::new(service),
+            sockets,
+            watched: false,
+            oom_baseline: None,
+            log: Ring::new(log_buffer),
+            pipes: Vec::new(),
+            writers: None,
+            since: SystemTime::now(),
+            pending: None,
+            retired: false,
+        }
+    }
+}
+
+/// An output pipe of an accept instance.
+struct InstancePipe {
+    unit: usize,
+    pipe: Pipe,
 }
 
 /// The running manager.
@@ -149,6 +236,11 @@ pub struct Manager {
     cgroups: Cgroups,
     /// Services at rest whose cgroup could not be removed yet (a process was still dying).
     cgroups_to_remove: Vec<usize>,
+    control: Control,
+    /// Where the config was read from, for reloads.
+    config_path: PathBuf,
+    log_buffer: u64,
+    instance_pipes: HashMap<(Pid, Stream), InstancePipe>,
     shutting_down: bool,
 }
 
@@ -168,11 +260,23 @@ fn handled_signals() -> SigSet {
 
 impl Manager {
     /// Pins the executor and sets up the loop. Errors here are fatal: nothing has started yet.
-    pub fn new(config: config::Config, executor: &std::path::Path) -> Result<Manager, SetupError> {
+    pub fn new(
+        config: config::Config,
+        config_path: &Path,
+        executor: &Path,
+        control: &Path,
+    ) -> Result<Manager, SetupError> {
         let spawner = Spawner::pin(executor)?;
         // Every socket of every service exists before the first spawn, so a service may
         // connect to another's socket at its start, whatever the order.
         let sockets = sockets::open_all(&config.services)?;
+        let control = match Control::open(control) {
+            Ok(control) => control,
+            Err(e) => {
+                sockets::remove_files(sockets.iter().flatten());
+                return Err(e.into());
+            }
+        };
 
         // Blocked before any child exists, so no exit can slip past the signalfd. Children
         // inherit the mask; the executor clears it before exec.
@@ -206,18 +310,18 @@ impl Manager {
                 EpollEvent::new(EpollFlags::EPOLLIN, Token::Timer.to_u64()),
             )
             .map_err(sys_err("epoll_ctl"))?;
+        epoll
+            .add(
+                &control.listener,
+                EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.to_u64()),
+            )
+            .map_err(sys_err("epoll_ctl"))?;
 
         let units = config
             .services
             .into_iter()
             .zip(sockets)
-            .map(|(service, sockets)| Unit {
-                name: service.name.clone(),
-                service: Supervised::new(service),
-                sockets,
-                watched: false,
-                oom_baseline: None,
-            })
+            .map(|(service, sockets)| Unit::new(service, sockets, config.manager.log_buffer))
             .collect();
         // Its own directory in each hierarchy: `steward` as PID 1, else one per manager, so
         // several managers (tests, nested instances) never share a service's cgroup.
@@ -229,7 +333,7 @@ impl Manager {
         };
         let cgroups = Cgroups::detect(&dir);
         log::manager(format_args!("{}", cgroups.describe()));
-        Ok(Manager {
+        let mut manager = Manager {
             units,
             spawner,
             epoll,
@@ -241,8 +345,16 @@ impl Manager {
             status_pipes: HashMap::new(),
             cgroups,
             cgroups_to_remove: Vec::new(),
+            control,
+            config_path: config_path.to_path_buf(),
+            log_buffer: config.manager.log_buffer,
+            instance_pipes: HashMap::new(),
             shutting_down: false,
-        })
+        };
+        for id in 0..manager.units.len() {
+            manager.open_log_pipes(id);
+        }
+        Ok(manager)
     }
 
     /// Starts the autostart services and supervises until an orderly shutdown has finished.
@@ -302,6 +414,10 @@ impl Manager {
                     Some(Token::Timer) => self.on_timer(),
                     Some(Token::Status(pid)) => self.on_status(pid),
                     Some(Token::Socket(id)) => self.dispatch(id, Event::Connection),
+                    Some(Token::Control) => self.on_control(),
+                    Some(Token::Client(id)) => self.on_client(id),
+                    Some(Token::Log(id, stream)) => self.on_log(id, stream),
+                    Some(Token::InstanceLog(pid, stream)) => self.on_instance_log(pid, stream),
                     None => {}
                 }
             }
@@ -311,6 +427,7 @@ impl Manager {
             self.cgroups.remove(&unit.name);
         }
         self.cgroups.remove_base();
+        self.control.remove_file();
         log::manager(format_args!("all services stopped; exiting"));
     }
 
@@ -323,6 +440,7 @@ impl Manager {
             pids,
             status_pipes,
             cgroups,
+            instance_pipes,
             ..
         } = self;
         let Unit {
@@ -331,7 +449,11 @@ impl Manager {
             sockets,
             watched,
             oom_baseline,
+            writers,
+            since,
+            ..
         } = &mut units[id];
+        let before = service.state.name();
         let was_at_rest = service.state.at_rest();
         let mut world = World {
             id,
@@ -345,11 +467,85 @@ impl Manager {
             watched,
             cgroups,
             oom_baseline,
+            writers: writers
+                .as_ref()
+                .map(|[o, e]| [o.as_raw_fd(), e.as_raw_fd()]),
+            instance_pipes,
         };
         service.handle(event, &mut world);
-        // Settled: its cgroup goes (once the last of its processes is reaped).
+        if service.state.name() != before {
+            *since = SystemTime::now();
+        }
+        // Settled: its cgroup goes (once the last of its processes is reaped), and whatever a
+        // reload was waiting for can happen now.
         if service.state.at_rest() && !was_at_rest && !cgroups.remove(name) {
             self.cgroups_to_remove.push(id);
+        }
+        if self.units[id].service.state.at_rest() && self.units[id].pending.is_some() {
+            self.finish_pending(id);
+        }
+    }
+
+    /// Reads what a service wrote to one of its pipes.
+    fn on_log(&mut self, id: usize, stream: Stream) {
+        let Some(unit) = self.units.get_mut(id) else {
+            return;
+        };
+        let pid = unit.service.state.pid().map_or(0, |p| p.as_raw());
+        let Some(pipe) = unit.pipes.iter_mut().find(|p| p.stream == stream) else {
+            return;
+        };
+        let lines = read_lines(pipe, &unit.name, pid).0;
+        self.keep_lines(id, lines);
+    }
+
+    /// Reads what an accept instance wrote; at its end of file the pipe goes.
+    fn on_instance_log(&mut self, pid: Pid, stream: Stream) {
+        let Some(entry) = self.instance_pipes.get_mut(&(pid, stream)) else {
+            return;
+        };
+        let unit = &self.units[entry.unit];
+        let number = unit.service.instances.get(&pid).map(|i| i.number);
+        let name = match number {
+            Some(n) => format!("{}@{n}", unit.name),
+            None => unit.name.clone(),
+        };
+        let (lines, ended) = read_lines(&mut entry.pipe, &name, pid.as_raw());
+        let id = entry.unit;
+        if ended {
+            if let Some(entry) = self.instance_pipes.remove(&(pid, stream)) {
+                let _ = self.epoll.delete(&entry.pipe.fd);
+            }
+        }
+        self.keep_lines(id, lines);
+    }
+
+    /// Keeps lines in the service's ring, echoes them, and sends them to its followers.
+    fn keep_lines(&mut self, id: usize, lines: Vec<steward_protocol::control::LogLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        let followers: Vec<u64> = self
+            .control
+            .clients
+            .iter()
+            .filter(|(_, c)| c.follow == Some(id))
+            .map(|(cid, _)| *cid)
+            .collect();
+        if !followers.is_empty() {
+            let reply = steward_protocol::control::Reply::Logs {
+                lines: lines.clone(),
+                dropped: 0,
+            };
+            for cid in followers {
+                self.control.send(cid, &reply, false);
+                self.flush_client(cid);
+            }
+        }
+        let unit = &mut self.units[id];
+        for line in lines {
+            log::output(&line.name, &line.text);
+            unit.log.push(line);
         }
     }
 
@@ -360,9 +556,10 @@ impl Manager {
                 Ok(Some(info)) => match NixSignal::try_from(info.ssi_signo as i32) {
                     Ok(NixSignal::SIGCHLD) => reap = true,
                     Ok(NixSignal::SIGTERM | NixSignal::SIGINT) => self.shutdown(),
-                    Ok(NixSignal::SIGHUP) => log::manager(format_args!(
-                        "SIGHUP: reloading the config is not supported by this version yet"
-                    )),
+                    Ok(NixSignal::SIGHUP) => {
+                        // The same handler as `stewardctl reload`; the outcome is logged there.
+                        let _ = self.reload();
+                    }
                     _ => {}
                 },
                 Ok(None) => break,
@@ -506,10 +703,19 @@ impl Manager {
         while let Some(id) = self.timers.pop_due(now) {
             self.dispatch(id, Event::Timer);
         }
+        for cid in self.control.expired(now) {
+            log::manager(format_args!(
+                "control: a client sent no complete request in time"
+            ));
+            self.drop_client(cid);
+        }
     }
 
     fn arm_timer(&mut self) {
-        let next = self.timers.next();
+        let next = match (self.timers.next(), self.control.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next == self.armed {
             return;
         }
@@ -546,6 +752,9 @@ struct World<'a> {
     name: &'a str,
     cgroups: &'a Cgroups,
     oom_baseline: &'a mut Option<u64>,
+    /// The service's log pipe write ends.
+    writers: Option<[i32; 2]>,
+    instance_pipes: &'a mut HashMap<(Pid, Stream), InstancePipe>,
 }
 
 impl World<'_> {
@@ -563,10 +772,49 @@ impl World<'_> {
             .prepare(self.name, limits)
             .map_err(|e| format!("cannot set up its cgroup: {e}"))?;
         *self.oom_baseline = self.cgroups.oom_kills(self.name);
+        // An accept instance gets pipes of its own, so its lines carry its name.
+        let mut instance_pipes = Vec::new();
+        let log = match passing {
+            Passing::Connection(_)
+                if service.stdio == StdioMode::Log || service.stdio == StdioMode::Socket =>
+            {
+                let mut ends = Vec::new();
+                for stream in [Stream::Stdout, Stream::Stderr] {
+                    let (pipe, write) = logs::pipe(stream).map_err(|e| format!("pipe: {e}"))?;
+                    instance_pipes.push(pipe);
+                    ends.push(write);
+                }
+                Some(ends)
+            }
+            _ => None,
+        };
+        let log_fds = match &log {
+            Some(ends) => Some([ends[0].as_raw_fd(), ends[1].as_raw_fd()]),
+            None => self.writers,
+        };
         let (pid, status) = self
             .spawner
-            .spawn(service, passing, &cgroups)
+            .spawn(service, passing, &cgroups, log_fds)
             .map_err(|e| e.to_string())?;
+        // Our copies of the instance's write ends close here, so its pipes end with it.
+        drop(log);
+        for pipe in instance_pipes {
+            let token = Token::InstanceLog(pid, pipe.stream).to_u64();
+            if self
+                .epoll
+                .add(&pipe.fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .is_ok()
+            {
+                let key = (pid, pipe.stream);
+                self.instance_pipes.insert(
+                    key,
+                    InstancePipe {
+                        unit: self.id,
+                        pipe,
+                    },
+                );
+            }
+        }
         self.pids.insert(pid, self.id);
         let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Status(pid).to_u64());
         match self.epoll.add(&status, interest) {
@@ -649,4 +897,50 @@ impl Effects for World<'_> {
     fn log(&mut self, service: &str, message: fmt::Arguments<'_>) {
         log::service(service, message);
     }
+}
+
+/// Reads what is waiting in an output pipe (up to the read budget) and cuts it into lines;
+/// also says whether the pipe reached its end.
+fn read_lines(
+    pipe: &mut Pipe,
+    name: &str,
+    pid: i32,
+) -> (Vec<steward_protocol::control::LogLine>, bool) {
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut budget = logs::READ_BUDGET;
+    let mut ended = false;
+    let time_us = logs::now_us();
+    let stream = pipe.stream;
+    let mut push = |text: &str| {
+        lines.push(steward_protocol::control::LogLine {
+            time_us,
+            name: name.to_string(),
+            pid,
+            stream,
+            text: text.to_string(),
+        })
+    };
+    while budget > 0 {
+        match rustix::io::read(&pipe.fd, &mut buf) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => {
+                budget = budget.saturating_sub(n);
+                pipe.splitter.feed(&buf[..n], &mut push);
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if ended {
+        pipe.splitter.finish(&mut push);
+    }
+    (lines, ended)
 }

@@ -1,0 +1,226 @@
+//! The control socket: accepts `stewardctl` connections, checks who is calling, reads one
+//! framed request per connection and writes the replies, never blocking the loop on a slow or
+//! broken client.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+use steward_protocol::control::{MAX_FRAME, Reply, Request, decode_frame, encode_frame};
+
+/// A client that has not sent a whole request by then is dropped.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// A follower whose unread output grows past this is dropped rather than buffered forever.
+const MAX_PENDING_OUTPUT: usize = 1 << 20;
+
+/// One connection.
+#[derive(Debug)]
+pub struct Client {
+    /// Non-blocking, close-on-exec.
+    pub fd: OwnedFd,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Until a request is complete: when to give up on it.
+    deadline: Option<Instant>,
+    /// `logs -f`: the service whose new lines it receives.
+    pub follow: Option<usize>,
+    /// Close once the output is written.
+    closing: bool,
+    /// Whether EPOLLOUT is in its interest set.
+    pub wants_write: bool,
+}
+
+/// What reading from a client produced.
+pub enum Input {
+    /// Nothing complete yet.
+    Pending,
+    /// A request.
+    Request(Request),
+    /// The client went away or sent something we refuse; close it, with this log line if any.
+    Close(Option<String>),
+}
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("control socket {path}: {problem}")]
+pub struct ControlError {
+    path: PathBuf,
+    problem: String,
+}
+
+/// The listening socket and its clients.
+pub struct Control {
+    /// The listener: non-blocking, close-on-exec.
+    pub listener: OwnedFd,
+    path: PathBuf,
+    /// Open connections by id.
+    pub clients: HashMap<u64, Client>,
+    next_id: u64,
+    own_uid: u32,
+}
+
+impl Control {
+    /// Creates the socket at `path`, mode 0600, its parent directory if missing.
+    pub fn open(path: &Path) -> Result<Control, ControlError> {
+        let listener =
+            crate::sockets::listen_unix(path, 0o600, SocketFlags::NONBLOCK).map_err(|problem| {
+                ControlError {
+                    path: path.to_path_buf(),
+                    problem,
+                }
+            })?;
+        Ok(Control {
+            listener,
+            path: path.to_path_buf(),
+            clients: HashMap::new(),
+            next_id: 0,
+            own_uid: rustix::process::geteuid().as_raw(),
+        })
+    }
+
+    /// Removes the socket file (at shutdown).
+    pub fn remove_file(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Accepts one waiting connection: `Ok(Some((id, refused_uid)))`; a client that is neither
+    /// root nor our own user is answered "permission denied" and closed (its uid returned for
+    /// the log).
+    pub fn accept(&mut self) -> io::Result<Option<(u64, Option<u32>)>> {
+        let fd = match rustix::net::accept_with(
+            &self.listener,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let uid = rustix::net::sockopt::socket_peercred(&fd).map(|c| c.uid.as_raw())?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut client = Client {
+            fd,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            deadline: Some(Instant::now() + REQUEST_DEADLINE),
+            follow: None,
+            closing: false,
+            wants_write: false,
+        };
+        let refused = (uid != 0 && uid != self.own_uid).then_some(uid);
+        if refused.is_some() {
+            client.outbuf = encode_frame(&Reply::Error {
+                message: "permission denied".into(),
+            });
+            client.closing = true;
+            client.deadline = None;
+        }
+        self.clients.insert(id, client);
+        Ok(Some((id, refused)))
+    }
+
+    /// Reads what the client sent.
+    pub fn read(&mut self, id: u64) -> Input {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return Input::Pending;
+        };
+        if client.deadline.is_none() {
+            // Its request was read; anything more is ignored, but an end of file means the
+            // client is gone (a follower that hung up).
+            let mut sink = [0u8; 512];
+            return match rustix::io::read(&client.fd, &mut sink) {
+                Ok(0) => Input::Close(None),
+                Ok(_) | Err(Errno::AGAIN) | Err(Errno::INTR) => Input::Pending,
+                Err(_) => Input::Close(None),
+            };
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match rustix::io::read(&client.fd, &mut buf) {
+                Ok(0) => {
+                    let why = (!client.inbuf.is_empty())
+                        .then(|| "a client hung up in the middle of a request".to_string());
+                    return Input::Close(why);
+                }
+                Ok(n) => {
+                    client.inbuf.extend_from_slice(&buf[..n]);
+                    if client.inbuf.len() > MAX_FRAME + 4 {
+                        return Input::Close(Some("a client sent an oversized request".into()));
+                    }
+                    match decode_frame::<Request>(&client.inbuf) {
+                        Ok(Some((request, _))) => {
+                            client.deadline = None;
+                            client.inbuf = Vec::new();
+                            return Input::Request(request);
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            return Input::Close(Some(format!("a client sent a bad request: {e}")));
+                        }
+                    }
+                }
+                Err(Errno::AGAIN) => return Input::Pending,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Input::Close(Some(format!("reading a client failed: {e}"))),
+            }
+        }
+    }
+
+    /// Queues a reply; `last` closes the connection once it is written.
+    pub fn send(&mut self, id: u64, reply: &Reply, last: bool) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.outbuf.extend_from_slice(&encode_frame(reply));
+            client.closing |= last;
+        }
+    }
+
+    /// Writes what it can. Returns false when the client is finished (written and closing, or
+    /// broken, or too slow) and must be dropped.
+    pub fn flush(&mut self, id: u64) -> bool {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        while !client.outbuf.is_empty() {
+            match rustix::io::write(&client.fd, &client.outbuf) {
+                Ok(n) => {
+                    client.outbuf.drain(..n);
+                }
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+        if client.outbuf.len() > MAX_PENDING_OUTPUT {
+            return false;
+        }
+        !(client.closing && client.outbuf.is_empty())
+    }
+
+    /// Whether the client has output waiting (so EPOLLOUT is wanted).
+    pub fn has_output(&self, id: u64) -> bool {
+        self.clients.get(&id).is_some_and(|c| !c.outbuf.is_empty())
+    }
+
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients.values().filter_map(|c| c.deadline).min()
+    }
+
+    /// Clients whose request did not arrive in time.
+    pub fn expired(&self, now: Instant) -> Vec<u64> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The fd of a client, for epoll.
+    pub fn fd(&self, id: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.clients.get(&id).map(|c| c.fd.as_fd())
+    }
+}

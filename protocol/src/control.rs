@@ -1,0 +1,339 @@
+//! The control protocol between `stewardctl` and the manager: one request per connection, then
+//! one reply (or, for `logs --follow`, a stream of replies until the client goes away).
+//!
+//! Each message is a frame: a little-endian `u32` length, then the bincode encoding of an
+//! [`Envelope`] carrying [`CONTROL_VERSION`]. Frames larger than [`MAX_FRAME`] are refused, so a
+//! garbage length cannot make either side allocate without bound.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::DecodeError;
+
+/// Bumped whenever [`Request`] or [`Reply`] changes shape.
+pub const CONTROL_VERSION: u32 = 1;
+/// The largest frame payload either side accepts.
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// A versioned message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// [`CONTROL_VERSION`] of the sender.
+    pub version: u32,
+    /// The message.
+    pub body: T,
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The state of every service, or of the named ones (with details).
+    Status {
+        /// Services to show in detail; empty for all, in short.
+        names: Vec<String>,
+    },
+    /// Start services.
+    Start {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Stop services.
+    Stop {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Restart services.
+    Restart {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// A service's captured output.
+    Logs {
+        /// The service.
+        name: String,
+        /// The last N lines; `None` for every kept line.
+        lines: Option<u32>,
+        /// Keep streaming new lines.
+        follow: bool,
+    },
+    /// Re-read the config.
+    Reload,
+    /// Replace the manager with the binary now on disk.
+    Reexec,
+    /// Stop every service and exit.
+    Shutdown,
+    /// As PID 1: stop everything and power off.
+    Poweroff,
+    /// As PID 1: stop everything and reboot.
+    Reboot,
+    /// The manager's version.
+    Version,
+}
+
+/// What the manager answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done; a line for the user.
+    Done {
+        /// What was done.
+        message: String,
+    },
+    /// Refused or failed (unknown service, not allowed, …).
+    Error {
+        /// Why.
+        message: String,
+    },
+    /// The answer to [`Request::Status`].
+    Status(Status),
+    /// Log lines, oldest first. With `follow`, more of these come as lines arrive.
+    Logs {
+        /// The lines.
+        lines: Vec<LogLine>,
+        /// Lines dropped from the ring since the service started (oldest first).
+        dropped: u64,
+    },
+    /// The config was re-read and applied.
+    Reloaded {
+        /// Services that are new.
+        added: Vec<String>,
+        /// Services that are gone.
+        removed: Vec<String>,
+        /// Services whose config changed, restarted.
+        restarted: Vec<String>,
+    },
+    /// The new config is broken; nothing was changed.
+    ReloadFailed {
+        /// Every error, as `FILE:LINE:COL: message`.
+        errors: Vec<String>,
+    },
+    /// The manager's version.
+    Version {
+        /// Its package version.
+        version: String,
+        /// Its [`CONTROL_VERSION`].
+        protocol: u32,
+    },
+}
+
+/// The whole status answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The manager's pid.
+    pub manager_pid: u32,
+    /// The manager's version.
+    pub version: String,
+    /// The services asked about, in config order.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// `inactive`, `listening`, `starting`, `running`, `exited`, `restarting`, `stopping` or
+    /// `failed`.
+    pub state: String,
+    /// Its main process.
+    pub pid: Option<i32>,
+    /// Seconds since the epoch when it entered its state.
+    pub since: u64,
+    /// Automatic restarts since it was last started by hand or at boot.
+    pub restarts: u32,
+    /// Its cgroup's memory use, when known.
+    pub memory_bytes: Option<u64>,
+    /// Its sockets.
+    pub sockets: Vec<SocketStatus>,
+    /// Accept mode: its running instances.
+    pub instances: Vec<InstanceStatus>,
+    /// How its last process ended.
+    pub last_exit: Option<ExitStatus>,
+    /// Its last failure.
+    pub failure: Option<FailureStatus>,
+    /// The last log lines (only when the service was named).
+    pub log_tail: Vec<LogLine>,
+}
+
+/// A socket of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketStatus {
+    /// Its `LISTEN_FDNAMES` name.
+    pub name: String,
+    /// Its path or address.
+    pub address: String,
+}
+
+/// An accept-mode instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// `NAME@N`.
+    pub name: String,
+    /// Its pid.
+    pub pid: i32,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// Exited with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// A service's last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureStatus {
+    /// The executor step that failed, or `None` when the service itself failed.
+    pub step: Option<String>,
+    /// What went wrong.
+    pub reason: String,
+    /// The exit status, when the process exited.
+    pub status: Option<i32>,
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line a service wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When the manager read it: microseconds since the epoch.
+    pub time_us: u64,
+    /// `NAME`, or `NAME@N` for an accept instance.
+    pub name: String,
+    /// The process that wrote it, as far as the manager knows.
+    pub pid: i32,
+    /// Its stream.
+    pub stream: Stream,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+/// A message as a frame: length, then the versioned payload.
+pub fn encode_frame<T: Serialize>(body: &T) -> Vec<u8> {
+    let envelope = Envelope {
+        version: CONTROL_VERSION,
+        body,
+    };
+    let payload = bincode::serde::encode_to_vec(&envelope, config()).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads one frame from the front of `buf`: `Ok(None)` when more bytes are needed, else the
+/// message and how many bytes it took.
+pub fn decode_frame<T: serde::de::DeserializeOwned>(
+    buf: &[u8],
+) -> Result<Option<(T, usize)>, DecodeError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(DecodeError::Oversized {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let payload = &buf[4..4 + len];
+    let (envelope, used): (Envelope<T>, usize) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(|e| {
+            DecodeError::Malformed {
+                reason: e.to_string(),
+            }
+        })?;
+    if used != len {
+        return Err(DecodeError::TrailingBytes { count: len - used });
+    }
+    if envelope.version != CONTROL_VERSION {
+        return Err(DecodeError::Version {
+            found: envelope.version,
+            expected: CONTROL_VERSION,
+        });
+    }
+    Ok(Some((envelope.body, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let requests = vec![
+            Request::Status { names: vec![] },
+            Request::Logs {
+                name: "web".into(),
+                lines: Some(10),
+                follow: true,
+            },
+            Request::Reload,
+            Request::Version,
+        ];
+        for r in requests {
+            let frame = encode_frame(&r);
+            let (back, used): (Request, usize) = decode_frame(&frame).unwrap().unwrap();
+            assert_eq!(back, r);
+            assert_eq!(used, frame.len());
+        }
+        let reply = Reply::Reloaded {
+            added: vec!["a".into()],
+            removed: vec![],
+            restarted: vec!["b".into()],
+        };
+        let frame = encode_frame(&reply);
+        let (back, _): (Reply, usize) = decode_frame(&frame).unwrap().unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let frame = encode_frame(&Request::Shutdown);
+        for cut in 0..frame.len() {
+            assert_eq!(decode_frame::<Request>(&frame[..cut]).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(matches!(
+            decode_frame::<Request>(&huge),
+            Err(DecodeError::Oversized { .. })
+        ));
+        let mut garbage = vec![8, 0, 0, 0];
+        garbage.extend_from_slice(&[0xff; 8]);
+        assert!(decode_frame::<Request>(&garbage).is_err());
+        let mut other = encode_frame(&Request::Version);
+        other[4] = 99; // the version varint
+        assert!(decode_frame::<Request>(&other).is_err());
+    }
+}
