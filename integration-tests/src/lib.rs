@@ -134,10 +134,17 @@ impl Steward {
     pub fn wait_for_nth(&self, needle: &str, n: usize) -> String {
         let deadline = Instant::now() + DEADLINE;
         let mut guard = self.log.lines.lock().unwrap();
+        // Scans each line once, however many arrive: a flooding service logs thousands.
+        let (mut scanned, mut found) = (0, 0);
         loop {
-            let mut matching = guard.0.iter().filter(|l| l.contains(needle));
-            if let Some(line) = matching.nth(n - 1) {
-                return line.clone();
+            while scanned < guard.0.len() {
+                if guard.0[scanned].contains(needle) {
+                    found += 1;
+                    if found == n {
+                        return guard.0[scanned].clone();
+                    }
+                }
+                scanned += 1;
             }
             let now = Instant::now();
             if now >= deadline || guard.1 {

@@ -32,6 +32,8 @@ pub struct Client {
     closing: bool,
     /// Whether EPOLLOUT is in its interest set.
     pub wants_write: bool,
+    /// Neither root nor our user: its request is answered "permission denied".
+    refused: bool,
 }
 
 /// What reading from a client produced.
@@ -40,6 +42,8 @@ pub enum Input {
     Pending,
     /// A request.
     Request(Request),
+    /// A request from a client that may not control steward.
+    Refused,
     /// The client went away or sent something we refuse; close it, with this log line if any.
     Close(Option<String>),
 }
@@ -110,15 +114,12 @@ impl Control {
             follow: None,
             closing: false,
             wants_write: false,
+            refused: false,
         };
         let refused = (uid != 0 && uid != self.own_uid).then_some(uid);
-        if refused.is_some() {
-            client.outbuf = encode_frame(&Reply::Error {
-                message: "permission denied".into(),
-            });
-            client.closing = true;
-            client.deadline = None;
-        }
+        // Answered once its request is in: closing at once would break the client's write
+        // before it could read why.
+        client.refused = refused.is_some();
         self.clients.insert(id, client);
         Ok(Some((id, refused)))
     }
@@ -155,6 +156,9 @@ impl Control {
                         Ok(Some((request, _))) => {
                             client.deadline = None;
                             client.inbuf = Vec::new();
+                            if client.refused {
+                                return Input::Refused;
+                            }
                             return Input::Request(request);
                         }
                         Ok(None) => continue,

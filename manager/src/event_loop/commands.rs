@@ -68,9 +68,6 @@ impl Manager {
                         self.control.clients.remove(&id);
                         continue;
                     }
-                    if refused.is_some() {
-                        self.flush_client(id);
-                    }
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -92,6 +89,12 @@ impl Manager {
         match self.control.read(id) {
             Input::Pending => {}
             Input::Request(request) => self.handle_request(id, request),
+            Input::Refused => self.reply(
+                id,
+                Reply::Error {
+                    message: "permission denied".into(),
+                },
+            ),
             Input::Close(why) => {
                 if let Some(why) = why {
                     log::manager(format_args!("control: {why}; closing that connection"));

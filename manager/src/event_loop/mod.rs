@@ -608,11 +608,12 @@ impl Manager {
                 // exit: deliver it first even if epoll has not told us yet.
                 self.read_status(pid, id);
                 let exit = self.oom_or(id, exit);
-                let main = !self.units[id].service.instances.contains_key(&pid);
-                self.dispatch(id, Event::Exited(pid, exit));
-                if main {
+                // Before the exit is handled: handling it may spawn the next process into the
+                // same cgroup.
+                if !self.units[id].service.instances.contains_key(&pid) {
                     self.kill_leftovers(id);
                 }
+                self.dispatch(id, Event::Exited(pid, exit));
             }
         }
         // Cgroups that were still busy may be empty now that more processes are reaped.

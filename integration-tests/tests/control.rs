@@ -1,0 +1,410 @@
+//! `stewardctl` against a real `steward`: every command and exit code, `--json` parsed, logs and
+//! their bound, reload, who may connect, and garbage on the control socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use steward_integration_tests::*;
+
+/// Runs stewardctl against this steward; returns (exit code, stdout, stderr).
+fn ctl(s: &Steward, args: &[&str]) -> (i32, String, String) {
+    // The manager makes its control socket once its setup is done.
+    wait_until("the control socket exists", || s.control().exists());
+    ctl_at(&s.control(), args)
+}
+
+fn ctl_at(control: &Path, args: &[&str]) -> (i32, String, String) {
+    let (status, out, err) = run(Command::new(bin("stewardctl"))
+        .arg("--control")
+        .arg(control)
+        .args(args));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The service's entry in `status --json`.
+fn service(s: &Steward, name: &str) -> serde_json::Value {
+    let (code, out, err) = ctl(s, &["--json", "status"]);
+    assert_eq!(code, 0, "{err}");
+    let all = json(&out);
+    all["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+}
+
+fn wait_state(s: &Steward, name: &str, state: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until(&format!("{name} is {state}"), || {
+        last = service(s, name);
+        last["state"] == state
+    });
+    last
+}
+
+const TWO: &str = r#"
+[service.web]
+exec = ["/bin/sh", "-c", "echo hello from web; echo oops >&2; exec sleep 1000"]
+
+[service.once]
+exec = ["/bin/sh", "-c", "exit 4"]
+"#;
+
+#[test]
+fn status_shows_every_service_as_table_and_json() {
+    let s = Steward::start(TWO);
+    s.wait_for("once: exited with status 4");
+    let web = wait_state(&s, "web", "running");
+    assert!(web["pid"].as_i64().unwrap() > 0);
+    assert_eq!(web["restarts"], 0);
+    assert!(web["since"].as_u64().unwrap() > 1_700_000_000);
+    assert!(web["last_exit"].is_null());
+    let once = service(&s, "once");
+    assert_eq!(once["state"], "failed");
+    assert!(once["pid"].is_null());
+    assert_eq!(once["last_exit"], serde_json::json!({"code": 4}));
+    assert_eq!(once["failure"]["status"], 4);
+
+    let (code, out, _) = ctl(&s, &["status"]);
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    for column in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY"] {
+        assert!(header.contains(column), "{out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web ") && l.contains("running")),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "no colour when stdout is not a tty");
+
+    let (_, all, _) = ctl(&s, &["--json", "status"]);
+    let all = json(&all);
+    assert_eq!(all["manager"]["pid"], s.pid());
+    assert!(all["manager"]["version"].is_string());
+}
+
+#[test]
+fn status_of_a_named_service_shows_its_log_tail_and_failure() {
+    let s = Steward::start(TWO);
+    s.wait_for("web: hello from web");
+    s.wait_for("once: exited with status 4");
+    let (code, out, _) = ctl(&s, &["status", "web", "once"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("hello from web"), "{out}");
+    assert!(out.contains("exited with status 4"), "{out}");
+    let (code, _, err) = ctl(&s, &["status", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown service: nope"), "{err}");
+}
+
+#[test]
+fn start_stop_restart() {
+    let s = Steward::start(TWO);
+    let first = wait_state(&s, "web", "running")["pid"].as_i64().unwrap();
+
+    let (code, _, err) = ctl(&s, &["restart", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let mut second = 0;
+    wait_until("web runs with a new pid", || {
+        let v = service(&s, "web");
+        second = v["pid"].as_i64().unwrap_or(0);
+        v["state"] == "running" && second != first
+    });
+    assert!(!alive(first as i32));
+
+    assert_eq!(ctl(&s, &["stop", "web"]).0, 0);
+    wait_state(&s, "web", "inactive");
+    assert!(!alive(second as i32));
+    assert_eq!(ctl(&s, &["start", "web"]).0, 0);
+    wait_state(&s, "web", "running");
+
+    // Unknown names are refused and nothing is done.
+    let (code, _, err) = ctl(&s, &["stop", "web", "ghost"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ghost"), "{err}");
+    assert_eq!(service(&s, "web")["state"], "running");
+}
+
+#[test]
+fn logs_keep_lines_with_their_stream_and_follow_new_ones() {
+    let s = Steward::start(
+        r#"
+[service.talker]
+exec = ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo out $i; done; echo err 1 >&2; while [ ! -p @DIR@/go ]; do sleep 0.05; done; read x < @DIR@/go; echo late line; exec sleep 1000"]
+"#,
+    );
+    let fifo = s.dir.path().join("go");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.wait_for("talker: err 1");
+    let (code, out, _) = ctl(&s, &["logs", "talker"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(
+        lines[0].contains(" talker[") && lines[0].ends_with("] stdout: out 1"),
+        "{out}"
+    );
+    assert!(lines[5].ends_with("] stderr: err 1"), "{out}");
+    let (_, last2, _) = ctl(&s, &["logs", "talker", "-n", "2"]);
+    assert_eq!(last2.lines().count(), 2);
+    assert!(
+        last2.lines().next().unwrap().ends_with("stdout: out 5"),
+        "{last2}"
+    );
+
+    // Follow: the kept lines, then a new one as it is written.
+    let mut follow = Command::new(bin("stewardctl"))
+        .arg("--control")
+        .arg(s.control())
+        .args(["logs", "talker", "-n", "1", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.trim_end().ends_with("stderr: err 1"), "{line}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.trim_end().ends_with("stdout: late line"), "{line}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}
+
+#[test]
+fn a_flood_of_output_keeps_the_manager_within_its_bound() {
+    // 16 MB of output in 4 KiB lines, then one 3 MB line, against a 64 KiB ring.
+    let s = Steward::start(
+        r#"
+[service.flood]
+exec = ["/bin/sh", "-c", "head -c 16000000 /dev/zero | tr '\\0' 'x' | fold -w 4095; echo; head -c 3000000 /dev/zero | tr '\\0' 'y'; echo; echo flood done"]
+"#,
+    );
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    };
+    s.wait_for("version");
+    let before = rss();
+    let started = Instant::now();
+    s.wait_for("flood: flood done");
+    let after = rss();
+    assert!(
+        after <= before + 512,
+        "manager RSS grew from {before} kB to {after} kB while a service wrote 19 MB"
+    );
+    // The control socket still answers, and the ring kept only its bound.
+    let (code, out, _) = ctl(&s, &["logs", "flood"]);
+    assert_eq!(code, 0);
+    assert!(out.len() < 80 * 1024, "{} bytes of logs kept", out.len());
+    assert!(out.trim_end().ends_with("stdout: flood done"));
+    eprintln!("flood of 19 MB read in {:?}", started.elapsed());
+}
+
+#[test]
+fn reload_adds_removes_restarts_and_leaves_the_rest_alone() {
+    let mut s = Steward::start(
+        r#"
+[service.keep]
+exec = ["/bin/sleep", "1000"]
+
+[service.change]
+exec = ["/bin/sleep", "1000"]
+
+[service.drop]
+exec = ["/bin/sleep", "1000"]
+
+[[service.drop.socket]]
+path = "@DIR@/drop.sock"
+"#,
+    );
+    let keep = wait_state(&s, "keep", "running")["pid"].as_i64().unwrap();
+    let change = wait_state(&s, "change", "running")["pid"].as_i64().unwrap();
+    wait_state(&s, "drop", "running");
+    let dir = s.dir.path().to_path_buf();
+    assert!(dir.join("drop.sock").exists());
+
+    // A broken config changes nothing, and the errors come back.
+    std::fs::write(
+        dir.join("steward.toml"),
+        "[service.keep]\nexec = [\"relative\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&s, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("steward.toml:2:9: `exec[0]` must be an absolute path"),
+        "{err}"
+    );
+    assert_eq!(service(&s, "change")["pid"], change);
+
+    std::fs::write(
+        dir.join("steward.toml"),
+        r#"
+[service.keep]
+exec = ["/bin/sleep", "1000"]
+
+[service.change]
+exec = ["/bin/sleep", "2000"]
+
+[service.new]
+exec = ["/bin/sleep", "1000"]
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = ctl(&s, &["--json", "reload"]);
+    assert_eq!(code, 0, "{err}");
+    let reply = json(&out);
+    assert_eq!(reply["added"], serde_json::json!(["new"]));
+    assert_eq!(reply["removed"], serde_json::json!(["drop"]));
+    assert_eq!(reply["restarted"], serde_json::json!(["change"]));
+
+    wait_state(&s, "new", "running");
+    let changed = wait_state(&s, "change", "running");
+    assert_ne!(changed["pid"], change);
+    assert_eq!(service(&s, "keep")["pid"], keep, "unchanged: not touched");
+    wait_until("drop is gone", || {
+        let (_, out, _) = ctl(&s, &["--json", "status"]);
+        !out.contains("\"drop\"")
+    });
+    wait_until("drop's socket file is removed", || {
+        !dir.join("drop.sock").exists()
+    });
+
+    // SIGHUP is the same reload.
+    std::fs::write(
+        dir.join("steward.toml"),
+        "[service.keep]\nexec = [\"/bin/sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for("reloaded: 0 added, 2 removed, 0 restarted");
+    assert_eq!(service(&s, "keep")["pid"], keep);
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn exit_codes_and_other_commands() {
+    let s = Steward::start(TWO);
+    s.wait_for("version");
+    let (code, out, _) = ctl(&s, &["version"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("steward "), "{out}");
+    let (code, out, _) = ctl(&s, &["--json", "version"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["protocol"], 1);
+
+    let (code, _, err) = ctl(&s, &["reboot"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only for steward running as PID 1"), "{err}");
+    assert_eq!(ctl(&s, &["poweroff"]).0, 1);
+    assert_eq!(ctl(&s, &["frobnicate"]).0, 2);
+    assert_eq!(ctl(&s, &["logs"]).0, 2);
+    assert_eq!(ctl_at(&s.dir.path().join("nothing-here"), &["status"]).0, 3);
+    let (code, out, _) = run(Command::new(bin("stewardctl")).arg("--help"));
+    assert!(code.success());
+    assert!(out.contains("reload"), "{out}");
+    let (code, out, _) = run(Command::new(bin("stewardctl")).args(["status", "--help"]));
+    assert!(code.success());
+    assert!(out.contains("status"), "{out}");
+}
+
+#[test]
+fn shutdown_stops_everything_and_exits_0() {
+    let mut s = Steward::start(TWO);
+    let web = wait_state(&s, "web", "running")["pid"].as_i64().unwrap();
+    let (code, _, err) = ctl(&s, &["shutdown"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(s.wait_exit().success());
+    assert!(!alive(web as i32));
+    assert!(!s.control().exists(), "the control socket is removed");
+}
+
+#[test]
+fn the_control_socket_is_for_root_and_the_managers_own_user() {
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        eprintln!("skipped: this test needs root");
+        return;
+    }
+    let s = Steward::start(TWO);
+    s.wait_for("version");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(s.control()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // Loosened by hand, so that nobody can connect at all: steward itself must refuse.
+    std::fs::set_permissions(
+        s.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        s.control(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let (status, _, err) = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("stewardctl"))
+        .arg("--control")
+        .arg(s.control())
+        .arg("status"));
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("permission denied"), "{err}");
+    s.wait_for("control: refused a client with uid 65534");
+    assert_eq!(ctl(&s, &["status"]).0, 0, "root is still served");
+}
+
+#[test]
+fn garbage_and_huge_requests_leave_steward_serving() {
+    let s = Steward::start(TWO);
+    s.wait_for("version");
+    // Garbage.
+    let mut c = UnixStream::connect(s.control()).unwrap();
+    c.write_all(b"\x10\x00\x00\x00this is not a request")
+        .unwrap();
+    let mut rest = Vec::new();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = c.read_to_end(&mut rest);
+    s.wait_for("control: a client sent a bad request");
+    // A 10 MiB blob: refused by its length, without reading it all.
+    let mut c = UnixStream::connect(s.control()).unwrap();
+    let blob = vec![0xAB_u8; 10 << 20];
+    let _ = c.write_all(&((blob.len() as u32).to_le_bytes()));
+    let _ = c.write_all(&blob);
+    drop(c);
+    s.wait_for("control: a client sent a bad request: payload of 10485760 bytes");
+    // Half a request, then silence: the loop does not wait for it.
+    let mut half = UnixStream::connect(s.control()).unwrap();
+    half.write_all(&[40, 0, 0, 0, 1]).unwrap();
+    let (code, _, _) = ctl(&s, &["status"]);
+    assert_eq!(code, 0, "served while another client is stuck mid-request");
+    drop(half);
+    assert_eq!(ctl(&s, &["status"]).0, 0);
+}
