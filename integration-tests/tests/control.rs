@@ -11,8 +11,8 @@ use steward_integration_tests::*;
 
 /// Runs stewardctl against this steward; returns (exit code, stdout, stderr).
 fn ctl(s: &Steward, args: &[&str]) -> (i32, String, String) {
-    // The manager makes its control socket once its setup is done.
-    wait_until("the control socket exists", || s.control().exists());
+    // Logged once every socket, the control socket included, listens.
+    s.wait_for("version");
     ctl_at(&s.control(), args)
 }
 

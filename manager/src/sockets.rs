@@ -149,9 +149,6 @@ fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, Str
                 )
                 .map_err(|e| format!("chown: {}", e.desc()))?;
             }
-            // Exactly `mode`, whatever the manager's umask.
-            rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(socket.mode))
-                .map_err(sys("chmod"))?;
             fd
         }
         SocketAddress::Inet(addr) => {
@@ -169,6 +166,12 @@ fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, Str
     if socket.kind != SocketKind::Datagram {
         rustix::net::listen(&fd, socket.backlog as i32).map_err(sys("listen"))?;
     }
+    // Exactly `mode`, whatever the manager's umask; last, so that a client who may connect
+    // never meets a socket that is not listening yet.
+    if let SocketAddress::Unix(path) = &socket.address {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(socket.mode))
+            .map_err(sys("chmod"))?;
+    }
     Ok(fd)
 }
 
@@ -183,9 +186,10 @@ pub fn listen_unix(path: &Path, mode: u32, flags: SocketFlags) -> Result<OwnedFd
     )
     .map_err(|e| format!("socket: {e}"))?;
     bind_unix(&fd, path, SocketType::STREAM)?;
+    // Listening before the chmod opens it: nobody can meet a socket that refuses connections.
+    rustix::net::listen(&fd, 128).map_err(|e| format!("listen: {e}"))?;
     rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
         .map_err(|e| format!("chmod: {e}"))?;
-    rustix::net::listen(&fd, 128).map_err(|e| format!("listen: {e}"))?;
     Ok(fd)
 }
 
