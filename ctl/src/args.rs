@@ -7,8 +7,6 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use steward_protocol::control::Request;
-
 /// Where the manager listens unless `--control` or `$STEWARD_CONTROL` says otherwise.
 pub const DEFAULT_CONTROL: &str = "/run/steward/control";
 
@@ -37,65 +35,9 @@ pub struct Invocation {
     pub command: Command,
 }
 
-/// One command with its arguments, already checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Every service in short, or the named ones with details.
-    Status {
-        names: Vec<String>,
-    },
-    /// At least one name.
-    Start {
-        names: Vec<String>,
-    },
-    /// At least one name.
-    Stop {
-        names: Vec<String>,
-    },
-    /// At least one name.
-    Restart {
-        names: Vec<String>,
-    },
-    /// `lines`: `-n N`; `follow`: `-f`.
-    Logs {
-        name: String,
-        lines: Option<u32>,
-        follow: bool,
-    },
-    Reload,
-    Reexec,
-    Shutdown,
-    Poweroff,
-    Reboot,
-    Version,
-}
-
-impl Command {
-    /// The request that carries this command to the manager.
-    pub fn request(&self) -> Request {
-        match self.clone() {
-            Command::Status { names } => Request::Status { names },
-            Command::Start { names } => Request::Start { names },
-            Command::Stop { names } => Request::Stop { names },
-            Command::Restart { names } => Request::Restart { names },
-            Command::Logs {
-                name,
-                lines,
-                follow,
-            } => Request::Logs {
-                name,
-                lines,
-                follow,
-            },
-            Command::Reload => Request::Reload,
-            Command::Reexec => Request::Reexec,
-            Command::Shutdown => Request::Shutdown,
-            Command::Poweroff => Request::Poweroff,
-            Command::Reboot => Request::Reboot,
-            Command::Version => Request::Version,
-        }
-    }
-}
+/// One command with its arguments, already checked: exactly the request the manager gets, so
+/// the client has no second description of the commands to keep in step.
+pub use steward_protocol::control::Request as Command;
 
 /// A command line we refuse: the reason, and the usage lines to print under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -696,26 +638,6 @@ mod tests {
             control(&["--control", "/flag", "status"], Some("/env")),
             PathBuf::from("/flag")
         );
-    }
-
-    #[test]
-    fn commands_become_their_requests() {
-        assert_eq!(
-            command(&["logs", "web", "-n", "3", "-f"]).request(),
-            Request::Logs {
-                name: "web".into(),
-                lines: Some(3),
-                follow: true
-            }
-        );
-        assert_eq!(
-            command(&["stop", "web"]).request(),
-            Request::Stop {
-                names: names(&["web"])
-            }
-        );
-        assert_eq!(command(&["version"]).request(), Request::Version);
-        assert_eq!(command(&["poweroff"]).request(), Request::Poweroff);
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
 /// Prints the replies of `logs` as they come; with `-f` that is until the manager closes the
 /// connection or the user interrupts us (SIGINT's default action ends the process).
 fn logs(invocation: &Invocation, follow: bool, out: &mut impl Write) -> Result<(), Failure> {
-    let mut replies = client::send(&invocation.control, &invocation.command.request())?;
+    let mut replies = client::send(&invocation.control, &invocation.command)?;
     let mut reply = Some(first_reply(&mut replies, invocation)?);
     let mut first = true;
     while let Some(current) = reply {
@@ -286,7 +286,7 @@ fn version(invocation: &Invocation, out: &mut impl Write) -> Result<(), Failure>
 
 /// Sends the command and returns the manager's one reply; refusals become failures.
 fn ask(invocation: &Invocation) -> Result<Reply, Failure> {
-    let mut replies = client::send(&invocation.control, &invocation.command.request())?;
+    let mut replies = client::send(&invocation.control, &invocation.command)?;
     first_reply(&mut replies, invocation)
 }
 
