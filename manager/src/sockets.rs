@@ -124,23 +124,35 @@ fn socket_type(kind: SocketKind) -> SocketType {
 }
 
 fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, String> {
-    let sys = |what: &'static str| move |e: Errno| format!("{what}: {e}");
     // The manager only ever accepts from accept-mode sockets, and must never block doing so.
     // Other sockets are shared with services, which expect them blocking (O_NONBLOCK lives on
     // the open file, so it cannot differ between the manager's fd and the service's).
     let flags = if service.accept {
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK
+        SocketFlags::NONBLOCK
     } else {
-        SocketFlags::CLOEXEC
+        SocketFlags::empty()
     };
+    let owner = socket.owner.or(service.credentials.as_ref().map(|c| c.uid));
+    let group = socket.group.or(service.credentials.as_ref().map(|c| c.gid));
+    open_socket(socket, flags, owner, group)
+}
+
+/// Creates, binds and (but for datagram sockets) listens on a socket; a unix socket's file
+/// gets its owner, and its exact mode last.
+fn open_socket(
+    socket: &SocketConfig,
+    flags: SocketFlags,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<OwnedFd, String> {
+    let sys = |what: &'static str| move |e: Errno| format!("{what}: {e}");
+    let flags = SocketFlags::CLOEXEC | flags;
     let kind = socket_type(socket.kind);
     let fd = match &socket.address {
         SocketAddress::Unix(path) => {
             let fd = rustix::net::socket_with(AddressFamily::UNIX, kind, flags, None)
                 .map_err(sys("socket"))?;
             bind_unix(&fd, path, kind)?;
-            let owner = socket.owner.or(service.credentials.as_ref().map(|c| c.uid));
-            let group = socket.group.or(service.credentials.as_ref().map(|c| c.gid));
             if owner.is_some() || group.is_some() {
                 nix::unistd::chown(
                     path,
@@ -167,7 +179,8 @@ fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, Str
         rustix::net::listen(&fd, socket.backlog as i32).map_err(sys("listen"))?;
     }
     // Exactly `mode`, whatever the manager's umask; last, so that a client who may connect
-    // never meets a socket that is not listening yet.
+    // never meets a socket that is not listening yet (bound under umask 0777, the file is
+    // unreachable until then).
     if let SocketAddress::Unix(path) = &socket.address {
         rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(socket.mode))
             .map_err(sys("chmod"))?;
@@ -178,19 +191,16 @@ fn open(service: &config::Service, socket: &SocketConfig) -> Result<OwnedFd, Str
 /// A listening unix stream socket at `path` with exactly `mode` (the control socket), with the
 /// same care as a service's: parents created, a stale file replaced, a live one refused.
 pub fn listen_unix(path: &Path, mode: u32, flags: SocketFlags) -> Result<OwnedFd, String> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | flags,
-        None,
-    )
-    .map_err(|e| format!("socket: {e}"))?;
-    bind_unix(&fd, path, SocketType::STREAM)?;
-    // Listening before the chmod opens it: nobody can meet a socket that refuses connections.
-    rustix::net::listen(&fd, 128).map_err(|e| format!("listen: {e}"))?;
-    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
-        .map_err(|e| format!("chmod: {e}"))?;
-    Ok(fd)
+    let socket = SocketConfig {
+        address: SocketAddress::Unix(path.to_path_buf()),
+        kind: SocketKind::Stream,
+        mode,
+        owner: None,
+        group: None,
+        backlog: 128,
+        name: "control".into(),
+    };
+    open_socket(&socket, flags, None, None)
 }
 
 /// Binds a unix socket at `path`: parent directories created, a stale socket file from an

@@ -191,8 +191,8 @@ pub trait Effects {
     /// Watches the service's sockets for connections, or stops watching them (connections
     /// then wait in the backlog). Idempotent.
     fn watch(&mut self, on: bool);
-    /// Sends a signal to the service's process group (or its process, before it has one).
-    fn signal(&mut self, pid: Pid, signal: Signal);
+    /// Sends a signal to the service's processes (their process groups, and its cgroup).
+    fn signal(&mut self, pids: &[Pid], signal: Signal);
     /// Arms this service's one timer (replacing any earlier one).
     fn set_timer(&mut self, after: Duration);
     /// Disarms this service's timer.
@@ -504,9 +504,11 @@ impl Supervised {
     }
 
     fn signal_all(&self, pid: Option<Pid>, signal: Signal, fx: &mut impl Effects) {
-        for p in pid.into_iter().chain(self.instances.keys().copied()) {
-            fx.signal(p, signal);
-        }
+        let pids: Vec<Pid> = pid
+            .into_iter()
+            .chain(self.instances.keys().copied())
+            .collect();
+        fx.signal(&pids, signal);
     }
 
     /// The main process is gone (or there was none): done once no instance is left either.
@@ -710,8 +712,10 @@ mod tests {
         fn watch(&mut self, on: bool) {
             self.watching = on;
         }
-        fn signal(&mut self, pid: Pid, signal: Signal) {
-            self.signals.push((pid.as_raw(), signal.0));
+        fn signal(&mut self, pids: &[Pid], signal: Signal) {
+            for pid in pids {
+                self.signals.push((pid.as_raw(), signal.0));
+            }
         }
         fn set_timer(&mut self, after: Duration) {
             self.timer = Some(after);

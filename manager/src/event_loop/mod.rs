@@ -772,7 +772,10 @@ impl World<'_> {
             .cgroups
             .prepare(self.name, limits)
             .map_err(|e| format!("cannot set up its cgroup: {e}"))?;
-        *self.oom_baseline = self.cgroups.oom_kills(self.name);
+        // Only a memory-limited service has a memory cgroup whose OOM kills can be counted.
+        *self.oom_baseline = service
+            .memory_max
+            .and_then(|_| self.cgroups.oom_kills(self.name));
         // An accept instance gets pipes of its own, so its lines carry its name.
         let mut instance_pipes = Vec::new();
         let log = match passing {
@@ -874,17 +877,20 @@ impl Effects for World<'_> {
         *self.watched = on;
     }
 
-    fn signal(&mut self, pid: Pid, signal: Signal) {
-        // The service leads its own process group (the executor calls setsid), so the group
-        // takes its helpers along. Before setsid the group does not exist yet: signal the pid.
-        let sent =
-            sys::kill(-pid.as_raw(), signal.0).or_else(|_| sys::kill(pid.as_raw(), signal.0));
-        // Its cgroup holds every process it made, even those that left its process group.
-        self.cgroups.signal(self.name, signal.0);
-        if sent.is_ok() && signal != Signal::KILL {
-            // A stopped process would never act on the stop signal.
-            let _ = sys::kill(-pid.as_raw(), libc::SIGCONT);
+    fn signal(&mut self, pids: &[Pid], signal: Signal) {
+        for pid in pids {
+            // Each process leads its own process group (the executor calls setsid), so the
+            // group takes its helpers along. Before setsid the group does not exist yet.
+            let sent =
+                sys::kill(-pid.as_raw(), signal.0).or_else(|_| sys::kill(pid.as_raw(), signal.0));
+            if sent.is_ok() && signal != Signal::KILL {
+                // A stopped process would never act on the stop signal.
+                let _ = sys::kill(-pid.as_raw(), libc::SIGCONT);
+            }
         }
+        // The cgroup holds every process the service made, even those that left their process
+        // group; once for the whole service, however many instances it has.
+        self.cgroups.signal(self.name, signal.0);
     }
 
     fn set_timer(&mut self, after: Duration) {
