@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug
 EXAMPLE := target/example
 
-.PHONY: all build run test lint clean
+.PHONY: all build release run test bench lint clean
 
 all: build
 
@@ -25,6 +25,15 @@ run: build
 test: build
 	$(CARGO) test --workspace
 
+
+# The release binaries the benchmarks measure.
+release:
+	$(CARGO) build --release --workspace --exclude steward-executor --bins
+	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- -C target-feature=+crt-static
+
+# Benchmarks against the release binaries; the report goes to target/bench/report.md.
+bench: release
+	target/release/steward-bench --bin-dir target/release --out target/bench
 
 lint:
 	$(CARGO) fmt --all -- --check

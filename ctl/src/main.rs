@@ -74,6 +74,7 @@ impl Failure {
             Reply::Reloaded { .. } => "reloaded",
             Reply::ReloadFailed { .. } => "reload failed",
             Reply::Version { .. } => "version",
+            Reply::Reexeced { .. } => "reexeced",
         })
     }
 
@@ -189,7 +190,6 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
         Command::Start { .. }
         | Command::Stop { .. }
         | Command::Restart { .. }
-        | Command::Reexec
         | Command::Shutdown
         | Command::Poweroff
         | Command::Reboot => {
@@ -203,6 +203,20 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
                 Ok(())
             } else {
                 Ok(writeln!(out, "{message}")?)
+            }
+        }
+        Command::Reexec => {
+            let (old, new) = match ask(invocation)? {
+                Reply::Reexeced { old, new } => (old, new),
+                other => return Err(Failure::unexpected(&other)),
+            };
+            if json {
+                print_json(out, &json!({"ok": true, "old": old, "new": new}))
+            } else {
+                Ok(writeln!(
+                    out,
+                    "re-executed: steward {old} -> steward {new}"
+                )?)
             }
         }
         Command::Reload => {

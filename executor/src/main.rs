@@ -25,6 +25,11 @@ use steward_protocol::{SpawnState, Step};
 
 use crate::failure::{AtStep, Failure, StatusPipe};
 
+/// Read (not run) by the manager when it pins this file, to check that we speak its spawn
+/// protocol. `#[used]`: nothing in the program refers to it.
+#[used]
+static PROTOCOL_MARKER: [u8; 40] = steward_protocol::EXECUTOR_MARKER_BYTES;
+
 const BY_HAND: &str =
     "steward-executor: this program is started by steward to spawn services; do not run it by hand";
 

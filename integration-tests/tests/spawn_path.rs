@@ -2,6 +2,7 @@
 //! executor is a static binary.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Command;
 
 use steward_integration_tests::*;
@@ -123,10 +124,15 @@ fn the_default_executor_is_the_one_beside_steward() {
     let bin_copy = dir.path().join("bin");
     std::fs::create_dir(&bin_copy).unwrap();
     std::fs::copy(bin("steward"), bin_copy.join("steward")).unwrap();
-    // /bin/false standing in for the executor proves which file was chosen: the real one would
-    // exec /bin/true, which exits 0. (A script cannot stand in: it is exec'd through the
-    // close-on-exec pinned fd, which its interpreter can no longer open.)
-    std::fs::copy("/bin/false", bin_copy.join("steward-executor")).unwrap();
+    // A script standing in for the executor proves which file was chosen: the real one would
+    // exec /bin/true, which exits 0. (Not an ELF, so it is pinned with a warning instead of a
+    // protocol check.)
+    std::fs::write(bin_copy.join("steward-executor"), "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(
+        bin_copy.join("steward-executor"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let config = dir.path().join("steward.toml");
     std::fs::write(&config, "[service.a]\nexec = [\"/bin/true\"]\n").unwrap();
     let mut cmd = Command::new(bin_copy.join("steward"));
@@ -135,8 +141,46 @@ fn the_default_executor_is_the_one_beside_steward() {
         .arg("--control")
         .arg(dir.path().join("control"));
     let mut s = Steward::spawn(cmd, dir);
-    s.wait_for("a: exited with status 1");
+    s.wait_for("is not an ELF binary: its protocol version cannot be checked");
+    s.wait_for("a: exited with status 7");
     assert!(s.terminate().success());
+}
+
+#[test]
+fn an_executor_speaking_another_protocol_is_a_startup_error() {
+    let dir = temp_dir();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(&config, "[service.a]\nexec = [\"/bin/true\"]\n").unwrap();
+    // An ELF without our marker, and one whose marker names another version.
+    let other = dir.path().join("other-executor");
+    let mut elf = std::fs::read(bin("steward-executor")).unwrap();
+    let marker = b"steward-executor-protocol=";
+    let at = elf.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
+    elf[at] = b'9';
+    std::fs::write(&other, elf).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for (executor, found) in [
+        (
+            Path::new("/bin/true"),
+            "none (it carries no protocol marker)",
+        ),
+        (other.as_path(), "9"),
+    ] {
+        let (status, _, err) = run(Command::new(bin("steward"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--control")
+            .arg(dir.path().join("control"))
+            .arg("--executor")
+            .arg(executor));
+        assert_eq!(status.code(), Some(1), "{err}");
+        let expected = format!(
+            "the executor {} speaks spawn protocol {found}; this steward speaks {}",
+            executor.display(),
+            steward_protocol::VERSION
+        );
+        assert!(err.contains(&expected), "{err}");
+    }
 }
 
 #[test]

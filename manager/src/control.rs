@@ -86,6 +86,38 @@ impl Control {
         })
     }
 
+    /// The listener a previous manager handed over at a `reexec`.
+    pub fn adopt(listener: OwnedFd, path: &Path) -> Control {
+        Control {
+            listener,
+            path: path.to_path_buf(),
+            clients: HashMap::new(),
+            next_id: 0,
+            own_uid: rustix::process::geteuid().as_raw(),
+        }
+    }
+
+    /// A connection a previous manager handed over: its request was read, its reply is ours
+    /// to send.
+    pub fn adopt_client(&mut self, fd: OwnedFd) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.clients.insert(
+            id,
+            Client {
+                fd,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                deadline: None,
+                follow: None,
+                closing: false,
+                wants_write: false,
+                refused: false,
+            },
+        );
+        id
+    }
+
     /// Removes the socket file (at shutdown).
     pub fn remove_file(&self) {
         let _ = std::fs::remove_file(&self.path);

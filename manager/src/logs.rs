@@ -65,6 +65,16 @@ impl Ring {
         }
     }
 
+    /// A ring holding `lines` (oldest first), as a `reexec` hands it over.
+    pub fn restore(capacity: u64, lines: Vec<LogLine>, dropped: u64) -> Ring {
+        let mut ring = Ring::new(capacity);
+        for line in lines {
+            ring.push(line);
+        }
+        ring.dropped += dropped;
+        ring
+    }
+
     /// The last `n` lines (every kept line for `None`), oldest first.
     pub fn tail(&self, n: Option<u32>) -> Vec<LogLine> {
         let n = n.map_or(self.lines.len(), |n| (n as usize).min(self.lines.len()));
@@ -83,6 +93,17 @@ pub struct Splitter {
 }
 
 impl Splitter {
+    /// A splitter that already holds the start of a line.
+    pub fn with_partial(mut partial: Vec<u8>) -> Splitter {
+        partial.truncate(MAX_LINE);
+        Splitter { partial }
+    }
+
+    /// The start of a line not yet complete.
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+
     /// Feeds bytes; calls `line` for each complete (or overlong) line, without its newline.
     pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&str)) {
         while !bytes.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,14 +50,14 @@ pub enum SpawnError {
 /// Why the executor could not be pinned.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    /// It could not be opened.
+    /// It could not be opened or read.
     #[error("cannot open the executor {path}: {source}")]
     Open {
         /// Where it was looked for.
         path: PathBuf,
         /// What the kernel said.
         #[source]
-        source: rustix::io::Errno,
+        source: std::io::Error,
     },
     /// It is not an executable regular file.
     #[error("the executor {path} is not an executable file")]
@@ -65,32 +65,50 @@ pub enum PinError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// It is a binary that speaks another spawn protocol, or none we can see.
+    #[error(
+        "the executor {path} speaks spawn protocol {found}; this steward speaks {}",
+        steward_protocol::VERSION
+    )]
+    Protocol {
+        /// Where it is.
+        path: PathBuf,
+        /// What it says it speaks ("none" when it carries no marker).
+        found: String,
+    },
+    /// The copy could not be made.
+    #[error("cannot pin the executor {path}: {problem}")]
+    Copy {
+        /// Where it is.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
-/// Spawns services through an executor pinned by fd, so that replacing or deleting the file on
-/// disk changes nothing until the manager re-executes itself.
+/// Spawns services through an executor pinned by content: the file is copied into a sealed
+/// memfd at start, so that replacing, deleting or even overwriting it in place changes nothing
+/// until the manager re-executes itself.
 pub struct Spawner {
-    /// An O_PATH fd on the executor; kept open for as long as we spawn through it.
-    _pinned: OwnedFd,
+    /// The sealed copy (or, where memfds may not be executed, an O_PATH fd on the file).
+    pinned: OwnedFd,
     /// `/proc/self/fd/N` for the pinned fd: what posix_spawn executes.
     exec_path: CString,
     /// `argv[0]` for the executor, for `ps`.
     argv0: CString,
+    /// A line for the log about how it was pinned, if there is something to say.
+    pub note: Option<String>,
 }
 
 impl Spawner {
-    /// Opens the executor at `path` and keeps it.
+    /// Copies the executor at `path` and keeps the copy.
     pub fn pin(path: &Path) -> Result<Spawner, PinError> {
-        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(
-            |source| PinError::Open {
-                path: path.to_path_buf(),
-                source,
-            },
-        )?;
-        let stat = rustix::fs::fstat(&fd).map_err(|source| PinError::Open {
+        let open_err = |source: std::io::Error| PinError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let stat = rustix::fs::fstat(&file).map_err(|e| open_err(e.into()))?;
         let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
         let executable = rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok();
         if !is_file || !executable {
@@ -98,12 +116,50 @@ impl Spawner {
                 path: path.to_path_buf(),
             });
         }
-        let exec_path =
-            CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number");
+        let mut bytes = Vec::with_capacity(stat.st_size as usize);
+        (&file).read_to_end(&mut bytes).map_err(open_err)?;
+        let mut note = None;
+        if bytes.starts_with(b"\x7fELF") {
+            match protocol_marker(&bytes) {
+                Some(v) if v == steward_protocol::VERSION.to_string() => {}
+                found => {
+                    return Err(PinError::Protocol {
+                        path: path.to_path_buf(),
+                        found: found
+                            .unwrap_or_else(|| "none (it carries no protocol marker)".into()),
+                    });
+                }
+            }
+        } else {
+            // A script (a wrapper that runs the real executor under strace, say) cannot say
+            // what it speaks; it is the operator's choice, so it is pinned with a warning.
+            note = Some(format!(
+                "the executor {} is not an ELF binary: its protocol version cannot be checked",
+                path.display()
+            ));
+        }
+        let copy_err = |problem: String| PinError::Copy {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let pinned: OwnedFd = match sealed_memfd("steward-executor", &bytes) {
+            Ok(memfd) if executable_memfd(&memfd) => memfd.into(),
+            Ok(_) => {
+                // vm.memfd_noexec forbids executing memfds: pin the inode instead, which
+                // survives deletion and replacement by rename, but not an in-place overwrite.
+                note = Some("memfds may not be executed here (vm.memfd_noexec): the executor is pinned by inode, not by content".into());
+                rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| copy_err(e.to_string()))?
+            }
+            Err(e) => return Err(copy_err(e.to_string())),
+        };
+        let exec_path = CString::new(format!("/proc/self/fd/{}", pinned.as_raw_fd()))
+            .expect("no NUL in a number");
         Ok(Spawner {
-            _pinned: fd,
+            pinned,
             exec_path,
             argv0: CString::new("steward-executor").expect("no NUL"),
+            note,
         })
     }
 
@@ -125,7 +181,8 @@ impl Spawner {
 
         let mut state = spawn_state(service, passing, status_write.as_raw_fd(), log);
         state.cgroups = cgroups.iter().map(|d| d.display().to_string()).collect();
-        let memfd = sealed_memfd(&steward_protocol::encode(&state)?)?;
+        let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
+            .map_err(|e| SpawnError::Memfd(e.to_string()))?;
 
         // dup2 of an fd onto itself clears its FD_CLOEXEC in the child (glibc follows Austin
         // Group issue 411), so exactly these fds cross into the executor, at the numbers the
@@ -138,9 +195,15 @@ impl Spawner {
                 Stdio::Fd(fd) if *fd > 2 => Some(fd),
                 _ => None,
             }));
-        for &fd in [memfd.as_raw_fd(), status_write.as_raw_fd()]
-            .iter()
-            .chain(passed)
+        // The pinned executor crosses too: an interpreter started for a script executor
+        // opens it by its /proc/self/fd path after the exec. The real executor closes it.
+        for &fd in [
+            memfd.as_raw_fd(),
+            status_write.as_raw_fd(),
+            self.pinned.as_raw_fd(),
+        ]
+        .iter()
+        .chain(passed)
         {
             actions.add_dup2(fd, fd).map_err(SpawnError::Spawn)?;
         }
@@ -154,16 +217,16 @@ impl Spawner {
     }
 }
 
-fn sealed_memfd(bytes: &[u8]) -> Result<File, SpawnError> {
-    let err = |e: &dyn std::fmt::Display| SpawnError::Memfd(e.to_string());
+/// A memfd holding `bytes`, sealed: whoever holds it can trust that what it reads is what we
+/// wrote, and nobody can change it under them.
+pub fn sealed_memfd(name: &str, bytes: &[u8]) -> std::io::Result<File> {
+    let other = |e: memfd::Error| std::io::Error::other(e.to_string());
     let memfd = MemfdOptions::default()
         .close_on_exec(true)
         .allow_sealing(true)
-        .create("steward-spawn-state")
-        .map_err(|e| err(&e))?;
-    memfd.as_file().write_all(bytes).map_err(|e| err(&e))?;
-    // Sealed, the executor can trust that what it reads is what we wrote, and nobody holding
-    // the fd can change it under it.
+        .create(name)
+        .map_err(other)?;
+    memfd.as_file().write_all(bytes)?;
     memfd
         .add_seals(&[
             FileSeal::SealShrink,
@@ -171,8 +234,27 @@ fn sealed_memfd(bytes: &[u8]) -> Result<File, SpawnError> {
             FileSeal::SealWrite,
             FileSeal::SealSeal,
         ])
-        .map_err(|e| err(&e))?;
+        .map_err(other)?;
     Ok(memfd.into_file())
+}
+
+/// Whether the kernel lets us execute this memfd (vm.memfd_noexec may strip its x bits).
+fn executable_memfd(memfd: &File) -> bool {
+    let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+    rustix::fs::access(path.as_str(), rustix::fs::Access::EXEC_OK).is_ok()
+}
+
+/// The spawn protocol an executor binary says it speaks: the digits after
+/// [`steward_protocol::EXECUTOR_MARKER`] in its bytes.
+fn protocol_marker(bytes: &[u8]) -> Option<String> {
+    let prefix = steward_protocol::EXECUTOR_MARKER;
+    let at = bytes.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let digits: Vec<u8> = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    (!digits.is_empty()).then(|| String::from_utf8(digits).expect("ASCII digits"))
 }
 
 /// Everything the executor needs for `service`, in numbers and paths. `log` holds the write

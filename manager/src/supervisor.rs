@@ -211,9 +211,9 @@ pub struct Supervised {
     /// Automatic restarts since it was last started by hand or at boot.
     pub restarts: u32,
     /// When the automatic restarts inside the start-limit window happened.
-    recent_restarts: VecDeque<Instant>,
+    pub(crate) recent_restarts: VecDeque<Instant>,
     /// A failed step reported by the executor whose process has not been reaped yet.
-    pending_report: Option<StatusReport>,
+    pub(crate) pending_report: Option<StatusReport>,
     /// How its last process ended.
     pub last_exit: Option<Exit>,
     /// Its last failure.
@@ -221,7 +221,7 @@ pub struct Supervised {
     /// Accept mode: the running instances by pid.
     pub instances: BTreeMap<Pid, Instance>,
     /// Accept mode: the number the next instance gets.
-    next_instance: u32,
+    pub(crate) next_instance: u32,
 }
 
 impl Supervised {

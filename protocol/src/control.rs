@@ -114,6 +114,13 @@ pub enum Reply {
         /// Its [`CONTROL_VERSION`].
         protocol: u32,
     },
+    /// The manager re-executed and the new one serves.
+    Reexeced {
+        /// The version that was running.
+        old: String,
+        /// The version now running.
+        new: String,
+    },
 }
 
 /// The whole status answer.

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod control;
+pub mod reexec;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -24,6 +25,39 @@ pub const MAGIC: [u8; 4] = *b"STWD";
 pub const VERSION: u32 = 1;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
+
+/// What an executor binary carries, followed by its [`VERSION`] in decimal, so that a manager
+/// can tell which protocol a file speaks by reading it, without running it.
+pub const EXECUTOR_MARKER: &[u8] = b"steward-executor-protocol=";
+
+/// [`EXECUTOR_MARKER`], [`VERSION`] in decimal, then NULs: the executor embeds exactly this.
+pub const EXECUTOR_MARKER_BYTES: [u8; 40] = executor_marker();
+
+const fn executor_marker() -> [u8; 40] {
+    let mut out = [0u8; 40];
+    let mut i = 0;
+    while i < EXECUTOR_MARKER.len() {
+        out[i] = EXECUTOR_MARKER[i];
+        i += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut n = VERSION;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    while count > 0 {
+        count -= 1;
+        out[i] = digits[count];
+        i += 1;
+    }
+    out
+}
 /// The largest payload either side accepts. A real state is a few KiB; the bound keeps a
 /// corrupt length from making the executor allocate without limit.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -187,7 +221,8 @@ impl Step {
         }
     }
 
-    fn from_u32(n: u32) -> Option<Step> {
+    /// The step with this number (its systemd exit status), if there is one.
+    pub fn from_u32(n: u32) -> Option<Step> {
         Step::ALL.into_iter().find(|s| *s as u32 == n)
     }
 }

@@ -217,6 +217,9 @@ pub struct Loaded {
     pub config: Option<Config>,
     /// Errors and warnings, in file order.
     pub diagnostics: Vec<Diagnostic>,
+    /// The files as they were read: (path, text). A `reexec` hands them to the new manager,
+    /// which parses them to know what the running services were started with.
+    pub sources: Vec<(PathBuf, String)>,
 }
 
 /// Why the config could not even be read.
@@ -273,7 +276,14 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         })?;
         sources.push((file, text));
     }
-    Ok(parse::parse_files(&sources, &values::SystemUsers))
+    Ok(parse(sources))
+}
+
+/// Parses files already read, as (path, text).
+pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
+    let mut loaded = parse::parse_files(&sources, &values::SystemUsers);
+    loaded.sources = sources;
+    loaded
 }
 
 /// Parses config text as if it were the file `name`; for tests.

@@ -102,6 +102,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
             services,
         }),
         diagnostics,
+        sources: Vec::new(),
     }
 }
 

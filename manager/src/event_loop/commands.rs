@@ -132,7 +132,7 @@ impl Manager {
         }
     }
 
-    fn reply(&mut self, id: u64, reply: Reply) {
+    pub(super) fn reply(&mut self, id: u64, reply: Reply) {
         self.control.send(id, &reply, true);
         self.flush_client(id);
     }
@@ -196,9 +196,7 @@ impl Manager {
                 },
             },
             Request::Reload => self.reload(),
-            Request::Reexec => Reply::Error {
-                message: "reexec is not supported by this version of steward yet".into(),
-            },
+            Request::Reexec => self.reexec(id),
             Request::Shutdown => {
                 self.shutdown();
                 Reply::Done {
@@ -219,7 +217,7 @@ impl Manager {
                 }
             }
             Request::Version => Reply::Version {
-                version: env!("CARGO_PKG_VERSION").into(),
+                version: crate::version().into(),
                 protocol: steward_protocol::control::CONTROL_VERSION,
             },
         };
@@ -322,7 +320,7 @@ impl Manager {
             .collect();
         Status {
             manager_pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::version().into(),
             services,
         }
     }

@@ -4,7 +4,10 @@
 //! machine in `supervisor`.
 
 mod commands;
+mod reexec;
 mod reload;
+
+pub use reexec::{Paths, Resume, Upgrade, resume};
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -242,6 +245,69 @@ pub struct Manager {
     log_buffer: u64,
     instance_pipes: HashMap<(Pid, Stream), InstancePipe>,
     shutting_down: bool,
+    /// The config files as last loaded successfully, for a `reexec`.
+    config_sources: Vec<(PathBuf, String)>,
+    /// What a `reexec` needs.
+    upgrade: Upgrade,
+    /// After a `reexec`: the client waiting for its reply.
+    waiting: Option<u64>,
+}
+
+/// How a manager that took over from another came to be.
+pub struct Takeover {
+    /// The version that ran before.
+    pub old: String,
+    /// Set when the upgrade failed and we are the old binary again: why.
+    pub failed: Option<String>,
+}
+
+/// The epoll set, with the signalfd and timerfd in it; signals blocked and, when not PID 1,
+/// the subreaper bit set.
+fn loop_fds() -> Result<(Epoll, SignalFd, TimerFd), SetupError> {
+    // Blocked before any child exists, so no exit can slip past the signalfd. Children
+    // inherit the mask; the executor clears it before exec. (After a reexec the mask was
+    // inherited blocked, so exits during the exec wait as pending signals.)
+    let signals = handled_signals();
+    signals
+        .thread_block()
+        .map_err(sys_err("blocking signals"))?;
+    let signalfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(sys_err("signalfd"))?;
+    if nix::unistd::getpid().as_raw() != 1 {
+        // Orphans of our services are reparented to us and reaped, as they would be by init.
+        nix::sys::prctl::set_child_subreaper(true).map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
+    }
+    let timerfd = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+    )
+    .map_err(sys_err("timerfd"))?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys_err("epoll"))?;
+    epoll
+        .add(
+            &signalfd,
+            EpollEvent::new(EpollFlags::EPOLLIN, Token::Signals.to_u64()),
+        )
+        .map_err(sys_err("epoll_ctl"))?;
+    epoll
+        .add(
+            &timerfd,
+            EpollEvent::new(EpollFlags::EPOLLIN, Token::Timer.to_u64()),
+        )
+        .map_err(sys_err("epoll_ctl"))?;
+    Ok((epoll, signalfd, timerfd))
+}
+
+/// The manager's own directory in each cgroup hierarchy: `steward` as PID 1, else one per
+/// manager, so several managers (tests, nested instances) never share a service's cgroup. The
+/// pid survives a reexec, and so does the directory.
+fn cgroup_dir() -> String {
+    let pid = std::process::id();
+    if pid == 1 {
+        "steward".to_string()
+    } else {
+        format!("steward-{pid}")
+    }
 }
 
 /// The signals the manager handles through its signalfd.
@@ -262,82 +328,73 @@ impl Manager {
     /// Pins the executor and sets up the loop. Errors here are fatal: nothing has started yet.
     pub fn new(
         config: config::Config,
-        config_path: &Path,
-        executor: &Path,
-        control: &Path,
+        sources: Vec<(PathBuf, String)>,
+        paths: Paths<'_>,
+        upgrade: Upgrade,
     ) -> Result<Manager, SetupError> {
-        let spawner = Spawner::pin(executor)?;
+        let spawner = Spawner::pin(paths.executor)?;
         // Every socket of every service exists before the first spawn, so a service may
         // connect to another's socket at its start, whatever the order.
         let sockets = sockets::open_all(&config.services)?;
-        let control = match Control::open(control) {
+        let control = match Control::open(paths.control) {
             Ok(control) => control,
             Err(e) => {
                 sockets::remove_files(sockets.iter().flatten());
                 return Err(e.into());
             }
         };
-
-        // Blocked before any child exists, so no exit can slip past the signalfd. Children
-        // inherit the mask; the executor clears it before exec.
-        let signals = handled_signals();
-        signals
-            .thread_block()
-            .map_err(sys_err("blocking signals"))?;
-        let signalfd =
-            SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-                .map_err(sys_err("signalfd"))?;
-        if nix::unistd::getpid().as_raw() != 1 {
-            // Orphans of our services are reparented to us and reaped, as they would be by init.
-            nix::sys::prctl::set_child_subreaper(true)
-                .map_err(sys_err("PR_SET_CHILD_SUBREAPER"))?;
-        }
-        let timerfd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
-        )
-        .map_err(sys_err("timerfd"))?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys_err("epoll"))?;
-        epoll
-            .add(
-                &signalfd,
-                EpollEvent::new(EpollFlags::EPOLLIN, Token::Signals.to_u64()),
-            )
-            .map_err(sys_err("epoll_ctl"))?;
-        epoll
-            .add(
-                &timerfd,
-                EpollEvent::new(EpollFlags::EPOLLIN, Token::Timer.to_u64()),
-            )
-            .map_err(sys_err("epoll_ctl"))?;
-        epoll
-            .add(
-                &control.listener,
-                EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.to_u64()),
-            )
-            .map_err(sys_err("epoll_ctl"))?;
-
+        let fds = loop_fds()?;
         let units = config
             .services
             .into_iter()
             .zip(sockets)
             .map(|(service, sockets)| Unit::new(service, sockets, config.manager.log_buffer))
             .collect();
-        // Its own directory in each hierarchy: `steward` as PID 1, else one per manager, so
-        // several managers (tests, nested instances) never share a service's cgroup.
-        let pid = std::process::id();
-        let dir = if pid == 1 {
-            "steward".to_string()
-        } else {
-            format!("steward-{pid}")
-        };
-        let cgroups = Cgroups::detect(&dir);
+        let cgroups = Cgroups::detect(&cgroup_dir());
+        let mut manager = Manager::assemble(
+            units,
+            spawner,
+            fds,
+            cgroups,
+            control,
+            paths.config,
+            sources,
+            config.manager.log_buffer,
+            upgrade,
+        )?;
+        for id in 0..manager.units.len() {
+            manager.open_log_pipes(id);
+        }
+        Ok(manager)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        units: Vec<Unit>,
+        spawner: Spawner,
+        (epoll, signals, timerfd): (Epoll, SignalFd, TimerFd),
+        cgroups: Cgroups,
+        control: Control,
+        config_path: &Path,
+        config_sources: Vec<(PathBuf, String)>,
+        log_buffer: u64,
+        upgrade: Upgrade,
+    ) -> Result<Manager, SetupError> {
+        epoll
+            .add(
+                &control.listener,
+                EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.to_u64()),
+            )
+            .map_err(sys_err("epoll_ctl"))?;
         log::manager(format_args!("{}", cgroups.describe()));
-        let mut manager = Manager {
+        if let Some(note) = &spawner.note {
+            log::manager(format_args!("{note}"));
+        }
+        Ok(Manager {
             units,
             spawner,
             epoll,
-            signals: signalfd,
+            signals,
             timerfd,
             armed: None,
             timers: Timers::default(),
@@ -347,30 +404,40 @@ impl Manager {
             cgroups_to_remove: Vec::new(),
             control,
             config_path: config_path.to_path_buf(),
-            log_buffer: config.manager.log_buffer,
+            log_buffer,
             instance_pipes: HashMap::new(),
             shutting_down: false,
-        };
-        for id in 0..manager.units.len() {
-            manager.open_log_pipes(id);
-        }
-        Ok(manager)
+            config_sources,
+            upgrade,
+            waiting: None,
+        })
     }
 
     /// Starts the autostart services and supervises until an orderly shutdown has finished.
-    pub fn run(mut self) {
-        log::manager(format_args!(
-            "version {} starting (pid {}, {} services)",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            self.units.len()
-        ));
+    pub fn run(self) {
+        self.serve(None);
+    }
+
+    /// Supervises until an orderly shutdown has finished: from boot (`None`: the autostart
+    /// services start), or after taking over from a manager that re-executed.
+    fn serve(mut self, takeover: Option<Takeover>) {
         // From now on, we must not die: a failure of one service is logged and becomes a retry
         // or a `failed` state; a failed syscall of the loop is logged and the loop goes on.
-        for id in 0..self.units.len() {
-            if self.units[id].service.config.autostart {
-                self.dispatch(id, Event::Start);
+        match takeover {
+            None => {
+                log::manager(format_args!(
+                    "version {} starting (pid {}, {} services)",
+                    crate::version(),
+                    std::process::id(),
+                    self.units.len()
+                ));
+                for id in 0..self.units.len() {
+                    if self.units[id].service.config.autostart {
+                        self.dispatch(id, Event::Start);
+                    }
+                }
             }
+            Some(takeover) => self.took_over(takeover),
         }
         let mut events = [EpollEvent::empty(); 32];
         // Once every service is at rest, processes they left behind (killed, but not yet

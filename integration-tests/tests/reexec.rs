@@ -1,0 +1,366 @@
+//! `stewardctl reexec` through the real binaries: an upgrade under client load that loses no
+//! connection, the executor pinned by content until the next reexec, a binary that is missing,
+//! and one that cannot read the state and hands everything back.
+//!
+//! Each test works on copies of the binaries in its own temp bin dir, so it can replace and
+//! delete them as a package upgrade would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use steward_integration_tests::*;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A steward started from copies of the binaries in `DIR/bin`.
+fn start(config: &str) -> (Steward, PathBuf) {
+    let dir = temp_dir();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    for name in ["steward", "steward-executor"] {
+        std::fs::copy(bin(name), bin_dir.join(name)).unwrap();
+    }
+    let path = dir.path().join("steward.toml");
+    let text = config
+        .replace("@DIR@", dir.path().to_str().unwrap())
+        .replace("@PROBE@", bin("steward-probe").to_str().unwrap());
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(bin_dir.join("steward"));
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--control")
+        .arg(dir.path().join("control"));
+    let steward = Steward::spawn(cmd, dir);
+    steward.wait_for("version");
+    (steward, bin_dir)
+}
+
+/// Replaces `to` with a copy of `from` the way package managers do: a new file renamed over
+/// the old one (the running binary's inode is untouched).
+fn install(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+fn ctl(s: &Steward, args: &[&str]) -> (i32, String, String) {
+    let (status, out, err) = run(Command::new(bin("stewardctl"))
+        .arg("--control")
+        .arg(s.control())
+        .args(args));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn status(s: &Steward) -> serde_json::Value {
+    let (code, out, err) = ctl(s, &["--json", "status"]);
+    assert_eq!(code, 0, "status failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn service(s: &Steward, name: &str) -> serde_json::Value {
+    status(s)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn wait_state(s: &Steward, name: &str, state: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until(&format!("{name} is {state}"), || {
+        last = service(s, name);
+        last["state"] == state
+    });
+    last
+}
+
+/// One request to a service: connect, read its first line, hang up. `Err` says what failed.
+fn exchange(path: &Path, expect: &str) -> Result<(), String> {
+    let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    if line.starts_with(expect) {
+        Ok(())
+    } else {
+        Err(format!("unexpected answer {line:?}"))
+    }
+}
+
+/// What a client thread saw.
+#[derive(Debug, Default)]
+struct Tally {
+    served: u64,
+    failed: Vec<String>,
+    slowest: Duration,
+}
+
+/// Clients hammering `path` until `stop`, bounded in count.
+fn hammer(path: PathBuf, expect: &'static str, stop: Arc<AtomicBool>) -> Tally {
+    let mut tally = Tally::default();
+    for _ in 0..200_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let began = Instant::now();
+        match exchange(&path, expect) {
+            Ok(()) => tally.served += 1,
+            Err(e) => tally.failed.push(e),
+        }
+        tally.slowest = tally.slowest.max(began.elapsed());
+    }
+    tally
+}
+
+const UPGRADE: &str = r#"
+[service.eager]
+exec = ["/bin/sleep", "1000"]
+keep_alive = true
+
+# Exits at once twice, then stays: two automatic restarts to carry across.
+[service.flaky]
+exec = ["/bin/sh", "-c", "n=$(cat @DIR@/count 2>/dev/null || echo 0); echo $((n+1)) > @DIR@/count; [ $n -ge 2 ] && exec sleep 1000; exit 1"]
+keep_alive = true
+restart_delay = "0"
+
+# Exits after every connection: the lazy path is exercised on every request.
+[service.lazy]
+exec = ["@PROBE@", "serve", "--exit-after-each"]
+lazy = true
+keep_alive = true
+[[service.lazy.socket]]
+path = "@DIR@/lazy.sock"
+
+[service.inst]
+exec = ["@PROBE@", "connection"]
+accept = true
+[[service.inst.socket]]
+path = "@DIR@/inst.sock"
+"#;
+
+#[test]
+fn upgrade_under_load_loses_no_connection() {
+    let (s, bin_dir) = start(UPGRADE);
+    let dir = s.dir.path().to_path_buf();
+    let eager = wait_state(&s, "eager", "running");
+    let mut flaky = serde_json::Value::Null;
+    wait_until("flaky running after two restarts", || {
+        flaky = service(&s, "flaky");
+        flaky["restarts"] == 2 && flaky["state"] == "running"
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = [
+        ("lazy.sock", "pid "),
+        ("lazy.sock", "pid "),
+        ("inst.sock", "instance pid "),
+        ("inst.sock", "instance pid "),
+    ]
+    .into_iter()
+    .map(|(socket, expect)| {
+        let path = dir.join(socket);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || hammer(path, expect, stop))
+    })
+    .collect();
+
+    let began = Instant::now();
+    let mut replies = Vec::new();
+    for round in 1..=5u32 {
+        // Spread over the 10 s of load: at 1, 3, 5, 7 and 9 s.
+        let at = Duration::from_secs(u64::from(2 * round - 1));
+        std::thread::sleep(at.saturating_sub(began.elapsed()));
+        if round == 3 {
+            install(&bin("steward-next"), &bin_dir.join("steward"));
+        }
+        let (code, out, err) = ctl(&s, &["reexec"]);
+        assert_eq!(code, 0, "reexec {round} failed: {err}");
+        replies.push(out.trim().to_string());
+    }
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(began.elapsed()));
+    stop.store(true, Ordering::Relaxed);
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    let next = format!("{VERSION}+next");
+    let same = format!("re-executed: steward {VERSION} -> steward {VERSION}");
+    let upgraded = format!("re-executed: steward {VERSION} -> steward {next}");
+    let on_next = format!("re-executed: steward {next} -> steward {next}");
+    assert_eq!(
+        replies,
+        vec![same.clone(), same, upgraded, on_next.clone(), on_next]
+    );
+    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
+    let served: u64 = tallies.iter().map(|t| t.served).sum();
+    let slowest = tallies.iter().map(|t| t.slowest).max().unwrap();
+    eprintln!("served {served} connections, slowest {slowest:?}");
+    assert!(failed.is_empty(), "failed connections: {failed:?}");
+    assert!(
+        tallies.iter().all(|t| t.served > 0),
+        "a client was never served: {tallies:?}"
+    );
+
+    // The same manager process, the same children, the same counters.
+    assert!(alive(s.pid()));
+    let all = status(&s);
+    assert_eq!(all["manager"]["pid"], s.pid());
+    assert_eq!(all["manager"]["version"], next);
+    let eager_now = service(&s, "eager");
+    assert_eq!(eager_now["pid"], eager["pid"]);
+    assert_eq!(eager_now["state"], "running");
+    let flaky_now = service(&s, "flaky");
+    assert_eq!(flaky_now["pid"], flaky["pid"]);
+    assert_eq!(flaky_now["restarts"], 2);
+    assert_eq!(s.count("took over from version"), 5);
+}
+
+const PINNED: &str = r#"
+[service.inst]
+exec = ["@PROBE@", "connection"]
+accept = true
+[[service.inst.socket]]
+path = "@DIR@/inst.sock"
+"#;
+
+#[test]
+fn executor_overwritten_in_place_is_used_only_after_reexec() {
+    let (s, bin_dir) = start(PINNED);
+    let dir = s.dir.path().to_path_buf();
+    let sock = dir.join("inst.sock");
+    let marker = dir.join("marker");
+    // In place: the same inode, new content (an O_PATH pin would see it).
+    let executor = bin_dir.join("steward-executor");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&executor)
+        .unwrap();
+    write!(
+        file,
+        "#!/bin/sh\necho \"$@\" > {}\nexit 1\n",
+        marker.display()
+    )
+    .unwrap();
+    drop(file);
+
+    for _ in 0..3 {
+        exchange(&sock, "instance pid ").unwrap();
+    }
+    assert!(
+        !marker.exists(),
+        "the overwritten executor ran before a reexec"
+    );
+
+    let (code, _, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    s.wait_for("is not an ELF binary");
+    // The next instance goes through the new file: it writes the marker and exits 1, so the
+    // client sees its connection closed without an answer.
+    assert!(exchange(&sock, "instance pid ").is_err());
+    wait_until("the marker", || marker.exists());
+    let args = std::fs::read_to_string(&marker).unwrap();
+    assert!(args.starts_with("--deserialize "), "{args}");
+}
+
+const SIMPLE: &str = r#"
+[service.eager]
+exec = ["/bin/sleep", "1000"]
+
+[service.talker]
+exec = ["/bin/sh", "-c", "echo before the reexec; exec sleep 1000"]
+stdio = "log"
+"#;
+
+#[test]
+fn reexec_into_a_missing_binary_is_refused_and_changes_nothing() {
+    let (s, bin_dir) = start(SIMPLE);
+    let eager = wait_state(&s, "eager", "running");
+    std::fs::remove_file(bin_dir.join("steward")).unwrap();
+    let (code, _, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "cannot re-execute {}",
+            bin_dir.join("steward").display()
+        )) && err.contains("keeps running"),
+        "{err}"
+    );
+    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    // Still serving, and still able to upgrade once the binary is back.
+    install(&bin("steward"), &bin_dir.join("steward"));
+    let (code, out, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("re-executed"), "{out}");
+    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+}
+
+#[test]
+fn a_binary_that_cannot_read_the_state_hands_everything_back() {
+    let (s, bin_dir) = start(SIMPLE);
+    let eager = wait_state(&s, "eager", "running");
+    s.wait_for("before the reexec");
+    install(&bin("steward-old"), &bin_dir.join("steward"));
+    let (code, _, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("steward 0.0.1-old cannot read the manager state")
+            && err.contains(&format!("steward {VERSION} keeps running")),
+        "{err}"
+    );
+    s.wait_for("after a failed reexec");
+    assert!(alive(s.pid()));
+    let all = status(&s);
+    assert_eq!(all["manager"]["version"], VERSION);
+    assert_eq!(all["manager"]["pid"], s.pid());
+    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    // The log ring came back too.
+    let (code, out, _) = ctl(&s, &["logs", "talker"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("before the reexec"), "{out}");
+}
+
+#[test]
+fn reexec_keeps_logs_and_applies_the_config_on_disk() {
+    let (s, _bin_dir) = start(SIMPLE);
+    let eager = wait_state(&s, "eager", "running");
+    s.wait_for("before the reexec");
+    // Changed on disk since the start: one service added, `talker` changed.
+    let path = s.dir.path().join("steward.toml");
+    let text = SIMPLE.replace("before the reexec", "after the reexec")
+        + "\n[service.added]\nexec = [\"/bin/sleep\", \"1000\"]\n";
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("re-executed"), "{out}");
+    wait_state(&s, "added", "running");
+    s.wait_for("after the reexec");
+    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    let (_, out, _) = ctl(&s, &["logs", "talker"]);
+    assert!(
+        out.contains("before the reexec") && out.contains("after the reexec"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_shutdown_after_reexec_is_clean() {
+    let (mut s, _bin_dir) = start(SIMPLE);
+    let eager = wait_state(&s, "eager", "running");
+    let (code, _, err) = ctl(&s, &["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    let pid = eager["pid"].as_i64().unwrap() as i32;
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(!alive(pid), "a service outlived the manager");
+    assert!(!s.dir.path().join("control").exists());
+}

@@ -1,0 +1,342 @@
+//! `steward`: the service manager. Reads the config, pins the executor, and supervises.
+//!
+//! The library is the whole manager; the `steward` binary is one call to [`main`]. The split
+//! exists so the upgrade tests can build a second manager that reports another version (or
+//! reads fewer state versions) from the same code, as a real newer or older release would.
+#![deny(unsafe_code)]
+
+mod cgroups;
+mod config;
+mod control;
+mod event_loop;
+mod log;
+mod logs;
+mod sockets;
+mod spawn;
+mod supervisor;
+mod sys;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: steward [--config PATH] [--control PATH] [--executor PATH] [--check] [--version]
+
+  --config PATH     a TOML file, or a directory of *.toml files (default /etc/steward)
+  --control PATH    the control socket (default /run/steward/control)
+  --executor PATH   the executor (default: steward-executor beside steward,
+                    else /usr/libexec/steward-executor)
+  --check           validate the config, print one line per service, start nothing
+  --version         print the version";
+
+/// The command line.
+#[derive(Debug, PartialEq)]
+struct Args {
+    config: PathBuf,
+    control: PathBuf,
+    executor: Option<PathBuf>,
+    check: bool,
+    /// The arguments as given, without the internal ones below: what a `reexec` passes on.
+    given: Vec<OsString>,
+    /// Internal, added by `reexec`: the memfd holding the previous manager's state.
+    deserialize: Option<i32>,
+    /// Internal: the previous binary, pinned, to go back to if we cannot take over.
+    fallback: Option<i32>,
+    /// Internal: we are that previous binary, back after a failed reexec, and this is why.
+    reexec_failed: Option<String>,
+}
+
+enum Command {
+    Run(Args),
+    Help,
+    Version,
+}
+
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut parsed = Args {
+        config: PathBuf::from("/etc/steward"),
+        control: PathBuf::from("/run/steward/control"),
+        executor: None,
+        check: false,
+        given: Vec::new(),
+        deserialize: None,
+        fallback: None,
+        reexec_failed: None,
+    };
+    let fd = |flag: &str, value: Option<OsString>| -> Result<i32, String> {
+        value
+            .and_then(|v| v.to_str().and_then(|v| v.parse().ok()))
+            .filter(|&fd: &i32| fd >= 0)
+            .ok_or_else(|| format!("{flag} needs an fd number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--deserialize") => {
+                parsed.deserialize = Some(fd("--deserialize", args.next())?);
+                continue;
+            }
+            Some("--fallback") => {
+                parsed.fallback = Some(fd("--fallback", args.next())?);
+                continue;
+            }
+            Some("--reexec-failed") => {
+                let why = args.next().ok_or("--reexec-failed needs a reason")?;
+                parsed.reexec_failed = Some(why.to_string_lossy().into_owned());
+                continue;
+            }
+            _ => {}
+        }
+        parsed.given.push(arg.clone());
+        let text = arg.to_string_lossy();
+        let (flag, inline) = match text.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.into())),
+            _ => (text.to_string(), None),
+        };
+        let mut value = |name: &str| -> Result<PathBuf, String> {
+            inline
+                .clone()
+                .map(|v: String| PathBuf::from(v))
+                .or_else(|| args.next().map(PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty())
+                .ok_or_else(|| format!("{name} needs a path"))
+        };
+        match flag.as_str() {
+            "--config" | "--control" | "--executor" => {
+                let path = value(&flag)?;
+                if inline.is_none() {
+                    parsed.given.push(path.clone().into_os_string());
+                }
+                match flag.as_str() {
+                    "--config" => parsed.config = path,
+                    "--control" => parsed.control = path,
+                    _ => parsed.executor = Some(path),
+                }
+            }
+            "--check" => parsed.check = true,
+            "--version" | "-V" => return Ok(Command::Version),
+            "--help" | "-h" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    Ok(Command::Run(parsed))
+}
+
+/// `steward-executor` beside the running binary, else the system location.
+fn default_executor() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("steward-executor")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/libexec/steward-executor"))
+}
+
+/// What distinguishes one build of the manager from another, as far as upgrades care.
+#[derive(Debug, Clone, Copy)]
+pub struct Build {
+    /// The version it reports.
+    pub version: &'static str,
+    /// The newest manager-state version it reads at a `reexec`.
+    pub state_version: u32,
+}
+
+impl Build {
+    /// This release.
+    pub const RELEASE: Build = Build {
+        version: env!("CARGO_PKG_VERSION"),
+        state_version: steward_protocol::reexec::VERSION,
+    };
+}
+
+static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
+
+/// The build that is running.
+fn build() -> Build {
+    *BUILD.get_or_init(|| Build::RELEASE)
+}
+
+/// The version this manager reports.
+fn version() -> &'static str {
+    build().version
+}
+
+/// The whole `steward` program.
+pub fn main(build: Build) -> ExitCode {
+    let _ = BUILD.set(build);
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Command::Run(args)) => args,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("steward {}", version());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("steward: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("steward: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let executor = args.executor.clone().unwrap_or_else(default_executor);
+    let paths = event_loop::Paths {
+        config: &args.config,
+        control: &args.control,
+        executor: &executor,
+    };
+    if let Some(state_fd) = args.deserialize {
+        let _ballast = ballast()?;
+        let resume = event_loop::Resume {
+            state_fd,
+            fallback: args.fallback,
+            failed: args.reexec_failed.clone(),
+        };
+        return event_loop::resume(resume, paths, args.given.clone());
+    }
+    let (config, sources) = load_config(&args.config, args.check)?;
+    if args.check {
+        for s in &config.services {
+            println!("{}", summary(s));
+        }
+        return Ok(());
+    }
+    let _ballast = ballast()?;
+    // Where we were started from, for every later reexec (by then /proc/self/exe may name a
+    // deleted file).
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot tell where the steward binary is: {e}"))?;
+    let upgrade = event_loop::Upgrade::new(exe, args.given.clone());
+    let manager = event_loop::Manager::new(config, sources, paths, upgrade)?;
+    manager.run();
+    Ok(())
+}
+
+/// A benchmark knob, not a feature: `STEWARD_BENCH_BALLAST=1G` makes the manager hold (and
+/// touch, so it is really resident) that much memory, to show that a large manager neither
+/// slows its spawns nor gets a service with a small `memory_max` OOM-killed at start, as a
+/// fork-based manager would.
+fn ballast() -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(text) = std::env::var_os("STEWARD_BENCH_BALLAST") else {
+        return Ok(None);
+    };
+    let text = text.to_string_lossy();
+    let Some(bytes) = config::parse_size(&text) else {
+        anyhow::bail!("STEWARD_BENCH_BALLAST: bad size \"{text}\" (write e.g. \"512M\")");
+    };
+    let mut ballast = vec![0u8; bytes as usize];
+    for page in ballast.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    log::manager(format_args!(
+        "benchmark ballast: holding {} MiB of touched memory",
+        bytes >> 20
+    ));
+    Ok(Some(ballast))
+}
+
+fn load_config(
+    path: &Path,
+    check: bool,
+) -> anyhow::Result<(config::Config, Vec<(PathBuf, String)>)> {
+    let loaded = config::load(path).map_err(|e| anyhow::anyhow!("cannot read the config: {e}"))?;
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    let errors = loaded.diagnostics.iter().filter(|d| !d.warning).count();
+    match loaded.config {
+        Some(config) => Ok((config, loaded.sources)),
+        None => {
+            let what = if check { "" } else { "; nothing was started" };
+            anyhow::bail!(
+                "{errors} error{} in the config {}{what}",
+                if errors == 1 { "" } else { "s" },
+                path.display()
+            )
+        }
+    }
+}
+
+/// One line per service for `--check`.
+fn summary(s: &config::Service) -> String {
+    let mut traits = Vec::new();
+    if !s.autostart {
+        traits.push("no autostart".to_string());
+    }
+    if s.accept {
+        traits.push("accept".into());
+    } else if s.lazy {
+        traits.push("lazy".into());
+    }
+    if s.keep_alive {
+        traits.push("keep_alive".into());
+    }
+    if !s.sockets.is_empty() {
+        traits.push(format!("{} socket(s)", s.sockets.len()));
+    }
+    let mode = if traits.is_empty() {
+        "one-shot".to_string()
+    } else {
+        traits.join(", ")
+    };
+    format!("{}: {} ({mode})", s.name, s.exec.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, String> {
+        parse_args(list.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn command_line() {
+        let Ok(Command::Run(a)) = args(&["--config", "/x", "--executor=/e", "--check"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(a.config, PathBuf::from("/x"));
+        assert_eq!(a.executor, Some(PathBuf::from("/e")));
+        assert!(a.check);
+        assert!(matches!(args(&["--version"]), Ok(Command::Version)));
+        assert_eq!(
+            args(&["--bogus"]).err().unwrap(),
+            "unknown argument '--bogus'"
+        );
+        assert_eq!(args(&["--config"]).err().unwrap(), "--config needs a path");
+    }
+
+    #[test]
+    fn reexec_flags_are_kept_apart_from_the_command_line_passed_on() {
+        let Ok(Command::Run(a)) = args(&[
+            "--config",
+            "/x",
+            "--deserialize",
+            "7",
+            "--control=/c",
+            "--fallback",
+            "8",
+            "--reexec-failed",
+            "why",
+        ]) else {
+            panic!("should parse");
+        };
+        assert_eq!((a.deserialize, a.fallback), (Some(7), Some(8)));
+        assert_eq!(a.reexec_failed.as_deref(), Some("why"));
+        let given: Vec<&str> = a.given.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(given, ["--config", "/x", "--control=/c"]);
+        assert_eq!(
+            args(&["--deserialize", "x"]).err().unwrap(),
+            "--deserialize needs an fd number"
+        );
+    }
+}

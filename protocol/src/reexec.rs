@@ -1,0 +1,508 @@
+//! The manager's state as it crosses a `reexec`: written by the running manager into a sealed
+//! memfd, read by the `steward` binary it execs (`--deserialize FD`).
+//!
+//! The format is versioned on its own (not with the spawn state): a newer manager must read
+//! every older state, because an upgrade execs a new binary with the old binary's state. So a
+//! version's types, once released, are frozen: a change of shape is a new version with its own
+//! types and a conversion from the older ones in [`decode`]. The fixture test in this module keeps
+//! version 1 readable.
+//!
+//! Fds are carried as numbers: the old manager clears FD_CLOEXEC on exactly the fds named here,
+//! so they are open at the same numbers in the new image.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The first bytes of an encoded manager state.
+pub const MAGIC: [u8; 4] = *b"STWR";
+/// The newest state version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// magic + version + payload length.
+pub const HEADER_LEN: usize = 12;
+/// The largest payload accepted. Log rings dominate: 1000 services with 64 KiB rings are
+/// 64 MiB.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+
+/// Everything a manager hands to the binary it re-executes into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerState {
+    /// The package version of the manager that wrote it.
+    pub version: String,
+    /// The path the first manager was started from (bytes: a path need not be UTF-8): what
+    /// every later `reexec` executes.
+    pub exe: Vec<u8>,
+    /// The config it runs: every file as it was read at the last successful load or reload,
+    /// as (path, text). The new manager parses these to know what each service runs with,
+    /// then applies whatever is on disk now as a reload.
+    pub config: Vec<(Vec<u8>, String)>,
+    /// The listening control socket.
+    pub control_fd: i32,
+    /// The control connection waiting for the `reexec` reply, if any.
+    pub client_fd: Option<i32>,
+    /// Every service, in the manager's order.
+    pub services: Vec<Service>,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Its name; the key into the config.
+    pub name: String,
+    /// Where it is.
+    pub state: State,
+    /// When it entered that state: nanoseconds since the epoch.
+    pub since_unix_ns: u64,
+    /// Automatic restarts since it was last started by hand or at boot.
+    pub restarts: u32,
+    /// The restarts inside the start-limit window, as ages in nanoseconds.
+    pub recent_restart_ages_ns: Vec<u64>,
+    /// A step failure the executor reported for a process not yet reaped: (step, errno).
+    pub pending_report: Option<(u32, i32)>,
+    /// How its last process ended.
+    pub last_exit: Option<Exit>,
+    /// Its last failure.
+    pub last_failure: Option<Failure>,
+    /// Accept mode: running instances.
+    pub instances: Vec<Instance>,
+    /// Accept mode: the number the next instance gets.
+    pub next_instance: u32,
+    /// Its open sockets: (index into the service's configured sockets, fd).
+    pub sockets: Vec<(u32, i32)>,
+    /// Whether the sockets are watched for connections.
+    pub watched: bool,
+    /// The cgroup's OOM-kill count at the last spawn.
+    pub oom_baseline: Option<u64>,
+    /// The kept log lines, oldest first.
+    pub log: Vec<LogLine>,
+    /// Lines dropped from the ring.
+    pub log_dropped: u64,
+    /// Read ends of its output pipes.
+    pub pipes: Vec<Pipe>,
+    /// The write ends passed to each spawn (stdout, stderr).
+    pub writers: Option<[i32; 2]>,
+    /// Status pipes of its executors that have not exec'd or reported yet: (pid, fd).
+    pub status_pipes: Vec<(i32, i32)>,
+    /// Time left on its timer, in nanoseconds.
+    pub timer_ns: Option<u64>,
+    /// Whether its cgroup still waits to be removed.
+    pub cgroup_to_remove: bool,
+}
+
+/// A service's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Not started, or stopped.
+    Inactive,
+    /// Sockets watched, no process.
+    Listening,
+    /// The executor runs.
+    Starting {
+        /// Its pid.
+        pid: i32,
+    },
+    /// The service runs.
+    Running {
+        /// Its pid.
+        pid: i32,
+        /// How long it has run, in nanoseconds.
+        age_ns: u64,
+    },
+    /// Ran and exited, not kept alive.
+    Exited,
+    /// Waiting to restart.
+    Restarting,
+    /// Being stopped.
+    Stopping {
+        /// The main process, if still there.
+        pid: Option<i32>,
+        /// Whether SIGKILL was sent.
+        killed: bool,
+        /// Whether it starts again once stopped.
+        then_start: bool,
+    },
+    /// Gave up.
+    Failed,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    /// Exit status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Killed by the OOM killer.
+    Oom,
+}
+
+/// A service's last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The executor step (its number), or `None` when the service itself failed.
+    pub step: Option<u32>,
+    /// What went wrong.
+    pub reason: String,
+    /// How the process ended.
+    pub exit: Option<Exit>,
+}
+
+/// An accept-mode instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Its pid.
+    pub pid: i32,
+    /// Its number (`NAME@N`).
+    pub number: u32,
+    /// How long it has run, in nanoseconds.
+    pub age_ns: u64,
+    /// Its own output pipes.
+    pub pipes: Vec<Pipe>,
+}
+
+/// The read end of an output pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pipe {
+    /// The fd.
+    pub fd: i32,
+    /// 0 for stdout, 1 for stderr.
+    pub stream: u8,
+    /// Bytes of a line not yet complete.
+    pub partial: Vec<u8>,
+}
+
+/// A kept log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Microseconds since the epoch.
+    pub time_us: u64,
+    /// `NAME` or `NAME@N`.
+    pub name: String,
+    /// The writer's pid.
+    pub pid: i32,
+    /// 0 for stdout, 1 for stderr.
+    pub stream: u8,
+    /// The line.
+    pub text: String,
+}
+
+/// Why a state could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// Larger than [`MAX_PAYLOAD`].
+    #[error("the manager state is {len} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The serializer failed.
+    #[error("the manager state could not be encoded: {reason}")]
+    Encode {
+        /// The serializer's message.
+        reason: String,
+    },
+}
+
+/// Why a state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a manager state.
+    #[error("not a steward manager state (bad magic)")]
+    BadMagic,
+    /// Shorter than its header says.
+    #[error("truncated: needed {needed} bytes, got {got}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// Written by a newer steward.
+    #[error(
+        "state version {found} was written by a newer steward; this one reads up to {readable}"
+    )]
+    Newer {
+        /// The version found.
+        found: u32,
+        /// The newest this reader knows.
+        readable: u32,
+    },
+    /// A version that never existed.
+    #[error("unknown state version {found}")]
+    Unknown {
+        /// The version found.
+        found: u32,
+    },
+    /// The header announces more than [`MAX_PAYLOAD`].
+    #[error("payload of {len} bytes announced, more than the limit of {max}")]
+    Oversized {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload does not decode.
+    #[error("malformed manager state: {reason}")]
+    Malformed {
+        /// The deserializer's message.
+        reason: String,
+    },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+        .with_limit::<MAX_PAYLOAD>()
+}
+
+/// Encodes a state at [`VERSION`].
+pub fn encode(state: &ManagerState) -> Result<Vec<u8>, EncodeError> {
+    let payload =
+        bincode::serde::encode_to_vec(state, config()).map_err(|e| EncodeError::Encode {
+            reason: e.to_string(),
+        })?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(EncodeError::TooLarge {
+            len: payload.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Reads a state of any version up to `readable` (normally [`VERSION`]; lower only to act as
+/// an older release would), converting older versions to the current types.
+pub fn decode(bytes: &[u8], readable: u32) -> Result<ManagerState, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        if !MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+            return Err(DecodeError::BadMagic);
+        }
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN,
+            got: bytes.len(),
+        });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(DecodeError::Oversized {
+            len,
+            max: MAX_PAYLOAD,
+        });
+    }
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() != len {
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN + len,
+            got: bytes.len(),
+        });
+    }
+    if version > readable.min(VERSION) {
+        return Err(DecodeError::Newer {
+            found: version,
+            readable: readable.min(VERSION),
+        });
+    }
+    match version {
+        1 => decode_payload::<ManagerState>(payload),
+        found => Err(DecodeError::Unknown { found }),
+    }
+}
+
+fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::serde::decode_from_slice(payload, config()).map_err(|e| {
+        DecodeError::Malformed {
+            reason: e.to_string(),
+        }
+    })?;
+    if used != payload.len() {
+        return Err(DecodeError::Malformed {
+            reason: alloc::format!("{} trailing bytes", payload.len() - used),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// A state that uses every type and variant, as a version-1 manager writes it. It is what
+    /// `tests/fixtures/manager-state-v1.bin` holds.
+    pub fn sample() -> ManagerState {
+        let pipe = |fd, stream| Pipe {
+            fd,
+            stream,
+            partial: b"half a li".to_vec(),
+        };
+        let service = |name: &str, state| Service {
+            name: name.into(),
+            state,
+            since_unix_ns: 1_790_000_000_000_000_000,
+            restarts: 2,
+            recent_restart_ages_ns: vec![5_000_000, 1_000_000],
+            pending_report: Some((203, 2)),
+            last_exit: Some(Exit::Code(1)),
+            last_failure: Some(Failure {
+                step: Some(203),
+                reason: "exec /nope: No such file or directory".into(),
+                exit: Some(Exit::Signal(9)),
+            }),
+            instances: vec![Instance {
+                pid: 4242,
+                number: 7,
+                age_ns: 12,
+                pipes: vec![pipe(20, 0), pipe(21, 1)],
+            }],
+            next_instance: 8,
+            sockets: vec![(0, 5), (1, 6)],
+            watched: true,
+            oom_baseline: Some(3),
+            log: vec![LogLine {
+                time_us: 1_790_000_000_000_000,
+                name: "echo@7".into(),
+                pid: 4242,
+                stream: 1,
+                text: "hello".into(),
+            }],
+            log_dropped: 9,
+            pipes: vec![pipe(10, 0), pipe(11, 1)],
+            writers: Some([12, 13]),
+            status_pipes: vec![(4243, 14)],
+            timer_ns: Some(250_000_000),
+            cgroup_to_remove: false,
+        };
+        ManagerState {
+            version: "0.1.0".into(),
+            exe: b"/sbin/steward".to_vec(),
+            config: vec![(
+                b"/etc/steward/steward.toml".to_vec(),
+                "[service.echo]\nexec = [\"/bin/cat\"]\n".into(),
+            )],
+            control_fd: 4,
+            client_fd: Some(30),
+            services: vec![
+                service("a", State::Inactive),
+                service("b", State::Listening),
+                service("c", State::Starting { pid: 10 }),
+                service(
+                    "d",
+                    State::Running {
+                        pid: 11,
+                        age_ns: 99,
+                    },
+                ),
+                service("e", State::Exited),
+                service("f", State::Restarting),
+                service(
+                    "g",
+                    State::Stopping {
+                        pid: Some(12),
+                        killed: true,
+                        then_start: true,
+                    },
+                ),
+                service("h", State::Failed),
+                Service {
+                    last_exit: Some(Exit::Oom),
+                    pending_report: None,
+                    last_failure: None,
+                    ..service(
+                        "i",
+                        State::Stopping {
+                            pid: None,
+                            killed: false,
+                            then_start: false,
+                        },
+                    )
+                },
+            ],
+        }
+    }
+
+    const FIXTURE_V1: &[u8] = include_bytes!("../tests/fixtures/manager-state-v1.bin");
+
+    #[test]
+    fn round_trip() {
+        let state = sample();
+        let bytes = encode(&state).unwrap();
+        assert_eq!(decode(&bytes, VERSION).unwrap(), state);
+    }
+
+    /// The compatibility promise: whatever this build is, it reads what version 1 wrote. When
+    /// the format changes, this fixture stays and the expected value becomes its conversion.
+    #[test]
+    fn reads_the_version_1_fixture() {
+        assert_eq!(decode(FIXTURE_V1, VERSION).unwrap(), sample());
+    }
+
+    #[test]
+    fn refusals() {
+        let bytes = encode(&sample()).unwrap();
+        assert!(matches!(decode(b"", 1), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(b"STWDxxxxxxxx", 1),
+            Err(DecodeError::BadMagic)
+        ));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1], 1),
+            Err(DecodeError::Truncated { .. })
+        ));
+        let mut newer = bytes.clone();
+        newer[4] = 2;
+        let e = decode(&newer, VERSION).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "state version 2 was written by a newer steward; this one reads up to 1"
+        );
+        // An older release, which read nothing newer than version 0.
+        assert!(matches!(
+            decode(&bytes, 0),
+            Err(DecodeError::Newer {
+                found: 1,
+                readable: 0
+            })
+        ));
+        let mut zero = bytes.clone();
+        zero[4] = 0;
+        assert!(matches!(
+            decode(&zero, VERSION),
+            Err(DecodeError::Unknown { found: 0 })
+        ));
+        let mut garbage = bytes.clone();
+        for b in &mut garbage[HEADER_LEN..] {
+            *b = 0xff;
+        }
+        assert!(matches!(
+            decode(&garbage, VERSION),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    /// Writes the fixture; run once per new version with
+    /// `STEWARD_WRITE_FIXTURE=1 cargo test -p steward-protocol write_fixture`.
+    #[test]
+    fn write_fixture() {
+        extern crate std;
+        if std::env::var_os("STEWARD_WRITE_FIXTURE").is_none() {
+            return;
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/manager-state-v1.bin"
+        );
+        std::fs::write(path, encode(&sample()).unwrap()).unwrap();
+    }
+}
