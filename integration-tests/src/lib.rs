@@ -205,6 +205,43 @@ impl Steward {
         }
     }
 
+    /// Runs `stewardctl` against this steward (once it serves); returns (exit code, stdout,
+    /// stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        // Logged once every socket, the control socket included, listens.
+        self.wait_for("version");
+        ctl_at(&self.control(), args)
+    }
+
+    /// `stewardctl --json status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, out, err) = self.ctl(&["--json", "status"]);
+        assert_eq!(code, 0, "status failed: {err}");
+        json(&out)
+    }
+
+    /// The service's entry in `status --json`.
+    pub fn service(&self, name: &str) -> serde_json::Value {
+        let status = self.status();
+        status["services"]
+            .as_array()
+            .expect("a services array")
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    }
+
+    /// Waits until the service is in `state`; returns its entry.
+    pub fn wait_state(&self, name: &str, state: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        wait_until(&format!("{name} is {state}"), || {
+            last = self.service(name);
+            last["state"] == state
+        });
+        last
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
@@ -288,4 +325,18 @@ pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `stewardctl --control CONTROL ARGS`; returns (exit code, stdout, stderr).
+pub fn ctl_at(control: &Path, args: &[&str]) -> (i32, String, String) {
+    let (status, out, err) = run(Command::new(bin("stewardctl"))
+        .arg("--control")
+        .arg(control)
+        .args(args));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// Parses JSON, failing the test with the text when it is not.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -3,53 +3,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use steward_integration_tests::*;
-
-/// Runs stewardctl against this steward; returns (exit code, stdout, stderr).
-fn ctl(s: &Steward, args: &[&str]) -> (i32, String, String) {
-    // Logged once every socket, the control socket included, listens.
-    s.wait_for("version");
-    ctl_at(&s.control(), args)
-}
-
-fn ctl_at(control: &Path, args: &[&str]) -> (i32, String, String) {
-    let (status, out, err) = run(Command::new(bin("stewardctl"))
-        .arg("--control")
-        .arg(control)
-        .args(args));
-    (status.code().unwrap_or(-1), out, err)
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// The service's entry in `status --json`.
-fn service(s: &Steward, name: &str) -> serde_json::Value {
-    let (code, out, err) = ctl(s, &["--json", "status"]);
-    assert_eq!(code, 0, "{err}");
-    let all = json(&out);
-    all["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} in {out}"))
-}
-
-fn wait_state(s: &Steward, name: &str, state: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until(&format!("{name} is {state}"), || {
-        last = service(s, name);
-        last["state"] == state
-    });
-    last
-}
 
 const TWO: &str = r#"
 [service.web]
@@ -63,18 +20,18 @@ exec = ["/bin/sh", "-c", "exit 4"]
 fn status_shows_every_service_as_table_and_json() {
     let s = Steward::start(TWO);
     s.wait_for("once: exited with status 4");
-    let web = wait_state(&s, "web", "running");
+    let web = s.wait_state("web", "running");
     assert!(web["pid"].as_i64().unwrap() > 0);
     assert_eq!(web["restarts"], 0);
     assert!(web["since"].as_u64().unwrap() > 1_700_000_000);
     assert!(web["last_exit"].is_null());
-    let once = service(&s, "once");
+    let once = s.service("once");
     assert_eq!(once["state"], "failed");
     assert!(once["pid"].is_null());
     assert_eq!(once["last_exit"], serde_json::json!({"code": 4}));
     assert_eq!(once["failure"]["status"], 4);
 
-    let (code, out, _) = ctl(&s, &["status"]);
+    let (code, out, _) = s.ctl(&["status"]);
     assert_eq!(code, 0);
     let header = out.lines().next().unwrap();
     for column in ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY"] {
@@ -87,7 +44,7 @@ fn status_shows_every_service_as_table_and_json() {
     );
     assert!(!out.contains('\x1b'), "no colour when stdout is not a tty");
 
-    let (_, all, _) = ctl(&s, &["--json", "status"]);
+    let (_, all, _) = s.ctl(&["--json", "status"]);
     let all = json(&all);
     assert_eq!(all["manager"]["pid"], s.pid());
     assert!(all["manager"]["version"].is_string());
@@ -98,11 +55,11 @@ fn status_of_a_named_service_shows_its_log_tail_and_failure() {
     let s = Steward::start(TWO);
     s.wait_for("web: hello from web");
     s.wait_for("once: exited with status 4");
-    let (code, out, _) = ctl(&s, &["status", "web", "once"]);
+    let (code, out, _) = s.ctl(&["status", "web", "once"]);
     assert_eq!(code, 0);
     assert!(out.contains("hello from web"), "{out}");
     assert!(out.contains("exited with status 4"), "{out}");
-    let (code, _, err) = ctl(&s, &["status", "nope"]);
+    let (code, _, err) = s.ctl(&["status", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown service: nope"), "{err}");
 }
@@ -110,29 +67,29 @@ fn status_of_a_named_service_shows_its_log_tail_and_failure() {
 #[test]
 fn start_stop_restart() {
     let s = Steward::start(TWO);
-    let first = wait_state(&s, "web", "running")["pid"].as_i64().unwrap();
+    let first = s.wait_state("web", "running")["pid"].as_i64().unwrap();
 
-    let (code, _, err) = ctl(&s, &["restart", "web"]);
+    let (code, _, err) = s.ctl(&["restart", "web"]);
     assert_eq!(code, 0, "{err}");
     let mut second = 0;
     wait_until("web runs with a new pid", || {
-        let v = service(&s, "web");
+        let v = s.service("web");
         second = v["pid"].as_i64().unwrap_or(0);
         v["state"] == "running" && second != first
     });
     assert!(!alive(first as i32));
 
-    assert_eq!(ctl(&s, &["stop", "web"]).0, 0);
-    wait_state(&s, "web", "inactive");
+    assert_eq!(s.ctl(&["stop", "web"]).0, 0);
+    s.wait_state("web", "inactive");
     assert!(!alive(second as i32));
-    assert_eq!(ctl(&s, &["start", "web"]).0, 0);
-    wait_state(&s, "web", "running");
+    assert_eq!(s.ctl(&["start", "web"]).0, 0);
+    s.wait_state("web", "running");
 
     // Unknown names are refused and nothing is done.
-    let (code, _, err) = ctl(&s, &["stop", "web", "ghost"]);
+    let (code, _, err) = s.ctl(&["stop", "web", "ghost"]);
     assert_eq!(code, 1);
     assert!(err.contains("ghost"), "{err}");
-    assert_eq!(service(&s, "web")["state"], "running");
+    assert_eq!(s.service("web")["state"], "running");
 }
 
 #[test]
@@ -152,7 +109,7 @@ exec = ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo out $i; done; echo err 1 >
             .success()
     );
     s.wait_for("talker: err 1");
-    let (code, out, _) = ctl(&s, &["logs", "talker"]);
+    let (code, out, _) = s.ctl(&["logs", "talker"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 6, "{out}");
@@ -161,7 +118,7 @@ exec = ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo out $i; done; echo err 1 >
         "{out}"
     );
     assert!(lines[5].ends_with("] stderr: err 1"), "{out}");
-    let (_, last2, _) = ctl(&s, &["logs", "talker", "-n", "2"]);
+    let (_, last2, _) = s.ctl(&["logs", "talker", "-n", "2"]);
     assert_eq!(last2.lines().count(), 2);
     assert!(
         last2.lines().next().unwrap().ends_with("stdout: out 5"),
@@ -220,7 +177,7 @@ exec = ["/bin/sh", "-c", "head -c 16000000 /dev/zero | tr '\\0' 'x' | fold -w 40
         "manager RSS grew from {before} kB to {after} kB while a service wrote 19 MB"
     );
     // The control socket still answers, and the ring kept only its bound.
-    let (code, out, _) = ctl(&s, &["logs", "flood"]);
+    let (code, out, _) = s.ctl(&["logs", "flood"]);
     assert_eq!(code, 0);
     assert!(out.len() < 80 * 1024, "{} bytes of logs kept", out.len());
     assert!(out.trim_end().ends_with("stdout: flood done"));
@@ -244,9 +201,9 @@ exec = ["/bin/sleep", "1000"]
 path = "@DIR@/drop.sock"
 "#,
     );
-    let keep = wait_state(&s, "keep", "running")["pid"].as_i64().unwrap();
-    let change = wait_state(&s, "change", "running")["pid"].as_i64().unwrap();
-    wait_state(&s, "drop", "running");
+    let keep = s.wait_state("keep", "running")["pid"].as_i64().unwrap();
+    let change = s.wait_state("change", "running")["pid"].as_i64().unwrap();
+    s.wait_state("drop", "running");
     let dir = s.dir.path().to_path_buf();
     assert!(dir.join("drop.sock").exists());
 
@@ -256,13 +213,13 @@ path = "@DIR@/drop.sock"
         "[service.keep]\nexec = [\"relative\"]\n",
     )
     .unwrap();
-    let (code, _, err) = ctl(&s, &["reload"]);
+    let (code, _, err) = s.ctl(&["reload"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("steward.toml:2:9: `exec[0]` must be an absolute path"),
         "{err}"
     );
-    assert_eq!(service(&s, "change")["pid"], change);
+    assert_eq!(s.service("change")["pid"], change);
 
     std::fs::write(
         dir.join("steward.toml"),
@@ -278,19 +235,19 @@ exec = ["/bin/sleep", "1000"]
 "#,
     )
     .unwrap();
-    let (code, out, err) = ctl(&s, &["--json", "reload"]);
+    let (code, out, err) = s.ctl(&["--json", "reload"]);
     assert_eq!(code, 0, "{err}");
     let reply = json(&out);
     assert_eq!(reply["added"], serde_json::json!(["new"]));
     assert_eq!(reply["removed"], serde_json::json!(["drop"]));
     assert_eq!(reply["restarted"], serde_json::json!(["change"]));
 
-    wait_state(&s, "new", "running");
-    let changed = wait_state(&s, "change", "running");
+    s.wait_state("new", "running");
+    let changed = s.wait_state("change", "running");
     assert_ne!(changed["pid"], change);
-    assert_eq!(service(&s, "keep")["pid"], keep, "unchanged: not touched");
+    assert_eq!(s.service("keep")["pid"], keep, "unchanged: not touched");
     wait_until("drop is gone", || {
-        let (_, out, _) = ctl(&s, &["--json", "status"]);
+        let (_, out, _) = s.ctl(&["--json", "status"]);
         !out.contains("\"drop\"")
     });
     wait_until("drop's socket file is removed", || {
@@ -305,7 +262,7 @@ exec = ["/bin/sleep", "1000"]
     .unwrap();
     s.signal(libc::SIGHUP);
     s.wait_for("reloaded: 0 added, 2 removed, 0 restarted");
-    assert_eq!(service(&s, "keep")["pid"], keep);
+    assert_eq!(s.service("keep")["pid"], keep);
     assert!(s.terminate().success());
 }
 
@@ -313,19 +270,19 @@ exec = ["/bin/sleep", "1000"]
 fn exit_codes_and_other_commands() {
     let s = Steward::start(TWO);
     s.wait_for("version");
-    let (code, out, _) = ctl(&s, &["version"]);
+    let (code, out, _) = s.ctl(&["version"]);
     assert_eq!(code, 0);
     assert!(out.contains("steward "), "{out}");
-    let (code, out, _) = ctl(&s, &["--json", "version"]);
+    let (code, out, _) = s.ctl(&["--json", "version"]);
     assert_eq!(code, 0);
     assert_eq!(json(&out)["protocol"], 1);
 
-    let (code, _, err) = ctl(&s, &["reboot"]);
+    let (code, _, err) = s.ctl(&["reboot"]);
     assert_eq!(code, 1);
     assert!(err.contains("only for steward running as PID 1"), "{err}");
-    assert_eq!(ctl(&s, &["poweroff"]).0, 1);
-    assert_eq!(ctl(&s, &["frobnicate"]).0, 2);
-    assert_eq!(ctl(&s, &["logs"]).0, 2);
+    assert_eq!(s.ctl(&["poweroff"]).0, 1);
+    assert_eq!(s.ctl(&["frobnicate"]).0, 2);
+    assert_eq!(s.ctl(&["logs"]).0, 2);
     assert_eq!(ctl_at(&s.dir.path().join("nothing-here"), &["status"]).0, 3);
     let (code, out, _) = run(Command::new(bin("stewardctl")).arg("--help"));
     assert!(code.success());
@@ -338,8 +295,8 @@ fn exit_codes_and_other_commands() {
 #[test]
 fn shutdown_stops_everything_and_exits_0() {
     let mut s = Steward::start(TWO);
-    let web = wait_state(&s, "web", "running")["pid"].as_i64().unwrap();
-    let (code, _, err) = ctl(&s, &["shutdown"]);
+    let web = s.wait_state("web", "running")["pid"].as_i64().unwrap();
+    let (code, _, err) = s.ctl(&["shutdown"]);
     assert_eq!(code, 0, "{err}");
     assert!(s.wait_exit().success());
     assert!(!alive(web as i32));
@@ -378,7 +335,7 @@ fn the_control_socket_is_for_root_and_the_managers_own_user() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("permission denied"), "{err}");
     s.wait_for("control: refused a client with uid 65534");
-    assert_eq!(ctl(&s, &["status"]).0, 0, "root is still served");
+    assert_eq!(s.ctl(&["status"]).0, 0, "root is still served");
 }
 
 #[test]
@@ -403,8 +360,8 @@ fn garbage_and_huge_requests_leave_steward_serving() {
     // Half a request, then silence: the loop does not wait for it.
     let mut half = UnixStream::connect(s.control()).unwrap();
     half.write_all(&[40, 0, 0, 0, 1]).unwrap();
-    let (code, _, _) = ctl(&s, &["status"]);
+    let (code, _, _) = s.ctl(&["status"]);
     assert_eq!(code, 0, "served while another client is stuck mid-request");
     drop(half);
-    assert_eq!(ctl(&s, &["status"]).0, 0);
+    assert_eq!(s.ctl(&["status"]).0, 0);
 }

@@ -48,39 +48,6 @@ fn install(from: &Path, to: &Path) {
     std::fs::rename(&tmp, to).unwrap();
 }
 
-fn ctl(s: &Steward, args: &[&str]) -> (i32, String, String) {
-    let (status, out, err) = run(Command::new(bin("stewardctl"))
-        .arg("--control")
-        .arg(s.control())
-        .args(args));
-    (status.code().unwrap_or(-1), out, err)
-}
-
-fn status(s: &Steward) -> serde_json::Value {
-    let (code, out, err) = ctl(s, &["--json", "status"]);
-    assert_eq!(code, 0, "status failed: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn service(s: &Steward, name: &str) -> serde_json::Value {
-    status(s)["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
-fn wait_state(s: &Steward, name: &str, state: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until(&format!("{name} is {state}"), || {
-        last = service(s, name);
-        last["state"] == state
-    });
-    last
-}
-
 /// One request to a service: connect, read its first line, hang up. `Err` says what failed.
 fn exchange(path: &Path, expect: &str) -> Result<(), String> {
     let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
@@ -153,10 +120,10 @@ path = "@DIR@/inst.sock"
 fn upgrade_under_load_loses_no_connection() {
     let (s, bin_dir) = start(UPGRADE);
     let dir = s.dir.path().to_path_buf();
-    let eager = wait_state(&s, "eager", "running");
+    let eager = s.wait_state("eager", "running");
     let mut flaky = serde_json::Value::Null;
     wait_until("flaky running after two restarts", || {
-        flaky = service(&s, "flaky");
+        flaky = s.service("flaky");
         flaky["restarts"] == 2 && flaky["state"] == "running"
     });
 
@@ -184,7 +151,7 @@ fn upgrade_under_load_loses_no_connection() {
         if round == 3 {
             install(&bin("steward-next"), &bin_dir.join("steward"));
         }
-        let (code, out, err) = ctl(&s, &["reexec"]);
+        let (code, out, err) = s.ctl(&["reexec"]);
         assert_eq!(code, 0, "reexec {round} failed: {err}");
         replies.push(out.trim().to_string());
     }
@@ -212,13 +179,13 @@ fn upgrade_under_load_loses_no_connection() {
 
     // The same manager process, the same children, the same counters.
     assert!(alive(s.pid()));
-    let all = status(&s);
+    let all = s.status();
     assert_eq!(all["manager"]["pid"], s.pid());
     assert_eq!(all["manager"]["version"], next);
-    let eager_now = service(&s, "eager");
+    let eager_now = s.service("eager");
     assert_eq!(eager_now["pid"], eager["pid"]);
     assert_eq!(eager_now["state"], "running");
-    let flaky_now = service(&s, "flaky");
+    let flaky_now = s.service("flaky");
     assert_eq!(flaky_now["pid"], flaky["pid"]);
     assert_eq!(flaky_now["restarts"], 2);
     assert_eq!(s.count("took over from version"), 5);
@@ -261,7 +228,7 @@ fn executor_overwritten_in_place_is_used_only_after_reexec() {
         "the overwritten executor ran before a reexec"
     );
 
-    let (code, _, err) = ctl(&s, &["reexec"]);
+    let (code, _, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 0, "{err}");
     s.wait_for("is not an ELF binary");
     // The next instance goes through the new file: it writes the marker and exits 1, so the
@@ -284,9 +251,9 @@ stdio = "log"
 #[test]
 fn reexec_into_a_missing_binary_is_refused_and_changes_nothing() {
     let (s, bin_dir) = start(SIMPLE);
-    let eager = wait_state(&s, "eager", "running");
+    let eager = s.wait_state("eager", "running");
     std::fs::remove_file(bin_dir.join("steward")).unwrap();
-    let (code, _, err) = ctl(&s, &["reexec"]);
+    let (code, _, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!(
@@ -295,22 +262,22 @@ fn reexec_into_a_missing_binary_is_refused_and_changes_nothing() {
         )) && err.contains("keeps running"),
         "{err}"
     );
-    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    assert_eq!(s.service("eager")["pid"], eager["pid"]);
     // Still serving, and still able to upgrade once the binary is back.
     install(&bin("steward"), &bin_dir.join("steward"));
-    let (code, out, err) = ctl(&s, &["reexec"]);
+    let (code, out, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("re-executed"), "{out}");
-    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    assert_eq!(s.service("eager")["pid"], eager["pid"]);
 }
 
 #[test]
 fn a_binary_that_cannot_read_the_state_hands_everything_back() {
     let (s, bin_dir) = start(SIMPLE);
-    let eager = wait_state(&s, "eager", "running");
+    let eager = s.wait_state("eager", "running");
     s.wait_for("before the reexec");
     install(&bin("steward-old"), &bin_dir.join("steward"));
-    let (code, _, err) = ctl(&s, &["reexec"]);
+    let (code, _, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("steward 0.0.1-old cannot read the manager state")
@@ -319,12 +286,12 @@ fn a_binary_that_cannot_read_the_state_hands_everything_back() {
     );
     s.wait_for("after a failed reexec");
     assert!(alive(s.pid()));
-    let all = status(&s);
+    let all = s.status();
     assert_eq!(all["manager"]["version"], VERSION);
     assert_eq!(all["manager"]["pid"], s.pid());
-    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
+    assert_eq!(s.service("eager")["pid"], eager["pid"]);
     // The log ring came back too.
-    let (code, out, _) = ctl(&s, &["logs", "talker"]);
+    let (code, out, _) = s.ctl(&["logs", "talker"]);
     assert_eq!(code, 0);
     assert!(out.contains("before the reexec"), "{out}");
 }
@@ -332,20 +299,20 @@ fn a_binary_that_cannot_read_the_state_hands_everything_back() {
 #[test]
 fn reexec_keeps_logs_and_applies_the_config_on_disk() {
     let (s, _bin_dir) = start(SIMPLE);
-    let eager = wait_state(&s, "eager", "running");
+    let eager = s.wait_state("eager", "running");
     s.wait_for("before the reexec");
     // Changed on disk since the start: one service added, `talker` changed.
     let path = s.dir.path().join("steward.toml");
     let text = SIMPLE.replace("before the reexec", "after the reexec")
         + "\n[service.added]\nexec = [\"/bin/sleep\", \"1000\"]\n";
     std::fs::write(&path, text).unwrap();
-    let (code, out, err) = ctl(&s, &["reexec"]);
+    let (code, out, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("re-executed"), "{out}");
-    wait_state(&s, "added", "running");
+    s.wait_state("added", "running");
     s.wait_for("after the reexec");
-    assert_eq!(service(&s, "eager")["pid"], eager["pid"]);
-    let (_, out, _) = ctl(&s, &["logs", "talker"]);
+    assert_eq!(s.service("eager")["pid"], eager["pid"]);
+    let (_, out, _) = s.ctl(&["logs", "talker"]);
     assert!(
         out.contains("before the reexec") && out.contains("after the reexec"),
         "{out}"
@@ -355,8 +322,8 @@ fn reexec_keeps_logs_and_applies_the_config_on_disk() {
 #[test]
 fn a_shutdown_after_reexec_is_clean() {
     let (mut s, _bin_dir) = start(SIMPLE);
-    let eager = wait_state(&s, "eager", "running");
-    let (code, _, err) = ctl(&s, &["reexec"]);
+    let eager = s.wait_state("eager", "running");
+    let (code, _, err) = s.ctl(&["reexec"]);
     assert_eq!(code, 0, "{err}");
     let pid = eager["pid"].as_i64().unwrap() as i32;
     let status = s.terminate();

@@ -342,12 +342,18 @@ pub fn encode(state: &SpawnState) -> Result<Vec<u8>, EncodeError> {
             max: MAX_PAYLOAD,
         });
     }
+    Ok(with_header(MAGIC, VERSION, &payload))
+}
+
+/// `magic`, `version` and the payload's length (all little-endian), then the payload: the
+/// header both the spawn state and the manager state carry.
+pub(crate) fn with_header(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Checks a header and returns the payload length it announces; the executor calls this on the

@@ -270,12 +270,7 @@ pub fn encode(state: &ManagerState) -> Result<Vec<u8>, EncodeError> {
             max: MAX_PAYLOAD,
         });
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(crate::with_header(MAGIC, VERSION, &payload))
 }
 
 /// Reads a state of any version up to `readable` (normally [`VERSION`]; lower only to act as
