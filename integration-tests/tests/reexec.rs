@@ -263,6 +263,22 @@ fn reexec_into_a_missing_binary_is_refused_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(s.service("eager")["pid"], eager["pid"]);
+    // Executable, but not a program this machine can run: execve itself fails.
+    let steward = bin_dir.join("steward");
+    std::fs::write(&steward, [0xde, 0xad, 0xbe, 0xef].repeat(64)).unwrap();
+    std::fs::set_permissions(
+        &steward,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, _, err) = s.ctl(&["reexec"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot execute {}", steward.display()))
+            && err.contains("keeps running"),
+        "{err}"
+    );
+    assert_eq!(s.service("eager")["pid"], eager["pid"]);
     // Still serving, and still able to upgrade once the binary is back.
     install(&bin("steward"), &bin_dir.join("steward"));
     let (code, out, err) = s.ctl(&["reexec"]);
