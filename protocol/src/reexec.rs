@@ -36,6 +36,8 @@ pub struct ManagerState {
     /// as (path, text). The new manager parses these to know what each service runs with,
     /// then applies whatever is on disk now as a reload.
     pub config: Vec<(Vec<u8>, String)>,
+    /// CLOCK_MONOTONIC, in nanoseconds, just before the exec: how long the handover took.
+    pub written_ns: u64,
     /// The listening control socket.
     pub control_fd: i32,
     /// The control connection waiting for the `reexec` reply, if any.
@@ -386,6 +388,7 @@ mod tests {
                 b"/etc/steward/steward.toml".to_vec(),
                 "[service.echo]\nexec = [\"/bin/cat\"]\n".into(),
             )],
+            written_ns: 123_456_789,
             control_fd: 4,
             client_fd: Some(30),
             services: vec![

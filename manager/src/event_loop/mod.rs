@@ -259,6 +259,8 @@ pub struct Takeover {
     pub old: String,
     /// Set when the upgrade failed and we are the old binary again: why.
     pub failed: Option<String>,
+    /// From the old manager's exec to the new one being ready to serve.
+    pub took: Duration,
 }
 
 /// The epoll set, with the signalfd and timerfd in it; signals blocked and, when not PID 1,

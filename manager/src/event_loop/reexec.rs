@@ -384,11 +384,18 @@ impl Manager {
                 .iter()
                 .map(|(path, text)| (path.as_os_str().as_bytes().to_vec(), text.clone()))
                 .collect(),
+            written_ns: monotonic_ns(),
             control_fd: self.control.listener.as_raw_fd(),
             client_fd: self.control.clients.get(&client).map(|c| c.fd.as_raw_fd()),
             services,
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the one clock both sides of the exec share.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn restore_cloexec(fds: &[BorrowedFd<'_>]) {
@@ -442,10 +449,12 @@ pub fn resume(resume: Resume, paths: Paths<'_>, args: Vec<OsString>) -> anyhow::
         }
     }
     let old = prepared.state.version.clone();
+    let written_ns = prepared.state.written_ns;
     let manager = Manager::adopt(prepared, paths, args)?;
     manager.serve(Some(super::Takeover {
         old,
         failed: resume.failed,
+        took: Duration::from_nanos(monotonic_ns().saturating_sub(written_ns)),
     }));
     Ok(())
 }
@@ -725,9 +734,10 @@ impl Manager {
             }
             None => {
                 log::manager(format_args!(
-                    "version {} took over from version {} (pid {}, {} services)",
+                    "version {} took over from version {} in {:.1} ms (pid {}, {} services)",
                     crate::version(),
                     takeover.old,
+                    takeover.took.as_secs_f64() * 1000.0,
                     std::process::id(),
                     self.units.len()
                 ));
