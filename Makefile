@@ -8,11 +8,17 @@ EXAMPLE := target/example
 
 all: build
 
-# The executor is linked statically (+crt-static: no dynamic loader on the spawn path). The
-# flag goes to that one binary only: in RUSTFLAGS it would break the proc-macro crates.
+# The executor is built without libc (`no_libc`, see executor/src/main.rs): origin's `_start`
+# starts it (-nostartfiles), it is static (+crt-static: no dynamic loader on the spawn path) and
+# not position-independent (without a dynamic loader, nothing would apply PIE relocations), and
+# a no_std binary must abort on panic. The flags go to that one crate only: in RUSTFLAGS they
+# would break the proc-macro crates.
+EXECUTOR_FLAGS := --cfg no_libc -C panic=abort -C target-feature=+crt-static \
+	-C relocation-model=static -C link-arg=-nostartfiles
+
 build:
 	$(CARGO) build --workspace --exclude steward-executor --bins
-	$(CARGO) rustc -p steward-executor --bin steward-executor -- -C target-feature=+crt-static
+	$(CARGO) rustc -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 
 # Runs steward in the foreground on the bundled example config; Ctrl-C stops it cleanly.
 run: build
@@ -26,18 +32,25 @@ test: build
 	$(CARGO) test --workspace
 
 
-# The release binaries the benchmarks measure.
+# The release binaries the benchmarks measure, and the tiny static service they run.
 release:
 	$(CARGO) build --release --workspace --exclude steward-executor --bins
-	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- -C target-feature=+crt-static
+	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
+	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
 
-# Benchmarks against the release binaries; the report goes to target/bench/report.md.
+# Benchmarks against the release binaries and their peers (installed from Debian if missing);
+# the report and plots go to target/bench/. BENCH_ARGS=--quick for a smoke run.
 bench: release
-	target/release/steward-bench --bin-dir target/release --out target/bench
+	bench/install-peers
+	$(CARGO) bench -p steward-protocol --bench codec -- --warm-up-time 1 --measurement-time 2
+	target/release/steward-bench --bin-dir target/release --out target/bench $(BENCH_ARGS)
 
+# The second clippy checks the executor as `make build` builds it, without libc; the first sees
+# the std program a plain cargo build makes of the same code.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p steward-executor --bin steward-executor -- -D warnings $(EXECUTOR_FLAGS)
 
 clean:
 	$(CARGO) clean

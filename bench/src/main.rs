@@ -1,53 +1,190 @@
-//! `steward-bench`: runs steward's benchmarks against the release binaries and writes what it
-//! measured under `target/bench/`.
+//! `steward-bench`: steward's benchmarks, run against the release binaries and the real kernel,
+//! side by side with the tools people would pick instead. Writes `report.md` and SVG plots.
 //!
 //! ```text
-//! steward-bench [--bin-dir DIR] [--out DIR] [SCENARIO…]
+//! steward-bench [--bin-dir DIR] [--out DIR] [--quick] [SCENARIO…]
 //! ```
-//! Scenarios: `reexec` (the longest gap a client sees while the manager re-executes).
+//! Scenarios, in the default order: spawn, cow, accept, lazy, respawn, memory, reexec.
+#![deny(unsafe_code)]
 
+mod accept;
+mod memory;
+mod plot;
 mod reexec;
+mod respawn;
+mod spawn;
+mod sys;
 mod util;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use crate::util::{Ctx, Section};
+
+const SCENARIOS: [&str; 7] = [
+    "spawn", "cow", "accept", "lazy", "respawn", "memory", "reexec",
+];
+
 fn main() -> anyhow::Result<()> {
     let mut bin_dir = PathBuf::from("target/release");
     let mut out = PathBuf::from("target/bench");
-    let mut scenarios = Vec::new();
+    let mut quick = false;
+    let mut chosen = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bin-dir" => bin_dir = args.next().context("--bin-dir needs a directory")?.into(),
             "--out" => out = args.next().context("--out needs a directory")?.into(),
+            "--quick" => quick = true,
             "-h" | "--help" => {
-                println!("usage: steward-bench [--bin-dir DIR] [--out DIR] [reexec]");
+                println!(
+                    "usage: steward-bench [--bin-dir DIR] [--out DIR] [--quick] [SCENARIO…]\n\
+                     scenarios: {}",
+                    SCENARIOS.join(" ")
+                );
                 return Ok(());
             }
             s if s.starts_with('-') => bail!("unknown option {s}"),
-            s => scenarios.push(s.to_string()),
+            s if SCENARIOS.contains(&s) => chosen.push(s.to_string()),
+            s => bail!("unknown scenario {s} (known: {})", SCENARIOS.join(" ")),
         }
     }
-    if scenarios.is_empty() {
-        scenarios.push("reexec".into());
+    if chosen.is_empty() {
+        chosen = SCENARIOS.iter().map(|s| s.to_string()).collect();
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let bin_dir = bin_dir
         .canonicalize()
         .with_context(|| format!("{}: build the release binaries first", bin_dir.display()))?;
-    let mut report = String::new();
-    for scenario in &scenarios {
+    let ctx = Ctx {
+        bin_dir,
+        out: out.clone(),
+        quick,
+    };
+    let mut sections = Vec::new();
+    for scenario in &chosen {
+        println!("== {scenario}");
         let section = match scenario.as_str() {
-            "reexec" => reexec::run(&bin_dir)?,
-            other => bail!("unknown scenario {other}"),
-        };
-        report.push_str(&section);
-        report.push('\n');
+            "spawn" => spawn::run(&ctx),
+            "cow" => spawn::cow(&ctx),
+            "accept" => accept::run(&ctx),
+            "lazy" => accept::lazy(&ctx),
+            "respawn" => respawn::run(&ctx),
+            "memory" => memory::run(&ctx),
+            "reexec" => reexec::run(&ctx),
+            _ => unreachable!("checked above"),
+        }
+        .with_context(|| format!("scenario {scenario}"))?;
+        sections.push(section);
     }
+    let report = report(&ctx, &sections);
     let path = out.join("report.md");
     std::fs::write(&path, &report)?;
-    println!("{report}wrote {}", path.display());
+    println!("\n{report}\nwrote {}", path.display());
     Ok(())
+}
+
+/// One line of the targets table: the figure's key, what it is, the target and its direction.
+struct Target {
+    key: &'static str,
+    what: &'static str,
+    target: f64,
+    /// `true`: the figure must be at most the target; `false`: at least.
+    at_most: bool,
+    unit: &'static str,
+}
+
+const TARGETS: [Target; 7] = [
+    Target {
+        key: "spawn.ratio",
+        what: "executor path ÷ bare posix_spawn, p50 (worst manager size)",
+        target: 1.5,
+        at_most: true,
+        unit: "×",
+    },
+    Target {
+        key: "accept.ratio_s6.c1",
+        what: "accept mode ÷ s6-ipcserver, conn/s, c=1",
+        target: 1.1,
+        at_most: false,
+        unit: "×",
+    },
+    Target {
+        key: "accept.ratio_s6.c8",
+        what: "accept mode ÷ s6-ipcserver, conn/s, c=8",
+        target: 1.0,
+        at_most: false,
+        unit: "×",
+    },
+    Target {
+        key: "respawn.ms",
+        what: "respawn cycle, `restart_delay = \"0\"`",
+        target: 0.4,
+        at_most: true,
+        unit: " ms",
+    },
+    Target {
+        key: "lazy.steward.p50_us",
+        what: "lazy first connection (cold), p50",
+        target: 500.0,
+        at_most: true,
+        unit: " µs",
+    },
+    Target {
+        key: "memory.steward.100.mb",
+        what: "manager PSS with 100 services",
+        target: 1.5,
+        at_most: true,
+        unit: " MB",
+    },
+    Target {
+        key: "reexec.p90_ms",
+        what: "longest gap a client sees during a reexec (p90 over reexecs)",
+        target: 10.0,
+        at_most: true,
+        unit: " ms",
+    },
+];
+
+fn report(ctx: &Ctx, sections: &[Section]) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut md = format!(
+        "# steward benchmarks\n\n{cpus} CPUs, Linux {}, release build{}. \
+         Produced by `make bench` (`target/release/steward-bench`).\n\n",
+        kernel.trim(),
+        if ctx.quick { ", **quick run**" } else { "" }
+    );
+    let figure = |key: &str| sections.iter().find_map(|s| s.figures.get(key).copied());
+    md.push_str("## Targets\n\n| target | figure | goal | met |\n|---|---|---|---|\n");
+    for t in &TARGETS {
+        let (value, met) = match figure(t.key) {
+            Some(v) => {
+                let met = if t.at_most {
+                    v <= t.target
+                } else {
+                    v >= t.target
+                };
+                (
+                    format!("{v:.2}{}", t.unit),
+                    if met { "yes" } else { "**no**" },
+                )
+            }
+            None => ("not run".to_string(), "–"),
+        };
+        let goal = format!(
+            "{} {}{}",
+            if t.at_most { "≤" } else { "≥" },
+            t.target,
+            t.unit
+        );
+        md.push_str(&format!("| {} | {value} | {goal} | {met} |\n", t.what));
+    }
+    md.push('\n');
+    for s in sections {
+        md.push_str(&s.markdown);
+        md.push('\n');
+    }
+    md
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::util::{Manager, ms, percentile};
+use crate::util::{Ctx, Manager, Section, ms, percentile};
 
 const CONFIG: &str = r#"
 [service.hi]
@@ -56,9 +56,9 @@ fn client(path: &Path, stop: &AtomicBool) -> anyhow::Result<Vec<Sample>> {
 }
 
 /// Runs the scenario; returns its section of the report.
-pub fn run(bin_dir: &Path) -> anyhow::Result<String> {
+pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     println!("reexec: starting steward");
-    let manager = Manager::start(bin_dir, "reexec", CONFIG)?;
+    let manager = Manager::start(ctx, "reexec", CONFIG, &[])?;
     let path = manager.dir.join("hi.sock");
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -69,7 +69,7 @@ pub fn run(bin_dir: &Path) -> anyhow::Result<String> {
     let mut windows = Vec::new();
     for round in 1..=ROUNDS {
         let began = Instant::now();
-        manager.ctl(bin_dir, &["reexec"])?;
+        manager.ctl(ctx, &["reexec"])?;
         windows.push((began, Instant::now()));
         println!("reexec: round {round}/{ROUNDS}: {}", ms(began.elapsed()));
         std::thread::sleep(Duration::from_millis(200));
@@ -114,7 +114,7 @@ pub fn run(bin_dir: &Path) -> anyhow::Result<String> {
     outside.sort();
     round_trips.sort();
     let longest = during.last().copied().unwrap_or_default();
-    Ok(format!(
+    let markdown = format!(
         "## Reexec: the longest gap a client sees\n\n\
          One client connecting in a loop to an accept-mode service (`/bin/echo hi`, \
          `stdio = \"socket\"`) while `stewardctl reexec` runs {ROUNDS} times. \
@@ -138,5 +138,14 @@ pub fn run(bin_dir: &Path) -> anyhow::Result<String> {
         ms(percentile(&round_trips, 50.0)),
         ms(percentile(&round_trips, 99.0)),
         ms(round_trips.last().copied().unwrap_or_default()),
-    ))
+    );
+    let mut section = Section {
+        markdown,
+        ..Section::default()
+    };
+    section.figures.insert(
+        "reexec.p90_ms".into(),
+        percentile(&per_round, 90.0).as_secs_f64() * 1000.0,
+    );
+    Ok(section)
 }

@@ -1,7 +1,10 @@
 //! Moving the executor, and so the service, into its cgroups before exec.
 
-use std::ffi::CString;
+use alloc::ffi::CString;
+use alloc::format;
+use alloc::string::{String, ToString};
 
+use rustix::fs::OFlags;
 use steward_protocol::Step;
 
 use crate::failure::{AtStep, Failure};
@@ -19,7 +22,7 @@ pub fn join(dirs: &[String], pid: i32) -> Result<(), Failure> {
 
 fn join_one(dir: &str, pid: &str) -> Result<(), Errno> {
     let procs = CString::new(format!("{dir}/cgroup.procs")).map_err(|_| Errno::EINVAL)?;
-    let file = sys::open(&procs, libc::O_WRONLY, 0)?;
+    let file = sys::open(&procs, OFlags::WRONLY, 0)?;
     sys::write_whole(&file, pid.as_bytes())
 }
 
@@ -52,6 +55,6 @@ mod tests {
     #[test]
     fn a_missing_directory_is_a_cgroup_failure() {
         let err = join(&["/nonexistent/steward-executor-test".into()], 1).unwrap_err();
-        assert_eq!(err, Failure::new(Step::Cgroup, Errno(libc::ENOENT)));
+        assert_eq!(err, Failure::new(Step::Cgroup, Errno::ENOENT));
     }
 }

@@ -1,7 +1,10 @@
 //! The last step: the service's environment and the execve that replaces the executor.
 
-use std::convert::Infallible;
-use std::ffi::CString;
+use alloc::ffi::CString;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::convert::Infallible;
 
 use steward_protocol::Step;
 

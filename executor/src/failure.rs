@@ -1,7 +1,6 @@
 //! How a failed step ends the executor: one report on the status pipe, then `_exit`.
 
-use std::os::fd::RawFd;
-
+use rustix::fd::RawFd;
 use steward_protocol::{StatusReport, Step};
 
 use crate::sys::{self, Errno};

@@ -5,8 +5,9 @@
 //! the narrow [`FdTable`] trait, so the tests run the same code against a model of the fd table
 //! and check every collision the manager could hand us.
 
-use std::os::fd::RawFd;
+use alloc::vec::Vec;
 
+use rustix::fd::RawFd;
 use steward_protocol::{SpawnState, Stdio};
 
 use crate::sys::{self, Errno};
@@ -219,7 +220,7 @@ mod tests {
         fds: BTreeMap<RawFd, (char, bool)>,
     }
 
-    const EBADF: Errno = Errno(libc::EBADF);
+    const EBADF: Errno = Errno::EBADF;
 
     impl Model {
         fn with(fds: &[(RawFd, char)]) -> Model {

@@ -1,7 +1,7 @@
 //! Process-wide attributes the service inherits: signal state, session, resource limits, umask
 //! and working directory.
 
-use std::ffi::CString;
+use alloc::ffi::CString;
 
 use steward_protocol::{Rlimit, Step};
 
@@ -14,9 +14,11 @@ use crate::sys::{self, Errno};
 /// disposition the service never asked for (the Rust runtime ignores SIGPIPE, a libc's
 /// posix_spawn may leave its internal 32 and 33 ignored).
 pub fn reset_signals() -> Result<(), Failure> {
+    const SIGKILL: i32 = rustix::process::Signal::KILL.as_raw();
+    const SIGSTOP: i32 = rustix::process::Signal::STOP.as_raw();
     for sig in 1..=64 {
         // The kernel refuses to change these two, and they are always at their default.
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        if sig == SIGKILL || sig == SIGSTOP {
             continue;
         }
         sys::reset_signal(sig).at(Step::Signals)?;

@@ -1,7 +1,9 @@
 //! Reading the spawn state from the memfd the manager passed.
 
-use std::os::fd::RawFd;
+use alloc::vec;
+use core::fmt;
 
+use rustix::fd::RawFd;
 use steward_protocol::{DecodeError, HEADER_LEN, MAX_PAYLOAD, SpawnState};
 
 use crate::sys::{self, Errno};
@@ -24,8 +26,8 @@ pub enum ReadError {
     Decode(DecodeError),
 }
 
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadError::NotAnFd => write!(f, "not a file descriptor number"),
             ReadError::Os(errno) => write!(f, "{errno}"),
@@ -75,7 +77,7 @@ pub fn read(fd: RawFd) -> Result<SpawnState, ReadError> {
                 });
             }
             Ok(n) => read += n,
-            Err(Errno(libc::EINTR)) => {}
+            Err(Errno::EINTR) => {}
             Err(errno) => return Err(ReadError::Os(errno)),
         }
     }
@@ -149,7 +151,7 @@ mod tests {
             read(garbage.as_raw_fd()),
             Err(ReadError::Decode(DecodeError::BadMagic))
         );
-        assert_eq!(read(-1), Err(ReadError::Os(Errno(libc::EBADF))));
+        assert_eq!(read(-1), Err(ReadError::Os(Errno::EBADF)));
         let dir = std::fs::File::open("/").unwrap();
         assert_eq!(read(dir.as_raw_fd()), Err(ReadError::NotAFile));
     }

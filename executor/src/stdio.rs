@@ -1,8 +1,9 @@
 //! Fds 0, 1 and 2 of the service.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use alloc::ffi::CString;
 
+use rustix::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use rustix::fs::OFlags;
 use steward_protocol::{Stdio, Step};
 
 use crate::failure::{AtStep, Failure};
@@ -37,14 +38,14 @@ pub fn apply(stdio: &[Stdio; 3], placed: &Placed) -> Result<(), Failure> {
 fn place(slot: RawFd, how: &Stdio, placed: &Placed) -> Result<(), Errno> {
     match how {
         Stdio::Inherit => Ok(()),
-        Stdio::Null => install(slot, sys::open(c"/dev/null", libc::O_RDWR, 0)?),
+        Stdio::Null => install(slot, sys::open(c"/dev/null", OFlags::RDWR, 0)?),
         // Placement lifted every source out of 0..3, so this dup2 never has src == dst and
         // always clears FD_CLOEXEC.
         Stdio::Fd(fd) => sys::dup2(placed.current(*fd), slot),
         Stdio::Path(path) => {
             let path = CString::new(path.as_str()).map_err(|_| Errno::EINVAL)?;
             // No O_NOCTTY: a terminal is meant to become the controlling one.
-            let flags = libc::O_RDWR | libc::O_CREAT | libc::O_APPEND;
+            let flags = OFlags::RDWR | OFlags::CREATE | OFlags::APPEND;
             let file = sys::open(&path, flags, 0o640)?;
             if sys::isatty(&file) {
                 sys::set_controlling_terminal(&file)?;

@@ -1,62 +1,44 @@
-//! Every system call the executor makes, and the only `unsafe` code in the crate.
+//! Every system call the executor makes, its start-up glue and allocator, and the only `unsafe`
+//! code in the crate.
 //!
-//! Each wrapper is typed and returns `Result<_, Errno>`; [`cvt`] is the one place a `-1` turns
-//! into an error. File descriptors named by the spawn state travel as plain [`RawFd`] numbers:
-//! the executor owns every fd in its process and its whole job is to renumber them, so a number
-//! is the honest type. Fds the executor opens itself come back as [`OwnedFd`] and close on drop.
+//! There is no libc: origin's `_start` enters the program (see [`start`]) and system calls go
+//! through rustix's linux_raw backend. The few rustix has no stable interface for are made
+//! directly, in [`raw`]: those it keeps for libc implementations (rt_sigaction,
+//! rt_sigprocmask, execve, exit_group) and those it lacks (close_range, getresuid,
+//! getresgid). Each wrapper is typed and returns `Result<_, Errno>`.
+//!
+//! File descriptors named by the spawn state travel as plain [`RawFd`] numbers: the executor owns
+//! every fd in its process and its whole job is to renumber them, so a number is the honest
+//! type. [`borrow`] is where such a number meets rustix's I/O-safe types. Fds the executor opens
+//! itself come back as [`OwnedFd`] and close on drop.
 
-use std::ffi::{CStr, CString, c_int};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr;
+use alloc::ffi::CString;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+use core::mem::ManuallyDrop;
+use core::ptr;
 
-/// An `errno` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Errno(pub i32);
+use rustix::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::FdFlags;
+use rustix::process::{Resource, Rlimit};
+use rustix::thread::{Gid, Uid};
 
-impl Errno {
-    pub const EPERM: Errno = Errno(libc::EPERM);
-    pub const EIO: Errno = Errno(libc::EIO);
-    pub const EINVAL: Errno = Errno(libc::EINVAL);
-    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+pub use crate::errno::Errno;
 
-    fn last() -> Errno {
-        // `EIO` stands in for the impossible case of a failed call that left no errno.
-        Errno(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        )
+/// Lends fd number `fd` to one rustix call.
+///
+/// Negative numbers are refused with the EBADF the kernel would give: `-1` cannot even be
+/// represented as a [`BorrowedFd`].
+fn borrow<'a>(fd: RawFd) -> Result<BorrowedFd<'a>, Errno> {
+    if fd < 0 {
+        return Err(Errno::EBADF);
     }
-}
-
-impl std::fmt::Display for Errno {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::io::Error::from_raw_os_error(self.0).fmt(f)
-    }
-}
-
-/// Return values that signal failure with `-1` and leave the reason in `errno`. Implemented for
-/// the primitive types rather than `c_int`/`c_long`, which are the same type on 32-bit targets.
-trait MinusOne: Copy + PartialEq {
-    const MINUS_ONE: Self;
-}
-
-macro_rules! minus_one {
-    ($($t:ty),*) => {$(
-        impl MinusOne for $t {
-            const MINUS_ONE: Self = -1;
-        }
-    )*};
-}
-
-minus_one!(i32, i64, isize);
-
-fn cvt<T: MinusOne>(ret: T) -> Result<T, Errno> {
-    if ret == T::MINUS_ONE {
-        Err(Errno::last())
-    } else {
-        Ok(ret)
-    }
+    // SAFETY: `fd` is not -1. The executor is single-threaded and no Rust object of ours owns
+    // the fds the spawn state names, so nothing can close or reuse the number while the one
+    // call it is lent to runs. If no file is open under it, the call fails with EBADF, which is
+    // the answer the caller wants.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// What [`fstat`] tells the reader of the spawn state.
@@ -66,106 +48,121 @@ pub struct FileInfo {
 }
 
 pub fn fstat(fd: RawFd) -> Result<FileInfo, Errno> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is a writable buffer of exactly `struct stat`; the kernel fills it on success
-    // and we read it only then.
-    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
-    // SAFETY: fstat returned 0, so it initialised the whole struct.
-    let st = unsafe { st.assume_init() };
+    let st = rustix::fs::fstat(borrow(fd)?)?;
     Ok(FileInfo {
         // A negative size does not exist for the files we accept; treat it as empty.
         size: u64::try_from(st.st_size).unwrap_or(0),
-        is_regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        is_regular: FileType::from_raw_mode(st.st_mode).is_file(),
     })
 }
 
 pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let offset = libc::off_t::try_from(offset).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which we borrow mutably
-    // for the duration of the call.
-    let n = cvt(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) })?;
-    // cvt removed the only negative value.
-    Ok(n.unsigned_abs())
+    Ok(rustix::io::pread(borrow(fd)?, buf, offset)?)
 }
 
 pub fn write(fd: RawFd, buf: &[u8]) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`, which outlives the call.
-    let n = cvt(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })?;
-    Ok(n.unsigned_abs())
+    Ok(rustix::io::write(borrow(fd)?, buf)?)
+}
+
+/// Writes all of `buf`, as std's `write_all` did for the executor's messages: a write cut short
+/// continues, an interrupted one is retried, and one that writes nothing is an error.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
 }
 
 pub fn close(fd: RawFd) -> Result<(), Errno> {
+    if fd < 0 {
+        return Err(Errno::EBADF);
+    }
     // SAFETY: closing touches no memory. The executor closes only fds it received (the memfd, or
-    // leftovers when close_range is missing), which no `OwnedFd` or `File` in this process owns,
-    // so nothing will use or close the number after us.
-    cvt(unsafe { libc::close(fd) })?;
+    // leftovers when close_range is missing), which no `OwnedFd` in this process owns, so
+    // nothing will use or close the number after us.
+    unsafe { rustix::io::try_close(fd) }?;
     Ok(())
 }
 
 /// Copies `fd` to the lowest free number `>= min`, close-on-exec.
 pub fn dup_above(fd: RawFd, min: RawFd) -> Result<RawFd, Errno> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and touches no memory; it allocates a
-    // new, free fd number, so no existing fd is disturbed.
-    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+    let copy = rustix::io::fcntl_dupfd_cloexec(borrow(fd)?, min)?;
+    // The copy is one of the numbers placement tracks by hand; it must outlive this function.
+    Ok(copy.into_raw_fd())
 }
 
 /// Makes `dst` a copy of `src` with FD_CLOEXEC clear (for `src != dst`).
 pub fn dup2(src: RawFd, dst: RawFd) -> Result<(), Errno> {
-    // SAFETY: dup2 touches no memory. Replacing whatever `dst` held is the point: every fd the
-    // executor places over belongs to the spawn state, and no Rust object owns that number.
-    cvt(unsafe { libc::dup2(src, dst) })?;
+    let src = borrow(src)?;
+    if dst < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: rustix's dup2 takes the target as the `OwnedFd` it replaces. This one is never
+    // dropped (ManuallyDrop), so it closes nothing; it only names `dst`, which is not -1.
+    // Replacing whatever `dst` held is the point: every fd the executor places over belongs to
+    // the spawn state, and no Rust object owns that number.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(dst) });
+    rustix::io::dup2(src, &mut target)?;
     Ok(())
 }
 
 pub fn set_cloexec(fd: RawFd, cloexec: bool) -> Result<(), Errno> {
-    let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: F_SETFD takes an integer argument and touches no memory. FD_CLOEXEC is the only
-    // fd flag Linux defines, so setting the whole word loses nothing.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) })?;
+    // FD_CLOEXEC is the only fd flag Linux defines, so setting the whole word loses nothing.
+    let flags = if cloexec {
+        FdFlags::CLOEXEC
+    } else {
+        FdFlags::empty()
+    };
+    rustix::io::fcntl_setfd(borrow(fd)?, flags)?;
     Ok(())
 }
 
 pub fn clear_nonblock(fd: RawFd) -> Result<(), Errno> {
-    // SAFETY: F_GETFL takes no argument and touches no memory.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    if flags & libc::O_NONBLOCK != 0 {
-        // SAFETY: F_SETFL takes an integer argument and touches no memory.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    let fd = borrow(fd)?;
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    if flags.contains(OFlags::NONBLOCK) {
+        rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK)?;
     }
     Ok(())
 }
 
 /// Closes every fd in `first..=last`.
 pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
-    // SAFETY: close_range takes integers and touches no memory. The callers keep every fd a Rust
-    // object of ours owns out of the range (none exist while it runs), so nothing is closed
-    // behind an owner's back.
-    cvt(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) })?;
+    // SAFETY: close_range takes integers (no flags) and touches no memory. The callers keep every
+    // fd a Rust object of ours owns out of the range (none exist while it runs), so nothing is
+    // closed behind an owner's back.
+    unsafe { raw::syscall(raw::CLOSE_RANGE, [first as usize, last as usize, 0, 0]) }?;
     Ok(())
 }
 
 /// The open fd numbers of this process, for kernels without close_range (before 5.9).
 pub fn open_fds() -> Result<Vec<RawFd>, Errno> {
-    let dir = std::fs::read_dir("/proc/self/fd").map_err(io_errno)?;
+    let dir = rustix::fs::open(
+        c"/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut fds = Vec::new();
-    for entry in dir {
-        let entry = entry.map_err(io_errno)?;
-        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+    for entry in rustix::fs::Dir::new(dir)? {
+        let entry = entry?;
+        // "." and ".." are not numbers.
+        if let Some(fd) = entry.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
             fds.push(fd);
         }
     }
-    // The directory's own fd was in the listing and is closed now that `dir` is dropped;
+    // The directory's own fd was in the listing and is closed now that the `Dir` is dropped;
     // closing that number again fails harmlessly with EBADF.
     Ok(fds)
 }
 
-fn io_errno(e: std::io::Error) -> Errno {
-    Errno(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// The kernel's `struct sigaction` on x86_64 and aarch64. Only an all-zero value is ever passed
-/// (SIG_DFL is 0, no flags, no restorer, empty mask), and the struct is as large as any 64-signal
-/// architecture's, so one without a restorer field (riscv) reads the same zeros.
+/// The kernel's `struct sigaction` on x86_64 and aarch64. Only SIG_DFL or SIG_IGN is ever
+/// passed, with no flags, no restorer and an empty mask, and the struct is as large as any
+/// 64-signal architecture's, so one without a restorer field (riscv64) reads the same values.
 #[repr(C)]
 struct KernelSigaction {
     handler: usize,
@@ -174,124 +171,136 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// The size of the kernel's signal set: 64 signals.
-const KERNEL_SIGSET_SIZE: usize = 8;
+const SIG_DFL: usize = 0;
 
-/// Sets signal `sig` to its default disposition.
-pub fn reset_signal(sig: c_int) -> Result<(), Errno> {
+/// Sets `sig` to `handler`, SIG_DFL or SIG_IGN: never a function of ours.
+fn set_disposition(sig: i32, handler: usize) -> Result<(), Errno> {
     let action = KernelSigaction {
-        handler: libc::SIG_DFL,
+        handler,
         flags: 0,
         restorer: 0,
         mask: 0,
     };
-    // SAFETY: the raw syscall because glibc's sigaction refuses its internal signals 32 and 33.
-    // The kernel reads one `struct sigaction` from `action`, which lives across the call, and
-    // writes nothing since the old-action pointer is null.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig,
-            &action as *const KernelSigaction,
-            ptr::null_mut::<KernelSigaction>(),
-            KERNEL_SIGSET_SIZE,
+    // SAFETY: the kernel reads one `struct sigaction` from `action`, which outlives the call, and
+    // writes nothing (null old-action pointer). SIG_DFL and SIG_IGN run no code in signal
+    // context. The kernel's call, not a libc's: there is no libc here whose internal signals
+    // (32 and 33 on glibc) it could disturb, so they are set like any other.
+    unsafe {
+        raw::syscall(
+            raw::RT_SIGACTION,
+            [
+                sig as usize,
+                ptr::from_ref(&action) as usize,
+                0,
+                raw::SIGSET_SIZE,
+            ],
         )
-    })?;
+    }?;
     Ok(())
+}
+
+/// Sets signal `sig` to its default disposition.
+pub fn reset_signal(sig: i32) -> Result<(), Errno> {
+    set_disposition(sig, SIG_DFL)
 }
 
 /// Empties the signal mask.
 pub fn unblock_all_signals() -> Result<(), Errno> {
     let empty: u64 = 0;
-    // SAFETY: raw like `reset_signal`, so no libc filtering of its internal signals sits between
-    // us and the kernel's mask. The kernel reads one 8-byte set from `empty` and writes nothing (null old-set pointer).
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const u64,
-            ptr::null_mut::<u64>(),
-            KERNEL_SIGSET_SIZE,
+    // SAFETY: the kernel reads one 8-byte set from `empty`, which outlives the call, and writes
+    // nothing (null old-set pointer). An empty mask only lets signals in; no code of ours relies
+    // on one being blocked.
+    unsafe {
+        raw::syscall(
+            raw::RT_SIGPROCMASK,
+            [
+                raw::SIG_SETMASK,
+                ptr::from_ref(&empty) as usize,
+                0,
+                raw::SIGSET_SIZE,
+            ],
         )
-    })?;
+    }?;
     Ok(())
 }
 
 pub fn setsid() -> Result<(), Errno> {
-    // SAFETY: setsid takes no arguments and touches no memory.
-    cvt(unsafe { libc::setsid() })?;
+    rustix::process::setsid()?;
     Ok(())
 }
 
 pub fn getpid() -> i32 {
-    // SAFETY: getpid cannot fail and touches no memory.
-    unsafe { libc::getpid() }
+    rustix::process::getpid().as_raw_pid()
 }
 
 /// The session id of this process.
 pub fn getsid() -> Result<i32, Errno> {
-    // SAFETY: getsid takes an integer and touches no memory.
-    cvt(unsafe { libc::getsid(0) })
+    Ok(rustix::process::getsid(None)?.as_raw_pid())
 }
 
 /// Opens `path` close-on-exec.
-pub fn open(path: &CStr, flags: c_int, mode: u32) -> Result<OwnedFd, Errno> {
-    let flags = flags | libc::O_CLOEXEC;
-    // SAFETY: `path` is a NUL-terminated string that outlives the call; the kernel only reads it.
-    let fd = cvt(unsafe { libc::open(path.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: open just returned this fd, so it is valid and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn open(path: &CStr, flags: OFlags, mode: u32) -> Result<OwnedFd, Errno> {
+    Ok(rustix::fs::open(
+        path,
+        flags | OFlags::CLOEXEC,
+        Mode::from_bits_retain(mode),
+    )?)
 }
 
 pub fn isatty(fd: &OwnedFd) -> bool {
-    // SAFETY: isatty takes an integer and touches no memory of ours.
-    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+    rustix::termios::isatty(fd)
 }
 
 /// Makes the terminal `fd` the controlling terminal of this session.
 pub fn set_controlling_terminal(fd: &OwnedFd) -> Result<(), Errno> {
-    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal it from another session) and
-    // touches no memory.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) })?;
+    // rustix passes 0: do not steal the terminal from another session.
+    rustix::process::ioctl_tiocsctty(fd)?;
     Ok(())
 }
 
-/// The kernel's `struct rlimit64`, the same on every architecture.
-#[repr(C)]
-struct KernelRlimit {
-    cur: u64,
-    max: u64,
-}
+/// Every resource limit Linux has; a number outside them is refused with the kernel's EINVAL.
+const RESOURCES: [Resource; 16] = [
+    Resource::Cpu,
+    Resource::Fsize,
+    Resource::Data,
+    Resource::Stack,
+    Resource::Core,
+    Resource::Rss,
+    Resource::Nproc,
+    Resource::Nofile,
+    Resource::Memlock,
+    Resource::As,
+    Resource::Locks,
+    Resource::Sigpending,
+    Resource::Msgqueue,
+    Resource::Nice,
+    Resource::Rtprio,
+    Resource::Rttime,
+];
 
 /// Sets both the soft and the hard limit of `resource` to `value` (`u64::MAX`: unlimited).
 pub fn set_rlimit(resource: u32, value: u64) -> Result<(), Errno> {
-    let limit = KernelRlimit {
-        cur: value,
-        max: value,
+    let resource = RESOURCES
+        .into_iter()
+        .find(|&r| r as u32 == resource)
+        .ok_or(Errno::EINVAL)?;
+    // rustix makes this prlimit64 on ourselves, whose values are 64-bit on every architecture;
+    // `u64::MAX` is RLIM64_INFINITY as it is.
+    let limit = Rlimit {
+        current: Some(value),
+        maximum: Some(value),
     };
-    // SAFETY: prlimit64 on ourselves (pid 0) rather than setrlimit, whose resource and value
-    // types differ between libcs; its values are always 64-bit. The kernel reads one
-    // `struct rlimit64` from `limit` and writes nothing (null old-limit pointer).
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_prlimit64,
-            0 as libc::pid_t,
-            resource,
-            &limit as *const KernelRlimit,
-            ptr::null_mut::<KernelRlimit>(),
-        )
-    })?;
+    rustix::process::setrlimit(resource, limit)?;
     Ok(())
 }
 
 pub fn umask(mask: u32) {
-    // SAFETY: umask takes an integer, cannot fail and touches no memory.
-    unsafe { libc::umask(mask as libc::mode_t) };
+    // The kernel keeps the permission bits of whatever it is given.
+    rustix::process::umask(Mode::from_bits_retain(mask));
 }
 
 pub fn chdir(path: &CStr) -> Result<(), Errno> {
-    // SAFETY: `path` is a NUL-terminated string that outlives the call; the kernel only reads it.
-    cvt(unsafe { libc::chdir(path.as_ptr()) })?;
+    rustix::process::chdir(path)?;
     Ok(())
 }
 
@@ -305,61 +314,425 @@ pub fn write_whole(fd: &OwnedFd, buf: &[u8]) -> Result<(), Errno> {
     }
 }
 
+// The ids go to the kernel unchecked: rustix's checked constructors assert they are not -1,
+// which the kernel reads as "leave unchanged"; the verification after the switch catches that.
+
+/// Sets the supplementary groups. rustix calls it `set_thread_groups` because the system call
+/// is per thread; the executor has one thread.
 pub fn setgroups(groups: &[u32]) -> Result<(), Errno> {
-    // SAFETY: the kernel reads `groups.len()` gids from `groups`, which outlives the call.
-    cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw_unchecked(g)).collect();
+    rustix::thread::set_thread_groups(&groups)?;
     Ok(())
 }
 
 pub fn setresgid(gid: u32) -> Result<(), Errno> {
-    // SAFETY: setresgid takes integers and touches no memory. The executor is single-threaded,
-    // so there are no other threads whose ids could be left behind.
-    cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+    let gid = Gid::from_raw_unchecked(gid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
     Ok(())
 }
 
 pub fn setresuid(uid: u32) -> Result<(), Errno> {
-    // SAFETY: as for `setresgid`.
-    cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+    let uid = Uid::from_raw_unchecked(uid);
+    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
     Ok(())
 }
 
 /// The real, effective and saved user ids.
 pub fn getresuid() -> Result<[u32; 3], Errno> {
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: the kernel writes one uid into each of the three locals, which outlive the call.
-    cvt(unsafe { libc::getresuid(&mut r, &mut e, &mut s) })?;
-    Ok([r, e, s])
+    let mut ids = [0u32; 3];
+    let [r, e, s] = ids.each_mut().map(ptr::from_mut);
+    // SAFETY: the kernel writes one uid through each pointer, into `ids`, which outlives the call.
+    unsafe { raw::syscall(raw::GETRESUID, [r as usize, e as usize, s as usize, 0]) }?;
+    Ok(ids)
 }
 
 /// The real, effective and saved group ids.
 pub fn getresgid() -> Result<[u32; 3], Errno> {
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: the kernel writes one gid into each of the three locals, which outlive the call.
-    cvt(unsafe { libc::getresgid(&mut r, &mut e, &mut s) })?;
-    Ok([r, e, s])
+    let mut ids = [0u32; 3];
+    let [r, e, s] = ids.each_mut().map(ptr::from_mut);
+    // SAFETY: the kernel writes one gid through each pointer, into `ids`, which outlives the call.
+    unsafe { raw::syscall(raw::GETRESGID, [r as usize, e as usize, s as usize, 0]) }?;
+    Ok(ids)
 }
 
 /// Replaces this process with `path`; returns only on failure.
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
-    let argv: Vec<*const libc::c_char> = argv
+    let argv: Vec<*const core::ffi::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())
         .chain([ptr::null()])
         .collect();
-    let envp: Vec<*const libc::c_char> = envp
+    let envp: Vec<*const core::ffi::c_char> = envp
         .iter()
         .map(|e| e.as_ptr())
         .chain([ptr::null()])
         .collect();
     // SAFETY: `path` and every string behind the two pointer arrays are NUL-terminated and are
     // borrowed for the whole call; both arrays end with the null pointer execve requires.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Errno::last()
+    let result = unsafe {
+        raw::syscall(
+            raw::EXECVE,
+            [
+                path.as_ptr() as usize,
+                argv.as_ptr() as usize,
+                envp.as_ptr() as usize,
+                0,
+            ],
+        )
+    };
+    match result {
+        Err(errno) => errno,
+        // execve returns only to fail; a success here would be a kernel bug.
+        Ok(_) => Errno::EIO,
+    }
 }
 
-/// Ends the process at once: no destructors, no atexit handlers, no return into anyone's code.
+/// Ends the process at once: no destructors, no return into anyone's code.
 pub fn exit(code: u8) -> ! {
-    // SAFETY: _exit only ends the process; nothing of ours needs cleaning up.
-    unsafe { libc::_exit(c_int::from(code)) }
+    // SAFETY: exit_group takes an integer and ends every thread of the process (the only one),
+    // so nothing of ours runs after it.
+    let _ = unsafe { raw::syscall(raw::EXIT_GROUP, [usize::from(code), 0, 0, 0]) };
+    unreachable!("exit_group returned")
+}
+
+/// The system calls made without rustix, directly. Numbers per architecture, from the kernel's
+/// syscall tables (aarch64 and riscv64 share the generic one).
+mod raw {
+    use super::Errno;
+
+    #[cfg(target_arch = "x86_64")]
+    mod nr {
+        pub const RT_SIGACTION: usize = 13;
+        pub const RT_SIGPROCMASK: usize = 14;
+        pub const EXECVE: usize = 59;
+        pub const GETRESUID: usize = 118;
+        pub const GETRESGID: usize = 120;
+        pub const EXIT_GROUP: usize = 231;
+    }
+    #[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+    mod nr {
+        pub const EXIT_GROUP: usize = 94;
+        pub const RT_SIGACTION: usize = 134;
+        pub const RT_SIGPROCMASK: usize = 135;
+        pub const GETRESUID: usize = 148;
+        pub const GETRESGID: usize = 150;
+        pub const EXECVE: usize = 221;
+    }
+    pub use nr::*;
+    /// The same everywhere: it came after the tables were unified.
+    pub const CLOSE_RANGE: usize = 436;
+
+    /// rt_sigprocmask's `how`s.
+    #[cfg(all(no_libc, not(test)))]
+    pub const SIG_UNBLOCK: usize = 1;
+    pub const SIG_SETMASK: usize = 2;
+    /// The size of the kernel's signal set: 64 signals.
+    pub const SIGSET_SIZE: usize = 8;
+
+    /// System call `nr` with up to four arguments (unused ones 0). The kernel returns
+    /// `-errno` on failure.
+    ///
+    /// # Safety
+    ///
+    /// The arguments must be valid for system call `nr`: any memory they point to must be
+    /// valid for what the kernel does with it.
+    pub unsafe fn syscall(nr: usize, args: [usize; 4]) -> Result<usize, Errno> {
+        let [a0, a1, a2, a3] = args;
+        let ret: isize;
+        // SAFETY: the caller vouches for the arguments; the block follows the architecture's
+        // system call convention and declares every register the kernel clobbers.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => ret,
+                in("rdi") a0,
+                in("rsi") a1,
+                in("rdx") a2,
+                in("r10") a3,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, preserves_flags),
+            );
+        }
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            core::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") a0 as isize => ret,
+                in("x1") a1,
+                in("x2") a2,
+                in("x3") a3,
+                options(nostack, preserves_flags),
+            );
+        }
+        // SAFETY: as above.
+        #[cfg(target_arch = "riscv64")]
+        unsafe {
+            core::arch::asm!(
+                "ecall",
+                in("a7") nr,
+                inlateout("a0") a0 as isize => ret,
+                in("a1") a1,
+                in("a2") a2,
+                in("a3") a3,
+                options(nostack, preserves_flags),
+            );
+        }
+        // -4095..=-1 are errors; everything else is a result.
+        if (-4095..0).contains(&ret) {
+            Err(Errno(-ret as i32))
+        } else {
+            Ok(ret as usize)
+        }
+    }
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+compile_error!("steward-executor supports x86_64, aarch64 and riscv64 Linux");
+
+/// The libc-free build's entry, and what std's runtime did for the std build: start-up,
+/// allocator, panic handler and abort.
+#[cfg(all(no_libc, not(test)))]
+mod start {
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::{Cell, UnsafeCell};
+    use core::ffi::CStr;
+    use core::fmt::Write;
+    use core::ptr;
+
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::fd::IntoRawFd;
+    use rustix::fs::{Mode, OFlags};
+    use rustix::process::Signal;
+
+    use super::{Errno, SIG_DFL, borrow, raw, set_disposition};
+
+    // Nothing else names origin; this links its `_start`, which calls `origin_main` below.
+    extern crate origin;
+
+    /// Called by origin's `_start` with the arguments the kernel put on the stack.
+    ///
+    /// # Safety
+    ///
+    /// `argv` points to `argc` NUL-terminated strings, as origin promises.
+    // SAFETY: no other symbol in the program is named `origin_main`, and this one has exactly
+    // the signature origin declares it with.
+    #[unsafe(no_mangle)]
+    unsafe fn origin_main(argc: usize, argv: *mut *mut u8, _envp: *mut *mut u8) -> i32 {
+        prepare_like_std();
+        // argv[0] is the program's name; the command line proper follows it.
+        let args: Vec<&'static [u8]> = (1..argc)
+            .map(|i| {
+                // SAFETY: i < argc, so argv[i] is one of the kernel's NUL-terminated argument
+                // strings, which stay in place for the life of the process.
+                unsafe { CStr::from_ptr((*argv.add(i)).cast()) }.to_bytes()
+            })
+            .collect();
+        crate::executor_main(&args)
+    }
+
+    /// What std's runtime did before `main` that the service or the manager could tell apart,
+    /// kept so that the executor without it behaves the same.
+    fn prepare_like_std() {
+        // Fds 0, 1 and 2 that are not open are opened on /dev/null: a service with `inherit`
+        // stdio gets /dev/null rather than a hole the first file it opens would fall into.
+        if let Ok(closed) = closed_standard_fds() {
+            for _ in closed.into_iter().filter(|&closed| closed) {
+                // Not close-on-exec, and open takes the lowest free number: each fills a hole.
+                match rustix::fs::open(c"/dev/null", OFlags::RDWR, Mode::empty()) {
+                    Ok(fd) => {
+                        let _ = fd.into_raw_fd();
+                    }
+                    Err(_) => abort(),
+                }
+            }
+        }
+        // Writes to a pipe nobody reads fail with EPIPE instead of killing the executor, so a
+        // message or a status report to a vanished reader still ends in the intended exit
+        // status. The signals step puts SIGPIPE back to its default before the service runs.
+        const SIG_IGN: usize = 1;
+        let _ = set_disposition(Signal::PIPE.as_raw(), SIG_IGN);
+    }
+
+    /// Which of fds 0, 1, 2 are not open: one poll, as std asks.
+    fn closed_standard_fds() -> Result<[bool; 3], Errno> {
+        let standard = [borrow(0)?, borrow(1)?, borrow(2)?];
+        let mut polled = standard.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::empty()));
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            match rustix::event::poll(&mut polled, Some(&now)) {
+                Ok(_) => {
+                    return Ok(polled
+                        .each_ref()
+                        .map(|fd| fd.revents().contains(PollFlags::NVAL)));
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                // As std does when poll is refused (a tiny RLIMIT_NOFILE, no memory): ask
+                // each fd.
+                Err(_) => {
+                    return Ok(standard
+                        .map(|fd| rustix::io::fcntl_getfd(fd) == Err(rustix::io::Errno::BADF)));
+                }
+            }
+        }
+    }
+
+    /// A panic is a bug. Say where, as std did, then abort, as std's abort-on-panic release
+    /// build did.
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        // std's wording: "thread 'main' panicked at FILE:LINE:COL:" and the message.
+        let mut message = String::new();
+        let _ = writeln!(message, "thread 'main' {info}");
+        let _ = super::write_all(2, message.as_bytes());
+        abort()
+    }
+
+    /// Dies of SIGABRT, as libc's `abort` does.
+    fn abort() -> ! {
+        // SIGABRT at its default disposition and unblocked, so the kill ends the process.
+        // Errors are ignored: the exit after the kill covers every way this could fail.
+        let _ = set_disposition(Signal::ABORT.as_raw(), SIG_DFL);
+        let abrt: u64 = 1 << (Signal::ABORT.as_raw() - 1);
+        // SAFETY: the kernel reads one 8-byte set from `abrt`, which outlives the call, and
+        // writes nothing. Unblocking the signal the process is about to die of disturbs
+        // nothing of ours.
+        let _ = unsafe {
+            raw::syscall(
+                raw::RT_SIGPROCMASK,
+                [
+                    raw::SIG_UNBLOCK,
+                    ptr::from_ref(&abrt) as usize,
+                    0,
+                    raw::SIGSET_SIZE,
+                ],
+            )
+        };
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::ABORT);
+        // The status a shell reports for death by SIGABRT.
+        super::exit(134)
+    }
+
+    /// Memory served from `arena`, a static buffer, and then from anonymous mappings when that
+    /// is used up; nothing is given back but the latest allocation. The executor lives for
+    /// microseconds before exec discards the whole address space, and allocates a few KiB for a
+    /// usual spawn state, so freeing would be work for nothing.
+    struct Bump {
+        arena: UnsafeCell<[u8; ARENA_SIZE]>,
+        /// The next free byte and the end of the current region; null until the first
+        /// allocation points them into `arena`.
+        next: Cell<*mut u8>,
+        end: Cell<*mut u8>,
+        /// Where the latest allocation starts, which can grow, shrink and be freed in place.
+        last: Cell<*mut u8>,
+    }
+
+    /// Served from .bss: pages the executor never touches cost nothing.
+    const ARENA_SIZE: usize = 256 << 10;
+    /// Mappings made past the arena are at least this large, so growth maps rarely.
+    const MAP_SIZE: usize = 1 << 20;
+
+    // SAFETY: the executor is single-threaded (origin's thread support is not built in, and it
+    // never clones), so the cells are never accessed concurrently.
+    unsafe impl Sync for Bump {}
+
+    #[global_allocator]
+    static ALLOCATOR: Bump = Bump {
+        arena: UnsafeCell::new([0; ARENA_SIZE]),
+        next: Cell::new(ptr::null_mut()),
+        end: Cell::new(ptr::null_mut()),
+        last: Cell::new(ptr::null_mut()),
+    };
+
+    impl Bump {
+        /// Takes `layout` from the current region, if it fits there.
+        fn take(&self, layout: Layout) -> Option<*mut u8> {
+            if self.end.get().is_null() {
+                let arena = self.arena.get().cast::<u8>();
+                self.next.set(arena);
+                self.end.set(arena.wrapping_add(ARENA_SIZE));
+            }
+            let next = self.next.get();
+            let room = self.end.get().addr() - next.addr();
+            let skip = next.align_offset(layout.align());
+            if skip.checked_add(layout.size())? > room {
+                return None;
+            }
+            // In bounds of the region: `skip + size <= room`.
+            let start = next.wrapping_add(skip);
+            self.next.set(start.wrapping_add(layout.size()));
+            self.last.set(start);
+            Some(start)
+        }
+
+        /// Makes a new anonymous mapping the current region, large enough for `layout`.
+        fn map(&self, layout: Layout) -> Option<()> {
+            let len = layout.size().checked_add(layout.align())?.max(MAP_SIZE);
+            // SAFETY: a fresh private anonymous mapping aliases nothing; it is never unmapped,
+            // so it stays valid for every allocation handed out of it.
+            let region = unsafe {
+                rustix::mm::mmap_anonymous(
+                    ptr::null_mut(),
+                    len,
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                    rustix::mm::MapFlags::PRIVATE,
+                )
+            }
+            .ok()?
+            .cast::<u8>();
+            self.next.set(region);
+            self.end.set(region.wrapping_add(len));
+            // The latest block is in the old region, where it can no longer grow.
+            self.last.set(ptr::null_mut());
+            Some(())
+        }
+    }
+
+    // SAFETY: every block handed out lies within `arena` or within a mapping that is never
+    // unmapped, is aligned as asked, and overlaps no live block: `next` only moves forward,
+    // except back over the latest block when it is freed or shrunk.
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.take(layout)
+                .or_else(|| self.map(layout).and_then(|()| self.take(layout)))
+                .unwrap_or(ptr::null_mut())
+        }
+
+        unsafe fn dealloc(&self, block: *mut u8, _layout: Layout) {
+            if block == self.last.get() {
+                self.next.set(block);
+                self.last.set(ptr::null_mut());
+            }
+        }
+
+        unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // The latest block grows or shrinks where it is, when its region has room.
+            if block == self.last.get() && new_size <= self.end.get().addr() - block.addr() {
+                self.next.set(block.wrapping_add(new_size));
+                return block;
+            }
+            // SAFETY: the caller guarantees that `layout.align()` is a power of two and that
+            // `new_size`, rounded up to it, does not overflow isize.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: `new_layout` has a non-zero size, as the caller guarantees of `new_size`.
+            let new = unsafe { self.alloc(new_layout) };
+            if !new.is_null() {
+                // SAFETY: both blocks are live and distinct, and both are at least this long.
+                unsafe { ptr::copy_nonoverlapping(block, new, layout.size().min(new_size)) };
+            }
+            new
+        }
+    }
 }

@@ -1,0 +1,276 @@
+//! `spawn`: how long a spawn takes as the manager grows, steward's real path against fork+exec
+//! and a bare posix_spawn; and `cow`: the cost fork leaves behind in the parent.
+//!
+//! The baselines run in this process, holding the same amount of touched memory steward holds
+//! (its `STEWARD_BENCH_BALLAST` knob). Every spawn runs the tiny static service, which writes
+//! one byte: the latency is from the request to that byte.
+
+use std::ffi::CString;
+use std::hint::black_box;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
+use nix::sys::wait::waitpid;
+
+use crate::plot;
+use crate::sys;
+use crate::util::{Ctx, Manager, Section, Stats, ballast, size_name, us};
+
+fn sizes(ctx: &Ctx) -> Vec<usize> {
+    if ctx.quick {
+        vec![16 << 20, 256 << 20]
+    } else {
+        vec![16 << 20, 256 << 20, 1 << 30, 4 << 30]
+    }
+}
+
+/// Samples per measurement: up to `max`, or as many as fit in `budget`, at least 20.
+fn sample(
+    max: usize,
+    budget: Duration,
+    mut once: impl FnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..5 {
+        once()?; // warm-up: page cache, the kernel's caches, lazy binding in the manager
+    }
+    let began = Instant::now();
+    let mut samples = Vec::with_capacity(max);
+    while samples.len() < max && (samples.len() < 20 || began.elapsed() < budget) {
+        samples.push(once()?);
+    }
+    Ok(samples)
+}
+
+#[derive(Clone, Copy)]
+enum Local {
+    ForkExec,
+    PosixSpawn,
+}
+
+/// One spawn from this process: start the tiny service with a pipe as its stdout, wait for
+/// its byte.
+fn local_once(how: Local, path: &CString, argv: &[CString]) -> anyhow::Result<Duration> {
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let began = Instant::now();
+    let pid = match how {
+        Local::ForkExec => sys::fork_exec(path, argv, &write_end)?,
+        Local::PosixSpawn => {
+            let mut actions = PosixSpawnFileActions::init()?;
+            actions.add_dup2(write_end.as_raw_fd(), 1)?;
+            let attr = PosixSpawnAttr::init()?;
+            let envp: [CString; 0] = [];
+            posix_spawn(path.as_c_str(), &actions, &attr, argv, &envp)?
+        }
+    };
+    drop(write_end);
+    let mut byte = [0u8; 1];
+    let mut file = std::fs::File::from(read_end);
+    file.read_exact(&mut byte)
+        .context("reading the service's byte")?;
+    let took = began.elapsed();
+    waitpid(pid, None)?;
+    Ok(took)
+}
+
+/// One spawn through steward: connect to its accept-mode socket, wait for the byte.
+fn steward_once(socket: &Path) -> anyhow::Result<Duration> {
+    let began = Instant::now();
+    let mut stream = UnixStream::connect(socket)?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    let took = began.elapsed();
+    if byte[0] != b'x' {
+        bail!("unexpected answer {byte:?}");
+    }
+    Ok(took)
+}
+
+const CONFIG: &str = r#"
+[service.tiny]
+exec = ["@TINY@"]
+accept = true
+stdio = "socket"
+[[service.tiny.socket]]
+path = "@DIR@/tiny.sock"
+"#;
+
+/// Spawn latency against manager size.
+pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+    let path = CString::new(ctx.tiny().as_os_str().as_bytes())?;
+    let argv = [path.clone()];
+    let budget = if ctx.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(4)
+    };
+    let mut rows = Vec::new();
+    for size in sizes(ctx) {
+        let name = size_name(size);
+        let held = ballast(size);
+        let fork = Stats::of(&sample(300, budget, || {
+            local_once(Local::ForkExec, &path, &argv)
+        })?);
+        println!("spawn: {name}: fork+exec p50 {}", us(fork.p50));
+        let spawn = Stats::of(&sample(300, budget, || {
+            local_once(Local::PosixSpawn, &path, &argv)
+        })?);
+        println!("spawn: {name}: posix_spawn p50 {}", us(spawn.p50));
+        drop(held);
+        let manager = Manager::start(ctx, "spawn", CONFIG, &[("STEWARD_BENCH_BALLAST", &name)])?;
+        let socket = manager.dir.join("tiny.sock");
+        let steward = Stats::of(&sample(300, budget, || steward_once(&socket))?);
+        let rss = crate::util::pss(manager.pid()).unwrap_or(0);
+        drop(manager);
+        println!(
+            "spawn: {name}: steward p50 {} (manager PSS {} MiB)",
+            us(steward.p50),
+            rss >> 20
+        );
+        rows.push((size, fork, spawn, steward));
+    }
+
+    let mut md = String::from(
+        "## Spawn latency against manager size\n\n\
+         From the request to the tiny static service's first byte. *fork+exec* and \
+         *posix_spawn* are done by the benchmark process itself while it holds that much \
+         touched memory; *steward* is the real path (a connection to an accept-mode socket: \
+         accept → spawn state in a sealed memfd → posix_spawn of the executor → exec of the \
+         service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`).\n\n\
+         | manager size | fork+exec p50 / p99 | posix_spawn p50 / p99 | steward p50 / p99 | steward ÷ posix_spawn (p50) |\n\
+         |---|---|---|---|---|\n",
+    );
+    let mut section = Section::default();
+    let mut worst: f64 = 0.0;
+    for (size, fork, spawn, steward) in &rows {
+        let ratio = steward.p50.as_secs_f64() / spawn.p50.as_secs_f64();
+        worst = worst.max(ratio);
+        md.push_str(&format!(
+            "| {} | {} / {} | {} / {} | {} / {} | {ratio:.2}× |\n",
+            size_name(*size),
+            us(fork.p50),
+            us(fork.p99),
+            us(spawn.p50),
+            us(spawn.p99),
+            us(steward.p50),
+            us(steward.p99),
+        ));
+        let key = |what: &str| format!("spawn.{what}.{}.p50_us", size_name(*size));
+        section
+            .figures
+            .insert(key("fork"), fork.p50.as_secs_f64() * 1e6);
+        section
+            .figures
+            .insert(key("posix_spawn"), spawn.p50.as_secs_f64() * 1e6);
+        section
+            .figures
+            .insert(key("steward"), steward.p50.as_secs_f64() * 1e6);
+    }
+    section.figures.insert("spawn.ratio".into(), worst);
+    md.push_str("\n![spawn latency against manager size](spawn.svg)\n");
+    let series = |name: &str, pick: fn(&(usize, Stats, Stats, Stats)) -> Duration| {
+        (
+            name.to_string(),
+            rows.iter()
+                .map(|r| ((r.0 >> 20) as f64, pick(r).as_secs_f64() * 1000.0))
+                .collect(),
+        )
+    };
+    plot::log_lines(
+        &ctx.out.join("spawn.svg"),
+        "Spawn latency (p50) against manager size",
+        "manager RSS (MiB)",
+        "latency (ms)",
+        &[
+            series("fork+exec", |r| r.1.p50),
+            series("posix_spawn", |r| r.2.p50),
+            series("steward (executor path)", |r| r.3.p50),
+        ],
+    )?;
+    section.markdown = md;
+    Ok(section)
+}
+
+/// Writes every page once: what a parent does to its memory after a fork, page by page.
+fn rewrite(memory: &mut [u8]) {
+    for page in memory.chunks_mut(4096) {
+        page[0] = page[0].wrapping_add(1);
+    }
+    black_box(memory);
+}
+
+/// The copy-on-write cost fork leaves behind in the parent.
+pub fn cow(ctx: &Ctx) -> anyhow::Result<Section> {
+    let mut rows = Vec::new();
+    for size in sizes(ctx) {
+        let mut memory = ballast(size);
+        let began = Instant::now();
+        rewrite(&mut memory);
+        let alone = began.elapsed();
+        let (gate_read, gate_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let began = Instant::now();
+        let child = sys::fork_waiting(&gate_read, &gate_write)?;
+        let fork = began.elapsed();
+        let began = Instant::now();
+        rewrite(&mut memory);
+        let after_fork = began.elapsed();
+        drop(gate_write);
+        waitpid(child, None)?;
+        println!(
+            "cow: {}: fork {:.1} ms, rewrite after fork {:.1} ms (alone {:.1} ms)",
+            size_name(size),
+            fork.as_secs_f64() * 1e3,
+            after_fork.as_secs_f64() * 1e3,
+            alone.as_secs_f64() * 1e3
+        );
+        rows.push((size, fork, after_fork, alone));
+    }
+    let mut md = String::from(
+        "## What fork leaves behind: copy-on-write\n\n\
+         A process holding that much touched memory forks a child that just waits; then the \
+         parent writes one byte in each of its pages, as a busy manager would. Every write \
+         faults and copies a page while the child lives. posix_spawn (CLONE_VM|CLONE_VFORK) \
+         shares nothing to copy.\n\n\
+         | size | fork() itself | rewrite after fork | rewrite, no fork |\n|---|---|---|---|\n",
+    );
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    for (size, fork, after, alone) in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            size_name(*size),
+            ms(*fork),
+            ms(*after),
+            ms(*alone)
+        ));
+    }
+    md.push_str("\n![copy-on-write cost](cow.svg)\n");
+    let series = |name: &str, pick: fn(&(usize, Duration, Duration, Duration)) -> Duration| {
+        (
+            name.to_string(),
+            rows.iter()
+                .map(|r| ((r.0 >> 20) as f64, pick(r).as_secs_f64() * 1000.0))
+                .collect(),
+        )
+    };
+    plot::log_lines(
+        &ctx.out.join("cow.svg"),
+        "The cost of fork in the parent",
+        "process RSS (MiB)",
+        "time (ms)",
+        &[
+            series("fork() itself", |r| r.1),
+            series("rewriting memory after fork (CoW)", |r| r.2),
+            series("rewriting memory, no fork", |r| r.3),
+        ],
+    )?;
+    Ok(Section {
+        markdown: md,
+        ..Section::default()
+    })
+}
