@@ -4,10 +4,12 @@
 //! ```text
 //! steward-bench [--bin-dir DIR] [--out DIR] [--quick] [SCENARIO…]
 //! ```
-//! Scenarios, in the default order: spawn, cow, accept, lazy, respawn, memory, reexec.
+//! Scenarios, in the default order: spawn, cow, accept, lazy, respawn, memory, reexec, codec
+//! (the last reads the criterion results `make bench` produced before).
 #![deny(unsafe_code)]
 
 mod accept;
+mod codec;
 mod memory;
 mod plot;
 mod reexec;
@@ -22,8 +24,8 @@ use anyhow::{Context, bail};
 
 use crate::util::{Ctx, Section};
 
-const SCENARIOS: [&str; 7] = [
-    "spawn", "cow", "accept", "lazy", "respawn", "memory", "reexec",
+const SCENARIOS: [&str; 8] = [
+    "spawn", "cow", "accept", "lazy", "respawn", "memory", "reexec", "codec",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             "respawn" => respawn::run(&ctx),
             "memory" => memory::run(&ctx),
             "reexec" => reexec::run(&ctx),
+            "codec" => codec::run(&ctx),
             _ => unreachable!("checked above"),
         }
         .with_context(|| format!("scenario {scenario}"))?;
@@ -136,7 +139,7 @@ const TARGETS: [Target; 7] = [
         what: "manager PSS with 100 services",
         target: 1.5,
         at_most: true,
-        unit: " MB",
+        unit: " MiB",
     },
     Target {
         key: "reexec.p90_ms",

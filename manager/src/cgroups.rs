@@ -241,6 +241,14 @@ impl Cgroups {
             .ok_or(CgroupError::NoController { key, controller })
     }
 
+    /// The directory among `dirs` (as `prepare` returned them) that is in the v2 hierarchy.
+    pub fn unified<'a>(&self, dirs: &'a [PathBuf]) -> Option<&'a Path> {
+        let v2 = self.hierarchies.iter().find(|h| h.version == Version::V2)?;
+        dirs.iter()
+            .map(PathBuf::as_path)
+            .find(|d| d.parent() == Some(v2.base.as_path()))
+    }
+
     /// Every process in the cgroup of `name`, in any hierarchy.
     pub fn procs(&self, name: &str) -> Vec<i32> {
         let mut pids: Vec<i32> = self

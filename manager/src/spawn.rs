@@ -5,7 +5,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -98,6 +98,11 @@ pub struct Spawner {
     argv0: CString,
     /// A line for the log about how it was pinned, if there is something to say.
     pub note: Option<String>,
+    /// Whether spawning straight into a cgroup (clone3) works here; cleared at the first
+    /// refusal.
+    clone_into_cgroup: std::cell::Cell<bool>,
+    /// The stack the clone3 child runs on.
+    stack: std::cell::RefCell<crate::sys::ChildStack>,
 }
 
 impl Spawner {
@@ -160,18 +165,35 @@ impl Spawner {
             exec_path,
             argv0: CString::new("steward-executor").expect("no NUL"),
             note,
+            clone_into_cgroup: std::cell::Cell::new(true),
+            stack: std::cell::RefCell::default(),
         })
     }
 
-    /// Spawns the executor for `service`; returns its pid and the read end of its status pipe
+    /// Spawns the executor for `service` into the cgroup directories `cgroups` (of which
+    /// `unified`, if any, is the v2 one); returns its pid and the read end of its status pipe
     /// (non-blocking, close-on-exec).
     pub fn spawn(
         &self,
         service: &config::Service,
         passing: Passing<'_>,
         cgroups: &[PathBuf],
+        unified: Option<&Path>,
         log: Option<[i32; 2]>,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
+        // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
+        // only joins the v1 hierarchies, if any.
+        let into = unified
+            .filter(|_| self.clone_into_cgroup.get())
+            .and_then(|dir| {
+                rustix::fs::open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+                .map(|fd| (dir, fd))
+            });
         let (status_read, status_write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -180,14 +202,17 @@ impl Spawner {
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
         let mut state = spawn_state(service, passing, status_write.as_raw_fd(), log);
-        state.cgroups = cgroups.iter().map(|d| d.display().to_string()).collect();
+        state.cgroups = cgroups
+            .iter()
+            .filter(|d| into.as_ref().is_none_or(|(dir, _)| d.as_path() != *dir))
+            .map(|d| d.display().to_string())
+            .collect();
         let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
             .map_err(|e| SpawnError::Memfd(e.to_string()))?;
 
-        // dup2 of an fd onto itself clears its FD_CLOEXEC in the child (glibc follows Austin
-        // Group issue 411), so exactly these fds cross into the executor, at the numbers the
-        // spawn state names. Everything else the manager holds is close-on-exec.
-        let mut actions = PosixSpawnFileActions::init().map_err(SpawnError::Spawn)?;
+        // Exactly these fds cross into the executor, at the numbers the spawn state names:
+        // the child clears their FD_CLOEXEC (posix_spawn: dup2 of an fd onto itself, per
+        // Austin Group issue 411). Everything else the manager holds is close-on-exec.
         let passed = state
             .fds
             .iter()
@@ -197,19 +222,53 @@ impl Spawner {
             }));
         // The pinned executor crosses too: an interpreter started for a script executor
         // opens it by its /proc/self/fd path after the exec. The real executor closes it.
-        for &fd in [
+        let keep: Vec<i32> = [
             memfd.as_raw_fd(),
             status_write.as_raw_fd(),
             self.pinned.as_raw_fd(),
         ]
-        .iter()
-        .chain(passed)
-        {
+        .into_iter()
+        .chain(passed.copied())
+        .collect();
+        let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
+        let argv = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
+        if let Some((_, cgroup)) = &into {
+            let mut stack = self.stack.borrow_mut();
+            match crate::sys::spawn_into_cgroup(
+                &self.exec_path,
+                &argv,
+                &keep,
+                cgroup.as_fd(),
+                &mut stack,
+            ) {
+                Ok(pid) => return Ok((Pid::from_raw(pid), status_read)),
+                // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7):
+                // posix_spawn from now on, with the executor joining every cgroup.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    drop(stack);
+                    self.clone_into_cgroup.set(false);
+                    crate::log::manager(format_args!(
+                        "clone3 with CLONE_INTO_CGROUP is not available ({e}): services join their cgroups after they start"
+                    ));
+                    return self.spawn(service, passing, cgroups, None, log);
+                }
+                Err(e) => {
+                    return Err(SpawnError::Spawn(nix::Error::from_raw(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                    )));
+                }
+            }
+        }
+        let mut actions = PosixSpawnFileActions::init().map_err(SpawnError::Spawn)?;
+        for &fd in &keep {
             actions.add_dup2(fd, fd).map_err(SpawnError::Spawn)?;
         }
         let attr = PosixSpawnAttr::init().map_err(SpawnError::Spawn)?;
-        let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
-        let argv = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         let envp: [&std::ffi::CStr; 0] = [];
         let pid = posix_spawn(self.exec_path.as_c_str(), &actions, &attr, &argv, &envp)
             .map_err(SpawnError::Spawn)?;

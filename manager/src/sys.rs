@@ -35,3 +35,209 @@ pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// What the child of [`spawn_into_cgroup`] needs, in memory it shares with the parent
+/// (CLONE_VM). The parent is suspended (CLONE_VFORK) until the child has exec'd or exited, so
+/// every pointer here stays valid for as long as the child uses it.
+#[repr(C)]
+struct ChildData {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    keep: *const RawFd,
+    keep_len: usize,
+    /// Set by the child when execve fails.
+    errno: i32,
+}
+
+/// The child's whole life: clear close-on-exec on the fds it must pass on, exec. Runs on its
+/// own stack in the parent's memory, with every signal blocked, so it calls nothing but raw
+/// system calls (no allocation, no locks, nothing that could touch state the parent relies on).
+extern "C" fn child(data: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `data` is the parent's live `ChildData` (see its comment); the fds and strings it
+    // points to are owned by the suspended parent. Raw syscalls only touch the kernel's view.
+    unsafe {
+        let data = &mut *data.cast::<ChildData>();
+        for i in 0..data.keep_len {
+            let fd = *data.keep.add(i);
+            if libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, 0) < 0 {
+                data.errno = *libc::__errno_location();
+                libc::syscall(libc::SYS_exit, 127);
+            }
+        }
+        libc::syscall(libc::SYS_execve, data.path, data.argv, data.envp);
+        data.errno = *libc::__errno_location();
+        libc::syscall(libc::SYS_exit, 127);
+    }
+    127
+}
+
+/// The kernel's `struct clone_args`, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+// `clone3_call(args, size, f, arg)`: clone3, then in the child (now on the stack `args` names)
+// `exit(f(arg))`; in the parent, the raw result (pid, or -errno). glibc offers no clone3
+// wrapper, and a child on a new stack cannot return into Rust code, hence this trampoline.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".globl steward_clone3_call",
+    ".type steward_clone3_call, @function",
+    "steward_clone3_call:",
+    "  mov r8, rdx",
+    "  mov r9, rcx",
+    "  mov eax, 435",
+    "  syscall",
+    "  test rax, rax",
+    "  jz 2f",
+    "  ret",
+    "2:",
+    "  xor ebp, ebp",
+    "  mov rdi, r9",
+    "  call r8",
+    "  mov edi, eax",
+    "  mov eax, 60",
+    "  syscall",
+    "  ud2",
+);
+
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".globl steward_clone3_call",
+    ".type steward_clone3_call, %function",
+    "steward_clone3_call:",
+    "  mov x9, x2",
+    "  mov x10, x3",
+    "  mov x8, #435",
+    "  svc #0",
+    "  cbz x0, 2f",
+    "  ret",
+    "2:",
+    "  mov x29, xzr",
+    "  mov x0, x10",
+    "  blr x9",
+    "  mov x8, #93",
+    "  svc #0",
+    "  brk #0",
+);
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe extern "C" {
+    fn steward_clone3_call(
+        args: *const CloneArgs,
+        size: usize,
+        f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+    ) -> libc::c_long;
+}
+
+/// The child's stack: the parent is suspended while the child runs, so one is enough.
+pub struct ChildStack(Box<[u128]>);
+
+impl Default for ChildStack {
+    fn default() -> Self {
+        // 64 KiB: the child makes a few system calls and nothing else.
+        ChildStack(vec![0u128; 4096].into_boxed_slice())
+    }
+}
+
+/// posix_spawn's CLONE_VM|CLONE_VFORK spawn, plus CLONE_INTO_CGROUP: the child is born in the
+/// cgroup `cgroup` (a v2 directory), so nobody has to migrate it there. (A migration takes the
+/// kernel's cgroup threadgroup lock for writing, which can wait out an RCU grace period: many
+/// milliseconds.) `keep` are the fds that must survive the exec (FD_CLOEXEC cleared in the
+/// child only). Returns the pid, or the errno of clone3 or of the child's execve; an error
+/// from clone3 itself (ENOSYS before Linux 5.3, E2BIG/EINVAL before 5.7) means: use
+/// posix_spawn.
+pub fn spawn_into_cgroup(
+    path: &std::ffi::CStr,
+    argv: &[&std::ffi::CStr],
+    keep: &[RawFd],
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    stack: &mut ChildStack,
+) -> io::Result<i32> {
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (path, argv, keep, cgroup, stack);
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let mut data = ChildData {
+            path: path.as_ptr(),
+            argv: argv_ptrs.as_ptr(),
+            envp: envp.as_ptr(),
+            keep: keep.as_ptr(),
+            keep_len: keep.len(),
+            errno: 0,
+        };
+        let stack_bytes = std::mem::size_of_val(&*stack.0);
+        let args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.0.as_mut_ptr() as u64,
+            stack_size: stack_bytes as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // Every signal blocked around the clone, as glibc's posix_spawn does: the child shares
+        // our memory and must never run one of our handlers. It execs with them blocked; the
+        // executor sets its own (empty) mask.
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and fills `old`, both
+        // live locals.
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        }
+        // SAFETY: `args` describes a stack we own exclusively (the parent is suspended until the
+        // child execs or exits, so the stack and `data` outlive the child's use of them);
+        // `child` only makes raw system calls on what `data` points to.
+        let ret = unsafe {
+            steward_clone3_call(
+                &args,
+                std::mem::size_of::<CloneArgs>(),
+                child,
+                (&mut data as *mut ChildData).cast(),
+            )
+        };
+        // SAFETY: restores the mask saved above, initialised by the earlier call.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        }
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret as i32));
+        }
+        let pid = ret as i32;
+        // The child is gone or exec'd by now (CLONE_VFORK); reading what it wrote is ordered
+        // after its exit by the vfork completion.
+        // SAFETY: `data` is our live local; volatile because the write came from the child.
+        let errno = unsafe { std::ptr::read_volatile(&data.errno) };
+        if errno != 0 {
+            let mut status = 0;
+            // SAFETY: reaps our own failed child; `status` is a live local.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        Ok(pid)
+    }
+}

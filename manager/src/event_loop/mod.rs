@@ -867,7 +867,13 @@ impl World<'_> {
         };
         let (pid, status) = self
             .spawner
-            .spawn(service, passing, &cgroups, log_fds)
+            .spawn(
+                service,
+                passing,
+                &cgroups,
+                self.cgroups.unified(&cgroups),
+                log_fds,
+            )
             .map_err(|e| e.to_string())?;
         // Our copies of the instance's write ends close here, so its pipes end with it.
         drop(log);
