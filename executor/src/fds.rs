@@ -289,6 +289,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            reset_signals: Vec::new(),
         }
     }
 

@@ -132,7 +132,7 @@ fn run(
     sys::close(state_fd).at(Step::Fds)?;
     let mut table = fds::Kernel;
     let placed = fds::place(&fds::plan(state), &mut table, &mut status.fd).at(Step::Fds)?;
-    process::reset_signals()?;
+    process::reset_signals(&state.reset_signals)?;
     process::new_session()?;
     stdio::apply(&state.stdio, &placed)?;
     placed

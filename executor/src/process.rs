@@ -10,15 +10,17 @@ use crate::sys::{self, Errno};
 
 /// Every signal at its default disposition, then an empty mask.
 ///
-/// The order matters: unblocking first would deliver a pending signal to a handler or
-/// disposition the service never asked for (the Rust runtime ignores SIGPIPE, a libc's
-/// posix_spawn may leave its internal 32 and 33 ignored).
-pub fn reset_signals() -> Result<(), Failure> {
+/// exec already set every caught signal back to its default; what survives it is an ignored
+/// one (the Rust runtime ignores SIGPIPE; a manager started under `nohup` ignores SIGHUP). The
+/// manager names those in `signals`, so this costs a system call per ignored signal, not 64.
+/// The order matters: unblocking first would deliver a pending signal to a disposition the
+/// service never asked for.
+pub fn reset_signals(signals: &[i32]) -> Result<(), Failure> {
     const SIGKILL: i32 = rustix::process::Signal::KILL.as_raw();
     const SIGSTOP: i32 = rustix::process::Signal::STOP.as_raw();
-    for sig in 1..=64 {
+    for &sig in signals {
         // The kernel refuses to change these two, and they are always at their default.
-        if sig == SIGKILL || sig == SIGSTOP {
+        if sig == SIGKILL || sig == SIGSTOP || !(1..=64).contains(&sig) {
             continue;
         }
         sys::reset_signal(sig).at(Step::Signals)?;

@@ -136,6 +136,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            reset_signals: Vec::new(),
         };
         // The writer's file position is at the end; pread does not care.
         let file = file_with(&steward_protocol::encode(&state).unwrap());

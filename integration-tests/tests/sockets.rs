@@ -593,3 +593,41 @@ path = "@DIR@/each.sock"
         }
     }
 }
+
+#[test]
+fn signals_the_manager_was_started_with_ignored_are_default_in_services() {
+    // As under `nohup`: dispositions a parent ignored survive into steward, and from there
+    // into every process it starts, unless the executor resets them (steward names them in the
+    // spawn state: it is the only kind of disposition that survives exec).
+    let dir = temp_dir();
+    let config = dir.path().join("steward.toml");
+    let report_path = dir.path().join("report");
+    std::fs::write(
+        &config,
+        format!(
+            "[service.probe]\nexec = [\"{}\", \"report\", \"{}\"]\n",
+            probe(),
+            report_path.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(bin("steward"));
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
+    // SAFETY: runs in the forked child before exec; signal(2) is async-signal-safe and
+    // touches no memory of ours.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            libc::signal(libc::SIGRTMIN() + 3, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let s = Steward::spawn(cmd, dir);
+    s.wait_for("probe: exited with status 0");
+    let r = report(&report_path);
+    assert_eq!(u64::from_str_radix(&r.items["sigign"], 16), Ok(0));
+    assert_eq!(u64::from_str_radix(&r.items["sigmask"], 16), Ok(0));
+}

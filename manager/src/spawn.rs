@@ -103,6 +103,9 @@ pub struct Spawner {
     clone_into_cgroup: std::cell::Cell<bool>,
     /// The stack the clone3 child runs on.
     stack: std::cell::RefCell<crate::sys::ChildStack>,
+    /// The signals we ignore, which the executor must set back to their default (asked once:
+    /// the manager never changes a disposition after start-up).
+    ignored_signals: Vec<i32>,
 }
 
 impl Spawner {
@@ -167,6 +170,7 @@ impl Spawner {
             note,
             clone_into_cgroup: std::cell::Cell::new(true),
             stack: std::cell::RefCell::default(),
+            ignored_signals: crate::sys::ignored_signals(),
         })
     }
 
@@ -202,6 +206,7 @@ impl Spawner {
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
         let mut state = spawn_state(service, passing, status_write.as_raw_fd(), log);
+        state.reset_signals.clone_from(&self.ignored_signals);
         state.cgroups = cgroups
             .iter()
             .filter(|d| into.as_ref().is_none_or(|(dir, _)| d.as_path() != *dir))
@@ -387,6 +392,7 @@ pub fn spawn_state(
             .map(|&(resource, value)| Rlimit { resource, value })
             .collect(),
         cgroups: Vec::new(),
+        reset_signals: Vec::new(),
     }
 }
 

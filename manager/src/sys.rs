@@ -5,6 +5,30 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+/// The signals this process ignores (SIG_IGN), by asking the kernel directly: glibc's
+/// sigaction hides its internal 32 and 33.
+pub fn ignored_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&sig| {
+            // The kernel's struct sigaction starts with the handler on every architecture;
+            // 32 bytes cover the whole struct, which the kernel writes into.
+            let mut old = [0u64; 4];
+            // SAFETY: rt_sigaction with a null new action only writes the old one into `old`,
+            // a live buffer large enough for the kernel's struct; 8 is the kernel sigset size.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<u8>(),
+                    old.as_mut_ptr(),
+                    8usize,
+                )
+            };
+            rc == 0 && old[0] == libc::SIG_IGN as u64
+        })
+        .collect()
+}
+
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number

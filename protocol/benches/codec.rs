@@ -36,6 +36,7 @@ fn spawn_state() -> SpawnState {
             value: 1024,
         }],
         cgroups: vec!["/sys/fs/cgroup/steward/echo".into()],
+        reset_signals: vec![13],
     }
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every encoded spawn state.
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] changes shape; the executor refuses any other.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -94,6 +94,10 @@ pub struct SpawnState {
     /// cgroup directories the executor moves itself into before exec (one per hierarchy:
     /// several on cgroup v1).
     pub cgroups: Vec<String>,
+    /// Signals whose disposition the executor must set back to the default: those the manager
+    /// ignores, which (unlike caught ones) stay ignored across exec. Every other signal is at
+    /// its default already, so the executor spends no system call on it.
+    pub reset_signals: Vec<i32>,
 }
 
 /// What one of the fds 0, 1, 2 of the service becomes.
@@ -454,6 +458,7 @@ mod tests {
                 },
             ],
             cgroups: vec!["/sys/fs/cgroup/steward/echo".into()],
+            reset_signals: vec![13],
         }
     }
 
@@ -480,6 +485,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            reset_signals: vec![],
         };
         assert_eq!(decode(&encode(&state).unwrap()).unwrap(), state);
     }
