@@ -29,6 +29,16 @@ pub fn ignored_signals() -> Vec<i32> {
         .collect()
 }
 
+/// Gives the heap's free pages back to the kernel. Loading a config builds a whole document
+/// tree that is freed at once; glibc keeps such pages resident, which on a small board is the
+/// manager's memory for nothing.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state, under its own lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number

@@ -441,6 +441,7 @@ impl Manager {
             }
             Some(takeover) => self.took_over(takeover),
         }
+        sys::trim_heap();
         let mut events = [EpollEvent::empty(); 32];
         // Once every service is at rest, processes they left behind (killed, but not yet
         // reaped) may still hold their cgroups: wait a little for those, polling.

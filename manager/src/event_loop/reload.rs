@@ -113,6 +113,7 @@ impl Manager {
                 self.dispatch(id, Event::Start);
             }
         }
+        crate::sys::trim_heap();
         log::manager(format_args!(
             "reloaded: {} added, {} removed, {} restarted",
             added_names.len(),
