@@ -78,12 +78,10 @@ impl Steward {
     /// Starts `cmd` (a steward command line, possibly wrapped in another program) and collects
     /// its stderr.
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Steward {
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn steward");
+            .stderr(Stdio::piped());
+        let mut child = spawn_fresh(&mut cmd);
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Log::default());
         let sink = Arc::clone(&log);
@@ -264,6 +262,22 @@ impl Drop for Steward {
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns `cmd`, retrying while the kernel says ETXTBSY. A test that has just copied a binary
+/// can be refused that way: another test thread forking at that moment holds a copy of the
+/// copy's write fd until its child execs (the classic fork/exec race). It passes in moments.
+pub fn spawn_fresh(cmd: &mut Command) -> Child {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("spawning {cmd:?}: {e}"),
         }
     }
 }

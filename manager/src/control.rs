@@ -135,7 +135,7 @@ impl Control {
             Err(Errno::AGAIN) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let uid = rustix::net::sockopt::socket_peercred(&fd).map(|c| c.uid.as_raw())?;
+        let (_, uid, _) = crate::sys::peer_credentials(fd.as_fd())?;
         let id = self.next_id;
         self.next_id += 1;
         let mut client = Client {

@@ -11,6 +11,7 @@ mod control;
 mod event_loop;
 mod log;
 mod logs;
+mod pid1;
 mod sockets;
 mod spawn;
 mod supervisor;
@@ -163,6 +164,14 @@ fn version() -> &'static str {
 /// The whole `steward` program.
 pub fn main(build: Build) -> ExitCode {
     let _ = BUILD.set(build);
+    let init = pid1::is_init();
+    // Before anything else as PID 1: the config and the executor are read through the
+    // filesystems the kernel did not mount. (Not after a reexec: they are there already.)
+    if init && !std::env::args_os().any(|a| a == "--deserialize") {
+        pid1::early_setup();
+    } else if init {
+        log::nonblocking();
+    }
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(args)) => args,
         Ok(Command::Help) => {
@@ -173,13 +182,21 @@ pub fn main(build: Build) -> ExitCode {
             println!("steward {}", version());
             return ExitCode::SUCCESS;
         }
+        Err(e) if init => pid1::emergency(&format!("{e} (on the command line)")),
         Err(e) => {
             eprintln!("steward: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(pid1::Finish::Exit) if init => pid1::emergency("asked to exit"),
+        Ok(pid1::Finish::Exit) => ExitCode::SUCCESS,
+        Ok(finish) => {
+            let e = pid1::finish(finish);
+            pid1::emergency(&format!("reboot(2) failed: {e}"))
+        }
+        // The kernel panics when init exits: whatever went wrong, stay.
+        Err(e) if init => pid1::emergency(&format!("{e:#}")),
         Err(e) => {
             eprintln!("steward: error: {e}");
             ExitCode::from(1)
@@ -187,7 +204,7 @@ pub fn main(build: Build) -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(args: &Args) -> anyhow::Result<pid1::Finish> {
     let executor = args.executor.clone().unwrap_or_else(default_executor);
     let paths = event_loop::Paths {
         config: &args.config,
@@ -208,7 +225,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         for s in &config.services {
             println!("{}", summary(s));
         }
-        return Ok(());
+        return Ok(pid1::Finish::Exit);
     }
     let _ballast = ballast()?;
     // Where we were started from, for every later reexec (by then /proc/self/exe may name a
@@ -217,8 +234,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot tell where the steward binary is: {e}"))?;
     let upgrade = event_loop::Upgrade::new(exe, args.given.clone());
     let manager = event_loop::Manager::new(config, sources, paths, upgrade)?;
-    manager.run();
-    Ok(())
+    Ok(manager.run())
 }
 
 /// A benchmark knob, not a feature: `STEWARD_BENCH_BALLAST=1G` makes the manager hold (and

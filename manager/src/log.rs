@@ -19,9 +19,33 @@ pub fn output(name: &str, text: &str) {
     emit(format_args!("{name}: {text}\n"));
 }
 
+/// As PID 1: our own non-blocking open of whatever stderr is (a serial console, often).
+static NONBLOCKING: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// From now on, log lines go through a non-blocking file description of stderr's file, so a
+/// slow or stuck console can never stall init (a full console drops lines instead). The
+/// description is our own: services that inherit fd 2 keep a blocking one.
+pub fn nonblocking() {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/proc/self/fd/2")
+    {
+        let _ = NONBLOCKING.set(file);
+    }
+}
+
 /// Formats first and writes once, so a line is not interleaved with a service's output on the
 /// same stderr. A closed or full stderr must not stop the manager, so errors are dropped.
 fn emit(line: fmt::Arguments<'_>) {
     let line = line.to_string();
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    match NONBLOCKING.get() {
+        Some(mut file) => {
+            let _ = file.write_all(line.as_bytes());
+        }
+        None => {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
 }

@@ -278,11 +278,16 @@ impl Remote {
                 ("REMOTE_ADDR", addr.ip().to_string()),
                 ("REMOTE_PORT", addr.port().to_string()),
             ],
-            Remote::Unix { pid, uid, gid } => vec![
-                ("REMOTE_PID", pid.to_string()),
-                ("REMOTE_UID", uid.to_string()),
-                ("REMOTE_GID", gid.to_string()),
-            ],
+            // Pid 0: the peer is outside our pid namespace, and has no pid we could name.
+            Remote::Unix { pid, uid, gid } => [("REMOTE_PID", *pid)]
+                .into_iter()
+                .filter(|(_, pid)| *pid != 0)
+                .map(|(k, pid)| (k, pid.to_string()))
+                .chain([
+                    ("REMOTE_UID", uid.to_string()),
+                    ("REMOTE_GID", gid.to_string()),
+                ])
+                .collect(),
             Remote::Unknown => Vec::new(),
         }
     }
@@ -306,12 +311,8 @@ pub fn accept(listener: BorrowedFd<'_>) -> Result<Option<Connection>, Errno> {
     };
     let remote = match addr.map(SocketAddr::try_from) {
         Some(Ok(inet)) => Remote::Inet(inet),
-        _ => match rustix::net::sockopt::socket_peercred(fd.as_fd()) {
-            Ok(cred) => Remote::Unix {
-                pid: cred.pid.as_raw_nonzero().get(),
-                uid: cred.uid.as_raw(),
-                gid: cred.gid.as_raw(),
-            },
+        _ => match crate::sys::peer_credentials(fd.as_fd()) {
+            Ok((pid, uid, gid)) => Remote::Unix { pid, uid, gid },
             Err(_) => Remote::Unknown,
         },
     };

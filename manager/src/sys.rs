@@ -39,6 +39,46 @@ pub fn trim_heap() {
     }
 }
 
+/// `set` plus signals by number, real-time ones included (which nix's `Signal` cannot name).
+pub fn with_signals(set: &nix::sys::signal::SigSet, signos: &[i32]) -> nix::sys::signal::SigSet {
+    let mut raw: libc::sigset_t = *set.as_ref();
+    for &signo in signos {
+        // SAFETY: sigaddset writes into the set we own; an invalid number is refused (EINVAL).
+        unsafe {
+            libc::sigaddset(&mut raw, signo);
+        }
+    }
+    // SAFETY: `raw` is a valid, initialised set: a copy of one, with members added by libc.
+    unsafe { nix::sys::signal::SigSet::from_sigset_t_unchecked(raw) }
+}
+
+/// The peer of a unix socket: (pid, uid, gid). The pid is 0 when the peer lives in a pid
+/// namespace we cannot see (a client outside the namespace steward is init of), which
+/// rustix's credentials type cannot represent.
+pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a live local of that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number

@@ -14,6 +14,7 @@ use crate::config::SocketAddress;
 use crate::control::Input;
 use crate::log;
 use crate::logs;
+use crate::pid1::Finish;
 use crate::supervisor::{Event, Exit};
 
 impl Manager {
@@ -196,11 +197,29 @@ impl Manager {
                 },
             },
             Request::Reload => self.reload(),
-            Request::Reexec => self.reexec(id),
+            Request::Reexec => self.reexec(Some(id)),
+            // As PID 1 there is nothing to exit to: shutdown powers off.
+            Request::Shutdown if crate::pid1::is_init() => {
+                self.stop_all(Finish::Poweroff);
+                Reply::Done {
+                    message: "powering off".into(),
+                }
+            }
             Request::Shutdown => {
-                self.shutdown();
+                self.stop_all(Finish::Exit);
                 Reply::Done {
                     message: "shutting down".into(),
+                }
+            }
+            Request::Poweroff | Request::Reboot if crate::pid1::is_init() => {
+                let (finish, what) = if request == Request::Poweroff {
+                    (Finish::Poweroff, "powering off")
+                } else {
+                    (Finish::Reboot, "rebooting")
+                };
+                self.stop_all(finish);
+                Reply::Done {
+                    message: what.into(),
                 }
             }
             Request::Poweroff | Request::Reboot => {
@@ -211,7 +230,7 @@ impl Manager {
                 };
                 Reply::Error {
                     message: format!(
-                        "{what} is only for steward running as PID 1 (this one is pid {})",
+                        "{what} is only for steward running as PID 1 (this one is pid {}); use shutdown to stop it",
                         std::process::id()
                     ),
                 }

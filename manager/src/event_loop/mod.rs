@@ -36,7 +36,7 @@ use crate::supervisor::{Effects, Event, Exit, Supervised};
 use crate::sys;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use steward_protocol::control::Stream;
+use steward_protocol::control::{Reply, Stream};
 
 /// What an epoll event is about, packed into its 64-bit data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +251,8 @@ pub struct Manager {
     upgrade: Upgrade,
     /// After a `reexec`: the client waiting for its reply.
     waiting: Option<u64>,
+    /// What happens once a shutdown has stopped everything.
+    finish: crate::pid1::Finish,
 }
 
 /// How a manager that took over from another came to be.
@@ -305,14 +307,15 @@ fn loop_fds() -> Result<(Epoll, SignalFd, TimerFd), SetupError> {
 /// pid survives a reexec, and so does the directory.
 fn cgroup_dir() -> String {
     let pid = std::process::id();
-    if pid == 1 {
-        "steward".to_string()
-    } else {
-        format!("steward-{pid}")
+    match (pid, crate::pid1::pid_namespace()) {
+        (1, None) => "steward".to_string(),
+        // Init of a container or a test's namespace: several may share the host's cgroups.
+        (1, Some(ns)) => format!("steward-pidns-{ns}"),
+        _ => format!("steward-{pid}"),
     }
 }
 
-/// The signals the manager handles through its signalfd.
+/// The signals the manager handles through its signalfd; as PID 1, the init signals too.
 fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in [
@@ -322,6 +325,9 @@ fn handled_signals() -> SigSet {
         NixSignal::SIGHUP,
     ] {
         set.add(s);
+    }
+    if crate::pid1::is_init() {
+        return crate::sys::with_signals(&set, &crate::pid1::extra_signals());
     }
     set
 }
@@ -412,17 +418,19 @@ impl Manager {
             config_sources,
             upgrade,
             waiting: None,
+            finish: crate::pid1::Finish::Exit,
         })
     }
 
-    /// Starts the autostart services and supervises until an orderly shutdown has finished.
-    pub fn run(self) {
-        self.serve(None);
+    /// Starts the autostart services and supervises until an orderly shutdown has finished;
+    /// returns what to do then.
+    pub fn run(self) -> crate::pid1::Finish {
+        self.serve(None)
     }
 
     /// Supervises until an orderly shutdown has finished: from boot (`None`: the autostart
     /// services start), or after taking over from a manager that re-executed.
-    fn serve(mut self, takeover: Option<Takeover>) {
+    fn serve(mut self, takeover: Option<Takeover>) -> crate::pid1::Finish {
         // From now on, we must not die: a failure of one service is logged and becomes a retry
         // or a `failed` state; a failed syscall of the loop is logged and the loop goes on.
         match takeover {
@@ -498,7 +506,12 @@ impl Manager {
         }
         self.cgroups.remove_base();
         self.control.remove_file();
-        log::manager(format_args!("all services stopped; exiting"));
+        if self.finish == crate::pid1::Finish::Exit {
+            log::manager(format_args!("all services stopped; exiting"));
+        } else {
+            log::manager(format_args!("all services stopped"));
+        }
+        self.finish
     }
 
     fn dispatch(&mut self, id: usize, event: Event) {
@@ -621,11 +634,17 @@ impl Manager {
 
     fn on_signals(&mut self) {
         let mut reap = false;
+        let init = crate::pid1::is_init();
         loop {
             match self.signals.read_signal() {
+                Ok(Some(info)) if init && info.ssi_signo as i32 != libc::SIGCHLD => {
+                    self.on_init_signal(info.ssi_signo as i32);
+                }
                 Ok(Some(info)) => match NixSignal::try_from(info.ssi_signo as i32) {
                     Ok(NixSignal::SIGCHLD) => reap = true,
-                    Ok(NixSignal::SIGTERM | NixSignal::SIGINT) => self.shutdown(),
+                    Ok(NixSignal::SIGTERM | NixSignal::SIGINT) => {
+                        self.stop_all(crate::pid1::Finish::Exit)
+                    }
                     Ok(NixSignal::SIGHUP) => {
                         // The same handler as `stewardctl reload`; the outcome is logged there.
                         let _ = self.reload();
@@ -646,13 +665,34 @@ impl Manager {
         }
     }
 
-    fn shutdown(&mut self) {
+    /// What a signal means to PID 1 (see `pid1`).
+    fn on_init_signal(&mut self, signo: i32) {
+        match crate::pid1::meaning(signo) {
+            Some(crate::pid1::InitSignal::Reload) => {
+                let _ = self.reload();
+            }
+            Some(crate::pid1::InitSignal::Reexec) => {
+                if let Reply::Error { message } = self.reexec(None) {
+                    log::manager(format_args!("reexec on SIGTERM: {message}"));
+                }
+            }
+            Some(crate::pid1::InitSignal::Stop(finish)) => self.stop_all(finish),
+            None => log::manager(format_args!("ignoring signal {signo}")),
+        }
+    }
+
+    /// Stops every service (in reverse config order), then `finish`.
+    fn stop_all(&mut self, finish: crate::pid1::Finish) {
         if self.shutting_down {
             log::manager(format_args!("already shutting down"));
             return;
         }
         self.shutting_down = true;
-        log::manager(format_args!("shutting down"));
+        self.finish = finish;
+        match finish {
+            crate::pid1::Finish::Exit => log::manager(format_args!("shutting down")),
+            other => log::manager(format_args!("shutting down to {}", other.name())),
+        }
         for id in (0..self.units.len()).rev() {
             self.dispatch(id, Event::Stop);
         }

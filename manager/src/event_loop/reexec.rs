@@ -192,7 +192,7 @@ fn load_state(state: saved::State, now: Instant) -> State {
 impl Manager {
     /// Handles `stewardctl reexec` from client `client`. Returns only if the exec failed (or
     /// was refused), with the reply saying why; the old manager goes on as before.
-    pub(super) fn reexec(&mut self, client: u64) -> Reply {
+    pub(super) fn reexec(&mut self, client: Option<u64>) -> Reply {
         let refuse = |message: String| Reply::Error { message };
         if self.shutting_down {
             return refuse("steward is shutting down".into());
@@ -255,8 +255,18 @@ impl Manager {
                 return refuse(format!("cannot keep an fd across exec: {e}"));
             }
         }
-        // Only returns on failure; on success this process continues as the new binary.
-        let error = nix::unistd::execv(&path, &argv).unwrap_err();
+        // Only returns on failure; on success this process continues as the new binary. A file
+        // just written may still be open for writing in some process for a moment (ETXTBSY:
+        // a package manager's, or a forked child's copy of its fd); that passes, so try again,
+        // briefly.
+        let mut error = nix::unistd::execv(&path, &argv).unwrap_err();
+        for _ in 0..20 {
+            if error != nix::errno::Errno::ETXTBSY {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            error = nix::unistd::execv(&path, &argv).unwrap_err();
+        }
         restore_cloexec(&keep);
         log::manager(format_args!(
             "re-executing {} failed: {error}; carrying on",
@@ -292,7 +302,7 @@ impl Manager {
     }
 
     /// Everything the next manager needs, with `client` as the one waiting for the reply.
-    fn save(&self, client: u64) -> saved::ManagerState {
+    fn save(&self, client: Option<u64>) -> saved::ManagerState {
         let mut instance_pipes: HashMap<Pid, Vec<saved::Pipe>> = HashMap::new();
         for (&(pid, _), entry) in &self.instance_pipes {
             instance_pipes
@@ -386,7 +396,9 @@ impl Manager {
                 .collect(),
             written_ns: monotonic_ns(),
             control_fd: self.control.listener.as_raw_fd(),
-            client_fd: self.control.clients.get(&client).map(|c| c.fd.as_raw_fd()),
+            client_fd: client
+                .and_then(|id| self.control.clients.get(&id))
+                .map(|c| c.fd.as_raw_fd()),
             services,
         }
     }
@@ -425,7 +437,11 @@ pub struct Paths<'a> {
 
 /// Takes over from the manager that exec'd us, or, if we cannot, hands everything back to
 /// the binary it ran (`--fallback`). Returns only on an error neither of us can recover from.
-pub fn resume(resume: Resume, paths: Paths<'_>, args: Vec<OsString>) -> anyhow::Result<()> {
+pub fn resume(
+    resume: Resume,
+    paths: Paths<'_>,
+    args: Vec<OsString>,
+) -> anyhow::Result<crate::pid1::Finish> {
     let state_fd = sys::adopt_fd(resume.state_fd)
         .map_err(|e| anyhow::anyhow!("--deserialize {}: {e}", resume.state_fd))?;
     let prepared = match prepare(&state_fd, &paths) {
@@ -451,12 +467,11 @@ pub fn resume(resume: Resume, paths: Paths<'_>, args: Vec<OsString>) -> anyhow::
     let old = prepared.state.version.clone();
     let written_ns = prepared.state.written_ns;
     let manager = Manager::adopt(prepared, paths, args)?;
-    manager.serve(Some(super::Takeover {
+    Ok(manager.serve(Some(super::Takeover {
         old,
         failed: resume.failed,
         took: Duration::from_nanos(monotonic_ns().saturating_sub(written_ns)),
-    }));
-    Ok(())
+    })))
 }
 
 /// Execs the previous binary with its own state and why we could not take it over.

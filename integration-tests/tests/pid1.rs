@@ -1,0 +1,156 @@
+//! steward as PID 1 of a pid namespace (`unshare --pid --fork --mount-proc`): it reaps every
+//! orphan, answers the init signals, and its power-off ends the namespace.
+
+use std::process::Command;
+
+use steward_integration_tests::*;
+
+/// A steward that is init of its own pid namespace. `unshare` is the child the harness
+/// watches; on the way out it is SIGKILLed if still there (it ignores SIGTERM while it waits,
+/// and `--kill-child` then takes the whole namespace down).
+struct Init {
+    s: Steward,
+}
+
+impl Init {
+    fn start(config: &str) -> Init {
+        let dir = temp_dir();
+        let path = dir.path().join("steward.toml");
+        std::fs::write(&path, config.replace("@DIR@", dir.path().to_str().unwrap())).unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(bin("steward"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--control")
+            .arg(dir.path().join("control"));
+        let s = Steward::spawn(cmd, dir);
+        s.wait_for("version");
+        Init { s }
+    }
+
+    /// steward's pid as the host sees it: unshare's only child.
+    fn host_pid(&self) -> i32 {
+        let unshare = self.s.pid();
+        children(unshare)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("unshare {unshare} has no child"))
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        if alive(self.s.pid()) {
+            let _ = send_signal(self.s.pid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// The children of `pid`, as (pid, state letter).
+fn children_with_state(pid: i32) -> Vec<(i32, char)> {
+    children(pid)
+        .into_iter()
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some((child, state))
+        })
+        .collect()
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+const ORPHANS: &str = r#"
+[service.sleeper]
+exec = ["/bin/sleep", "1000"]
+
+# Leaves 50 orphans behind: each inner shell exits at once, its sleep is reparented to init.
+[service.orphans]
+exec = ["/bin/sh", "-c", "for i in $(seq 50); do sh -c 'sleep 0.3 &'; done; exec sleep 1000"]
+"#;
+
+#[test]
+fn steward_is_pid_1_and_reaps_every_orphan() {
+    let init = Init::start(ORPHANS);
+    let s = &init.s;
+    s.wait_for("orphans: started");
+    let status = s.status();
+    assert_eq!(status["manager"]["pid"], 1, "{status}");
+    let steward = init.host_pid();
+    // The 50 sleeps become steward's children, exit, and are reaped: what is left are the two
+    // services' own processes, and no zombie.
+    let mut last = Vec::new();
+    wait_until("the orphans to be reaped", || {
+        last = children_with_state(steward);
+        last.len() == 2
+    });
+    assert!(last.iter().all(|&(_, state)| state != 'Z'), "{last:?}");
+    assert_eq!(s.service("sleeper")["state"], "running");
+}
+
+const TWO: &str = r#"
+[service.a]
+exec = ["/bin/sleep", "1000"]
+
+[service.b]
+exec = ["/bin/sh", "-c", "trap '' TERM; exec sleep 1000"]
+stop_timeout = "200ms"
+"#;
+
+#[test]
+fn a_power_off_signal_stops_everything_and_ends_the_namespace() {
+    let mut init = Init::start(TWO);
+    init.s.wait_for("b: started");
+    let steward = init.host_pid();
+    let services = children(steward);
+    assert_eq!(services.len(), 2);
+    send_signal(steward, libc::SIGRTMIN() + 4).unwrap();
+    init.s.wait_exit();
+    for line in [
+        "shutting down to power off",
+        "a: stopped",
+        "b: stopped",
+        "power off",
+    ] {
+        assert!(
+            init.s.count(line) > 0,
+            "no {line:?} in:\n{}",
+            init.s.lines().join("\n")
+        );
+    }
+    assert!(
+        services.iter().all(|&p| !alive(p)),
+        "a service outlived init"
+    );
+    assert!(!alive(steward));
+}
+
+#[test]
+fn stewardctl_poweroff_as_pid_1_ends_the_namespace() {
+    let mut init = Init::start(TWO);
+    init.s.wait_for("b: started");
+    let (code, out, err) = init.s.ctl(&["poweroff"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "powering off");
+    init.s.wait_exit();
+    assert!(init.s.count("power off") > 0);
+}
+
+#[test]
+fn sigterm_makes_pid_1_re_execute_not_stop() {
+    let init = Init::start(TWO);
+    init.s.wait_for("b: started");
+    let a = init.s.service("a")["pid"].clone();
+    send_signal(init.host_pid(), libc::SIGTERM).unwrap();
+    init.s.wait_for("took over from version");
+    let status = init.s.status();
+    assert_eq!(status["manager"]["pid"], 1);
+    assert_eq!(init.s.service("a")["pid"], a, "the service kept running");
+}

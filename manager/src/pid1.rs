@@ -1,0 +1,283 @@
+//! Being PID 1: the filesystems nobody mounted yet, a console, the init signals, the final
+//! power-off or reboot, and never exiting (the kernel panics when init does).
+//!
+//! Signals as PID 1 (the kernel delivers no signal to init that it has no handler for, so
+//! every one listed is handled through the signalfd and every other is ignored):
+//!
+//! | signal | action |
+//! | --- | --- |
+//! | SIGHUP | reload |
+//! | SIGINT (ctrl-alt-del, which steward asks the kernel to signal instead of rebooting) | reboot |
+//! | SIGTERM | re-execute (as systemd does; a container's stop signal should be SIGRTMIN+4) |
+//! | SIGUSR1, SIGRTMIN+3 | halt |
+//! | SIGUSR2, SIGPWR, SIGRTMIN+4 | power off |
+//! | SIGRTMIN+5 | reboot |
+//!
+//! In a child pid namespace the final reboot(2) ends the namespace instead of the machine,
+//! which is what a container or the tests want.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::reboot::RebootMode;
+
+use crate::log;
+
+/// What the manager does once every service has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Exit 0 (not PID 1).
+    Exit,
+    /// Halt the machine.
+    Halt,
+    /// Power it off.
+    Poweroff,
+    /// Reboot it.
+    Reboot,
+}
+
+impl Finish {
+    /// For the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::Exit => "exit",
+            Finish::Halt => "halt",
+            Finish::Poweroff => "power off",
+            Finish::Reboot => "reboot",
+        }
+    }
+}
+
+/// Whether we are the init of our pid namespace.
+pub fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+/// What a signal means to PID 1 (`None`: ignored). SIGCHLD is the loop's own business.
+pub enum InitSignal {
+    /// Reload the config.
+    Reload,
+    /// Re-execute.
+    Reexec,
+    /// Stop everything, then this.
+    Stop(Finish),
+}
+
+/// The init meaning of signal `signo`.
+pub fn meaning(signo: i32) -> Option<InitSignal> {
+    let rt = libc::SIGRTMIN();
+    match signo {
+        libc::SIGHUP => Some(InitSignal::Reload),
+        libc::SIGTERM => Some(InitSignal::Reexec),
+        libc::SIGINT => Some(InitSignal::Stop(Finish::Reboot)),
+        libc::SIGUSR1 => Some(InitSignal::Stop(Finish::Halt)),
+        libc::SIGUSR2 | libc::SIGPWR => Some(InitSignal::Stop(Finish::Poweroff)),
+        s if s == rt + 3 => Some(InitSignal::Stop(Finish::Halt)),
+        s if s == rt + 4 => Some(InitSignal::Stop(Finish::Poweroff)),
+        s if s == rt + 5 => Some(InitSignal::Stop(Finish::Reboot)),
+        _ => None,
+    }
+}
+
+/// The signals PID 1 handles, beyond the ones every steward handles.
+pub fn extra_signals() -> Vec<i32> {
+    let rt = libc::SIGRTMIN();
+    vec![
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPWR,
+        rt + 3,
+        rt + 4,
+        rt + 5,
+    ]
+}
+
+const NOSUID: MsFlags = MsFlags::MS_NOSUID;
+const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+const NOSUID_NODEV_NOEXEC: MsFlags = NOSUID_NODEV.union(MsFlags::MS_NOEXEC);
+
+/// The API filesystems, mounted where missing: (target, type, flags, options).
+const API_MOUNTS: [(&str, &str, MsFlags, &str); 5] = [
+    ("/proc", "proc", NOSUID_NODEV_NOEXEC, ""),
+    ("/sys", "sysfs", NOSUID_NODEV_NOEXEC, ""),
+    ("/dev", "devtmpfs", NOSUID, "mode=0755"),
+    ("/run", "tmpfs", NOSUID_NODEV, "mode=0755"),
+    ("/tmp", "tmpfs", NOSUID_NODEV, "mode=1777"),
+];
+
+/// Whether `target` is a mount point, from /proc/self/mountinfo (field 5).
+fn mounted(target: &str) -> bool {
+    if target == "/proc" {
+        return Path::new("/proc/self/stat").exists();
+    }
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|m| m == target))
+    })
+}
+
+/// Whether `dir` is missing or an empty directory: a filesystem mounted there hides nothing.
+fn empty_or_missing(dir: &str) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// First thing as PID 1: /proc (the pinned executor is spawned through /proc/self/fd), /sys,
+/// /dev, /run and /tmp where nothing is mounted yet; fds 0-2 on the console where closed;
+/// ctrl-alt-del as SIGINT. Failures are logged, never fatal: init must come up. Nothing is
+/// mounted over a directory that has files in it (in a container, or a test's pid namespace,
+/// /tmp is the host's and holds what we are about to read).
+pub fn early_setup() {
+    for (target, fstype, flags, data) in API_MOUNTS {
+        if mounted(target) || !empty_or_missing(target) {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(target);
+        let data = (!data.is_empty()).then_some(data);
+        if let Err(e) = mount(Some(fstype), target, Some(fstype), flags, data) {
+            log::manager(format_args!("cannot mount {fstype} on {target}: {e}"));
+        } else {
+            log::manager(format_args!("mounted {fstype} on {target}"));
+        }
+    }
+    console_on_closed_stdio();
+    // The kernel would reboot at once on ctrl-alt-del; as init we stop the services first.
+    // (In a child pid namespace this is refused, and there is no such key anyway.)
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+    log::nonblocking();
+}
+
+/// fds 0, 1 and 2 that are closed become /dev/console (or /dev/null without one).
+fn console_on_closed_stdio() {
+    for fd in 0..=2 {
+        if crate::sys::fd_is_open(fd) {
+            continue;
+        }
+        // open returns the lowest free number: this very fd, as every lower one is open.
+        let opened: io::Result<OwnedFd> = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+            })
+            .map(OwnedFd::from);
+        if let Ok(file) = opened {
+            if file.as_raw_fd() == fd {
+                // It must stay open for the life of the process: it is fd 0, 1 or 2 now.
+                std::mem::forget(file);
+            }
+        }
+    }
+}
+
+/// The inode the kernel gives the initial pid namespace (PROC_PID_INIT_INO).
+const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
+
+/// The inode of our pid namespace when it is not the machine's own (a container's or a
+/// test's); `None` in the initial one.
+pub fn pid_namespace() -> Option<u64> {
+    let ino = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(INITIAL_PID_NS);
+    (ino != INITIAL_PID_NS).then_some(ino)
+}
+
+/// Whether we run in the machine's own pid namespace.
+fn initial_namespace() -> bool {
+    pid_namespace().is_none()
+}
+
+/// The end, once every service has stopped: sync, make the filesystems safe, reboot(2). In a
+/// child pid namespace reboot(2) ends the namespace (the kernel kills us), and the mounts are
+/// left alone: they may be the host's. Returns only if reboot(2) failed.
+pub fn finish(how: Finish) -> io::Error {
+    nix::unistd::sync();
+    if initial_namespace() {
+        unmount_all();
+        nix::unistd::sync();
+    }
+    let mode = match how {
+        Finish::Halt => RebootMode::RB_HALT_SYSTEM,
+        Finish::Poweroff => RebootMode::RB_POWER_OFF,
+        Finish::Reboot | Finish::Exit => RebootMode::RB_AUTOBOOT,
+    };
+    log::manager(format_args!("{}", how.name()));
+    match nix::sys::reboot::reboot(mode) {
+        Ok(never) => match never {},
+        Err(e) => io::Error::from(e),
+    }
+}
+
+/// Unmounts what can be, innermost first, and remounts read-only what cannot (the root, or a
+/// filesystem still busy).
+fn unmount_all() {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let targets: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect();
+    for target in targets.iter().rev() {
+        // The API filesystems go last, with the root: /proc is how we read the list.
+        if ["/", "/proc", "/sys", "/dev"].contains(&target.as_str()) {
+            continue;
+        }
+        if nix::mount::umount(target.as_str()).is_err() {
+            let _ = mount(
+                None::<&str>,
+                target.as_str(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+        }
+    }
+    let _ = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    );
+}
+
+/// Where PID 1 goes when it cannot run: the shell named by `STEWARD_EMERGENCY_SHELL` (the
+/// kernel passes `KEY=VALUE` words of its command line to init as environment), else an
+/// endless loop that reaps orphans and says why once a minute. Never returns.
+pub fn emergency(why: &str) -> ! {
+    log::manager(format_args!("cannot go on as PID 1: {why}"));
+    if let Some(shell) = std::env::var_os("STEWARD_EMERGENCY_SHELL") {
+        log::manager(format_args!(
+            "starting the emergency shell {}",
+            Path::new(&shell).display()
+        ));
+        let shell =
+            std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(shell.as_os_str()))
+                .unwrap_or_else(|_| c"/bin/sh".into());
+        let e = nix::unistd::execv(&shell, &[shell.as_c_str()]).unwrap_err();
+        log::manager(format_args!("the emergency shell failed: {e}"));
+    }
+    log::manager(format_args!(
+        "no emergency shell (set STEWARD_EMERGENCY_SHELL on the kernel command line); reaping orphans"
+    ));
+    let mut last = std::time::Instant::now();
+    loop {
+        match nix::sys::wait::wait() {
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+        if last.elapsed() >= std::time::Duration::from_secs(60) {
+            log::manager(format_args!("still in emergency mode: {why}"));
+            last = std::time::Instant::now();
+        }
+    }
+}
