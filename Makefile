@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug
 EXAMPLE := target/example
 
-.PHONY: all build release run test bench lint clean
+.PHONY: all build release run test test-all vm-test bench lint clean
 
 all: build
 
@@ -31,6 +31,14 @@ run: build
 test: build
 	$(CARGO) test --workspace
 
+
+# Boots a real kernel under QEMU with steward as /init (installs the kernel and QEMU from
+# Debian if missing); the console log goes to target/vm/console.log.
+vm-test: build
+	bash vm/vm-test
+
+# Everything: the tests, then the VM boot.
+test-all: test vm-test
 
 # The release binaries the benchmarks measure, and the tiny static service they run.
 release:

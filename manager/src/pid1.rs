@@ -118,6 +118,38 @@ fn mounted(target: &str) -> bool {
     })
 }
 
+/// The unified cgroup hierarchy on /sys/fs/cgroup, where nothing is mounted yet (a kernel
+/// booting straight into steward): every service gets its cgroup, and its limits. Asked for
+/// with `favordynmods` (Linux 6.0+), which makes the migrations a service manager does all
+/// day cheap at the price of a slightly slower fork; without it where the kernel is older.
+fn mount_cgroup2() -> Option<String> {
+    let target = "/sys/fs/cgroup";
+    if !Path::new(target).is_dir() || mounted(target) {
+        return None;
+    }
+    let flags = NOSUID_NODEV_NOEXEC;
+    let result = mount(
+        Some("cgroup2"),
+        target,
+        Some("cgroup2"),
+        flags,
+        Some("nsdelegate,favordynmods"),
+    )
+    .or_else(|_| {
+        mount(
+            Some("cgroup2"),
+            target,
+            Some("cgroup2"),
+            flags,
+            None::<&str>,
+        )
+    });
+    Some(match result {
+        Ok(()) => format!("mounted cgroup2 on {target}"),
+        Err(e) => format!("cannot mount cgroup2 on {target}: {e}"),
+    })
+}
+
 /// Whether `dir` is missing or an empty directory: a filesystem mounted there hides nothing.
 fn empty_or_missing(dir: &str) -> bool {
     match std::fs::read_dir(dir) {
@@ -132,19 +164,28 @@ fn empty_or_missing(dir: &str) -> bool {
 /// mounted over a directory that has files in it (in a container, or a test's pid namespace,
 /// /tmp is the host's and holds what we are about to read).
 pub fn early_setup() {
+    // Said once there is a console to say it on: the kernel may have started us without one.
+    let mut said = Vec::new();
     for (target, fstype, flags, data) in API_MOUNTS {
-        if mounted(target) || !empty_or_missing(target) {
+        // devtmpfs over a static /dev (an initramfs's /dev/console) is how it is meant to be.
+        let scratch = matches!(target, "/run" | "/tmp");
+        if mounted(target) || (scratch && !empty_or_missing(target)) {
             continue;
         }
         let _ = std::fs::create_dir_all(target);
         let data = (!data.is_empty()).then_some(data);
-        if let Err(e) = mount(Some(fstype), target, Some(fstype), flags, data) {
-            log::manager(format_args!("cannot mount {fstype} on {target}: {e}"));
-        } else {
-            log::manager(format_args!("mounted {fstype} on {target}"));
-        }
+        said.push(
+            match mount(Some(fstype), target, Some(fstype), flags, data) {
+                Err(e) => format!("cannot mount {fstype} on {target}: {e}"),
+                Ok(()) => format!("mounted {fstype} on {target}"),
+            },
+        );
     }
     console_on_closed_stdio();
+    said.extend(mount_cgroup2());
+    for line in said {
+        log::manager(format_args!("{line}"));
+    }
     // The kernel would reboot at once on ctrl-alt-del; as init we stop the services first.
     // (In a child pid namespace this is refused, and there is no such key anyway.)
     let _ = nix::sys::reboot::set_cad_enabled(false);
