@@ -222,6 +222,8 @@ pub struct Supervised {
     pub instances: BTreeMap<Pid, Instance>,
     /// Accept mode: the number the next instance gets.
     pub(crate) next_instance: u32,
+    /// Accept mode: instances cannot be started (out of fds, say); said once per episode.
+    backing_off: bool,
 }
 
 impl Supervised {
@@ -237,6 +239,7 @@ impl Supervised {
             last_failure: None,
             instances: BTreeMap::new(),
             next_instance: 1,
+            backing_off: false,
         }
     }
 
@@ -345,9 +348,15 @@ impl Supervised {
             // Timers.
             (Restarting, Event::Timer) => self.spawn(fx),
             (Listening, Event::Timer) => {
-                // The back-off after a failed accept is over.
+                // The back-off after a failed spawn is over. In accept mode a connection may
+                // be parked (accepted, not yet served), which no readiness would announce: try
+                // at once.
                 fx.watch(true);
-                Listening
+                if self.config.accept {
+                    self.activate(fx)
+                } else {
+                    Listening
+                }
             }
             (
                 Stopping {
@@ -445,14 +454,30 @@ impl Supervised {
                     let name = format!("{}@{number}", self.config.name);
                     fx.log(&name, format_args!("started (pid {pid})"));
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Nobody waits any more: the episode is over.
+                    if std::mem::take(&mut self.backing_off) {
+                        fx.log(
+                            &self.config.name,
+                            format_args!(
+                                "every waiting client is served; starting instances again"
+                            ),
+                        );
+                    }
+                    break;
+                }
                 Err(reason) => {
                     // Back off rather than spin on a socket that stays readable (e.g. out of
                     // fds): the connection waits in the backlog, the timer re-arms the watch.
-                    fx.log(
-                        &self.config.name,
-                        format_args!("cannot start an instance: {reason}; retrying in 100ms"),
-                    );
+                    // Said once per episode: a storm must not flood the log.
+                    if !std::mem::replace(&mut self.backing_off, true) {
+                        fx.log(
+                            &self.config.name,
+                            format_args!(
+                                "cannot start an instance: {reason}; clients wait in the backlog, retrying every 100ms"
+                            ),
+                        );
+                    }
                     fx.watch(false);
                     fx.set_timer(Duration::from_millis(100));
                     break;

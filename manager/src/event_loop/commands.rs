@@ -1,7 +1,7 @@
 //! Control requests: who may ask, and what each command does. A command and its signal
 //! equivalent call the same handler (`shutdown` and SIGTERM, `reload` and SIGHUP).
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use steward_protocol::control::{
@@ -55,6 +55,9 @@ impl Manager {
         loop {
             match self.control.accept() {
                 Ok(Some((id, refused))) => {
+                    if std::mem::take(&mut self.control_backing_off) {
+                        log::manager(format_args!("control: accepting again"));
+                    }
                     if let Some(uid) = refused {
                         log::manager(format_args!(
                             "control: refused a client with uid {uid} (only root and uid {} may control steward)",
@@ -72,8 +75,17 @@ impl Manager {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    // Out of fds, say: the client waits in the backlog; try on the next turn.
-                    log::manager(format_args!("control: accept failed: {e}"));
+                    // Out of fds, say: the client waits in the backlog. The listener stays
+                    // readable, so it leaves the epoll set for a moment instead of spinning
+                    // the loop; said once per episode.
+                    if self.control_paused.is_none() && !self.control_backing_off {
+                        log::manager(format_args!(
+                            "control: accept failed: {e}; clients wait, retrying every 100ms"
+                        ));
+                    }
+                    self.control_backing_off = true;
+                    let _ = self.epoll.delete(&self.control.listener);
+                    self.control_paused = Some(Instant::now() + Duration::from_millis(100));
                     return;
                 }
             }

@@ -196,6 +196,9 @@ struct Unit {
     pending: Option<reload::Pending>,
     /// Removed by a reload: kept only so its index stays valid.
     retired: bool,
+    /// Accept mode: a connection accepted while its instance could not be spawned, served
+    /// first when spawning works again.
+    parked: Option<sockets::Connection>,
 }
 
 impl Unit {
@@ -212,6 +215,7 @@ impl Unit {
             since: SystemTime::now(),
             pending: None,
             retired: false,
+            parked: None,
         }
     }
 }
@@ -253,6 +257,10 @@ pub struct Manager {
     waiting: Option<u64>,
     /// What happens once a shutdown has stopped everything.
     finish: crate::pid1::Finish,
+    /// The control listener is out of the epoll set until then (accept kept failing).
+    control_paused: Option<Instant>,
+    /// Accepting control connections failed and has not worked since (logged once).
+    control_backing_off: bool,
 }
 
 /// How a manager that took over from another came to be.
@@ -419,6 +427,8 @@ impl Manager {
             upgrade,
             waiting: None,
             finish: crate::pid1::Finish::Exit,
+            control_paused: None,
+            control_backing_off: false,
         })
     }
 
@@ -534,6 +544,7 @@ impl Manager {
             oom_baseline,
             writers,
             since,
+            parked,
             ..
         } = &mut units[id];
         let before = service.state.name();
@@ -554,6 +565,7 @@ impl Manager {
                 .as_ref()
                 .map(|[o, e]| [o.as_raw_fd(), e.as_raw_fd()]),
             instance_pipes,
+            parked,
         };
         service.handle(event, &mut world);
         if service.state.name() != before {
@@ -814,6 +826,13 @@ impl Manager {
         while let Some(id) = self.timers.pop_due(now) {
             self.dispatch(id, Event::Timer);
         }
+        if self.control_paused.is_some_and(|until| until <= now) {
+            self.control_paused = None;
+            let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.to_u64());
+            if let Err(e) = self.epoll.add(&self.control.listener, interest) {
+                log::manager(format_args!("control: cannot watch the socket again: {e}"));
+            }
+        }
         for cid in self.control.expired(now) {
             log::manager(format_args!(
                 "control: a client sent no complete request in time"
@@ -823,10 +842,14 @@ impl Manager {
     }
 
     fn arm_timer(&mut self) {
-        let next = match (self.timers.next(), self.control.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.timers.next(),
+            self.control.next_deadline(),
+            self.control_paused,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if next == self.armed {
             return;
         }
@@ -866,6 +889,8 @@ struct World<'a> {
     /// The service's log pipe write ends.
     writers: Option<[i32; 2]>,
     instance_pipes: &'a mut HashMap<(Pid, Stream), InstancePipe>,
+    /// An accepted connection whose instance could not be spawned yet.
+    parked: &'a mut Option<sockets::Connection>,
 }
 
 impl World<'_> {
@@ -964,14 +989,25 @@ impl Effects for World<'_> {
         let Some(listener) = self.sockets.first() else {
             return Err("no socket to accept on".into());
         };
-        let Some(connection) =
-            sockets::accept(listener.fd.as_fd()).map_err(|e| format!("accept: {e}"))?
-        else {
-            return Ok(None);
+        // A connection accepted before a spawn failed (out of fds, say) goes first: once
+        // accepted, a connection is never dropped for want of resources.
+        let connection = match self.parked.take() {
+            Some(connection) => connection,
+            None => {
+                match sockets::accept(listener.fd.as_fd()).map_err(|e| format!("accept: {e}"))? {
+                    Some(connection) => connection,
+                    None => return Ok(None),
+                }
+            }
         };
         // The instance has its copy now; ours closes when `connection` drops.
-        self.spawn_with(service, Passing::Connection(&connection))
-            .map(Some)
+        match self.spawn_with(service, Passing::Connection(&connection)) {
+            Ok(pid) => Ok(Some(pid)),
+            Err(e) => {
+                *self.parked = Some(connection);
+                Err(e)
+            }
+        }
     }
 
     fn watch(&mut self, on: bool) {
