@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug
 EXAMPLE := target/example
 
-.PHONY: all build release run test test-all vm-test bench lint clean
+.PHONY: all build release run test test-all vm-test bench fuzz chaos lint clean
 
 all: build
 
@@ -39,6 +39,22 @@ vm-test: build
 
 # Everything: the tests, then the VM boot.
 test-all: test vm-test
+
+# libFuzzer on what steward trusts and reads: the spawn state, the reexec state, control
+# frames and config text, FUZZ_TIME seconds each (default 30), starting from the seeds in
+# fuzz/seeds. cargo-fuzz is installed if missing; it needs nightly features, from the nightly
+# toolchain when there is one, else from the stable one (RUSTC_BOOTSTRAP).
+FUZZ_TIME ?= 30
+FUZZ_TARGETS := spawn_state manager_state control_request config
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@set -e; \
+	if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; cp -n fuzz/seeds/$$t/* fuzz/corpus/$$t/ 2>/dev/null || true; \
+		echo "fuzz: $$t for $(FUZZ_TIME)s"; \
+		(cd fuzz && cargo $$tc fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_TIME) -print_final_stats=1); \
+	done
 
 # The release binaries the benchmarks measure, and the tiny static service they run.
 release:

@@ -123,6 +123,23 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Command, Strin
     Ok(Command::Run(parsed))
 }
 
+/// For the config fuzz target (`fuzz/`): parses `text` as a config file and checks what any
+/// input must give: a config, or at least one error, each with a position inside the text.
+#[doc(hidden)]
+pub fn fuzz_config(text: &str) {
+    let loaded = config::parse(vec![(PathBuf::from("fuzz.toml"), text.to_string())]);
+    let errors = loaded.diagnostics.iter().filter(|d| !d.warning).count();
+    assert!(
+        loaded.config.is_some() != (errors > 0),
+        "a config and errors, or neither"
+    );
+    let lines = text.lines().count().max(1) + 1;
+    for d in &loaded.diagnostics {
+        assert!(d.origin.line >= 1 && d.origin.line <= lines, "{d}");
+        assert!(d.origin.column >= 1, "{d}");
+    }
+}
+
 /// `steward-executor` beside the running binary, else the system location.
 fn default_executor() -> PathBuf {
     std::env::current_exe()
