@@ -56,6 +56,11 @@ fuzz:
 		(cd fuzz && cargo $$tc fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_TIME) -print_final_stats=1); \
 	done
 
+# The chaos test for a full minute (make test runs it for 8 s): random SIGKILLs of services,
+# instances and executors in flight, control bursts and a log flood, under client load.
+chaos: build
+	STEWARD_CHAOS_SECS=60 $(CARGO) test -p steward-integration-tests --test chaos -- --nocapture
+
 # The release binaries the benchmarks measure, and the tiny static service they run.
 release:
 	$(CARGO) build --release --workspace --exclude steward-executor --bins
