@@ -183,3 +183,84 @@ fn the_manager_holds_the_same_fds_after_10000_spawns_accepts_and_reloads() {
     });
     assert_eq!(after, before);
 }
+
+#[test]
+fn a_config_directory_that_disappears_changes_nothing() {
+    let dir = temp_dir();
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("a.toml"),
+        "[service.a]\nexec = [\"/bin/sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("steward"));
+    cmd.arg("--config")
+        .arg(&conf)
+        .arg("--control")
+        .arg(dir.path().join("control"));
+    let s = Steward::spawn(cmd, dir);
+    let a = s.wait_state("a", "running");
+    std::fs::remove_dir_all(&conf).unwrap();
+    let (code, _, err) = s.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&conf.display().to_string()) && err.contains("No such file or directory"),
+        "{err}"
+    );
+    s.wait_for("nothing was changed");
+    assert_eq!(s.service("a")["pid"], a["pid"]);
+}
+
+#[test]
+fn a_full_filesystem_for_a_new_socket_refuses_the_reload_whole() {
+    // A tmpfs with no free inode: binding a unix socket there fails with ENOSPC.
+    let dir = temp_dir();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    let (status, _, err) = run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "nr_inodes=2,size=64k", "steward-test"])
+        .arg(&full));
+    if !status.success() {
+        eprintln!("skipped: cannot mount a tmpfs here: {err}");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(full.clone());
+    // Use up the inodes (the root directory holds one).
+    for i in 0.. {
+        if std::fs::write(full.join(format!("f{i}")), "").is_err() {
+            break;
+        }
+    }
+    let config = dir.path().join("steward.toml");
+    std::fs::write(&config, "[service.a]\nexec = [\"/bin/sleep\", \"1000\"]\n").unwrap();
+    let mut cmd = Command::new(bin("steward"));
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
+    let s = Steward::spawn(cmd, dir);
+    let a = s.wait_state("a", "running");
+    std::fs::write(
+        &config,
+        format!(
+            "[service.a]\nexec = [\"/bin/sleep\", \"1000\"]\n\n[service.b]\nexec = [\"/bin/sleep\", \"1000\"]\nlazy = true\n[[service.b.socket]]\npath = \"{}/b.sock\"\n",
+            full.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = s.ctl(&["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("b.sock") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(s.service("a")["pid"], a["pid"]);
+    assert_eq!(s.status()["services"].as_array().unwrap().len(), 1);
+}
