@@ -139,6 +139,11 @@ path = "@DIR@/inst.sock"
 
 [service.talker]
 exec = ["/bin/sh", "-c", "echo hello; exec sleep 1000"]
+
+# Started after the churn: what a service sees then.
+[service.report]
+exec = ["@PROBE@", "report", "@DIR@/report"]
+autostart = false
 "#;
 
 #[test]
@@ -182,6 +187,18 @@ fn the_manager_holds_the_same_fds_after_10000_spawns_accepts_and_reloads() {
         after == before
     });
     assert_eq!(after, before);
+
+    // And a service started after all that is given fds 0, 1 and 2, and nothing else.
+    let (code, _, err) = s.ctl(&["start", "report"]);
+    assert_eq!(code, 0, "{err}");
+    s.wait_for("report: exited with status 0");
+    let report = std::fs::read_to_string(s.dir.path().join("report")).unwrap();
+    let fds: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("fd="))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{report}");
 }
 
 #[test]
