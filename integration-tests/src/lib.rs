@@ -282,6 +282,15 @@ pub fn spawn_fresh(cmd: &mut Command) -> Child {
     }
 }
 
+/// The children of `pid` (as this process's pid namespace sees them).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// kill(2).
 pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.

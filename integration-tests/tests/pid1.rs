@@ -59,14 +59,6 @@ fn children_with_state(pid: i32) -> Vec<(i32, char)> {
         .collect()
 }
 
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 const ORPHANS: &str = r#"
 [service.sleeper]
 exec = ["/bin/sleep", "1000"]
