@@ -309,14 +309,28 @@ pub fn accept(listener: BorrowedFd<'_>) -> Result<Option<Connection>, Errno> {
         Err(Errno::AGAIN) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let remote = match addr.map(SocketAddr::try_from) {
+    let remote = remote_of(fd.as_fd(), addr);
+    Ok(Some(Connection { fd, remote }))
+}
+
+/// Who is at the other end: the address for TCP, the credentials for a unix peer.
+fn remote_of(fd: BorrowedFd<'_>, addr: Option<rustix::net::SocketAddrAny>) -> Remote {
+    match addr.map(SocketAddr::try_from) {
         Some(Ok(inet)) => Remote::Inet(inet),
-        _ => match crate::sys::peer_credentials(fd.as_fd()) {
+        _ => match crate::sys::peer_credentials(fd) {
             Ok((pid, uid, gid)) => Remote::Unix { pid, uid, gid },
             Err(_) => Remote::Unknown,
         },
-    };
-    Ok(Some(Connection { fd, remote }))
+    }
+}
+
+impl Connection {
+    /// A connection handed over by a previous manager (`reexec`): its peer is asked again.
+    pub fn adopt(fd: OwnedFd) -> Connection {
+        let addr = rustix::net::getpeername(&fd).ok().flatten();
+        let remote = remote_of(fd.as_fd(), addr);
+        Connection { fd, remote }
+    }
 }
 
 /// The `SOCKET_TAKEOVER` map key of a socket: a unix socket's path, else its name.

@@ -103,6 +103,7 @@ fn manager_state(services: usize) -> ManagerState {
                 status_pipes: vec![],
                 timer_ns: None,
                 cgroup_to_remove: false,
+                parked_fd: None,
             })
             .collect(),
     }

@@ -89,6 +89,8 @@ pub struct Service {
     pub timer_ns: Option<u64>,
     /// Whether its cgroup still waits to be removed.
     pub cgroup_to_remove: bool,
+    /// Accept mode: a connection accepted but not yet given an instance (out of fds, say).
+    pub parked_fd: Option<i32>,
 }
 
 /// A service's state.
@@ -380,6 +382,7 @@ mod tests {
             status_pipes: vec![(4243, 14)],
             timer_ns: Some(250_000_000),
             cgroup_to_remove: false,
+            parked_fd: Some(31),
         };
         ManagerState {
             version: "0.1.0".into(),

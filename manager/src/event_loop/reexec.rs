@@ -81,6 +81,7 @@ fn named_fds(state: &saved::ManagerState) -> Vec<RawFd> {
         fds.extend(s.pipes.iter().map(|p| p.fd));
         fds.extend(s.writers.iter().flatten());
         fds.extend(s.status_pipes.iter().map(|&(_, fd)| fd));
+        fds.extend(s.parked_fd);
         for instance in &s.instances {
             fds.extend(instance.pipes.iter().map(|p| p.fd));
         }
@@ -289,6 +290,7 @@ impl Manager {
                 .map(|l| l.fd.as_fd())
                 .chain(u.pipes.iter().map(|p| p.fd.as_fd()))
                 .chain(u.writers.iter().flatten().map(|w| w.as_fd()))
+                .chain(u.parked.iter().map(|c| c.fd.as_fd()))
         });
         let others = self
             .status_pipes
@@ -383,6 +385,7 @@ impl Manager {
                         .get(&id)
                         .map(|&at| nanos(at.saturating_duration_since(now))),
                     cgroup_to_remove: self.cgroups_to_remove.contains(&id),
+                    parked_fd: unit.parked.as_ref().map(|c| c.fd.as_raw_fd()),
                 }
             })
             .collect();
@@ -674,6 +677,9 @@ impl Manager {
                 unit.pipes.push(pipe);
             }
             unit.writers = s.writers.map(|[o, e]| [take(o), take(e)]);
+            unit.parked = s
+                .parked_fd
+                .map(|fd| crate::sockets::Connection::adopt(take(fd)));
             for &(pid, fd) in &s.status_pipes {
                 let pid = Pid::from_raw(pid);
                 let fd = take(fd);
