@@ -79,6 +79,85 @@ fn local_once(how: Local, path: &CString, argv: &[CString]) -> anyhow::Result<Du
     Ok(took)
 }
 
+/// One spawn through the executor alone, no manager: what the split costs by itself. The spawn
+/// state is prepared once; each run posix_spawns the executor on it, which execs the tiny
+/// service with our pipe as its stdout.
+struct ExecutorOnly {
+    executor: CString,
+    memfd: std::fs::File,
+    status: std::os::fd::OwnedFd,
+    stdout: std::os::fd::OwnedFd,
+    stdout_read: std::fs::File,
+}
+
+impl ExecutorOnly {
+    fn new(ctx: &Ctx) -> anyhow::Result<ExecutorOnly> {
+        let (stdout_read, stdout) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (_status_read, status) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let tiny = ctx.tiny().display().to_string();
+        let state = steward_protocol::SpawnState {
+            name: "tiny".into(),
+            path: tiny.clone(),
+            argv: vec![tiny],
+            env: vec![],
+            listen_pid: false,
+            stdio: [
+                steward_protocol::Stdio::Null,
+                steward_protocol::Stdio::Fd(stdout.as_raw_fd()),
+                steward_protocol::Stdio::Null,
+            ],
+            fds: vec![],
+            status_fd: status.as_raw_fd(),
+            working_directory: "/".into(),
+            umask: 0o022,
+            credentials: None,
+            rlimits: vec![],
+            cgroups: vec![],
+            reset_signals: vec![libc::SIGPIPE],
+        };
+        let memfd = memfd::MemfdOptions::default()
+            .close_on_exec(true)
+            .create("bench-spawn-state")?
+            .into_file();
+        std::io::Write::write_all(&mut &memfd, &steward_protocol::encode(&state)?)?;
+        Ok(ExecutorOnly {
+            executor: CString::new(ctx.bin("steward-executor").as_os_str().as_bytes())?,
+            memfd,
+            status,
+            stdout,
+            stdout_read: std::fs::File::from(stdout_read),
+        })
+    }
+
+    fn once(&mut self) -> anyhow::Result<Duration> {
+        let fd_arg = CString::new(self.memfd.as_raw_fd().to_string())?;
+        let argv = [
+            c"steward-executor".to_owned(),
+            c"--deserialize".to_owned(),
+            fd_arg,
+        ];
+        let began = Instant::now();
+        let mut actions = PosixSpawnFileActions::init()?;
+        for fd in [
+            self.memfd.as_raw_fd(),
+            self.status.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+        ] {
+            actions.add_dup2(fd, fd)?;
+        }
+        let attr = PosixSpawnAttr::init()?;
+        let envp: [CString; 0] = [];
+        let pid = posix_spawn(self.executor.as_c_str(), &actions, &attr, &argv, &envp)?;
+        let mut byte = [0u8; 1];
+        self.stdout_read.read_exact(&mut byte)?;
+        let took = began.elapsed();
+        let mut rest = [0u8; 1];
+        self.stdout_read.read_exact(&mut rest)?; // the "\n"
+        waitpid(pid, None)?;
+        Ok(took)
+    }
+}
+
 /// One spawn through steward: connect to its accept-mode socket, wait for the byte.
 fn steward_once(socket: &Path) -> anyhow::Result<Duration> {
     let began = Instant::now();
@@ -110,6 +189,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     } else {
         Duration::from_secs(4)
     };
+    let mut executor_only = ExecutorOnly::new(ctx)?;
+    let alone = Stats::of(&sample(300, budget, || executor_only.once())?);
+    println!("spawn: executor alone (no manager) p50 {}", us(alone.p50));
     let mut rows = Vec::new();
     for size in sizes(ctx) {
         let name = size_name(size);
@@ -173,6 +255,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .insert(key("steward"), steward.p50.as_secs_f64() * 1e6);
     }
     section.figures.insert("spawn.ratio".into(), worst);
+    section.figures.insert(
+        "spawn.executor_alone.p50_us".into(),
+        alone.p50.as_secs_f64() * 1e6,
+    );
+    md.push_str(&format!(
+        "\nThe executor alone, posix_spawned by this process on a prepared spawn state (no \
+         manager, no socket): p50 {} / p99 {}. What steward adds on top of that is the accept \
+         and its own bookkeeping.\n",
+        us(alone.p50),
+        us(alone.p99)
+    ));
     md.push_str("\n![spawn latency against manager size](spawn.svg)\n");
     let series = |name: &str, pick: fn(&(usize, Stats, Stats, Stats)) -> Duration| {
         (
