@@ -8,6 +8,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{ForkResult, Pid};
 
+/// Whether a process we started is still there (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z')
+    })
+}
+
 /// SIGTERM to a process we started.
 pub fn terminate(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);

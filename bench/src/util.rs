@@ -2,10 +2,8 @@
 //! stopped by pid, statistics, and PSS.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -49,19 +47,14 @@ pub struct Section {
     pub figures: BTreeMap<String, f64>,
 }
 
-/// Log lines collected from a child's stderr.
-#[derive(Default)]
-struct Log {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
-    /// steward closed its stderr: it exited.
-    ended: std::sync::atomic::AtomicBool,
-}
-
 /// A steward started for a scenario; stopped (SIGTERM, then waited for) when dropped.
+///
+/// Its stderr goes to a file that is read when a scenario waits for a line: a pipe to a
+/// reader thread would wake that thread for every line steward logs, on the same cores the
+/// measurement runs on, a cost the peers (whose output goes to /dev/null) do not pay.
 pub struct Manager {
     child: Child,
-    log: Arc<Log>,
+    log: PathBuf,
     /// Its scratch dir: config, control socket, service sockets.
     pub dir: PathBuf,
 }
@@ -81,7 +74,8 @@ impl Manager {
             .replace("@DIR@", dir.to_str().context("UTF-8 temp dir")?)
             .replace("@TINY@", ctx.tiny().to_str().context("UTF-8 path")?);
         std::fs::write(&path, text)?;
-        let mut child = Command::new(ctx.bin("steward"))
+        let log = dir.join("steward.log");
+        let child = Command::new(ctx.bin("steward"))
             .arg("--config")
             .arg(&path)
             .arg("--control")
@@ -89,22 +83,9 @@ impl Manager {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting steward")?;
-        let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Log::default());
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().push(line);
-                sink.changed.notify_all();
-            }
-            let _guard = sink.lines.lock().unwrap();
-            sink.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-            sink.changed.notify_all();
-        });
         let manager = Manager { child, log, dir };
         manager.wait_for_nth("version", 1, Duration::from_secs(60))?;
         Ok(manager)
@@ -115,39 +96,44 @@ impl Manager {
         self.child.id()
     }
 
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// How many log lines so far contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
-        self.log
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
             .filter(|l| l.contains(needle))
             .count()
     }
 
-    /// Waits until `n` log lines contain `needle`.
+    /// Waits until `n` log lines contain `needle`, polling the log file.
     pub fn wait_for_nth(&self, needle: &str, n: usize, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let mut lines = self.log.lines.lock().unwrap();
         loop {
-            if lines.iter().filter(|l| l.contains(needle)).count() >= n {
+            if self.count(needle) >= n {
                 return Ok(());
             }
-            if self.log.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            if !crate::sys::alive(self.child.id() as i32) {
                 bail!(
                     "steward exited before logging {needle:?}; it said:\n{}",
-                    lines.join("\n")
+                    self.lines().join("\n")
                 );
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
+                let lines = self.lines();
                 bail!(
                     "steward did not log {needle:?} {n} times in time; last lines:\n{}",
                     lines[lines.len().saturating_sub(10)..].join("\n")
                 );
             }
-            lines = self.log.changed.wait_timeout(lines, left).unwrap().0;
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
