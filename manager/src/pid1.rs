@@ -212,6 +212,8 @@ fn console_on_closed_stdio() {
             .map(OwnedFd::from);
         if let Ok(file) = opened {
             if file.as_raw_fd() == fd {
+                // std opens close-on-exec; fds 0-2 must reach the services that inherit them.
+                let _ = rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty());
                 // It must stay open for the life of the process: it is fd 0, 1 or 2 now.
                 std::mem::forget(file);
             }
