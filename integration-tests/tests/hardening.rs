@@ -281,3 +281,44 @@ fn a_full_filesystem_for_a_new_socket_refuses_the_reload_whole() {
     assert_eq!(s.service("a")["pid"], a["pid"]);
     assert_eq!(s.status()["services"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_service_whose_executable_is_replaced_mid_run_keeps_running_then_fails_clearly() {
+    let dir = temp_dir();
+    let program = dir.path().join("svc");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[service.svc]\nexec = [\"{}\", \"1000\"]\nkeep_alive = true\nstart_limit_burst = 2\n\n[service.other]\nexec = [\"/bin/sleep\", \"1000\"]\n",
+            program.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin("steward"));
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control"));
+    let s = Steward::spawn(cmd, dir);
+    let svc = s.wait_state("svc", "running");
+    let other = s.wait_state("other", "running");
+    // Replaced the way an upgrade gone wrong would: a new file renamed over the old one,
+    // this one not a program at all.
+    let staged = program.with_extension("new");
+    std::fs::write(&staged, "not a program").unwrap();
+    std::fs::rename(&staged, &program).unwrap();
+    // The running process keeps its own inode.
+    let pid = svc["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    assert_eq!(s.service("svc")["state"], "running");
+    // Its next start runs the new file, and says exactly why that fails.
+    send_signal(pid, libc::SIGKILL).unwrap();
+    s.wait_for(&format!(
+        "svc: failed at exec: {}: Permission denied",
+        program.display()
+    ));
+    s.wait_state("svc", "failed");
+    assert_eq!(s.service("other")["pid"], other["pid"]);
+}
