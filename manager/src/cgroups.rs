@@ -84,6 +84,10 @@ pub struct Cgroups {
     hierarchies: Vec<Hierarchy>,
     /// Why cgroups cannot be used, when they cannot.
     unavailable: Option<String>,
+    /// Services whose cgroup is made and its limits written, with those limits: an accept
+    /// service spawns per connection, and each spawn would otherwise mkdir (and rewrite the
+    /// limits) again. Forgotten when the cgroup is removed.
+    prepared: std::cell::RefCell<std::collections::HashMap<String, (Limits, Vec<PathBuf>)>>,
 }
 
 impl Cgroups {
@@ -96,6 +100,7 @@ impl Cgroups {
         Cgroups {
             hierarchies,
             unavailable,
+            prepared: Default::default(),
         }
     }
 
@@ -126,6 +131,7 @@ impl Cgroups {
         Cgroups {
             hierarchies: usable,
             unavailable,
+            prepared: Default::default(),
         }
     }
 
@@ -170,8 +176,18 @@ impl Cgroups {
     /// limits; returns the directories the executor must join. With no limit asked for, a
     /// failure here is not an error: the service runs without a cgroup (`Ok(vec![])`).
     pub fn prepare(&self, name: &str, limits: Limits) -> Result<Vec<PathBuf>, CgroupError> {
+        if let Some((done, dirs)) = self.prepared.borrow().get(name) {
+            if *done == limits {
+                return Ok(dirs.clone());
+            }
+        }
         match self.try_prepare(name, limits) {
-            Ok(dirs) => Ok(dirs),
+            Ok(dirs) => {
+                self.prepared
+                    .borrow_mut()
+                    .insert(name.to_string(), (limits, dirs.clone()));
+                Ok(dirs)
+            }
             Err(_) if !limits.any() => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -276,6 +292,7 @@ impl Cgroups {
 
     /// Removes the (empty) cgroup of `name`; false when a process is still in it.
     pub fn remove(&self, name: &str) -> bool {
+        self.prepared.borrow_mut().remove(name);
         let mut all = true;
         for dir in self.dirs(name) {
             match fs::remove_dir(&dir) {
@@ -549,8 +566,25 @@ mod tests {
             "33554432"
         );
         assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "5");
-        // Preparing again (a keep-alive restart) reuses the cgroup.
+        // Preparing again (a keep-alive restart) reuses the cgroup without touching it.
+        fs::write(dirs[0].join("pids.max"), "marker").unwrap();
         assert_eq!(cg.prepare("web", limits).unwrap(), dirs);
+        assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "marker");
+        // Other limits (a reload changed them) are written again.
+        let fewer = Limits {
+            tasks_max: Some(3),
+            ..limits
+        };
+        cg.prepare("web", fewer).unwrap();
+        assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "3");
+        // Once removed, it is made anew.
+        for f in ["memory.max", "pids.max", "memory.swap.max"] {
+            let _ = fs::remove_file(dirs[0].join(f));
+        }
+        assert!(cg.remove("web"));
+        assert!(!dirs[0].exists());
+        cg.prepare("web", limits).unwrap();
+        assert!(dirs[0].exists());
     }
 
     #[test]
