@@ -67,12 +67,24 @@ impl Steward {
         let path = dir.path().join("steward.toml");
         let text = config.replace("@DIR@", dir.path().to_str().expect("utf-8 temp dir"));
         std::fs::write(&path, text).expect("write config");
+        Steward::start_at(&path, dir)
+    }
+
+    /// Starts `steward` on the config file or directory `config` the test made in `dir`, with
+    /// its control socket there too.
+    pub fn start_at(config: &Path, dir: tempfile::TempDir) -> Steward {
+        Steward::spawn(Steward::command(config, dir.path()), dir)
+    }
+
+    /// The `steward --config CONFIG --control DIR/control` command line, for a test that
+    /// needs to adjust it (limits, signal dispositions) before it runs.
+    pub fn command(config: &Path, dir: &Path) -> Command {
         let mut cmd = Command::new(bin("steward"));
         cmd.arg("--config")
-            .arg(&path)
+            .arg(config)
             .arg("--control")
-            .arg(dir.path().join("control"));
-        Steward::spawn(cmd, dir)
+            .arg(dir.join("control"));
+        cmd
     }
 
     /// Starts `cmd` (a steward command line, possibly wrapped in another program) and collects

@@ -18,11 +18,7 @@ fn start_limited(config: &str, nofile: u64) -> Steward {
         .replace("@DIR@", dir.path().to_str().unwrap())
         .replace("@PROBE@", bin("steward-probe").to_str().unwrap());
     std::fs::write(&path, text).unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&path)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let mut cmd = Steward::command(&path, dir.path());
     // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and reads
     // only the local it is given.
     unsafe {
@@ -211,12 +207,7 @@ fn a_config_directory_that_disappears_changes_nothing() {
         "[service.a]\nexec = [\"/bin/sleep\", \"1000\"]\n",
     )
     .unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&conf)
-        .arg("--control")
-        .arg(dir.path().join("control"));
-    let s = Steward::spawn(cmd, dir);
+    let s = Steward::start_at(&conf, dir);
     let a = s.wait_state("a", "running");
     std::fs::remove_dir_all(&conf).unwrap();
     let (code, _, err) = s.ctl(&["reload"]);
@@ -257,12 +248,7 @@ fn a_full_filesystem_for_a_new_socket_refuses_the_reload_whole() {
     }
     let config = dir.path().join("steward.toml");
     std::fs::write(&config, "[service.a]\nexec = [\"/bin/sleep\", \"1000\"]\n").unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
-    let s = Steward::spawn(cmd, dir);
+    let s = Steward::start_at(&config, dir);
     let a = s.wait_state("a", "running");
     std::fs::write(
         &config,
@@ -296,12 +282,7 @@ fn a_service_whose_executable_is_replaced_mid_run_keeps_running_then_fails_clear
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
-    let s = Steward::spawn(cmd, dir);
+    let s = Steward::start_at(&config, dir);
     let svc = s.wait_state("svc", "running");
     let other = s.wait_state("other", "running");
     // Replaced the way an upgrade gone wrong would: a new file renamed over the old one,

@@ -64,8 +64,9 @@ const ORPHANS: &str = r#"
 exec = ["/bin/sleep", "1000"]
 
 # Leaves 50 orphans behind: each inner shell exits at once, its sleep is reparented to init.
+# The marker says they all exist.
 [service.orphans]
-exec = ["/bin/sh", "-c", "for i in $(seq 50); do sh -c 'sleep 0.3 &'; done; exec sleep 1000"]
+exec = ["/bin/sh", "-c", "for i in $(seq 50); do sh -c 'sleep 0.3 &'; done; touch @DIR@/orphaned; exec sleep 1000"]
 "#;
 
 #[test]
@@ -76,6 +77,10 @@ fn steward_is_pid_1_and_reaps_every_orphan() {
     let status = s.status();
     assert_eq!(status["manager"]["pid"], 1, "{status}");
     let steward = init.host_pid();
+    // Only once they all exist can their being gone mean they were reaped.
+    wait_until("the orphans to exist", || {
+        s.dir.path().join("orphaned").exists()
+    });
     // The 50 sleeps become steward's children, exit, and are reaped: what is left are the two
     // services' own processes, and no zombie.
     let mut last = Vec::new();

@@ -611,11 +611,7 @@ fn signals_the_manager_was_started_with_ignored_are_default_in_services() {
         ),
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let mut cmd = Steward::command(&config, dir.path());
     // SAFETY: runs in the forked child before exec; signal(2) is async-signal-safe and
     // touches no memory of ours.
     unsafe {

@@ -569,7 +569,10 @@ mod tests {
         // Preparing again (a keep-alive restart) reuses the cgroup without touching it.
         fs::write(dirs[0].join("pids.max"), "marker").unwrap();
         assert_eq!(cg.prepare("web", limits).unwrap(), dirs);
-        assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "marker");
+        assert_eq!(
+            fs::read_to_string(dirs[0].join("pids.max")).unwrap(),
+            "marker"
+        );
         // Other limits (a reload changed them) are written again.
         let fewer = Limits {
             tasks_max: Some(3),

@@ -79,6 +79,18 @@ pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(i32, u32
     Ok((cred.pid, cred.uid, cred.gid))
 }
 
+/// Sets or clears FD_CLOEXEC on one of our fds, by number: what a reexec does to exactly the
+/// fds its state names (the numbers it read from the fds it owns).
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD changes one flag of the fd-table entry and touches no memory; a number
+    // that is not open is refused with EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number

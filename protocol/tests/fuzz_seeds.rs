@@ -121,7 +121,9 @@ fn seeds_are_real_encodings() {
         if write {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(&name), &bytes).unwrap();
-        } else if let Ok(stored) = std::fs::read(dir.join(&name)) {
+        } else {
+            let stored = std::fs::read(dir.join(&name))
+                .unwrap_or_else(|e| panic!("{target}/{name}: {e}: write the seeds"));
             assert_eq!(stored, bytes, "{target}/{name} is stale: rewrite the seeds");
         }
     }

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -229,15 +229,13 @@ impl Manager {
         argv.extend(self.upgrade.args.iter().cloned());
         argv.push("--deserialize".into());
         argv.push(memfd.as_raw_fd().to_string().into());
-        let mut keep: Vec<BorrowedFd<'_>> = named_fds(&state)
-            .into_iter()
-            .filter_map(|fd| self.borrow_fd(fd))
-            .collect();
-        keep.push(memfd.as_fd());
+        // `save` read every fd it names from `self`, which keeps them open through this call.
+        let mut keep = named_fds(&state);
+        keep.push(memfd.as_raw_fd());
         if let Some(pin) = &self.upgrade.pin {
             argv.push("--fallback".into());
             argv.push(pin.as_raw_fd().to_string().into());
-            keep.push(pin.as_fd());
+            keep.push(pin.as_raw_fd());
         }
         let argv: Vec<CString> = argv
             .into_iter()
@@ -250,10 +248,10 @@ impl Manager {
             exe.display(),
             self.units.iter().filter(|u| !u.retired).count()
         ));
-        for fd in &keep {
-            if let Err(e) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()) {
+        for &fd in &keep {
+            if let Err(e) = sys::set_cloexec(fd, false) {
                 restore_cloexec(&keep);
-                return refuse(format!("cannot keep an fd across exec: {e}"));
+                return refuse(format!("cannot keep fd {fd} across exec: {e}"));
             }
         }
         // Only returns on failure; on success this process continues as the new binary. A file
@@ -278,29 +276,6 @@ impl Manager {
             exe.display(),
             crate::version()
         ))
-    }
-
-    /// One of our fds by number (the state names them by number).
-    fn borrow_fd(&self, raw: RawFd) -> Option<BorrowedFd<'_>> {
-        let control = std::iter::once(self.control.listener.as_fd())
-            .chain(self.control.clients.values().map(|c| c.fd.as_fd()));
-        let units = self.units.iter().flat_map(|u| {
-            u.sockets
-                .iter()
-                .map(|l| l.fd.as_fd())
-                .chain(u.pipes.iter().map(|p| p.fd.as_fd()))
-                .chain(u.writers.iter().flatten().map(|w| w.as_fd()))
-                .chain(u.parked.iter().map(|c| c.fd.as_fd()))
-        });
-        let others = self
-            .status_pipes
-            .values()
-            .map(|fd| fd.as_fd())
-            .chain(self.instance_pipes.values().map(|p| p.pipe.fd.as_fd()));
-        control
-            .chain(units)
-            .chain(others)
-            .find(|fd| fd.as_raw_fd() == raw)
     }
 
     /// Everything the next manager needs, with `client` as the one waiting for the reply.
@@ -413,9 +388,9 @@ fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-fn restore_cloexec(fds: &[BorrowedFd<'_>]) {
-    for fd in fds {
-        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+fn restore_cloexec(fds: &[RawFd]) {
+    for &fd in fds {
+        let _ = sys::set_cloexec(fd, true);
     }
 }
 
