@@ -365,3 +365,80 @@ fn garbage_and_huge_requests_leave_steward_serving() {
     drop(half);
     assert_eq!(s.ctl(&["status"]).0, 0);
 }
+
+#[test]
+fn a_changed_socket_that_cannot_be_made_refuses_the_reload_whole() {
+    let s = Steward::start(
+        r#"
+[service.web]
+exec = ["/bin/sleep", "1000"]
+
+[[service.web.socket]]
+path = "@DIR@/web.sock"
+"#,
+    );
+    let web = s.wait_state("web", "running")["pid"].clone();
+    let dir = s.dir.path().to_path_buf();
+    // The changed config moves the socket to a path a regular file holds.
+    std::fs::write(dir.join("taken"), "not a socket").unwrap();
+    let changed = std::fs::read_to_string(dir.join("steward.toml"))
+        .unwrap()
+        .replace("/web.sock", "/taken");
+    std::fs::write(dir.join("steward.toml"), changed).unwrap();
+    let (code, _, err) = s.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("exists and is not a socket (it is left alone)")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    // Nothing changed: same process, the old socket still there and still reachable.
+    assert_eq!(s.service("web")["pid"], web);
+    assert_eq!(
+        s.service("web")["sockets"][0]["address"],
+        dir.join("web.sock").to_str().unwrap()
+    );
+    assert!(UnixStream::connect(dir.join("web.sock")).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("taken")).unwrap(),
+        "not a socket"
+    );
+}
+
+#[test]
+fn a_reload_may_hand_a_socket_path_from_one_service_to_another() {
+    let s = Steward::start(
+        r#"
+[service.old]
+exec = ["/bin/sh", "-c", "echo old"]
+lazy = true
+keep_alive = true
+
+[[service.old.socket]]
+path = "@DIR@/shared.sock"
+"#,
+    );
+    s.wait_state("old", "listening");
+    let dir = s.dir.path().to_path_buf();
+    std::fs::write(
+        dir.join("steward.toml"),
+        format!(
+            "[service.new]\nexec = [\"/bin/sh\", \"-c\", \"echo new >&3\"]\nlazy = true\nkeep_alive = true\nstdio = \"null\"\n\n[[service.new.socket]]\npath = \"{}\"\n",
+            dir.join("shared.sock").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = s.ctl(&["--json", "reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["added"], serde_json::json!(["new"]));
+    wait_until("old is gone", || {
+        let (_, out, _) = s.ctl(&["--json", "status"]);
+        !out.contains("\"old\"")
+    });
+    // The file is the new service's socket, and the old one's removal left it alone.
+    assert!(dir.join("shared.sock").exists());
+    s.wait_state("new", "listening");
+    let stream = UnixStream::connect(dir.join("shared.sock")).unwrap();
+    drop(stream);
+    s.wait_for("new: started");
+}

@@ -347,3 +347,21 @@ fn a_shutdown_after_reexec_is_clean() {
     assert!(!alive(pid), "a service outlived the manager");
     assert!(!s.dir.path().join("control").exists());
 }
+
+#[test]
+fn a_service_added_by_a_reload_survives_a_later_reexec() {
+    let (s, _bin_dir) = start(SIMPLE);
+    s.wait_state("eager", "running");
+    // The reexec hands over the config the services run: the one the reload loaded, not the
+    // one steward was started with.
+    let path = s.dir.path().join("steward.toml");
+    let text = format!("{SIMPLE}\n[service.added]\nexec = [\"/bin/sleep\", \"1000\"]\n");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = s.ctl(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    let added = s.wait_state("added", "running")["pid"].clone();
+    let (code, out, err) = s.ctl(&["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("re-executed"), "{out}");
+    assert_eq!(s.service("added")["pid"], added, "not restarted");
+}

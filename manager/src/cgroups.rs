@@ -84,10 +84,20 @@ pub struct Cgroups {
     hierarchies: Vec<Hierarchy>,
     /// Why cgroups cannot be used, when they cannot.
     unavailable: Option<String>,
-    /// Services whose cgroup is made and its limits written, with those limits: an accept
-    /// service spawns per connection, and each spawn would otherwise mkdir (and rewrite the
-    /// limits) again. Forgotten when the cgroup is removed.
-    prepared: std::cell::RefCell<std::collections::HashMap<String, (Limits, Vec<PathBuf>)>>,
+    /// What setting up found worth saying (a controller that could not be enabled): for the
+    /// loop to log.
+    notes: Vec<String>,
+}
+
+/// A service's cgroup as made: its limits and the directories its processes join. The unit
+/// keeps it, so that an accept service (which spawns per connection) does not mkdir and
+/// rewrite its limits at every spawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The limits written.
+    pub limits: Limits,
+    /// The directories to join (none when cgroups are unavailable and no limit is asked for).
+    pub dirs: Vec<PathBuf>,
 }
 
 impl Cgroups {
@@ -100,21 +110,24 @@ impl Cgroups {
         Cgroups {
             hierarchies,
             unavailable,
-            prepared: Default::default(),
+            notes: Vec::new(),
         }
     }
 
-    /// Finds the mounted hierarchies and makes steward's directory `dir` in each, below the
-    /// cgroup steward itself is in. Never fails: when cgroups cannot be used, services that
-    /// ask for no limit still run, and those that do fail with the reason kept here.
-    pub fn detect(dir: &str) -> Cgroups {
+    /// Finds the mounted hierarchies and creates steward's directory `dir` in each, below the
+    /// cgroup steward itself is in; on v2 it enables the controllers there, which may move
+    /// steward itself into a leaf cgroup of its own (v2 allows no process in an inner node).
+    /// Never fails: when cgroups cannot be used, services that ask for no limit still run, and
+    /// those that do fail with the reason kept here.
+    pub fn set_up(dir: &str) -> Cgroups {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let found = parse_hierarchies(&mountinfo, &own, dir);
         let mut usable = Vec::new();
         let mut problems = Vec::new();
+        let mut notes = Vec::new();
         for h in found {
-            match setup_base(&h) {
+            match setup_base(&h, &mut notes) {
                 Ok(h) => usable.push(h),
                 Err(e) => problems.push(e.to_string()),
             }
@@ -131,8 +144,13 @@ impl Cgroups {
         Cgroups {
             hierarchies: usable,
             unavailable,
-            prepared: Default::default(),
+            notes,
         }
+    }
+
+    /// What setting up found worth a log line, once.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// A one-line description for the log.
@@ -174,21 +192,14 @@ impl Cgroups {
 
     /// Makes the cgroup of service `name` (if missing) in every hierarchy and writes its
     /// limits; returns the directories the executor must join. With no limit asked for, a
-    /// failure here is not an error: the service runs without a cgroup (`Ok(vec![])`).
-    pub fn prepare(&self, name: &str, limits: Limits) -> Result<Vec<PathBuf>, CgroupError> {
-        if let Some((done, dirs)) = self.prepared.borrow().get(name) {
-            if *done == limits {
-                return Ok(dirs.clone());
-            }
-        }
+    /// failure here is not an error: the service runs without a cgroup (no directories).
+    pub fn prepare(&self, name: &str, limits: Limits) -> Result<Prepared, CgroupError> {
         match self.try_prepare(name, limits) {
-            Ok(dirs) => {
-                self.prepared
-                    .borrow_mut()
-                    .insert(name.to_string(), (limits, dirs.clone()));
-                Ok(dirs)
-            }
-            Err(_) if !limits.any() => Ok(Vec::new()),
+            Ok(dirs) => Ok(Prepared { limits, dirs }),
+            Err(_) if !limits.any() => Ok(Prepared {
+                limits,
+                dirs: Vec::new(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -282,17 +293,16 @@ impl Cgroups {
     }
 
     /// Sends `signal` to every process in the cgroup of `name`; returns how many there were.
-    pub fn signal(&self, name: &str, signal: i32) -> usize {
+    pub fn signal(&self, name: &str, signal: crate::config::Signal) -> usize {
         let pids = self.procs(name);
         for &pid in &pids {
-            let _ = crate::sys::kill(pid, signal);
+            let _ = crate::sys::kill(pid, signal.0);
         }
         pids.len()
     }
 
     /// Removes the (empty) cgroup of `name`; false when a process is still in it.
     pub fn remove(&self, name: &str) -> bool {
-        self.prepared.borrow_mut().remove(name);
         let mut all = true;
         for dir in self.dirs(name) {
             match fs::remove_dir(&dir) {
@@ -344,7 +354,7 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 /// Makes the base directory and, on v2, enables the controllers it offers for the services'
 /// cgroups below it.
-fn setup_base(h: &Hierarchy) -> Result<Hierarchy, CgroupError> {
+fn setup_base(h: &Hierarchy, notes: &mut Vec<String>) -> Result<Hierarchy, CgroupError> {
     fs::create_dir_all(&h.base).map_err(io_err(&h.base))?;
     let mut h = h.clone();
     if h.version == Version::V2 && !h.controllers.is_empty() {
@@ -366,7 +376,7 @@ fn setup_base(h: &Hierarchy) -> Result<Hierarchy, CgroupError> {
             if let Err(e) = write(&parent.join("cgroup.subtree_control"), &enable) {
                 // Tracking still works without controllers; only limits are unavailable.
                 h.controllers.clear();
-                crate::log::manager(format_args!(
+                notes.push(format!(
                     "cgroups: cannot enable {enable} below {}: {e}",
                     parent.display()
                 ));
@@ -375,7 +385,7 @@ fn setup_base(h: &Hierarchy) -> Result<Hierarchy, CgroupError> {
         }
         if let Err(e) = write(&h.base.join("cgroup.subtree_control"), &enable) {
             h.controllers.clear();
-            crate::log::manager(format_args!("cgroups: {e}"));
+            notes.push(format!("cgroups: {e}"));
         }
     }
     Ok(h)
@@ -559,20 +569,15 @@ mod tests {
             memory_max: Some(32 << 20),
             tasks_max: Some(5),
         };
-        let dirs = cg.prepare("web", limits).unwrap();
+        let dirs = cg.prepare("web", limits).unwrap().dirs;
         assert_eq!(dirs.len(), 1);
         assert_eq!(
             fs::read_to_string(dirs[0].join("memory.max")).unwrap(),
             "33554432"
         );
         assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "5");
-        // Preparing again (a keep-alive restart) reuses the cgroup without touching it.
-        fs::write(dirs[0].join("pids.max"), "marker").unwrap();
-        assert_eq!(cg.prepare("web", limits).unwrap(), dirs);
-        assert_eq!(
-            fs::read_to_string(dirs[0].join("pids.max")).unwrap(),
-            "marker"
-        );
+        // Preparing again finds the directory made.
+        assert_eq!(cg.prepare("web", limits).unwrap().dirs, dirs);
         // Other limits (a reload changed them) are written again.
         let fewer = Limits {
             tasks_max: Some(3),
@@ -605,7 +610,8 @@ mod tests {
                     tasks_max: Some(9),
                 },
             )
-            .unwrap();
+            .unwrap()
+            .dirs;
         assert_eq!(dirs.len(), 3, "the service joins every hierarchy");
         assert_eq!(
             fs::read_to_string(dirs[1].join("memory.limit_in_bytes")).unwrap(),
@@ -664,7 +670,7 @@ mod tests {
             (Version::V2, &[]),
             (Version::V1, &["pids"]),
         ]);
-        let dirs = cg.prepare("web", Limits::default()).unwrap();
+        let dirs = cg.prepare("web", Limits::default()).unwrap().dirs;
         assert_eq!(dirs, [cg.hierarchies[1].base.join("web")]);
     }
 
@@ -692,7 +698,7 @@ mod tests {
     fn without_cgroups_only_limited_services_fail() {
         let cg = Cgroups::new(Vec::new());
         assert_eq!(
-            cg.prepare("free", Limits::default()).unwrap(),
+            cg.prepare("free", Limits::default()).unwrap().dirs,
             Vec::<PathBuf>::new()
         );
         let err = cg
@@ -721,7 +727,8 @@ mod tests {
                     tasks_max: Some(10),
                 },
             )
-            .unwrap();
+            .unwrap()
+            .dirs;
         fs::write(dirs[0].join("cgroup.procs"), "12\n13\n").unwrap();
         fs::write(dirs[1].join("cgroup.procs"), "13\n").unwrap();
         assert_eq!(cg.procs("web"), [12, 13]);

@@ -27,7 +27,7 @@ pub struct Client {
     /// Until a request is complete: when to give up on it.
     deadline: Option<Instant>,
     /// `logs -f`: the service whose new lines it receives.
-    pub follow: Option<usize>,
+    pub follow: Option<crate::registry::UnitId>,
     /// Close once the output is written.
     closing: bool,
     /// Whether EPOLLOUT is in its interest set.
@@ -50,10 +50,27 @@ pub enum Input {
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("control socket {path}: {problem}")]
+#[error("control socket {}: {problem}", path.display())]
 pub struct ControlError {
     path: PathBuf,
-    problem: String,
+    #[source]
+    problem: crate::sockets::Problem,
+}
+
+/// Whether the listener takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// In the epoll set, accepting.
+    Open,
+    /// Out of the epoll set until then: accepting kept failing (out of fds, say), and a
+    /// listener that stays readable would spin the loop.
+    Paused {
+        /// When it goes back into the set.
+        until: Instant,
+    },
+    /// Back in the set after a pause, but no connection was accepted since (so a new failure
+    /// is not logged again).
+    Recovering,
 }
 
 /// The listening socket and its clients.
@@ -65,6 +82,8 @@ pub struct Control {
     pub clients: HashMap<u64, Client>,
     next_id: u64,
     own_uid: u32,
+    /// Whether the listener takes connections.
+    pub admission: Admission,
 }
 
 impl Control {
@@ -83,6 +102,7 @@ impl Control {
             clients: HashMap::new(),
             next_id: 0,
             own_uid: rustix::process::geteuid().as_raw(),
+            admission: Admission::Open,
         })
     }
 
@@ -94,6 +114,7 @@ impl Control {
             clients: HashMap::new(),
             next_id: 0,
             own_uid: rustix::process::geteuid().as_raw(),
+            admission: Admission::Open,
         }
     }
 
@@ -241,9 +262,17 @@ impl Control {
         self.clients.get(&id).is_some_and(|c| !c.outbuf.is_empty())
     }
 
-    /// The earliest request deadline.
+    /// The earliest request deadline, or the end of a pause.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.values().filter_map(|c| c.deadline).min()
+        let paused = match self.admission {
+            Admission::Paused { until } => Some(until),
+            Admission::Open | Admission::Recovering => None,
+        };
+        self.clients
+            .values()
+            .filter_map(|c| c.deadline)
+            .chain(paused)
+            .min()
     }
 
     /// Clients whose request did not arrive in time.

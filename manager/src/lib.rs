@@ -10,12 +10,14 @@ mod config;
 mod control;
 mod event_loop;
 mod log;
-mod logs;
+mod output;
 mod pid1;
+mod registry;
 mod sockets;
 mod spawn;
 mod supervisor;
 mod sys;
+mod unit;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

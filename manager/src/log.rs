@@ -1,4 +1,5 @@
-//! The manager's own log: one line per event on stderr, `steward: NAME: message`.
+//! The manager's own log (not the services' output, which is `output`): one line per event on
+//! stderr, `steward: NAME: message`.
 
 use std::fmt;
 use std::io::Write;
@@ -26,13 +27,10 @@ static NONBLOCKING: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::ne
 /// slow or stuck console can never stall init (a full console drops lines instead). The
 /// description is our own: services that inherit fd 2 keep a blocking one.
 pub fn nonblocking() {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open("/proc/self/fd/2")
-    {
-        let _ = NONBLOCKING.set(file);
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    if let Ok(fd) = rustix::fs::open("/proc/self/fd/2", flags, Mode::empty()) {
+        let _ = NONBLOCKING.set(std::fs::File::from(fd));
     }
 }
 

@@ -16,13 +16,15 @@
 //! In a child pid namespace the final reboot(2) ends the namespace instead of the machine,
 //! which is what a container or the tests want.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use nix::mount::{MsFlags, mount};
-use nix::sys::reboot::RebootMode;
+use rustix::mount::{MountFlags, UnmountFlags, mount, mount_remount, unmount};
+use rustix::system::RebootCommand;
 
+use crate::config::Signal;
 use crate::log;
 
 /// What the manager does once every service has stopped.
@@ -67,44 +69,44 @@ pub enum InitSignal {
 
 /// The init meaning of signal `signo`.
 pub fn meaning(signo: i32) -> Option<InitSignal> {
-    let rt = libc::SIGRTMIN();
-    match signo {
-        libc::SIGHUP => Some(InitSignal::Reload),
-        libc::SIGTERM => Some(InitSignal::Reexec),
-        libc::SIGINT => Some(InitSignal::Stop(Finish::Reboot)),
-        libc::SIGUSR1 => Some(InitSignal::Stop(Finish::Halt)),
-        libc::SIGUSR2 | libc::SIGPWR => Some(InitSignal::Stop(Finish::Poweroff)),
-        s if s == rt + 3 => Some(InitSignal::Stop(Finish::Halt)),
-        s if s == rt + 4 => Some(InitSignal::Stop(Finish::Poweroff)),
-        s if s == rt + 5 => Some(InitSignal::Stop(Finish::Reboot)),
+    let rt = crate::sys::sigrtmin();
+    match Signal(signo) {
+        Signal::HUP => Some(InitSignal::Reload),
+        Signal::TERM => Some(InitSignal::Reexec),
+        Signal::INT => Some(InitSignal::Stop(Finish::Reboot)),
+        Signal::USR1 => Some(InitSignal::Stop(Finish::Halt)),
+        Signal::USR2 | Signal::PWR => Some(InitSignal::Stop(Finish::Poweroff)),
+        Signal(s) if s == rt + 3 => Some(InitSignal::Stop(Finish::Halt)),
+        Signal(s) if s == rt + 4 => Some(InitSignal::Stop(Finish::Poweroff)),
+        Signal(s) if s == rt + 5 => Some(InitSignal::Stop(Finish::Reboot)),
         _ => None,
     }
 }
 
 /// The signals PID 1 handles, beyond the ones every steward handles.
 pub fn extra_signals() -> Vec<i32> {
-    let rt = libc::SIGRTMIN();
+    let rt = crate::sys::sigrtmin();
     vec![
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGPWR,
+        Signal::USR1.0,
+        Signal::USR2.0,
+        Signal::PWR.0,
         rt + 3,
         rt + 4,
         rt + 5,
     ]
 }
 
-const NOSUID: MsFlags = MsFlags::MS_NOSUID;
-const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
-const NOSUID_NODEV_NOEXEC: MsFlags = NOSUID_NODEV.union(MsFlags::MS_NOEXEC);
+const NOSUID: MountFlags = MountFlags::NOSUID;
+const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+const NOSUID_NODEV_NOEXEC: MountFlags = NOSUID_NODEV.union(MountFlags::NOEXEC);
 
 /// The API filesystems, mounted where missing: (target, type, flags, options).
-const API_MOUNTS: [(&str, &str, MsFlags, &str); 5] = [
-    ("/proc", "proc", NOSUID_NODEV_NOEXEC, ""),
-    ("/sys", "sysfs", NOSUID_NODEV_NOEXEC, ""),
-    ("/dev", "devtmpfs", NOSUID, "mode=0755"),
-    ("/run", "tmpfs", NOSUID_NODEV, "mode=0755"),
-    ("/tmp", "tmpfs", NOSUID_NODEV, "mode=1777"),
+const API_MOUNTS: [(&str, &str, MountFlags, Option<&CStr>); 5] = [
+    ("/proc", "proc", NOSUID_NODEV_NOEXEC, None),
+    ("/sys", "sysfs", NOSUID_NODEV_NOEXEC, None),
+    ("/dev", "devtmpfs", NOSUID, Some(c"mode=0755")),
+    ("/run", "tmpfs", NOSUID_NODEV, Some(c"mode=0755")),
+    ("/tmp", "tmpfs", NOSUID_NODEV, Some(c"mode=1777")),
 ];
 
 /// Whether `target` is a mount point, from /proc/self/mountinfo (field 5).
@@ -129,21 +131,13 @@ fn mount_cgroup2() -> Option<String> {
     }
     let flags = NOSUID_NODEV_NOEXEC;
     let result = mount(
-        Some("cgroup2"),
+        "cgroup2",
         target,
-        Some("cgroup2"),
+        "cgroup2",
         flags,
-        Some("nsdelegate,favordynmods"),
+        c"nsdelegate,favordynmods",
     )
-    .or_else(|_| {
-        mount(
-            Some("cgroup2"),
-            target,
-            Some("cgroup2"),
-            flags,
-            None::<&str>,
-        )
-    });
+    .or_else(|_| mount("cgroup2", target, "cgroup2", flags, None));
     Some(match result {
         Ok(()) => format!("mounted cgroup2 on {target}"),
         Err(e) => format!("cannot mount cgroup2 on {target}: {e}"),
@@ -173,13 +167,10 @@ pub fn early_setup() {
             continue;
         }
         let _ = std::fs::create_dir_all(target);
-        let data = (!data.is_empty()).then_some(data);
-        said.push(
-            match mount(Some(fstype), target, Some(fstype), flags, data) {
-                Err(e) => format!("cannot mount {fstype} on {target}: {e}"),
-                Ok(()) => format!("mounted {fstype} on {target}"),
-            },
-        );
+        said.push(match mount(fstype, target, fstype, flags, data) {
+            Err(e) => format!("cannot mount {fstype} on {target}: {e}"),
+            Ok(()) => format!("mounted {fstype} on {target}"),
+        });
     }
     console_on_closed_stdio();
     said.extend(mount_cgroup2());
@@ -188,7 +179,7 @@ pub fn early_setup() {
     }
     // The kernel would reboot at once on ctrl-alt-del; as init we stop the services first.
     // (In a child pid namespace this is refused, and there is no such key anyway.)
-    let _ = nix::sys::reboot::set_cad_enabled(false);
+    let _ = rustix::system::reboot(RebootCommand::CadOff);
     log::nonblocking();
 }
 
@@ -242,19 +233,20 @@ fn initial_namespace() -> bool {
 /// child pid namespace reboot(2) ends the namespace (the kernel kills us), and the mounts are
 /// left alone: they may be the host's. Returns only if reboot(2) failed.
 pub fn finish(how: Finish) -> io::Error {
-    nix::unistd::sync();
+    rustix::fs::sync();
     if initial_namespace() {
         unmount_all();
-        nix::unistd::sync();
+        rustix::fs::sync();
     }
-    let mode = match how {
-        Finish::Halt => RebootMode::RB_HALT_SYSTEM,
-        Finish::Poweroff => RebootMode::RB_POWER_OFF,
-        Finish::Reboot | Finish::Exit => RebootMode::RB_AUTOBOOT,
+    let command = match how {
+        Finish::Halt => RebootCommand::Halt,
+        Finish::Poweroff => RebootCommand::PowerOff,
+        Finish::Reboot | Finish::Exit => RebootCommand::Restart,
     };
     log::manager(format_args!("{}", how.name()));
-    match nix::sys::reboot::reboot(mode) {
-        Ok(never) => match never {},
+    match rustix::system::reboot(command) {
+        // The kernel does not come back from a reboot it made.
+        Ok(()) => io::Error::other("reboot(2) returned"),
         Err(e) => io::Error::from(e),
     }
 }
@@ -274,23 +266,11 @@ fn unmount_all() {
         if ["/", "/proc", "/sys", "/dev"].contains(&target.as_str()) {
             continue;
         }
-        if nix::mount::umount(target.as_str()).is_err() {
-            let _ = mount(
-                None::<&str>,
-                target.as_str(),
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            );
+        if unmount(target.as_str(), UnmountFlags::empty()).is_err() {
+            let _ = mount_remount(target.as_str(), MountFlags::RDONLY, "");
         }
     }
-    let _ = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    );
+    let _ = mount_remount("/", MountFlags::RDONLY, "");
 }
 
 /// Where PID 1 goes when it cannot run: the shell named by `STEWARD_EMERGENCY_SHELL` (the
@@ -306,7 +286,7 @@ pub fn emergency(why: &str) -> ! {
         let shell =
             std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(shell.as_os_str()))
                 .unwrap_or_else(|_| c"/bin/sh".into());
-        let e = nix::unistd::execv(&shell, &[shell.as_c_str()]).unwrap_err();
+        let e = crate::sys::execv(&shell, &[shell.as_c_str()]);
         log::manager(format_args!("the emergency shell failed: {e}"));
     }
     log::manager(format_args!(
@@ -314,9 +294,9 @@ pub fn emergency(why: &str) -> ! {
     ));
     let mut last = std::time::Instant::now();
     loop {
-        match nix::sys::wait::wait() {
-            Ok(_) => {}
-            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
         }
         if last.elapsed() >= std::time::Duration::from_secs(60) {
             log::manager(format_args!("still in emergency mode: {why}"));

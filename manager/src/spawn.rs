@@ -1,22 +1,22 @@
 //! The spawn path: a service's config becomes a spawn state in a sealed memfd, and the pinned
-//! executor is `posix_spawn`ed with it. The manager never forks: glibc's posix_spawn clones with
-//! CLONE_VM|CLONE_VFORK, so no page of the manager is copied, however large it has grown.
+//! executor is spawned with it. The manager never forks: the executor is cloned with
+//! CLONE_VM|CLONE_VFORK (clone3 straight into its cgroup, or glibc's posix_spawn on older
+//! kernels), so no page of the manager is copied, however large it has grown.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use memfd::{FileSeal, MemfdOptions};
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
-use nix::unistd::Pid;
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio};
 
+use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
 use crate::sockets::{Connection, Listener, takeover_key};
+use crate::supervisor::Pid;
 
 /// What a spawn hands the service besides its config.
 #[derive(Clone, Copy)]
@@ -33,18 +33,30 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Why a spawn failed before the executor ran.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// The service's cgroup could not be made or its limits written.
+    #[error("cannot set up its cgroup: {0}")]
+    Cgroup(#[source] CgroupError),
     /// The status pipe could not be made.
     #[error("cannot create the status pipe: {0}")]
     Pipe(#[source] rustix::io::Errno),
+    /// An accept instance's output pipes could not be made.
+    #[error("pipe: {0}")]
+    LogPipe(#[source] std::io::Error),
+    /// Accept mode: accepting the waiting connection failed.
+    #[error("accept: {0}")]
+    Accept(#[source] rustix::io::Errno),
+    /// Accept mode without a socket to accept on (a config the parser refuses).
+    #[error("no socket to accept on")]
+    NoSocket,
     /// The spawn state did not encode.
     #[error(transparent)]
     Encode(#[from] steward_protocol::EncodeError),
     /// The memfd could not be created, written or sealed.
     #[error("cannot prepare the spawn state memfd: {0}")]
-    Memfd(String),
-    /// posix_spawn failed.
-    #[error("posix_spawn of the executor failed: {0}")]
-    Spawn(#[source] nix::Error),
+    Memfd(#[source] std::io::Error),
+    /// The clone (or posix_spawn) of the executor failed.
+    #[error("spawning the executor failed: {0}")]
+    Spawn(#[source] std::io::Error),
 }
 
 /// Why the executor could not be pinned.
@@ -77,12 +89,13 @@ pub enum PinError {
         found: String,
     },
     /// The copy could not be made.
-    #[error("cannot pin the executor {path}: {problem}")]
+    #[error("cannot pin the executor {path}: {source}")]
     Copy {
         /// Where it is.
         path: PathBuf,
         /// What went wrong.
-        problem: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -96,13 +109,14 @@ pub struct Spawner {
     exec_path: CString,
     /// `argv[0]` for the executor, for `ps`.
     argv0: CString,
-    /// A line for the log about how it was pinned, if there is something to say.
-    pub note: Option<String>,
+    /// Lines for the log (how it was pinned, a fallback to posix_spawn), until the loop takes
+    /// them.
+    notes: Vec<String>,
     /// Whether spawning straight into a cgroup (clone3) works here; cleared at the first
     /// refusal.
-    clone_into_cgroup: std::cell::Cell<bool>,
+    clone_into_cgroup: bool,
     /// The stack the clone3 child runs on.
-    stack: std::cell::RefCell<crate::sys::ChildStack>,
+    stack: crate::sys::ChildStack,
     /// The signals we ignore, which the executor must set back to their default (asked once:
     /// the manager never changes a disposition after start-up).
     ignored_signals: Vec<i32>,
@@ -146,9 +160,9 @@ impl Spawner {
                 path.display()
             ));
         }
-        let copy_err = |problem: String| PinError::Copy {
+        let copy_err = |source: std::io::Error| PinError::Copy {
             path: path.to_path_buf(),
-            problem,
+            source,
         };
         let pinned: OwnedFd = match sealed_memfd("steward-executor", &bytes) {
             Ok(memfd) if executable_memfd(&memfd) => memfd.into(),
@@ -157,9 +171,9 @@ impl Spawner {
                 // survives deletion and replacement by rename, but not an in-place overwrite.
                 note = Some("memfds may not be executed here (vm.memfd_noexec): the executor is pinned by inode, not by content".into());
                 rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| copy_err(e.to_string()))?
+                    .map_err(|e| copy_err(e.into()))?
             }
-            Err(e) => return Err(copy_err(e.to_string())),
+            Err(e) => return Err(copy_err(e)),
         };
         let exec_path = CString::new(format!("/proc/self/fd/{}", pinned.as_raw_fd()))
             .expect("no NUL in a number");
@@ -167,37 +181,41 @@ impl Spawner {
             pinned,
             exec_path,
             argv0: CString::new("steward-executor").expect("no NUL"),
-            note,
-            clone_into_cgroup: std::cell::Cell::new(true),
-            stack: std::cell::RefCell::default(),
+            notes: note.into_iter().collect(),
+            clone_into_cgroup: true,
+            stack: crate::sys::ChildStack::default(),
             ignored_signals: crate::sys::ignored_signals(),
         })
     }
 
+    /// What is worth a log line since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
     /// Spawns the executor for `service` into the cgroup directories `cgroups` (of which
     /// `unified`, if any, is the v2 one); returns its pid and the read end of its status pipe
-    /// (non-blocking, close-on-exec).
+    /// (non-blocking, close-on-exec). `log` holds the write ends of its stdout and stderr
+    /// pipes to the manager's log, when it logs there.
     pub fn spawn(
-        &self,
+        &mut self,
         service: &config::Service,
         passing: Passing<'_>,
         cgroups: &[PathBuf],
         unified: Option<&Path>,
-        log: Option<[i32; 2]>,
+        log: Option<[BorrowedFd<'_>; 2]>,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
         // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
         // only joins the v1 hierarchies, if any.
-        let into = unified
-            .filter(|_| self.clone_into_cgroup.get())
-            .and_then(|dir| {
-                rustix::fs::open(
-                    dir,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()
-                .map(|fd| (dir, fd))
-            });
+        let into = unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {
+            rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+            .map(|fd| (dir, fd))
+        });
         let (status_read, status_write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -205,7 +223,7 @@ impl Spawner {
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
-        let mut state = spawn_state(service, passing, status_write.as_raw_fd(), log);
+        let mut state = spawn_state(service, passing, status_write.as_fd(), log);
         state.reset_signals.clone_from(&self.ignored_signals);
         state.cgroups = cgroups
             .iter()
@@ -213,93 +231,93 @@ impl Spawner {
             .map(|d| d.display().to_string())
             .collect();
         let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
-            .map_err(|e| SpawnError::Memfd(e.to_string()))?;
+            .map_err(SpawnError::Memfd)?;
 
-        // Exactly these fds cross into the executor, at the numbers the spawn state names:
-        // the child clears their FD_CLOEXEC (posix_spawn: dup2 of an fd onto itself, per
-        // Austin Group issue 411). Everything else the manager holds is close-on-exec.
-        let passed = state
+        // Exactly these fds cross into the executor, at the numbers the spawn state names;
+        // everything else the manager holds is close-on-exec. The pinned executor crosses too:
+        // an interpreter started for a script executor opens it by its /proc/self/fd path
+        // after the exec. The real executor closes it.
+        let named: Vec<i32> = state
             .fds
             .iter()
+            .copied()
             .chain(state.stdio.iter().filter_map(|s| match s {
-                Stdio::Fd(fd) if *fd > 2 => Some(fd),
+                Stdio::Fd(fd) if *fd > 2 => Some(*fd),
                 _ => None,
-            }));
-        // The pinned executor crosses too: an interpreter started for a script executor
-        // opens it by its /proc/self/fd path after the exec. The real executor closes it.
-        let keep: Vec<i32> = [
-            memfd.as_raw_fd(),
-            status_write.as_raw_fd(),
-            self.pinned.as_raw_fd(),
-        ]
-        .into_iter()
-        .chain(passed.copied())
-        .collect();
+            }))
+            .collect();
+        let mut keep: Vec<BorrowedFd<'_>> =
+            vec![memfd.as_fd(), status_write.as_fd(), self.pinned.as_fd()];
+        keep.extend(passed_fds(passing, log).filter(|fd| named.contains(&fd.as_raw_fd())));
         let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
-        let argv = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
+        let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         if let Some((_, cgroup)) = &into {
-            let mut stack = self.stack.borrow_mut();
             match crate::sys::spawn_into_cgroup(
                 &self.exec_path,
                 &argv,
                 &keep,
                 cgroup.as_fd(),
-                &mut stack,
+                &mut self.stack,
             ) {
-                Ok(pid) => return Ok((Pid::from_raw(pid), status_read)),
+                Ok(pid) => return Ok((new_pid(pid)?, status_read)),
                 // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7):
                 // posix_spawn from now on, with the executor joining every cgroup.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EOPNOTSUPP)
-                    ) =>
-                {
-                    drop(stack);
-                    self.clone_into_cgroup.set(false);
-                    crate::log::manager(format_args!(
+                Err(e) if is_unsupported(&e) => {
+                    self.clone_into_cgroup = false;
+                    self.notes.push(format!(
                         "clone3 with CLONE_INTO_CGROUP is not available ({e}): services join their cgroups after they start"
                     ));
                     return self.spawn(service, passing, cgroups, None, log);
                 }
-                Err(e) => {
-                    return Err(SpawnError::Spawn(nix::Error::from_raw(
-                        e.raw_os_error().unwrap_or(libc::EIO),
-                    )));
-                }
+                Err(e) => return Err(SpawnError::Spawn(e)),
             }
         }
-        let mut actions = PosixSpawnFileActions::init().map_err(SpawnError::Spawn)?;
-        for &fd in &keep {
-            actions.add_dup2(fd, fd).map_err(SpawnError::Spawn)?;
-        }
-        let attr = PosixSpawnAttr::init().map_err(SpawnError::Spawn)?;
-        let envp: [&std::ffi::CStr; 0] = [];
-        let pid = posix_spawn(self.exec_path.as_c_str(), &actions, &attr, &argv, &envp)
-            .map_err(SpawnError::Spawn)?;
-        Ok((pid, status_read))
+        let pid =
+            crate::sys::posix_spawn(&self.exec_path, &argv, &keep).map_err(SpawnError::Spawn)?;
+        Ok((new_pid(pid)?, status_read))
     }
+}
+
+/// The fds of the service itself that may cross: its sockets or connection, and its log pipes
+/// (of which the spawn state names those it uses).
+fn passed_fds<'a>(
+    passing: Passing<'a>,
+    log: Option<[BorrowedFd<'a>; 2]>,
+) -> impl Iterator<Item = BorrowedFd<'a>> {
+    let own: Vec<BorrowedFd<'a>> = match passing {
+        Passing::Sockets(listeners) => listeners.iter().map(|l| l.fd.as_fd()).collect(),
+        Passing::Connection(connection) => vec![connection.fd.as_fd()],
+    };
+    own.into_iter().chain(log.into_iter().flatten())
+}
+
+/// The errors of clone3 that say the kernel lacks it (or CLONE_INTO_CGROUP).
+fn is_unsupported(e: &std::io::Error) -> bool {
+    [
+        rustix::io::Errno::NOSYS,
+        rustix::io::Errno::TOOBIG,
+        rustix::io::Errno::INVAL,
+        rustix::io::Errno::OPNOTSUPP,
+    ]
+    .iter()
+    .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+}
+
+fn new_pid(raw: i32) -> Result<Pid, SpawnError> {
+    Pid::new(raw).ok_or_else(|| SpawnError::Spawn(std::io::Error::other("no pid")))
 }
 
 /// A memfd holding `bytes`, sealed: whoever holds it can trust that what it reads is what we
 /// wrote, and nobody can change it under them.
 pub fn sealed_memfd(name: &str, bytes: &[u8]) -> std::io::Result<File> {
-    let other = |e: memfd::Error| std::io::Error::other(e.to_string());
-    let memfd = MemfdOptions::default()
-        .close_on_exec(true)
-        .allow_sealing(true)
-        .create(name)
-        .map_err(other)?;
-    memfd.as_file().write_all(bytes)?;
-    memfd
-        .add_seals(&[
-            FileSeal::SealShrink,
-            FileSeal::SealGrow,
-            FileSeal::SealWrite,
-            FileSeal::SealSeal,
-        ])
-        .map_err(other)?;
-    Ok(memfd.into_file())
+    let memfd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = File::from(memfd);
+    file.write_all(bytes)?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(file)
 }
 
 /// Whether the kernel lets us execute this memfd (vm.memfd_noexec may strip its x bits).
@@ -321,17 +339,18 @@ fn protocol_marker(bytes: &[u8]) -> Option<String> {
     (!digits.is_empty()).then(|| String::from_utf8(digits).expect("ASCII digits"))
 }
 
-/// Everything the executor needs for `service`, in numbers and paths. `log` holds the write
-/// ends of its stdout and stderr pipes to the manager's log, when it logs there.
+/// Everything the executor needs for `service`, in numbers and paths: here the fds become
+/// the numbers the executor will find them at. `log` holds the write ends of its stdout and
+/// stderr pipes to the manager's log, when it logs there.
 pub fn spawn_state(
     service: &config::Service,
     passing: Passing<'_>,
-    status_fd: i32,
-    log: Option<[i32; 2]>,
+    status_fd: BorrowedFd<'_>,
+    log: Option<[BorrowedFd<'_>; 2]>,
 ) -> SpawnState {
     // Without pipes (they could not be made), the manager's own stderr is the next best log.
     let [log_out, log_err] = log.map_or([Stdio::Fd(2), Stdio::Fd(2)], |[o, e]| {
-        [Stdio::Fd(o), Stdio::Fd(e)]
+        [Stdio::Fd(o.as_raw_fd()), Stdio::Fd(e.as_raw_fd())]
     });
     let mut stdio = match &service.stdio {
         StdioMode::Log => [Stdio::Null, log_out, log_err.clone()],
@@ -378,7 +397,7 @@ pub fn spawn_state(
         listen_pid: !fds.is_empty(),
         stdio,
         fds,
-        status_fd,
+        status_fd: status_fd.as_raw_fd(),
         working_directory: service.working_directory.clone(),
         umask: service.umask,
         credentials: service.credentials.as_ref().map(|c| Credentials {
@@ -513,10 +532,11 @@ mod tests {
         let s = service(
             "exec = [\"/bin/x\", \"-v\"]\nworking_directory = \"/tmp\"\numask = \"0077\"\nlimits = { nofile = 64 }\nstdio = \"null\"\n",
         );
-        let state = spawn_state(&s, Passing::Sockets(&[]), 9, None);
+        let (_, status) = rustix::pipe::pipe().unwrap();
+        let state = spawn_state(&s, Passing::Sockets(&[]), status.as_fd(), None);
         assert_eq!(state.path, "/bin/x");
         assert_eq!(state.argv, ["/bin/x", "-v"]);
-        assert_eq!(state.status_fd, 9);
+        assert_eq!(state.status_fd, status.as_raw_fd());
         assert_eq!(state.umask, 0o077);
         assert_eq!(state.working_directory, "/tmp");
         assert_eq!(

@@ -1,9 +1,17 @@
-//! The manager's only unsafe code: the syscalls no safe wrapper covers for every signal number,
-//! and taking ownership of the fds a `reexec` hands over by number.
+//! The manager's only unsafe code, and its only use of libc: what rustix (the manager's one
+//! syscall layer) does not cover — the signal mask and signalfd, posix_spawn, clone3 into a
+//! cgroup, execv, strerror, malloc_trim, signal numbers beyond rustix's named ones — and taking
+//! ownership of the fds a `reexec` hands over by number.
 #![allow(unsafe_code)]
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// SIGRTMIN as the C library defines it (glibc keeps the first two real-time signals).
+pub fn sigrtmin() -> i32 {
+    libc::SIGRTMIN()
+}
 
 /// The signals this process ignores (SIG_IGN), by asking the kernel directly: glibc's
 /// sigaction hides its internal 32 and 33.
@@ -39,24 +47,64 @@ pub fn trim_heap() {
     }
 }
 
-/// `set` plus signals by number, real-time ones included (which nix's `Signal` cannot name).
-pub fn with_signals(set: &nix::sys::signal::SigSet, signos: &[i32]) -> nix::sys::signal::SigSet {
-    let mut raw: libc::sigset_t = *set.as_ref();
-    for &signo in signos {
-        // SAFETY: sigaddset writes into the set we own; an invalid number is refused (EINVAL).
-        unsafe {
-            libc::sigaddset(&mut raw, signo);
+/// A set of signals by number, real-time ones included.
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// The set of `signos`; numbers the C library refuses are left out.
+    pub fn of(signos: &[i32]) -> SignalSet {
+        let mut raw = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given, a live local.
+        let mut raw = unsafe {
+            libc::sigemptyset(raw.as_mut_ptr());
+            raw.assume_init()
+        };
+        for &signo in signos {
+            // SAFETY: sigaddset writes into the set we own; an invalid number is refused.
+            unsafe {
+                libc::sigaddset(&mut raw, signo);
+            }
         }
+        SignalSet(raw)
     }
-    // SAFETY: `raw` is a valid, initialised set: a copy of one, with members added by libc.
-    unsafe { nix::sys::signal::SigSet::from_sigset_t_unchecked(raw) }
+
+    /// Blocks the set in this thread (the manager's only one), so that its signals wait for
+    /// the signalfd instead of running a default action.
+    pub fn block(&self) -> io::Result<()> {
+        // SAFETY: pthread_sigmask reads the set we own and writes no old set.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
+    }
+
+    /// A signalfd for the set: non-blocking, close-on-exec.
+    pub fn signalfd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: signalfd with -1 creates a new fd; it reads the set we own.
+        let fd = unsafe { libc::signalfd(-1, &self.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this new fd, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// The size of one `struct signalfd_siginfo`, what each read of a signalfd returns.
+pub const SIGINFO_LEN: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+
+/// The signal number of one `struct signalfd_siginfo` as read from a signalfd.
+pub fn siginfo_signo(bytes: &[u8; SIGINFO_LEN]) -> i32 {
+    // `ssi_signo` is the struct's first field, a u32 in the machine's byte order.
+    u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i32
 }
 
 /// The peer of a unix socket: (pid, uid, gid). The pid is 0 when the peer lives in a pid
 /// namespace we cannot see (a client outside the namespace steward is init of), which
 /// rustix's credentials type cannot represent.
-pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
-    use std::os::fd::AsRawFd;
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -79,18 +127,6 @@ pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(i32, u32
     Ok((cred.pid, cred.uid, cred.gid))
 }
 
-/// Sets or clears FD_CLOEXEC on one of our fds, by number: what a reexec does to exactly the
-/// fds its state names (the numbers it read from the fds it owns).
-pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    let flags = if on { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: F_SETFD changes one flag of the fd-table entry and touches no memory; a number
-    // that is not open is refused with EBADF.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Whether `fd` is open in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number
@@ -98,19 +134,43 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
 }
 
-/// Takes ownership of an fd the previous manager left open across exec, after checking it is
-/// open. The caller must name each fd once (`reexec` checks the state names none twice).
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    if !fd_is_open(fd) {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: the fd is open, and nothing else in this process owns it: it was inherited
-    // across execve, where no Rust object could own it, and the caller adopts each number once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Whether `fd` was inherited across the exec that started this image and is not adopted yet:
+/// open, above stdio, and without FD_CLOEXEC. Every fd the manager opens is close-on-exec, and
+/// a previous manager cleared the flag on exactly the fds it hands over, so such an fd can be
+/// owned by nothing in this process.
+pub fn inherited(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the fd's flags and touches no memory; on a closed or invalid number
+    // the kernel answers EBADF.
+    let flags = if fd > 2 {
+        unsafe { libc::fcntl(fd, libc::F_GETFD) }
+    } else {
+        -1
+    };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
 }
 
-/// Sends `signal` (any number 1..=64, real-time ones included) to a process, or to a process
-/// group when `pid` is negative.
+/// Takes ownership of an fd a previous manager handed over across exec (see [`inherited`]),
+/// and makes it close-on-exec again: ours alone, and never adoptable twice.
+pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if !inherited(fd) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the fd is open and was inherited, not opened by this image (which opens
+    // everything close-on-exec), and not adopted before (adopting sets the flag): nothing in
+    // this process owns it. The manager is single-threaded, so nothing changes in between.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD changes one flag of an fd we now own and touches no memory.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        let e = io::Error::last_os_error();
+        // Not ours after all: do not close what we could not mark.
+        std::mem::forget(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Sends `signal` (any number 1..=64, real-time ones included, which rustix's `Signal` does not
+/// name) to a process, or to a process group when `pid` is negative.
 pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory of ours; any values are safe to
     // pass, the kernel validates them.
@@ -120,6 +180,94 @@ pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The C library's text for an errno, without Rust's "(os error N)" suffix.
+pub fn errno_text(errno: i32) -> String {
+    let mut buf = [0u8; 128];
+    // SAFETY: the XSI strerror_r writes a NUL-terminated message of at most `buf.len()` bytes
+    // into our buffer.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return format!("error {errno}");
+    }
+    CStr::from_bytes_until_nul(&buf)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("error {errno}"))
+}
+
+/// A NULL-terminated array of pointers into `strings`, which must outlive its use.
+fn pointers(strings: &[&CStr]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// execv(2): replaces this process image. Returns only on failure, with the error.
+pub fn execv(path: &CStr, argv: &[&CStr]) -> io::Error {
+    let argv = pointers(argv);
+    // SAFETY: `path` and every argument are NUL-terminated strings that live across the call;
+    // `argv` is NULL-terminated. On success the call does not return.
+    unsafe {
+        libc::execv(path.as_ptr(), argv.as_ptr());
+    }
+    io::Error::last_os_error()
+}
+
+/// glibc's posix_spawn (CLONE_VM|CLONE_VFORK) of `path` with an empty environment, passing on
+/// exactly the fds in `keep` at their numbers (everything else the manager holds is
+/// close-on-exec): the fallback for kernels without clone3's CLONE_INTO_CGROUP.
+pub fn posix_spawn(path: &CStr, argv: &[&CStr], keep: &[BorrowedFd<'_>]) -> io::Result<i32> {
+    let argv = pointers(argv);
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    // SAFETY: initialises the actions object in our local.
+    let rc = unsafe { libc::posix_spawn_file_actions_init(actions.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: initialised just above.
+    let mut actions = unsafe { actions.assume_init() };
+    let mut result = Ok(0);
+    for fd in keep {
+        // A dup2 of an fd onto itself clears its FD_CLOEXEC in the child (Austin Group issue
+        // 411, which glibc implements).
+        // SAFETY: adds an action to the initialised object we own.
+        let rc = unsafe {
+            libc::posix_spawn_file_actions_adddup2(&mut actions, fd.as_raw_fd(), fd.as_raw_fd())
+        };
+        if rc != 0 {
+            result = Err(io::Error::from_raw_os_error(rc));
+            break;
+        }
+    }
+    if result.is_ok() {
+        let mut pid = 0;
+        // SAFETY: every pointer is live for the call: the path, the NULL-terminated argv and
+        // envp, the actions object; a null attribute means the defaults.
+        let rc = unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                std::ptr::null(),
+                argv.as_ptr() as *const *mut libc::c_char,
+                envp.as_ptr() as *const *mut libc::c_char,
+            )
+        };
+        result = if rc == 0 {
+            Ok(pid)
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        };
+    }
+    // SAFETY: destroys the object initialised above, once.
+    unsafe {
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+    }
+    result
 }
 
 /// What the child of [`spawn_into_cgroup`] needs, in memory it shares with the parent
@@ -250,10 +398,10 @@ impl Default for ChildStack {
 /// from clone3 itself (ENOSYS before Linux 5.3, E2BIG/EINVAL before 5.7) means: use
 /// posix_spawn.
 pub fn spawn_into_cgroup(
-    path: &std::ffi::CStr,
-    argv: &[&std::ffi::CStr],
-    keep: &[RawFd],
-    cgroup: std::os::fd::BorrowedFd<'_>,
+    path: &CStr,
+    argv: &[&CStr],
+    keep: &[BorrowedFd<'_>],
+    cgroup: BorrowedFd<'_>,
     stack: &mut ChildStack,
 ) -> io::Result<i32> {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -263,10 +411,9 @@ pub fn spawn_into_cgroup(
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        use std::os::fd::AsRawFd;
-        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
+        let argv_ptrs = pointers(argv);
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let keep: Vec<RawFd> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
         let mut data = ChildData {
             path: path.as_ptr(),
             argv: argv_ptrs.as_ptr(),
@@ -325,5 +472,16 @@ pub fn spawn_into_cgroup(
             return Err(io::Error::from_raw_os_error(errno));
         }
         Ok(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_text_has_no_suffix() {
+        assert_eq!(errno_text(2), "No such file or directory");
+        assert_eq!(errno_text(13), "Permission denied");
     }
 }

@@ -1,5 +1,10 @@
-//! The one format that crosses a process boundary: the spawn state the manager hands to
-//! `steward-executor`, and the status report the executor sends back when a step fails.
+//! The three formats that cross a process boundary: the spawn state the manager hands to
+//! `steward-executor` (with the status report the executor sends back when a step fails), the
+//! control protocol between `stewardctl` and the manager ([`control`]), and the manager state
+//! a `reexec` hands to the next binary ([`reexec`]).
+//!
+//! The executor needs the spawn format alone: it depends on this crate without the default
+//! features `control` and `reexec`, so a change to either of those does not rebuild it.
 //!
 //! The manager writes an encoded [`SpawnState`] into a sealed memfd; the executor decodes it,
 //! applies it and execs the service. Everything in it is a number or a path: the executor does
@@ -12,7 +17,9 @@
 
 extern crate alloc;
 
+#[cfg(feature = "control")]
 pub mod control;
+#[cfg(feature = "reexec")]
 pub mod reexec;
 
 use alloc::string::{String, ToString};
@@ -351,6 +358,7 @@ pub fn encode(state: &SpawnState) -> Result<Vec<u8>, EncodeError> {
 
 /// `magic`, `version` and the payload's length (all little-endian), then the payload: the
 /// header both the spawn state and the manager state carry.
+#[cfg_attr(not(feature = "reexec"), allow(dead_code))]
 pub(crate) fn with_header(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&magic);

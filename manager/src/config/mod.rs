@@ -4,12 +4,14 @@
 //! file, line and column of the key or value it is about, so one `--check` shows them all.
 
 mod parse;
+mod users;
 mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use users::SystemUsers;
 pub use values::{Signal, format_duration, parse_size};
 
 /// Where a config item was written.
@@ -56,10 +58,10 @@ pub struct Config {
     pub services: Vec<Service>,
 }
 
-/// The `[manager]` table.
+/// The `[manager]` table. Each field's default is the one [`ManagerSettings::default`] sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagerSettings {
-    /// Bytes kept per service in its log ring.
+    /// `log_buffer`, default `"64K"`: bytes kept per service in its log ring.
     pub log_buffer: u64,
 }
 
@@ -71,58 +73,107 @@ impl Default for ManagerSettings {
     }
 }
 
-/// One `[service.NAME]` table.
+/// One `[service.NAME]` table. Each field's default is the one [`Service::new`] sets; only
+/// `exec` must be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     /// The table's name: `[A-Za-z0-9_.-]{1,64}`.
     pub name: String,
     /// Where the table's header is.
     pub origin: Origin,
-    /// argv; `exec[0]` is an absolute path.
+    /// `exec`, required: argv; `exec[0]` is an absolute path.
     pub exec: Vec<String>,
-    /// Whether to start (or, if lazy, start listening) when the manager starts.
+    /// `autostart`, default `true`: start (or, if lazy, start listening) when the manager
+    /// starts.
     pub autostart: bool,
-    /// Whether to restart the service whenever its process exits, for any reason.
+    /// `keep_alive`, default `false`: restart the service whenever its process exits, for any
+    /// reason.
     pub keep_alive: bool,
-    /// Whether to wait for a client's connection before spawning. Needs at least one socket.
+    /// `lazy`, default `false`: wait for a client's connection before spawning. Needs at least
+    /// one socket.
     pub lazy: bool,
-    /// Whether to spawn one instance per accepted connection. Needs exactly one stream or
-    /// seqpacket socket; implies `lazy`; excludes `keep_alive`.
+    /// `accept`, default `false`: spawn one instance per accepted connection. Needs exactly one
+    /// stream or seqpacket socket; implies `lazy`; excludes `keep_alive`.
     pub accept: bool,
-    /// Accept mode: how many instances may run at once.
+    /// `max_connections`, default `64`: accept mode, how many instances may run at once.
     pub max_connections: u32,
-    /// Credentials, resolved to numbers; `None` keeps the manager's.
+    /// `user`, `group`, `supplementary_groups`, default the manager's own: credentials,
+    /// resolved to numbers; `None` keeps the manager's.
     pub credentials: Option<Credentials>,
-    /// The working directory.
+    /// `working_directory`, default `"/"`.
     pub working_directory: String,
-    /// Added on top of the base environment, overriding it, in file order.
+    /// `environment`, default none: added on top of the base environment, overriding it, in
+    /// file order.
     pub environment: Vec<(String, String)>,
-    /// Whether the base environment is the manager's own instead of a minimal one.
+    /// `inherit_environment`, default `false`: whether the base environment is the manager's
+    /// own instead of a minimal one.
     pub inherit_environment: bool,
-    /// Where fds 0, 1 and 2 go.
+    /// `stdio`, default `"log"`: where fds 0, 1 and 2 go.
     pub stdio: StdioMode,
-    /// The umask.
+    /// `umask`, default `"0022"`.
     pub umask: u32,
-    /// cgroup memory limit in bytes.
+    /// `memory_max`, default none: the cgroup memory limit in bytes.
     pub memory_max: Option<u64>,
-    /// cgroup pids limit.
+    /// `tasks_max`, default none: the cgroup pids limit.
     pub tasks_max: Option<u64>,
-    /// Resource limits: (`RLIMIT_*` number, value), value `u64::MAX` for infinity.
+    /// `limits`, default none: resource limits as (`RLIMIT_*` number, value), value `u64::MAX`
+    /// for infinity.
     pub limits: Vec<(u32, u64)>,
-    /// Wait before a keep-alive restart of an eager service.
+    /// `restart_delay`, default `"100ms"`: the wait before a keep-alive restart of an eager
+    /// service.
     pub restart_delay: Duration,
-    /// Automatic restarts allowed within `start_limit_interval`.
+    /// `start_limit_burst`, default `5`: automatic restarts allowed within
+    /// `start_limit_interval`.
     pub start_limit_burst: u32,
-    /// The window the start limit counts restarts in.
+    /// `start_limit_interval`, default `"10s"`: the window the start limit counts restarts in.
     pub start_limit_interval: Duration,
-    /// The signal that asks the service to stop.
+    /// `stop_signal`, default `"SIGTERM"`: the signal that asks the service to stop.
     pub stop_signal: Signal,
-    /// How long to wait after `stop_signal` before SIGKILL.
+    /// `stop_timeout`, default `"5s"`: how long to wait after `stop_signal` before SIGKILL.
     pub stop_timeout: Duration,
-    /// How `SOCKET_TAKEOVER` is written.
+    /// `takeover_env`, default `"flag"`: how `SOCKET_TAKEOVER` is written.
     pub takeover_env: TakeoverEnv,
-    /// The sockets, in order: they become fds 3, 4, …
+    /// `[[service.NAME.socket]]`, default none: the sockets, in order; they become fds 3, 4, …
     pub sockets: Vec<SocketConfig>,
+}
+
+impl Service {
+    /// A service of that name with every default, and no `exec` yet.
+    pub fn new(name: String, origin: Origin) -> Service {
+        Service {
+            name,
+            origin,
+            exec: Vec::new(),
+            autostart: true,
+            keep_alive: false,
+            lazy: false,
+            accept: false,
+            max_connections: 64,
+            credentials: None,
+            working_directory: "/".into(),
+            environment: Vec::new(),
+            inherit_environment: false,
+            stdio: StdioMode::Log,
+            umask: 0o022,
+            memory_max: None,
+            tasks_max: None,
+            limits: Vec::new(),
+            restart_delay: Duration::from_millis(100),
+            start_limit_burst: 5,
+            start_limit_interval: Duration::from_secs(10),
+            stop_signal: Signal::TERM,
+            stop_timeout: Duration::from_secs(5),
+            takeover_env: TakeoverEnv::Flag,
+            sockets: Vec::new(),
+        }
+    }
+
+    /// Whether `other` is the same service but for where it was written.
+    pub fn same_as(&self, other: &Service) -> bool {
+        let mut other = other.clone();
+        other.origin = self.origin.clone();
+        *self == other
+    }
 }
 
 /// Numeric credentials of a service, and what its environment says about the user.
@@ -171,23 +222,45 @@ pub enum TakeoverEnv {
     Map,
 }
 
-/// One `[[service.NAME.socket]]` table.
+/// One `[[service.NAME.socket]]` table. Each field's default is the one
+/// [`SocketConfig::new`] sets; `path` or `listen` must be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketConfig {
-    /// Where it listens.
+    /// `path` (a unix socket) or `listen` (`ADDR:PORT`), required: where it listens.
     pub address: SocketAddress,
-    /// Its type.
+    /// `type`, default `"stream"`.
     pub kind: SocketKind,
-    /// File mode of a unix socket, exact.
+    /// `mode`, default `"0600"`: file mode of a unix socket, exact.
     pub mode: u32,
-    /// Owner of a unix socket file; `None` is the service's user.
+    /// `owner`, default the service's user: owner of a unix socket file.
     pub owner: Option<u32>,
-    /// Group of a unix socket file; `None` is the service's group.
+    /// `group`, default the service's group: group of a unix socket file.
     pub group: Option<u32>,
-    /// The listen backlog.
+    /// `backlog`, default `128`: the listen backlog.
     pub backlog: u32,
-    /// Its `LISTEN_FDNAMES` entry.
+    /// `name`, default the service's name: its `LISTEN_FDNAMES` entry.
     pub name: String,
+}
+
+impl SocketConfig {
+    /// A socket of `service` at `address` with every default.
+    pub fn new(service: &str, address: SocketAddress) -> SocketConfig {
+        SocketConfig {
+            address,
+            kind: SocketKind::Stream,
+            mode: 0o600,
+            owner: None,
+            group: None,
+            backlog: 128,
+            name: service.to_string(),
+        }
+    }
+
+    /// Whether `other` listens at the same address with the same type: the same socket, but
+    /// for attributes that can be changed on it in place (mode, owner, backlog, name).
+    pub fn same_endpoint(&self, other: &SocketConfig) -> bool {
+        self.address == other.address && self.kind == other.kind
+    }
 }
 
 /// `path` or `listen`.
@@ -281,7 +354,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 
 /// Parses files already read, as (path, text).
 pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
-    let mut loaded = parse::parse_files(&sources, &values::SystemUsers);
+    let mut loaded = parse::parse_files(&sources, &SystemUsers::new());
     loaded.sources = sources;
     loaded
 }
@@ -291,6 +364,6 @@ pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
 pub fn load_str(name: &str, text: &str) -> Loaded {
     parse::parse_files(
         &[(PathBuf::from(name), text.to_string())],
-        &values::SystemUsers,
+        &SystemUsers::new(),
     )
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use super::values::{
-    RLIMITS, Signal, UserEntry, Users, parse_duration, parse_mode, parse_size, valid_name,
-};
+use super::users::{UserEntry, Users};
+use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
     Config, Credentials, Diagnostic, Loaded, ManagerSettings, Origin, Service, SocketAddress,
     SocketConfig, SocketKind, StdioMode, TakeoverEnv, UserEnv,
@@ -355,32 +354,7 @@ impl Cx<'_> {
             );
         }
         let table = self.table(&format!("service.{n}"), value)?;
-        let mut s = Service {
-            name: n.clone(),
-            origin: self.origin(name.span()),
-            exec: Vec::new(),
-            autostart: true,
-            keep_alive: false,
-            lazy: false,
-            accept: false,
-            max_connections: 64,
-            credentials: None,
-            working_directory: "/".into(),
-            environment: Vec::new(),
-            inherit_environment: false,
-            stdio: StdioMode::Log,
-            umask: 0o022,
-            memory_max: None,
-            tasks_max: None,
-            limits: Vec::new(),
-            restart_delay: Duration::from_millis(100),
-            start_limit_burst: 5,
-            start_limit_interval: Duration::from_secs(10),
-            stop_signal: Signal::TERM,
-            stop_timeout: Duration::from_secs(5),
-            takeover_env: TakeoverEnv::Flag,
-            sockets: Vec::new(),
-        };
+        let mut s = Service::new(n.clone(), self.origin(name.span()));
         let mut spans: HashMap<String, Range<usize>> = HashMap::new();
         let mut user = None;
         let mut group = None;
@@ -585,7 +559,7 @@ impl Cx<'_> {
                 );
                 return None;
             }
-            (None, None) => nix::unistd::getgid().as_raw(),
+            (None, None) => rustix::process::getgid().as_raw(),
         };
         // Only fail here when the keys themselves parsed, so a bad value is reported once.
         if (spans.contains_key("user") && user.is_none())
@@ -596,7 +570,7 @@ impl Cx<'_> {
         let uid = user
             .as_ref()
             .map(|u| u.uid)
-            .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+            .unwrap_or_else(|| rustix::process::getuid().as_raw());
         let user_env = user.and_then(|u| u.entry).map(|e| UserEnv {
             name: e.name,
             home: e.home,
@@ -764,15 +738,7 @@ impl Cx<'_> {
         let table = self.table("socket", value)?;
         let before = self.error_count();
         let mut address = None;
-        let mut socket = SocketConfig {
-            address: SocketAddress::Unix(PathBuf::new()),
-            kind: SocketKind::Stream,
-            mode: 0o600,
-            owner: None,
-            group: None,
-            backlog: 128,
-            name: service.to_string(),
-        };
+        let mut socket = SocketConfig::new(service, SocketAddress::Unix(PathBuf::new()));
         for (key, value) in table.iter() {
             let k = key.get_ref().as_ref();
             match k {
@@ -961,7 +927,7 @@ stop_signal = \"SIGNOPE\"
             PathBuf::from("b.toml"),
             "\n[service.x]\nexec=[\"/bin/true\"]\n".into(),
         );
-        let loaded = parse_files(&[a, b], &super::super::values::SystemUsers);
+        let loaded = parse_files(&[a, b], &super::super::SystemUsers::new());
         let errs: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             errs,

@@ -1,5 +1,4 @@
-//! The small value languages of the config: durations, sizes, modes, signals, limits, names,
-//! and the user database behind `user`/`group`.
+//! The small value languages of the config: durations, sizes, modes, signals, limits, names.
 
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +46,20 @@ impl Signal {
     pub const TERM: Signal = Signal(15);
     /// SIGKILL.
     pub const KILL: Signal = Signal(9);
+    /// SIGCONT.
+    pub const CONT: Signal = Signal(18);
+    /// SIGCHLD.
+    pub const CHLD: Signal = Signal(17);
+    /// SIGHUP.
+    pub const HUP: Signal = Signal(1);
+    /// SIGINT.
+    pub const INT: Signal = Signal(2);
+    /// SIGUSR1.
+    pub const USR1: Signal = Signal(10);
+    /// SIGUSR2.
+    pub const USR2: Signal = Signal(12);
+    /// SIGPWR.
+    pub const PWR: Signal = Signal(30);
 
     /// `"SIGTERM"`, `"TERM"` or `"15"`.
     pub fn parse(text: &str) -> Option<Signal> {
@@ -162,61 +175,6 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-}
-
-/// One entry of the user database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserEntry {
-    /// Login name.
-    pub name: String,
-    /// User id.
-    pub uid: u32,
-    /// Primary group id.
-    pub gid: u32,
-    /// Home directory.
-    pub home: String,
-}
-
-/// The user and group database, behind a narrow trait so that tests can use a fake one.
-pub trait Users {
-    /// Looks a user up by name.
-    fn user_by_name(&self, name: &str) -> Option<UserEntry>;
-    /// Looks a user up by id.
-    fn user_by_id(&self, uid: u32) -> Option<UserEntry>;
-    /// Looks a group's id up by name.
-    fn group_by_name(&self, name: &str) -> Option<u32>;
-}
-
-/// The system's database, through the C library (so NSS modules are honoured).
-pub struct SystemUsers;
-
-fn entry(user: nix::unistd::User) -> UserEntry {
-    UserEntry {
-        name: user.name,
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        home: user.dir.to_string_lossy().into_owned(),
-    }
-}
-
-impl Users for SystemUsers {
-    fn user_by_name(&self, name: &str) -> Option<UserEntry> {
-        nix::unistd::User::from_name(name).ok().flatten().map(entry)
-    }
-
-    fn user_by_id(&self, uid: u32) -> Option<UserEntry> {
-        nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map(entry)
-    }
-
-    fn group_by_name(&self, name: &str) -> Option<u32> {
-        nix::unistd::Group::from_name(name)
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw())
-    }
 }
 
 #[cfg(test)]

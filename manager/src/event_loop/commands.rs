@@ -3,72 +3,46 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use nix::sys::epoll::{EpollEvent, EpollFlags};
+use rustix::event::epoll;
 use steward_protocol::control::{
     ExitStatus, FailureStatus, InstanceStatus, Reply, Request, ServiceStatus, SocketStatus, Status,
-    Stream,
 };
 
-use super::{Manager, Token};
-use crate::config::SocketAddress;
-use crate::control::Input;
+use super::token::Token;
+use super::{Manager, data};
+use crate::config::{Signal, SocketAddress};
+use crate::control::{Admission, Input};
 use crate::log;
-use crate::logs;
 use crate::pid1::Finish;
+use crate::registry::UnitId;
 use crate::supervisor::{Event, Exit};
+use crate::unit::Unit;
 
 impl Manager {
-    /// Opens the output pipes of a service that logs to the manager (not accept mode: its
-    /// instances get their own).
-    pub(super) fn open_log_pipes(&mut self, id: usize) {
-        let unit = &mut self.units[id];
-        let config = &unit.service.config;
-        if config.stdio != crate::config::StdioMode::Log || config.accept || unit.writers.is_some()
-        {
-            return;
-        }
-        let mut writers = Vec::new();
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            match logs::pipe(stream) {
-                Ok((pipe, write)) => {
-                    let token = Token::Log(id, stream).to_u64();
-                    if let Err(e) = self
-                        .epoll
-                        .add(&pipe.fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                    {
-                        log::service(&unit.name, format_args!("cannot watch its log pipe: {e}"));
-                        return;
-                    }
-                    unit.pipes.push(pipe);
-                    writers.push(write);
-                }
-                Err(e) => {
-                    log::service(&unit.name, format_args!("cannot make its log pipe: {e}"));
-                    return;
-                }
-            }
-        }
-        unit.writers = <[_; 2]>::try_from(writers).ok();
-    }
-
     pub(super) fn on_control(&mut self) {
         loop {
             match self.control.accept() {
                 Ok(Some((id, refused))) => {
-                    if std::mem::take(&mut self.control_backing_off) {
+                    if self.control.admission == Admission::Recovering {
+                        self.control.admission = Admission::Open;
                         log::manager(format_args!("control: accepting again"));
                     }
                     if let Some(uid) = refused {
                         log::manager(format_args!(
                             "control: refused a client with uid {uid} (only root and uid {} may control steward)",
-                            nix::unistd::geteuid()
+                            rustix::process::geteuid().as_raw()
                         ));
                     }
                     let Some(fd) = self.control.fd(id) else {
                         continue;
                     };
-                    let interest = EpollEvent::new(EpollFlags::EPOLLIN, Token::Client(id).to_u64());
-                    if self.epoll.add(fd, interest).is_err() {
+                    let added = epoll::add(
+                        &self.epoll,
+                        fd,
+                        data(Token::Client(id)),
+                        epoll::EventFlags::IN,
+                    );
+                    if added.is_err() {
                         self.control.clients.remove(&id);
                         continue;
                     }
@@ -78,14 +52,15 @@ impl Manager {
                     // Out of fds, say: the client waits in the backlog. The listener stays
                     // readable, so it leaves the epoll set for a moment instead of spinning
                     // the loop; said once per episode.
-                    if self.control_paused.is_none() && !self.control_backing_off {
+                    if self.control.admission == Admission::Open {
                         log::manager(format_args!(
                             "control: accept failed: {e}; clients wait, retrying every 100ms"
                         ));
                     }
-                    self.control_backing_off = true;
-                    let _ = self.epoll.delete(&self.control.listener);
-                    self.control_paused = Some(Instant::now() + Duration::from_millis(100));
+                    self.unwatch_fd(&self.control.listener);
+                    self.control.admission = Admission::Paused {
+                        until: Instant::now() + Duration::from_millis(100),
+                    };
                     return;
                 }
             }
@@ -130,18 +105,36 @@ impl Manager {
         if client.wants_write != wants {
             client.wants_write = wants;
             let flags = if wants {
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+                epoll::EventFlags::IN | epoll::EventFlags::OUT
             } else {
-                EpollFlags::EPOLLIN
+                epoll::EventFlags::IN
             };
-            let mut event = EpollEvent::new(flags, Token::Client(id).to_u64());
-            let _ = self.epoll.modify(&client.fd, &mut event);
+            let _ = epoll::modify(&self.epoll, &client.fd, data(Token::Client(id)), flags);
         }
     }
 
     pub(super) fn drop_client(&mut self, id: u64) {
         if let Some(client) = self.control.clients.remove(&id) {
-            let _ = self.epoll.delete(&client.fd);
+            self.unwatch_fd(&client.fd);
+        }
+    }
+
+    /// Control's own timers: a pause of the listener that is over, clients that sent no
+    /// complete request in time.
+    pub(super) fn control_timers(&mut self, now: Instant) {
+        if let Admission::Paused { until } = self.control.admission {
+            if until <= now {
+                self.control.admission = Admission::Recovering;
+                if !self.watch_fd(&self.control.listener, Token::Control) {
+                    log::manager(format_args!("control: cannot watch the socket again"));
+                }
+            }
+        }
+        for cid in self.control.expired(now) {
+            log::manager(format_args!(
+                "control: a client sent no complete request in time"
+            ));
+            self.drop_client(cid);
         }
     }
 
@@ -151,11 +144,11 @@ impl Manager {
     }
 
     /// The units the names refer to, or the reply naming the unknown ones.
-    fn lookup(&self, names: &[String]) -> Result<Vec<usize>, Reply> {
+    fn lookup(&self, names: &[String]) -> Result<Vec<UnitId>, Reply> {
         let mut ids = Vec::new();
         let mut unknown = Vec::new();
         for name in names {
-            match self.find(name) {
+            match self.registry.find(name) {
                 Some(id) => ids.push(id),
                 None => unknown.push(name.as_str()),
             }
@@ -167,11 +160,6 @@ impl Manager {
                 message: format!("unknown service: {}", unknown.join(", ")),
             })
         }
-    }
-
-    /// The live unit of that name.
-    pub(super) fn find(&self, name: &str) -> Option<usize> {
-        self.units.iter().position(|u| !u.retired && u.name == name)
     }
 
     fn handle_request(&mut self, id: u64, request: Request) {
@@ -187,72 +175,75 @@ impl Manager {
                 name,
                 lines,
                 follow,
-            } => match self.find(&name) {
-                Some(unit) => {
-                    let ring = &self.units[unit].log;
-                    let reply = Reply::Logs {
-                        lines: ring.tail(lines),
-                        dropped: ring.dropped,
-                    };
-                    if follow {
-                        if let Some(client) = self.control.clients.get_mut(&id) {
-                            client.follow = Some(unit);
-                        }
-                        self.control.send(id, &reply, false);
-                        self.flush_client(id);
-                        return;
-                    }
-                    reply
-                }
-                None => Reply::Error {
-                    message: format!("unknown service: {name}"),
-                },
+            } => match self.logs(id, &name, lines, follow) {
+                Some(reply) => reply,
+                // A follower's first lines are sent; the connection stays open for more.
+                None => return,
             },
             Request::Reload => self.reload(),
             Request::Reexec => self.reexec(Some(id)),
-            // As PID 1 there is nothing to exit to: shutdown powers off.
-            Request::Shutdown if crate::pid1::is_init() => {
-                self.stop_all(Finish::Poweroff);
-                Reply::Done {
-                    message: "powering off".into(),
-                }
-            }
-            Request::Shutdown => {
-                self.stop_all(Finish::Exit);
-                Reply::Done {
-                    message: "shutting down".into(),
-                }
-            }
-            Request::Poweroff | Request::Reboot if crate::pid1::is_init() => {
-                let (finish, what) = if request == Request::Poweroff {
-                    (Finish::Poweroff, "powering off")
-                } else {
-                    (Finish::Reboot, "rebooting")
-                };
-                self.stop_all(finish);
-                Reply::Done {
-                    message: what.into(),
-                }
-            }
-            Request::Poweroff | Request::Reboot => {
-                let what = if request == Request::Poweroff {
-                    "poweroff"
-                } else {
-                    "reboot"
-                };
-                Reply::Error {
-                    message: format!(
-                        "{what} is only for steward running as PID 1 (this one is pid {}); use shutdown to stop it",
-                        std::process::id()
-                    ),
-                }
-            }
+            Request::Shutdown | Request::Poweroff | Request::Reboot => self.power(&request),
             Request::Version => Reply::Version {
                 version: crate::version().into(),
                 protocol: steward_protocol::control::CONTROL_VERSION,
             },
         };
         self.reply(id, reply);
+    }
+
+    /// `logs NAME`: the reply, or `None` when the client now follows the service.
+    fn logs(&mut self, id: u64, name: &str, lines: Option<u32>, follow: bool) -> Option<Reply> {
+        let Some((unit, ring)) = self
+            .registry
+            .find(name)
+            .and_then(|unit| Some((unit, &self.registry.get(unit)?.io.output)))
+        else {
+            return Some(Reply::Error {
+                message: format!("unknown service: {name}"),
+            });
+        };
+        let reply = Reply::Logs {
+            lines: ring.tail(lines),
+            dropped: ring.dropped,
+        };
+        if !follow {
+            return Some(reply);
+        }
+        if let Some(client) = self.control.clients.get_mut(&id) {
+            client.follow = Some(unit);
+        }
+        self.control.send(id, &reply, false);
+        self.flush_client(id);
+        None
+    }
+
+    /// `shutdown`, `poweroff`, `reboot`.
+    fn power(&mut self, request: &Request) -> Reply {
+        let init = crate::pid1::is_init();
+        let (finish, done) = match request {
+            // As PID 1 there is nothing to exit to: shutdown powers off.
+            Request::Shutdown if init => (Finish::Poweroff, "powering off"),
+            Request::Shutdown => (Finish::Exit, "shutting down"),
+            Request::Poweroff if init => (Finish::Poweroff, "powering off"),
+            Request::Reboot if init => (Finish::Reboot, "rebooting"),
+            other => {
+                let what = if *other == Request::Poweroff {
+                    "poweroff"
+                } else {
+                    "reboot"
+                };
+                return Reply::Error {
+                    message: format!(
+                        "{what} is only for steward running as PID 1 (this one is pid {}); use shutdown to stop it",
+                        std::process::id()
+                    ),
+                };
+            }
+        };
+        self.stop_all(finish);
+        Reply::Done {
+            message: done.into(),
+        }
     }
 
     /// Sends one event to each named service; the reply says where each one is now.
@@ -262,7 +253,7 @@ impl Manager {
                 message: "name at least one service".into(),
             };
         }
-        if self.shutting_down {
+        if self.shutting_down() {
             return Reply::Error {
                 message: "steward is shutting down".into(),
             };
@@ -276,83 +267,82 @@ impl Manager {
         }
         let states: Vec<String> = ids
             .iter()
-            .map(|&u| {
-                format!(
-                    "{}: {}",
-                    self.units[u].name,
-                    self.units[u].service.state.name()
-                )
-            })
+            .filter_map(|&id| self.registry.get(id))
+            .map(|u| format!("{}: {}", u.name(), u.supervisor.state().name()))
             .collect();
         Reply::Done {
             message: states.join("\n"),
         }
     }
 
-    fn status(&self, named: &[usize]) -> Status {
+    fn status(&self, named: &[UnitId]) -> Status {
         let detailed = !named.is_empty();
-        let ids: Vec<usize> = if detailed {
+        let ids: Vec<UnitId> = if detailed {
             named.to_vec()
         } else {
-            (0..self.units.len())
-                .filter(|&u| !self.units[u].retired)
-                .collect()
+            self.registry.ids()
         };
         let services = ids
             .into_iter()
-            .map(|u| {
-                let unit = &self.units[u];
-                let s = &unit.service;
-                ServiceStatus {
-                    name: unit.name.clone(),
-                    state: s.state.name().into(),
-                    pid: s.state.pid().map(|p| p.as_raw()),
-                    since: unit
-                        .since
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                    restarts: s.restarts,
-                    memory_bytes: self.cgroups.memory_current(&unit.name),
-                    sockets: unit
-                        .sockets
-                        .iter()
-                        .map(|l| SocketStatus {
-                            name: l.config.name.clone(),
-                            address: match &l.config.address {
-                                SocketAddress::Unix(p) => p.display().to_string(),
-                                SocketAddress::Inet(a) => a.to_string(),
-                            },
-                        })
-                        .collect(),
-                    instances: s
-                        .instances
-                        .iter()
-                        .map(|(pid, i)| InstanceStatus {
-                            name: format!("{}@{}", unit.name, i.number),
-                            pid: pid.as_raw(),
-                        })
-                        .collect(),
-                    last_exit: s.last_exit.map(exit_status),
-                    failure: s.last_failure.as_ref().map(|f| FailureStatus {
-                        step: f.step.map(|st| st.name().to_string()),
-                        reason: f.reason.clone(),
-                        status: match f.exit {
-                            Some(Exit::Code(c)) => Some(c),
-                            _ => None,
-                        },
-                    }),
-                    log_tail: if detailed {
-                        unit.log.tail(Some(10))
-                    } else {
-                        Vec::new()
-                    },
-                }
-            })
+            .filter_map(|id| self.registry.get(id))
+            .map(|unit| self.service_status(unit, detailed))
             .collect();
         Status {
             manager_pid: std::process::id(),
             version: crate::version().into(),
             services,
+        }
+    }
+
+    /// One service's line of `status`, with its last log lines when `detailed`.
+    fn service_status(&self, unit: &Unit, detailed: bool) -> ServiceStatus {
+        let s = &unit.supervisor;
+        let name = unit.name();
+        ServiceStatus {
+            name: name.to_string(),
+            state: s.state().name().into(),
+            pid: s.state().pid().map(|p| p.raw()),
+            since: unit
+                .io
+                .since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            restarts: s.restarts(),
+            memory_bytes: self.cgroups.memory_current(name),
+            sockets: unit
+                .io
+                .sockets
+                .iter()
+                .map(|l| SocketStatus {
+                    name: l.config.name.clone(),
+                    address: match &l.config.address {
+                        SocketAddress::Unix(p) => p.display().to_string(),
+                        SocketAddress::Inet(a) => a.to_string(),
+                    },
+                })
+                .collect(),
+            instances: s
+                .instances()
+                .iter()
+                .map(|(pid, i)| InstanceStatus {
+                    name: format!("{name}@{}", i.number),
+                    pid: pid.raw(),
+                })
+                .collect(),
+            last_exit: s.last_exit().map(exit_status),
+            failure: s.last_failure().map(|f| FailureStatus {
+                step: f.step.map(|st| st.name().to_string()),
+                reason: f.reason.clone(),
+                status: match f.exit {
+                    Some(Exit::Code(c)) => Some(c),
+                    _ => None,
+                },
+            }),
+            log_tail: if detailed {
+                unit.io.output.tail(Some(10))
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -361,6 +351,6 @@ fn exit_status(exit: Exit) -> ExitStatus {
     match exit {
         Exit::Code(c) => ExitStatus::Code(c),
         Exit::Signal(s) => ExitStatus::Signal(s.0),
-        Exit::Oom => ExitStatus::Signal(libc::SIGKILL),
+        Exit::Oom => ExitStatus::Signal(Signal::KILL.0),
     }
 }

@@ -1,29 +1,91 @@
-//! Reload: the whole new config is validated first, and a broken one changes nothing. Then new
-//! services start, removed ones stop (their sockets close and their files go), changed ones
-//! restart, and unchanged ones are not touched. SIGHUP and `stewardctl reload` both come here.
+//! Reload: a plan, then its application. The whole new config is validated first and a broken
+//! one changes nothing; [`plan`] then works out, without touching anything, which services are
+//! new, gone or changed; applying it makes every socket the new config needs before it changes
+//! anything (so a socket that cannot be made refuses the reload whole), then new services
+//! start, removed ones stop and go (their sockets close and their files go), changed ones
+//! restart with their new config, and unchanged ones are not touched. SIGHUP and
+//! `stewardctl reload` both come here.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
 
 use steward_protocol::control::Reply;
 
-use super::{Manager, Unit};
-use crate::config;
+use super::Manager;
+use crate::config::{self, SocketAddress};
 use crate::log;
-use crate::sockets::{self, Listener};
-use crate::supervisor::Event;
+use crate::registry::{Registry, UnitId};
+use crate::sockets::{self, Held, Staged};
+use crate::supervisor::{Event, Replacement};
+use crate::unit::Unit;
 
-/// What a reload left for a service to do once it is at rest.
+/// What a reload does.
 #[derive(Debug)]
-pub enum Pending {
-    /// It is gone from the config.
-    Remove,
-    /// Its config changed: take this one, then start again.
-    Replace(Box<config::Service>),
+pub struct Plan {
+    /// New services, in config order.
+    pub add: Vec<config::Service>,
+    /// Units gone from the config.
+    pub remove: Vec<UnitId>,
+    /// Units whose config changed, with their new one.
+    pub change: Vec<(UnitId, config::Service)>,
+    /// `[manager] log_buffer`.
+    pub log_buffer: u64,
 }
 
-/// Whether two configs of a service are the same but for where they were written.
-fn same(old: &config::Service, new: &config::Service) -> bool {
-    let mut new = new.clone();
-    new.origin = old.origin.clone();
-    *old == new
+/// Why a reload cannot be planned now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy {
+    /// Services an earlier reload is still changing or removing.
+    pub settling: Vec<String>,
+}
+
+/// The reload `config` asks of the units in `registry`. A unit an earlier reload is still
+/// stopping (to change or remove it) cannot be planned for again until it has stopped.
+pub fn plan(registry: &Registry, config: config::Config) -> Result<Plan, Busy> {
+    let names: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let mut settling = Vec::new();
+    // Already going (an earlier reload removed it) is going: nothing to plan.
+    let remove = registry
+        .iter()
+        .filter(|(_, u)| !names.contains(u.name()) && !u.supervisor.settling_from_reload())
+        .map(|(id, _)| id)
+        .collect();
+    let mut add = Vec::new();
+    let mut change = Vec::new();
+    for service in config.services {
+        match registry
+            .find(&service.name)
+            .and_then(|id| Some((id, registry.get(id)?)))
+        {
+            None => add.push(service),
+            Some((_, unit)) if unit.supervisor.settling_from_reload() => {
+                settling.push(service.name);
+            }
+            Some((id, unit)) if !unit.supervisor.config().same_as(&service) => {
+                change.push((id, service))
+            }
+            Some(_) => {}
+        }
+    }
+    if !settling.is_empty() {
+        return Err(Busy { settling });
+    }
+    Ok(Plan {
+        add,
+        remove,
+        change,
+        log_buffer: config.manager.log_buffer,
+    })
+}
+
+/// The unix socket paths `listeners` are bound at.
+fn paths<'a>(listeners: impl Iterator<Item = &'a sockets::Listener>) -> HashSet<PathBuf> {
+    listeners
+        .filter_map(|l| match &l.config.address {
+            SocketAddress::Unix(path) => Some(path.clone()),
+            SocketAddress::Inet(_) => None,
+        })
+        .collect()
 }
 
 impl Manager {
@@ -52,130 +114,219 @@ impl Manager {
             ));
             return Reply::ReloadFailed { errors };
         };
-
-        let names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
-        let removed: Vec<usize> = (0..self.units.len())
-            .filter(|&id| !self.units[id].retired && !names.contains(&self.units[id].name))
-            .collect();
-        let mut added = Vec::new();
-        let mut changed = Vec::new();
-        for service in config.services {
-            match self.find(&service.name) {
-                None => added.push(service),
-                Some(id) if !same(&self.units[id].service.config, &service) => {
-                    changed.push((id, service))
-                }
-                Some(_) => {}
+        let plan = match plan(&self.registry, config) {
+            Ok(plan) => plan,
+            Err(Busy { settling }) => {
+                let message = format!(
+                    "an earlier reload is still being applied ({} stopping); try again once they have stopped",
+                    settling.join(", ")
+                );
+                log::manager(format_args!("reload: {message}; nothing was changed"));
+                return Reply::Error { message };
             }
-        }
-        // The new services' sockets, before anything changes: if one cannot be made, the
-        // reload is refused whole.
-        let mut new_sockets: Vec<Vec<Listener>> = Vec::new();
-        for service in &added {
-            match sockets::open_service(service, &[]) {
-                Ok(listeners) => new_sockets.push(listeners),
-                Err(e) => {
-                    sockets::remove_files(new_sockets.iter().flatten());
-                    log::manager(format_args!("reload: {e}; nothing was changed"));
-                    return Reply::Error {
-                        message: format!("{e}; nothing was changed"),
-                    };
+        };
+        match self.apply(plan) {
+            Ok(reply) => {
+                self.config_sources = loaded.sources;
+                reply
+            }
+            Err(e) => {
+                log::manager(format_args!("reload: {e}; nothing was changed"));
+                Reply::Error {
+                    message: format!("{e}; nothing was changed"),
                 }
             }
         }
+    }
 
-        self.log_buffer = config.manager.log_buffer;
-        for unit in &mut self.units {
-            unit.log.set_capacity(self.log_buffer);
-        }
-        let removed_names: Vec<String> = removed
+    /// The sockets of every added and changed service, in that order: made (or kept) and put
+    /// in place, or, if one cannot be made, none.
+    fn stage(
+        &self,
+        add: &[config::Service],
+        change: &[(UnitId, config::Service)],
+    ) -> Result<Vec<Vec<sockets::Listener>>, sockets::SocketError> {
+        let held = Held::of(self.registry.iter().flat_map(|(_, u)| u.io.sockets.iter()));
+        let current = |id: UnitId| self.registry.get(id).map_or(&[][..], |u| &u.io.sockets[..]);
+        let wanted = add
             .iter()
-            .map(|&id| self.units[id].name.clone())
-            .collect();
-        let restarted: Vec<String> = changed.iter().map(|(_, s)| s.name.clone()).collect();
-        let added_names: Vec<String> = added.iter().map(|s| s.name.clone()).collect();
+            .map(|s| (s, &[][..]))
+            .chain(change.iter().map(|(id, s)| (s, current(*id))));
+        let mut staged: Vec<Staged> = Vec::new();
+        for (service, sockets) in wanted {
+            match Staged::for_service(service, sockets, &held) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    staged.into_iter().for_each(Staged::abandon);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(staged.into_iter().map(Staged::commit).collect())
+    }
 
-        for id in removed {
-            self.units[id].pending = Some(Pending::Remove);
-            self.settle_or_stop(id);
+    /// Gives a changed unit its new config and sockets (made in place once it has stopped);
+    /// the files of its old sockets go then, but those `taken` by a socket of this reload.
+    fn reconfigure(
+        &mut self,
+        id: UnitId,
+        config: config::Service,
+        sockets: Vec<sockets::Listener>,
+        taken: &HashSet<PathBuf>,
+        start: bool,
+    ) {
+        let old = self
+            .registry
+            .get(id)
+            .map(|u| paths(u.io.sockets.iter()))
+            .unwrap_or_default();
+        let stale = old.difference(taken).cloned().collect();
+        let replacement = Replacement {
+            start: start && config.autostart,
+            config,
+            sockets,
+            stale,
+        };
+        self.dispatch(id, Event::Reconfigure(Box::new(replacement)));
+    }
+
+    fn set_log_buffer(&mut self, bytes: u64) {
+        self.log_buffer = bytes;
+        for unit in self.registry.units_mut() {
+            unit.io.output.set_capacity(bytes);
         }
-        for (id, service) in changed {
-            self.units[id].pending = Some(Pending::Replace(Box::new(service)));
-            self.settle_or_stop(id);
+    }
+
+    /// Makes every socket the plan needs, then carries it out; a socket that cannot be made
+    /// refuses the whole plan before anything changed.
+    fn apply(&mut self, plan: Plan) -> Result<Reply, sockets::SocketError> {
+        let Plan {
+            add,
+            remove,
+            change,
+            log_buffer,
+        } = plan;
+        let mut committed = self.stage(&add, &change)?;
+        // Accepted: from here on nothing refuses.
+        let taken = paths(committed.iter().flatten());
+        let changed_sockets = committed.split_off(add.len());
+
+        self.set_log_buffer(log_buffer);
+        let name = |id: &UnitId| self.registry.get(*id).map(|u| u.name().to_string());
+        let removed: Vec<String> = remove.iter().filter_map(name).collect();
+        let restarted: Vec<String> = change.iter().map(|(_, s)| s.name.clone()).collect();
+        let added: Vec<String> = add.iter().map(|s| s.name.clone()).collect();
+        let start = !self.shutting_down();
+
+        // The new units first, so that a unit going away leaves alone a socket file one of
+        // them took over; they start after the others stopped or changed.
+        let added_ids: Vec<(UnitId, bool)> = add
+            .into_iter()
+            .zip(committed)
+            .map(|(service, sockets)| {
+                let autostart = service.autostart;
+                let id = self
+                    .registry
+                    .insert(Unit::new(service, sockets, log_buffer));
+                (id, autostart)
+            })
+            .collect();
+        for id in remove {
+            self.dispatch(id, Event::Retire);
         }
-        for (service, listeners) in added.into_iter().zip(new_sockets) {
-            let autostart = service.autostart;
-            self.units
-                .push(Unit::new(service, listeners, self.log_buffer));
-            let id = self.units.len() - 1;
+        for ((id, config), sockets) in change.into_iter().zip(changed_sockets) {
+            self.reconfigure(id, config, sockets, &taken, start);
+        }
+        for (id, autostart) in added_ids {
             self.open_log_pipes(id);
-            if autostart && !self.shutting_down {
+            if autostart && start {
                 self.dispatch(id, Event::Start);
             }
         }
         crate::sys::trim_heap();
+        let counts = (added.len(), removed.len(), restarted.len());
         log::manager(format_args!(
             "reloaded: {} added, {} removed, {} restarted",
-            added_names.len(),
-            removed_names.len(),
-            restarted.len()
+            counts.0, counts.1, counts.2
         ));
-        Reply::Reloaded {
-            added: added_names,
-            removed: removed_names,
+        Ok(Reply::Reloaded {
+            added,
+            removed,
             restarted,
-        }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> config::Config {
+        let loaded = config::load_str("t.toml", text);
+        loaded
+            .config
+            .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics))
     }
 
-    /// Stops a service a reload changed or removed, or finishes at once if it is at rest.
-    fn settle_or_stop(&mut self, id: usize) {
-        if self.units[id].service.state.at_rest() {
-            self.finish_pending(id);
-        } else {
-            self.dispatch(id, Event::Stop);
+    fn registry(text: &str) -> Registry {
+        let mut r = Registry::default();
+        for service in config(text).services {
+            r.insert(Unit::new(service, Vec::new(), 1024));
         }
+        r
     }
 
-    /// Does what a reload left for a service now at rest.
-    pub(super) fn finish_pending(&mut self, id: usize) {
-        let Some(pending) = self.units[id].pending.take() else {
-            return;
+    const BEFORE: &str = "
+[service.keep]
+exec = [\"/bin/sleep\", \"1\"]
+[service.change]
+exec = [\"/bin/sleep\", \"1\"]
+[service.drop]
+exec = [\"/bin/sleep\", \"1\"]
+";
+
+    #[test]
+    fn a_plan_adds_removes_and_changes_what_differs_and_nothing_else() {
+        let r = registry(BEFORE);
+        let after = config(
+            "
+[manager]
+log_buffer = \"1K\"
+[service.keep]
+exec = [\"/bin/sleep\", \"1\"]
+
+[service.change]
+exec = [\"/bin/sleep\", \"2\"]
+[service.new]
+exec = [\"/bin/sleep\", \"1\"]
+",
+        );
+        let plan = plan(&r, after).unwrap();
+        let names = |ids: &[UnitId]| -> Vec<String> {
+            ids.iter()
+                .map(|id| r.get(*id).unwrap().name().to_string())
+                .collect()
         };
-        match pending {
-            Pending::Remove => {
-                let unit = &mut self.units[id];
-                sockets::remove_files(unit.sockets.iter());
-                unit.sockets.clear();
-                for pipe in unit.pipes.drain(..) {
-                    let _ = self.epoll.delete(&pipe.fd);
-                }
-                unit.writers = None;
-                unit.retired = true;
-                self.cgroups.remove(&unit.name);
-                log::service(&unit.name, format_args!("removed from the config"));
-            }
-            Pending::Replace(service) => {
-                let unit = &mut self.units[id];
-                // Unchanged sockets stay open (their clients queue); the others are closed
-                // before the new ones bind, since a new one may reuse the path.
-                let (reused, stale): (Vec<Listener>, Vec<Listener>) =
-                    std::mem::take(&mut unit.sockets)
-                        .into_iter()
-                        .partition(|l| service.sockets.contains(&l.config));
-                sockets::remove_files(stale.iter());
-                drop(stale);
-                let reused: Vec<&Listener> = reused.iter().collect();
-                match sockets::open_service(&service, &reused) {
-                    Ok(listeners) => unit.sockets = listeners,
-                    Err(e) => log::service(&unit.name, format_args!("reload: {e}")),
-                }
-                let autostart = service.autostart;
-                unit.service.config = *service;
-                self.open_log_pipes(id);
-                if autostart && !self.shutting_down {
-                    self.dispatch(id, Event::Start);
-                }
-            }
-        }
+        assert_eq!(names(&plan.remove), ["drop"]);
+        assert_eq!(
+            plan.change
+                .iter()
+                .map(|(id, s)| (r.get(*id).unwrap().name(), s.exec[1].as_str()))
+                .collect::<Vec<_>>(),
+            [("change", "2")]
+        );
+        assert_eq!(
+            plan.add.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["new"]
+        );
+        assert_eq!(plan.log_buffer, 1024);
+    }
+
+    #[test]
+    fn the_same_config_written_elsewhere_plans_nothing() {
+        let r = registry(BEFORE);
+        let moved = format!("\n\n# moved down\n{BEFORE}");
+        let plan = plan(&r, config(&moved)).unwrap();
+        assert!(plan.add.is_empty() && plan.remove.is_empty() && plan.change.is_empty());
     }
 }

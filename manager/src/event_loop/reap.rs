@@ -1,0 +1,153 @@
+//! Children that exited, and what their executors reported first: each becomes an event for
+//! the unit the pid belongs to. A pid nobody claims is an orphan reparented to us (we are a
+//! subreaper, or PID 1): reaping it is all we owe it.
+
+use rustix::process::{WaitOptions, WaitStatus};
+use steward_protocol::StatusReport;
+
+use super::Manager;
+use crate::config::Signal;
+use crate::log;
+use crate::registry::UnitId;
+use crate::supervisor::{Event, Exit, Pid, ProcessEvent};
+use crate::unit::Cgroup;
+
+/// How a reaped process ended, from its wait status.
+fn exit_of(status: WaitStatus) -> Option<Exit> {
+    if let Some(code) = status.exit_status() {
+        return Some(Exit::Code(code));
+    }
+    status.terminating_signal().map(|s| Exit::Signal(Signal(s)))
+}
+
+impl Manager {
+    /// Reaps every child that has exited (SIGCHLD coalesces: one signal may stand for many).
+    pub(super) fn reap(&mut self) {
+        loop {
+            // Any child: `waitpid(None)` would mean our process group only, and every service leads
+            // a session of its own.
+            let (pid, status) = match rustix::process::wait(WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => (pid, status),
+                Ok(None) | Err(rustix::io::Errno::CHILD) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    log::manager(format_args!("waitpid failed: {e}"));
+                    break;
+                }
+            };
+            let (Some(pid), Some(exit)) = (Pid::new(pid.as_raw_pid()), exit_of(status)) else {
+                continue;
+            };
+            if let Some(id) = self.registry.release(pid) {
+                self.reaped(id, pid, exit);
+            }
+        }
+        // Cgroups that were still busy may be empty now that more processes are reaped.
+        self.retry_cgroup_removal();
+    }
+
+    fn reaped(&mut self, id: UnitId, pid: Pid, exit: Exit) {
+        // The executor's report, or the close that means it exec'd, happened before the exit:
+        // deliver it first even if epoll has not told us yet.
+        self.read_status(id, pid);
+        let exit = self.oom_or(id, exit);
+        let Some(unit) = self.registry.get(id) else {
+            return;
+        };
+        // The main process is gone, and with it the service: whatever it left in its cgroup
+        // goes too, as systemd does for a service whose main process exited. (Not for accept
+        // mode, whose instances share one cgroup.) Before the exit is handled: handling it
+        // may spawn the next process into the same cgroup.
+        let config = unit.supervisor.config();
+        if !config.accept && !unit.supervisor.instances().contains_key(&pid) {
+            let left = self.cgroups.signal(&config.name, Signal::KILL);
+            if left > 0 {
+                log::service(
+                    &config.name,
+                    format_args!("killed {left} process(es) it left in its cgroup"),
+                );
+            }
+        }
+        self.dispatch(id, Event::Process(pid, ProcessEvent::Exited(exit)));
+    }
+
+    /// Removes the cgroups of units at rest that were still busy.
+    pub(super) fn retry_cgroup_removal(&mut self) {
+        let cgroups = &self.cgroups;
+        for unit in self.registry.units_mut() {
+            if unit.io.cgroup == Cgroup::Lingering
+                && unit.supervisor.state().at_rest()
+                && cgroups.remove(&unit.supervisor.config().name)
+            {
+                unit.io.cgroup = Cgroup::Absent;
+            }
+        }
+    }
+
+    /// Whether a unit at rest still waits for its cgroup to be removed.
+    pub(super) fn cgroups_lingering(&self) -> impl Iterator<Item = &str> {
+        self.registry
+            .iter()
+            .filter(|(_, u)| u.io.cgroup == Cgroup::Lingering)
+            .map(|(_, u)| u.name())
+    }
+
+    /// A SIGKILL is the OOM killer's when the cgroup's OOM-kill count went up since the spawn.
+    fn oom_or(&self, id: UnitId, exit: Exit) -> Exit {
+        let Some(unit) = self.registry.get(id) else {
+            return exit;
+        };
+        if exit != Exit::Signal(Signal::KILL) {
+            return exit;
+        }
+        match (self.cgroups.oom_kills(unit.name()), unit.io.oom_baseline) {
+            (Some(now), Some(then)) if now > then => Exit::Oom,
+            _ => exit,
+        }
+    }
+
+    pub(super) fn on_status(&mut self, id: UnitId, pid: Pid) {
+        self.read_status(id, pid);
+    }
+
+    /// Reads an executor's status pipe: a report means a step failed; end-of-file without one
+    /// means the service was exec'd.
+    fn read_status(&mut self, id: UnitId, pid: Pid) {
+        let Some(unit) = self.registry.get(id) else {
+            return;
+        };
+        let Some(fd) = unit.io.status.get(&pid) else {
+            return;
+        };
+        let mut buf = [0u8; StatusReport::LEN + 1];
+        let event = match rustix::io::read(fd, &mut buf) {
+            Ok(0) => ProcessEvent::Execd,
+            Ok(n) => match StatusReport::decode(&buf[..n]) {
+                Ok(report) => ProcessEvent::StepFailed(report),
+                Err(e) => {
+                    log::service(
+                        unit.name(),
+                        format_args!("garbled report from the executor: {e}"),
+                    );
+                    ProcessEvent::Execd
+                }
+            },
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+            Err(e) => {
+                log::service(
+                    unit.name(),
+                    format_args!("reading the executor's status failed: {e}"),
+                );
+                ProcessEvent::Execd
+            }
+        };
+        if let Some(fd) = self
+            .registry
+            .get_mut(id)
+            .and_then(|u| u.io.status.remove(&pid))
+        {
+            self.unwatch_fd(&fd);
+        }
+        self.dispatch(id, Event::Process(pid, event));
+    }
+}

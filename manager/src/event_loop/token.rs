@@ -1,0 +1,125 @@
+//! What an epoll event is about, packed into its 64 bits of data: the kind in the top byte,
+//! its subject below (a unit id, a pid, a stream, a client number).
+
+use steward_protocol::control::Stream;
+
+use crate::registry::UnitId;
+use crate::supervisor::Pid;
+
+/// The subject of an epoll event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// The signalfd.
+    Signals,
+    /// The timerfd.
+    Timer,
+    /// The control socket.
+    Control,
+    /// A control connection.
+    Client(u64),
+    /// One of the sockets of this unit.
+    Socket(UnitId),
+    /// An output pipe of this unit.
+    Log(UnitId, Stream),
+    /// The status pipe of this unit's executor with this pid.
+    Status(UnitId, Pid),
+    /// An output pipe of this unit's accept instance with this pid.
+    InstanceLog(UnitId, Pid, Stream),
+}
+
+const LOW: u64 = (1 << 56) - 1;
+/// Bits for a pid: Linux's PID_MAX_LIMIT is 2^22.
+const PID_BITS: u32 = 23;
+const PID_MASK: u64 = (1 << PID_BITS) - 1;
+
+fn stream_bit(stream: Stream) -> u64 {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+fn stream(bit: u64) -> Stream {
+    if bit & 1 == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    }
+}
+
+/// A unit id above the pid and stream bits: 32 + 23 + 1 = 56 bits.
+fn unit_pid_stream(id: UnitId, pid: Pid, bit: u64) -> u64 {
+    (id.raw() as u64) << (PID_BITS + 1) | ((pid.raw() as u64) & PID_MASK) << 1 | bit
+}
+
+impl Token {
+    /// The epoll data.
+    pub fn to_u64(self) -> u64 {
+        let (kind, low): (u64, u64) = match self {
+            Token::Signals => (0, 0),
+            Token::Timer => (0, 1),
+            Token::Control => (0, 2),
+            Token::Client(id) => (1, id),
+            Token::Socket(id) => (2, id.raw() as u64),
+            Token::Log(id, s) => (3, (id.raw() as u64) << 1 | stream_bit(s)),
+            Token::Status(id, pid) => (4, unit_pid_stream(id, pid, 0)),
+            Token::InstanceLog(id, pid, s) => (5, unit_pid_stream(id, pid, stream_bit(s))),
+        };
+        kind << 56 | (low & LOW)
+    }
+
+    /// The token in epoll data; `None` for data no token makes.
+    pub fn from_u64(data: u64) -> Option<Token> {
+        let low = data & LOW;
+        let unit = |low: u64| UnitId::from_raw((low >> (PID_BITS + 1)) as u32);
+        let pid = |low: u64| Pid::new(((low >> 1) & PID_MASK) as i32);
+        match data >> 56 {
+            0 if low == 0 => Some(Token::Signals),
+            0 if low == 1 => Some(Token::Timer),
+            0 if low == 2 => Some(Token::Control),
+            1 => Some(Token::Client(low)),
+            2 => Some(Token::Socket(UnitId::from_raw(low as u32))),
+            3 => Some(Token::Log(UnitId::from_raw((low >> 1) as u32), stream(low))),
+            4 => Some(Token::Status(unit(low), pid(low)?)),
+            5 => Some(Token::InstanceLog(unit(low), pid(low)?, stream(low))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_token_packs_and_unpacks() {
+        let unit = UnitId::from_raw(u32::MAX);
+        let pid = Pid::new(4_194_304).unwrap();
+        let tokens = [
+            Token::Signals,
+            Token::Timer,
+            Token::Control,
+            Token::Client(0),
+            Token::Client(LOW),
+            Token::Socket(unit),
+            Token::Log(unit, Stream::Stderr),
+            Token::Log(UnitId::from_raw(0), Stream::Stdout),
+            Token::Status(unit, pid),
+            Token::Status(UnitId::from_raw(3), Pid::new(1).unwrap()),
+            Token::InstanceLog(unit, pid, Stream::Stderr),
+            Token::InstanceLog(UnitId::from_raw(9), Pid::new(77).unwrap(), Stream::Stdout),
+        ];
+        for token in tokens {
+            assert_eq!(Token::from_u64(token.to_u64()), Some(token), "{token:?}");
+        }
+    }
+
+    #[test]
+    fn data_no_token_makes_is_refused() {
+        assert_eq!(Token::from_u64(3), None);
+        assert_eq!(Token::from_u64(6 << 56), None);
+        assert_eq!(Token::from_u64(u64::MAX), None);
+        // A status token without a pid.
+        assert_eq!(Token::from_u64(4 << 56), None);
+    }
+}

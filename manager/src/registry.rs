@@ -1,0 +1,138 @@
+//! Every unit the manager supervises, by a typed id that is never reused, and the indexes into
+//! them: names and live pids. A unit a reload removed is removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::supervisor::Pid;
+use crate::unit::Unit;
+
+/// A unit's id: the order it was added in (config order at boot), never reused, so that an
+/// event about a unit that is gone (a token from epoll, a timer) can never reach another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(u32);
+
+impl UnitId {
+    /// The number, for packing into an epoll token.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The id with this number.
+    pub fn from_raw(raw: u32) -> UnitId {
+        UnitId(raw)
+    }
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The units.
+#[derive(Default)]
+pub struct Registry {
+    units: BTreeMap<UnitId, Unit>,
+    names: HashMap<String, UnitId>,
+    /// Which unit each live process (a main process or an accept instance) belongs to.
+    pids: HashMap<Pid, UnitId>,
+    next: u32,
+}
+
+impl Registry {
+    /// Adds a unit; its name must not be taken (the config refuses duplicates).
+    pub fn insert(&mut self, unit: Unit) -> UnitId {
+        let id = UnitId(self.next);
+        self.next += 1;
+        self.names.insert(unit.supervisor.config().name.clone(), id);
+        self.units.insert(id, unit);
+        id
+    }
+
+    /// Removes a unit, with its name and pids.
+    pub fn remove(&mut self, id: UnitId) -> Option<Unit> {
+        let unit = self.units.remove(&id)?;
+        self.names.remove(&unit.supervisor.config().name);
+        self.pids.retain(|_, owner| *owner != id);
+        Some(unit)
+    }
+
+    /// The unit with this id.
+    pub fn get(&self, id: UnitId) -> Option<&Unit> {
+        self.units.get(&id)
+    }
+
+    /// The unit with this id, to change.
+    pub fn get_mut(&mut self, id: UnitId) -> Option<&mut Unit> {
+        self.units.get_mut(&id)
+    }
+
+    /// The unit of that name.
+    pub fn find(&self, name: &str) -> Option<UnitId> {
+        self.names.get(name).copied()
+    }
+
+    /// Every id, in the order the units were added.
+    pub fn ids(&self) -> Vec<UnitId> {
+        self.units.keys().copied().collect()
+    }
+
+    /// Every unit with its id, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (UnitId, &Unit)> {
+        self.units.iter().map(|(id, unit)| (*id, unit))
+    }
+
+    /// Every unit, to change.
+    pub fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
+        self.units.values_mut()
+    }
+
+    /// How many units there are.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Records that `pid` is a process of unit `id`.
+    pub fn claim(&mut self, pid: Pid, id: UnitId) {
+        self.pids.insert(pid, id);
+    }
+
+    /// Forgets `pid` (it was reaped); returns whose it was.
+    pub fn release(&mut self, pid: Pid) -> Option<UnitId> {
+        self.pids.remove(&pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn unit(name: &str) -> Unit {
+        let text = format!("[service.{name}]\nexec = [\"/bin/x\"]\n");
+        let loaded = config::load_str("t.toml", &text);
+        Unit::new(loaded.config.unwrap().services.remove(0), Vec::new(), 1024)
+    }
+
+    #[test]
+    fn ids_are_never_reused_and_a_removed_unit_is_gone() {
+        let mut r = Registry::default();
+        let a = r.insert(unit("a"));
+        let b = r.insert(unit("b"));
+        r.claim(Pid::new(7).unwrap(), a);
+        assert_eq!(r.find("a"), Some(a));
+        assert!(r.remove(a).is_some());
+        assert_eq!(r.find("a"), None);
+        assert_eq!(
+            r.release(Pid::new(7).unwrap()),
+            None,
+            "its pids went with it"
+        );
+        let c = r.insert(unit("a"));
+        assert_ne!(c, a, "a new unit of the same name is another unit");
+        assert_eq!(r.ids(), [b, c]);
+        assert!(r.get(a).is_none());
+        assert_eq!(r.len(), 2);
+    }
+}

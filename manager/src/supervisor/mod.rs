@@ -1,0 +1,1073 @@
+//! The life of one service: its states, the events that move it, and what each move does.
+//!
+//! [`Supervisor::handle`] is the whole supervision policy, one exhaustive match over
+//! (state, event); an accept-mode instance has its own small exhaustive match. Neither does
+//! I/O: spawning, signalling, timers, the clock and logging go through the narrow parts of
+//! [`Effects`], which the event loop implements with real syscalls and the tests with fakes.
+
+pub mod effects;
+pub mod save;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use steward_protocol::{StatusReport, Step};
+
+pub use effects::Effects;
+
+use crate::config::format_duration;
+use crate::config::{self, Signal};
+use crate::sockets::Listener;
+
+/// A process id, as the kernel gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid(i32);
+
+impl Pid {
+    /// The pid `raw`; `None` for 0 or less, which name no single process.
+    pub fn new(raw: i32) -> Option<Pid> {
+        (raw > 0).then_some(Pid(raw))
+    }
+
+    /// The number.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How far a process has come from the executor to the service's program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// The executor runs; the program is not exec'd yet.
+    Pending,
+    /// The executor reported a failed step; its exit (with systemd's status) is awaited.
+    Failed(StatusReport),
+    /// The service's program runs.
+    Done,
+}
+
+/// A process of the service and how far it has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    /// Its pid (the executor's, then the program's: the same).
+    pub pid: Pid,
+    /// Whether its program runs yet.
+    pub exec: Exec,
+}
+
+impl Process {
+    /// A process just spawned.
+    fn spawned(pid: Pid) -> Process {
+        Process {
+            pid,
+            exec: Exec::Pending,
+        }
+    }
+
+    /// A process whose program runs.
+    fn running(pid: Pid) -> Process {
+        Process {
+            pid,
+            exec: Exec::Done,
+        }
+    }
+
+    /// The executor reported on this process.
+    fn report(&mut self, report: StatusReport) {
+        if self.exec == Exec::Pending {
+            self.exec = Exec::Failed(report);
+        }
+    }
+}
+
+/// Whether a listening service takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// Its sockets are watched.
+    Open,
+    /// Accept mode: an instance could not be started (out of fds, say); the sockets are not
+    /// watched until the back-off timer fires. Clients wait in the backlog.
+    BackingOff,
+    /// Accept mode: watched again after a back-off, but not every waiting client has been
+    /// served yet (so a new failure is not logged again).
+    Retrying,
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not started, or stopped.
+    Inactive,
+    /// Lazy or accept mode: a connection spawns the service (or, in accept mode, an instance;
+    /// instances may be running).
+    Listening {
+        /// Whether its sockets are watched.
+        intake: Intake,
+    },
+    /// The executor runs and has not yet exec'd the service.
+    Starting {
+        /// The process.
+        main: Process,
+    },
+    /// The service's program runs.
+    Running {
+        /// Its pid.
+        pid: Pid,
+        /// When it was exec'd.
+        since: Instant,
+    },
+    /// Ran and exited successfully, and is not kept alive.
+    Exited,
+    /// Waiting `restart_delay` before a keep-alive restart.
+    Restarting,
+    /// Asked to stop; waiting for the process (and any accept instances) to exit.
+    Stopping {
+        /// The main process, if it is still there.
+        main: Option<Process>,
+        /// Whether SIGKILL was already sent.
+        killed: bool,
+        /// What to do once it exited.
+        then: AfterStop,
+    },
+    /// Gave up: a one-shot that failed, or the start limit was reached.
+    Failed,
+    /// Removed from the config by a reload, and at rest: the registry lets it go.
+    Retired,
+}
+
+impl State {
+    /// The state's name as the operator sees it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Inactive => "inactive",
+            State::Listening { .. } => "listening",
+            State::Starting { .. } => "starting",
+            State::Running { .. } => "running",
+            State::Exited => "exited",
+            State::Restarting => "restarting",
+            State::Stopping { .. } => "stopping",
+            State::Failed => "failed",
+            State::Retired => "removed",
+        }
+    }
+
+    /// The main process, if any.
+    pub fn pid(&self) -> Option<Pid> {
+        match self {
+            State::Starting { main } => Some(main.pid),
+            State::Running { pid, .. } => Some(*pid),
+            State::Stopping { main, .. } => main.map(|m| m.pid),
+            State::Inactive
+            | State::Listening { .. }
+            | State::Exited
+            | State::Restarting
+            | State::Failed
+            | State::Retired => None,
+        }
+    }
+
+    /// No process, and nothing scheduled: a shutdown may finish, a reload's change may be
+    /// made.
+    pub fn at_rest(&self) -> bool {
+        match self {
+            State::Inactive | State::Exited | State::Failed | State::Retired => true,
+            State::Listening { .. }
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Restarting
+            | State::Stopping { .. } => false,
+        }
+    }
+}
+
+/// What a reload gives a service whose config changed.
+#[derive(Debug)]
+pub struct Replacement {
+    /// The new config.
+    pub config: config::Service,
+    /// Its sockets, opened (or kept) when the reload was accepted.
+    pub sockets: Vec<Listener>,
+    /// Socket files of the old config to remove once its sockets close (those no new socket
+    /// took over).
+    pub stale: Vec<std::path::PathBuf>,
+    /// Whether to start it once the change is made.
+    pub start: bool,
+}
+
+impl PartialEq for Replacement {
+    fn eq(&self, other: &Replacement) -> bool {
+        // Sockets are fds: the same config means the same sockets were opened for it.
+        self.config == other.config && self.start == other.start
+    }
+}
+
+impl Eq for Replacement {}
+
+impl Clone for Replacement {
+    /// A replacement is moved, never copied: a clone carries the config without the fds.
+    fn clone(&self) -> Replacement {
+        Replacement {
+            config: self.config.clone(),
+            sockets: Vec::new(),
+            stale: self.stale.clone(),
+            start: self.start,
+        }
+    }
+}
+
+/// What a stopping service does once its processes are gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Stay inactive.
+    Rest,
+    /// Start again (a restart by hand).
+    Start,
+    /// Go: a reload removed it.
+    Retire,
+    /// Take the new config a reload gave it.
+    Reconfigure(Box<Replacement>),
+}
+
+impl AfterStop {
+    /// After a `start` or `restart` by hand.
+    fn with_start(self) -> AfterStop {
+        match self {
+            AfterStop::Rest | AfterStop::Start => AfterStop::Start,
+            AfterStop::Retire => AfterStop::Retire,
+            AfterStop::Reconfigure(mut r) => {
+                r.start = true;
+                AfterStop::Reconfigure(r)
+            }
+        }
+    }
+
+    /// After a `stop`.
+    fn without_start(self) -> AfterStop {
+        match self {
+            AfterStop::Rest | AfterStop::Start => AfterStop::Rest,
+            AfterStop::Retire => AfterStop::Retire,
+            AfterStop::Reconfigure(mut r) => {
+                r.start = false;
+                AfterStop::Reconfigure(r)
+            }
+        }
+    }
+
+    /// Whether a reload is still being applied to the service.
+    pub fn is_reload_change(&self) -> bool {
+        match self {
+            AfterStop::Retire | AfterStop::Reconfigure(_) => true,
+            AfterStop::Rest | AfterStop::Start => false,
+        }
+    }
+}
+
+/// What a unit's timer is for. Each purpose is armed and cancelled on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// `restart_delay` before a keep-alive restart.
+    RestartDelay,
+    /// `stop_timeout` before SIGKILL.
+    StopTimeout,
+    /// Accept mode: the pause after an instance could not be started.
+    Backoff,
+}
+
+/// Something that happened to a process of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// Its executor exec'd the program (the status pipe closed without a report).
+    Execd,
+    /// Its executor reported a failed step.
+    StepFailed(StatusReport),
+    /// It was reaped.
+    Exited(Exit),
+}
+
+/// Something that happened to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Start it: at boot, or by hand. Clears the restart counters.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Stop it if it runs, then start it. Clears the restart counters.
+    Restart,
+    /// A watched socket became readable: a client is waiting.
+    Connection,
+    /// One of its timers expired.
+    Timer(Timer),
+    /// Something happened to the process with this pid (its main process or an instance;
+    /// checked against both, and ignored when it is neither any more).
+    Process(Pid, ProcessEvent),
+    /// A reload removed it from the config.
+    Retire,
+    /// A reload changed its config.
+    Reconfigure(Box<Replacement>),
+}
+
+/// A running accept-mode instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    /// Its number, shown as `NAME@N`.
+    pub number: u32,
+    /// When it was spawned.
+    pub since: Instant,
+    /// Whether its program runs yet.
+    pub exec: Exec,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(Signal),
+    /// The kernel's OOM killer killed it: its cgroup reached `memory_max`.
+    Oom,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with status {code}"),
+            Exit::Signal(signal) => write!(f, "killed by {signal}"),
+            Exit::Oom => write!(
+                f,
+                "killed by the kernel's OOM handling (memory_max reached)"
+            ),
+        }
+    }
+}
+
+/// The last failure of a service, kept for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The executor step that failed, or `None` when the service itself failed.
+    pub step: Option<Step>,
+    /// What went wrong.
+    pub reason: String,
+    /// How the process ended.
+    pub exit: Option<Exit>,
+}
+
+/// How often an accept-mode service retries after an instance could not be started.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// A service's state machine and everything it remembers.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: config::Service,
+    state: State,
+    /// Automatic restarts since it was last started by hand or at boot.
+    restarts: u32,
+    /// When the automatic restarts inside the start-limit window happened.
+    recent_restarts: VecDeque<Instant>,
+    /// How its last process ended.
+    last_exit: Option<Exit>,
+    /// Its last failure.
+    last_failure: Option<Failure>,
+    /// Accept mode: the running instances by pid.
+    instances: BTreeMap<Pid, Instance>,
+    /// Accept mode: the number the next instance gets.
+    next_instance: u32,
+}
+
+impl Supervisor {
+    /// A service that has not started.
+    pub fn new(config: config::Service) -> Supervisor {
+        Supervisor {
+            config,
+            state: State::Inactive,
+            restarts: 0,
+            recent_restarts: VecDeque::new(),
+            last_exit: None,
+            last_failure: None,
+            instances: BTreeMap::new(),
+            next_instance: 1,
+        }
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &config::Service {
+        &self.config
+    }
+
+    /// Where it is.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Automatic restarts since it was last started by hand or at boot.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// How its last process ended.
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last_exit
+    }
+
+    /// Its last failure.
+    pub fn last_failure(&self) -> Option<&Failure> {
+        self.last_failure.as_ref()
+    }
+
+    /// Accept mode: the running instances by pid.
+    pub fn instances(&self) -> &BTreeMap<Pid, Instance> {
+        &self.instances
+    }
+
+    /// Whether its sockets should be watched for connections now: listening, not backing
+    /// off, and (accept mode) below `max_connections` (further clients wait in the backlog).
+    pub fn wants_connections(&self) -> bool {
+        match self.state {
+            State::Listening {
+                intake: Intake::Open | Intake::Retrying,
+            } => !self.config.accept || self.instances.len() < self.config.max_connections as usize,
+            State::Listening {
+                intake: Intake::BackingOff,
+            }
+            | State::Inactive
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Exited
+            | State::Restarting
+            | State::Stopping { .. }
+            | State::Failed
+            | State::Retired => false,
+        }
+    }
+
+    /// Whether a reload's change is still waiting for the service to stop.
+    pub fn settling_from_reload(&self) -> bool {
+        matches!(&self.state, State::Stopping { then, .. } if then.is_reload_change())
+    }
+
+    /// The timer the current state runs, if any: what a reexec carries (one per state).
+    pub fn state_timer(&self) -> Option<Timer> {
+        match &self.state {
+            State::Restarting => Some(Timer::RestartDelay),
+            State::Stopping { killed: false, .. } => Some(Timer::StopTimeout),
+            State::Listening {
+                intake: Intake::BackingOff | Intake::Retrying,
+            } => Some(Timer::Backoff),
+            State::Inactive
+            | State::Listening {
+                intake: Intake::Open,
+            }
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Exited
+            | State::Stopping { killed: true, .. }
+            | State::Failed
+            | State::Retired => None,
+        }
+    }
+
+    /// Moves the service on by one event. Every (state, event) pair is decided here.
+    pub fn handle(&mut self, event: Event, fx: &mut Effects<'_>) {
+        use State::*;
+        let event = match event {
+            Event::Process(pid, what) if self.instances.contains_key(&pid) => {
+                return self.handle_instance(pid, what, fx);
+            }
+            // About a process that is neither its main one nor an instance (any more): a
+            // report that arrived after the process was handled.
+            Event::Process(pid, _) if self.state.pid() != Some(pid) => return,
+            event => event,
+        };
+        let state = std::mem::replace(&mut self.state, Inactive);
+        self.state = match (state, event) {
+            // Starting by hand or at boot.
+            (Inactive | Exited | Failed, Event::Start | Event::Restart) => {
+                self.reset_counters();
+                self.start(fx)
+            }
+            (Restarting, Event::Start | Event::Restart) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                self.reset_counters();
+                self.start(fx)
+            }
+            (s @ (Listening { .. } | Starting { .. } | Running { .. }), Event::Start) => s,
+            (Starting { main }, Event::Restart) => {
+                self.reset_counters();
+                self.stop(Some(main), AfterStop::Start, fx)
+            }
+            (Running { pid, .. }, Event::Restart) => {
+                self.reset_counters();
+                self.stop(Some(Process::running(pid)), AfterStop::Start, fx)
+            }
+            (Listening { .. }, Event::Restart) => {
+                self.reset_counters();
+                fx.timers.cancel(Timer::Backoff);
+                self.stop(None, AfterStop::Start, fx)
+            }
+            (Stopping { main, killed, then }, Event::Start | Event::Restart) => Stopping {
+                main,
+                killed,
+                then: then.with_start(),
+            },
+
+            // Stopping.
+            (Starting { main }, Event::Stop) => self.stop(Some(main), AfterStop::Rest, fx),
+            (Running { pid, .. }, Event::Stop) => {
+                self.stop(Some(Process::running(pid)), AfterStop::Rest, fx)
+            }
+            (Listening { .. }, Event::Stop) => {
+                fx.timers.cancel(Timer::Backoff);
+                self.stop(None, AfterStop::Rest, fx)
+            }
+            (Restarting, Event::Stop) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                fx.log.log(&self.config.name, format_args!("stopped"));
+                Inactive
+            }
+            (Stopping { main, killed, then }, Event::Stop) => Stopping {
+                main,
+                killed,
+                then: then.without_start(),
+            },
+            (s @ (Inactive | Exited | Failed), Event::Stop) => s,
+
+            // A reload removed it.
+            (Inactive | Exited | Failed, Event::Retire) => Retired,
+            (Restarting, Event::Retire) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                fx.log.log(&self.config.name, format_args!("stopped"));
+                Retired
+            }
+            (Listening { .. }, Event::Retire) => {
+                fx.timers.cancel(Timer::Backoff);
+                self.stop(None, AfterStop::Retire, fx)
+            }
+            (Starting { main }, Event::Retire) => self.stop(Some(main), AfterStop::Retire, fx),
+            (Running { pid, .. }, Event::Retire) => {
+                self.stop(Some(Process::running(pid)), AfterStop::Retire, fx)
+            }
+            (Stopping { main, killed, .. }, Event::Retire) => Stopping {
+                main,
+                killed,
+                then: AfterStop::Retire,
+            },
+
+            // A reload changed it: made at once when at rest, else once it has stopped.
+            (s @ (Inactive | Exited | Failed), Event::Reconfigure(replacement)) => {
+                self.reconfigure(s, *replacement, fx)
+            }
+            (Restarting, Event::Reconfigure(replacement)) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                fx.log.log(&self.config.name, format_args!("stopped"));
+                self.reconfigure(Inactive, *replacement, fx)
+            }
+            (Listening { .. }, Event::Reconfigure(replacement)) => {
+                fx.timers.cancel(Timer::Backoff);
+                self.stop(None, AfterStop::Reconfigure(replacement), fx)
+            }
+            (Starting { main }, Event::Reconfigure(replacement)) => {
+                self.stop(Some(main), AfterStop::Reconfigure(replacement), fx)
+            }
+            (Running { pid, .. }, Event::Reconfigure(replacement)) => self.stop(
+                Some(Process::running(pid)),
+                AfterStop::Reconfigure(replacement),
+                fx,
+            ),
+            (Stopping { main, killed, .. }, Event::Reconfigure(replacement)) => Stopping {
+                main,
+                killed,
+                then: AfterStop::Reconfigure(replacement),
+            },
+
+            // A client is waiting.
+            (Listening { intake }, Event::Connection) => self.activate(intake, fx),
+            // Readiness reported before the watch was dropped: nobody is listening for it now.
+            (
+                s @ (Inactive
+                | Starting { .. }
+                | Running { .. }
+                | Exited
+                | Restarting
+                | Stopping { .. }
+                | Failed),
+                Event::Connection,
+            ) => s,
+
+            // The main process (the pid was checked above).
+            (Starting { main }, Event::Process(_, ProcessEvent::Execd)) => Running {
+                pid: main.pid,
+                since: fx.clock.now(),
+            },
+            (Starting { mut main }, Event::Process(_, ProcessEvent::StepFailed(report))) => {
+                self.log_step_failure(&self.config.name, report, fx);
+                main.report(report);
+                Starting { main }
+            }
+            (Starting { main }, Event::Process(_, ProcessEvent::Exited(exit))) => {
+                self.after_exit(main.exec, exit, fx)
+            }
+            (
+                s @ Running { .. },
+                Event::Process(_, ProcessEvent::Execd | ProcessEvent::StepFailed(_)),
+            ) => s,
+            (Running { .. }, Event::Process(_, ProcessEvent::Exited(exit))) => {
+                self.after_exit(Exec::Done, exit, fx)
+            }
+            (
+                Stopping {
+                    main: Some(mut main),
+                    killed,
+                    then,
+                },
+                Event::Process(_, what),
+            ) => match what {
+                ProcessEvent::Execd => {
+                    if main.exec == Exec::Pending {
+                        main.exec = Exec::Done;
+                    }
+                    Stopping {
+                        main: Some(main),
+                        killed,
+                        then,
+                    }
+                }
+                ProcessEvent::StepFailed(report) => {
+                    self.log_step_failure(&self.config.name, report, fx);
+                    main.report(report);
+                    Stopping {
+                        main: Some(main),
+                        killed,
+                        then,
+                    }
+                }
+                ProcessEvent::Exited(exit) => {
+                    self.record_exit(main.exec, exit);
+                    fx.log.log(&self.config.name, format_args!("{exit}"));
+                    self.stopped_or_wait(killed, then, fx)
+                }
+            },
+            // No main process: the pid check above lets nothing through.
+            (
+                s @ (Inactive
+                | Listening { .. }
+                | Exited
+                | Restarting
+                | Stopping { main: None, .. }
+                | Failed),
+                Event::Process(..),
+            ) => s,
+
+            // Timers.
+            (Restarting, Event::Timer(Timer::RestartDelay)) => self.spawn(fx),
+            (Listening { intake }, Event::Timer(Timer::Backoff)) => {
+                // The back-off after a failed spawn is over. A connection may be parked
+                // (accepted, not yet served), which no readiness would announce: try at once.
+                let intake = match intake {
+                    Intake::Open => Intake::Open,
+                    Intake::BackingOff | Intake::Retrying => Intake::Retrying,
+                };
+                if self.config.accept {
+                    self.activate(intake, fx)
+                } else {
+                    Listening { intake }
+                }
+            }
+            (
+                Stopping {
+                    main,
+                    killed: false,
+                    then,
+                },
+                Event::Timer(Timer::StopTimeout),
+            ) => {
+                fx.log.log(
+                    &self.config.name,
+                    format_args!(
+                        "still running {} after {}; sending SIGKILL",
+                        format_duration(self.config.stop_timeout),
+                        self.config.stop_signal
+                    ),
+                );
+                self.signal_all(main, Signal::KILL, fx);
+                Stopping {
+                    main,
+                    killed: true,
+                    then,
+                }
+            }
+            // A timer of another state, fired before it could be cancelled.
+            (
+                s @ (Inactive
+                | Listening { .. }
+                | Starting { .. }
+                | Running { .. }
+                | Exited
+                | Restarting
+                | Stopping { .. }
+                | Failed),
+                Event::Timer(_),
+            ) => s,
+
+            // Gone: nothing reaches it any more.
+            (Retired, _) => Retired,
+        };
+    }
+
+    /// An event about one of the accept-mode instances, a small machine of its own.
+    fn handle_instance(&mut self, pid: Pid, what: ProcessEvent, fx: &mut Effects<'_>) {
+        let Some(instance) = self.instances.get_mut(&pid) else {
+            return;
+        };
+        let name = format!("{}@{}", self.config.name, instance.number);
+        match (instance.exec, what) {
+            (Exec::Pending, ProcessEvent::Execd) => instance.exec = Exec::Done,
+            (Exec::Pending, ProcessEvent::StepFailed(report)) => {
+                instance.exec = Exec::Failed(report);
+                let message = self.describe_step_failure(report);
+                fx.log.log(&name, format_args!("{message}"));
+            }
+            (Exec::Done | Exec::Failed(_), ProcessEvent::Execd | ProcessEvent::StepFailed(_)) => {}
+            (_, ProcessEvent::Exited(exit)) => {
+                self.instances.remove(&pid);
+                fx.log.log(&name, format_args!("{exit}"));
+                let state = std::mem::replace(&mut self.state, State::Inactive);
+                self.state = match state {
+                    // Below the cap again: the next waiting client is taken (the watch
+                    // follows from the state). After a failed start, the freed resources are
+                    // worth a try at once.
+                    State::Listening { intake } => State::Listening {
+                        intake: match intake {
+                            Intake::Open => Intake::Open,
+                            Intake::BackingOff | Intake::Retrying => Intake::Retrying,
+                        },
+                    },
+                    State::Stopping {
+                        main: None,
+                        killed,
+                        then,
+                    } => self.stopped_or_wait(killed, then, fx),
+                    // Instances only run beside a listening or stopping service.
+                    s @ (State::Stopping { main: Some(_), .. }
+                    | State::Inactive
+                    | State::Starting { .. }
+                    | State::Running { .. }
+                    | State::Exited
+                    | State::Restarting
+                    | State::Failed
+                    | State::Retired) => s,
+                };
+            }
+        }
+    }
+
+    /// Starts the service as its mode says: spawned now, or its sockets watched.
+    fn start(&mut self, fx: &mut Effects<'_>) -> State {
+        if self.config.lazy {
+            fx.log.log(&self.config.name, format_args!("listening"));
+            State::Listening {
+                intake: Intake::Open,
+            }
+        } else {
+            self.spawn(fx)
+        }
+    }
+
+    /// A client is waiting on a listening service.
+    fn activate(&mut self, mut intake: Intake, fx: &mut Effects<'_>) -> State {
+        if !self.config.accept {
+            // The service accepts the connection itself; while it runs, the sockets are its.
+            return self.spawn(fx);
+        }
+        let max = self.config.max_connections as usize;
+        // At the cap, further clients wait in the backlog until an instance exits.
+        while self.instances.len() < max {
+            match fx.spawn.spawn_instance(&self.config) {
+                Ok(Some(pid)) => {
+                    let number = self.next_instance;
+                    self.next_instance += 1;
+                    let since = fx.clock.now();
+                    let exec = Exec::Pending;
+                    self.instances.insert(
+                        pid,
+                        Instance {
+                            number,
+                            since,
+                            exec,
+                        },
+                    );
+                    let name = format!("{}@{number}", self.config.name);
+                    fx.log.log(&name, format_args!("started (pid {pid})"));
+                }
+                Ok(None) => {
+                    // Nobody waits any more: the episode is over.
+                    if intake == Intake::Retrying {
+                        fx.log.log(
+                            &self.config.name,
+                            format_args!(
+                                "every waiting client is served; starting instances again"
+                            ),
+                        );
+                    }
+                    intake = Intake::Open;
+                    break;
+                }
+                Err(reason) => {
+                    // Back off rather than spin on a socket that stays readable (e.g. out of
+                    // fds): the connection waits in the backlog, the timer re-arms the watch.
+                    // Said once per episode: a storm must not flood the log.
+                    if intake == Intake::Open {
+                        fx.log.log(
+                            &self.config.name,
+                            format_args!(
+                                "cannot start an instance: {reason}; clients wait in the backlog, retrying every 100ms"
+                            ),
+                        );
+                    }
+                    fx.timers.set(Timer::Backoff, BACKOFF);
+                    intake = Intake::BackingOff;
+                    break;
+                }
+            }
+        }
+        State::Listening { intake }
+    }
+
+    fn reset_counters(&mut self) {
+        self.restarts = 0;
+        self.recent_restarts.clear();
+    }
+
+    fn spawn(&mut self, fx: &mut Effects<'_>) -> State {
+        match fx.spawn.spawn(&self.config) {
+            Ok(pid) => {
+                fx.log
+                    .log(&self.config.name, format_args!("started (pid {pid})"));
+                State::Starting {
+                    main: Process::spawned(pid),
+                }
+            }
+            Err(reason) => {
+                fx.log
+                    .log(&self.config.name, format_args!("cannot spawn: {reason}"));
+                self.last_failure = Some(Failure {
+                    step: None,
+                    reason: reason.to_string(),
+                    exit: None,
+                });
+                self.restart_or_give_up(false, fx)
+            }
+        }
+    }
+
+    fn stop(&mut self, main: Option<Process>, then: AfterStop, fx: &mut Effects<'_>) -> State {
+        if main.is_none() && self.instances.is_empty() {
+            fx.log.log(&self.config.name, format_args!("stopped"));
+            return self.after_stop(then, fx);
+        }
+        let signal = self.config.stop_signal;
+        fx.log
+            .log(&self.config.name, format_args!("stopping ({signal})"));
+        self.signal_all(main, signal, fx);
+        fx.timers.set(Timer::StopTimeout, self.config.stop_timeout);
+        State::Stopping {
+            main,
+            killed: false,
+            then,
+        }
+    }
+
+    fn signal_all(&self, main: Option<Process>, signal: Signal, fx: &mut Effects<'_>) {
+        let pids: Vec<Pid> = main
+            .map(|m| m.pid)
+            .into_iter()
+            .chain(self.instances.keys().copied())
+            .collect();
+        fx.signals.signal(&self.config.name, &pids, signal);
+    }
+
+    /// The main process is gone (or there was none): done once no instance is left either.
+    fn stopped_or_wait(&mut self, killed: bool, then: AfterStop, fx: &mut Effects<'_>) -> State {
+        if !self.instances.is_empty() {
+            return State::Stopping {
+                main: None,
+                killed,
+                then,
+            };
+        }
+        fx.timers.cancel(Timer::StopTimeout);
+        fx.log.log(&self.config.name, format_args!("stopped"));
+        self.after_stop(then, fx)
+    }
+
+    fn after_stop(&mut self, then: AfterStop, fx: &mut Effects<'_>) -> State {
+        match then {
+            AfterStop::Rest => State::Inactive,
+            AfterStop::Start => self.start(fx),
+            AfterStop::Retire => State::Retired,
+            AfterStop::Reconfigure(replacement) => {
+                self.reconfigure(State::Inactive, *replacement, fx)
+            }
+        }
+    }
+
+    /// Takes a reload's new config while at rest (in `state`), then starts if asked to.
+    fn reconfigure(
+        &mut self,
+        state: State,
+        replacement: Replacement,
+        fx: &mut Effects<'_>,
+    ) -> State {
+        let Replacement {
+            config,
+            sockets,
+            stale,
+            start,
+        } = replacement;
+        fx.spawn.replace_sockets(sockets, stale);
+        self.config = config;
+        if start {
+            self.reset_counters();
+            self.start(fx)
+        } else {
+            state
+        }
+    }
+
+    /// Records how the main process ended; true when it was a success.
+    fn record_exit(&mut self, exec: Exec, exit: Exit) -> bool {
+        self.last_exit = Some(exit);
+        match exec {
+            Exec::Failed(report) => {
+                self.last_failure = Some(Failure {
+                    step: Some(report.step),
+                    reason: errno_text(report.errno),
+                    exit: Some(exit),
+                });
+                false
+            }
+            Exec::Pending | Exec::Done if exit == Exit::Code(0) => true,
+            Exec::Pending | Exec::Done => {
+                self.last_failure = Some(Failure {
+                    step: None,
+                    reason: exit.to_string(),
+                    exit: Some(exit),
+                });
+                false
+            }
+        }
+    }
+
+    fn after_exit(&mut self, exec: Exec, exit: Exit, fx: &mut Effects<'_>) -> State {
+        let success = self.record_exit(exec, exit);
+        fx.log.log(&self.config.name, format_args!("{exit}"));
+        self.restart_or_give_up(success, fx)
+    }
+
+    /// After a process is gone (or could not be made): keep it alive under the start limit, or
+    /// settle in `exited` or `failed`.
+    fn restart_or_give_up(&mut self, success: bool, fx: &mut Effects<'_>) -> State {
+        if !self.config.keep_alive {
+            // A lazy service's sockets stay open but unwatched: clients wait until a start.
+            return if success {
+                State::Exited
+            } else {
+                fx.log.log(&self.config.name, format_args!("failed"));
+                State::Failed
+            };
+        }
+        if self.config.lazy {
+            // Re-armed at once: a client already waiting spawns it again on the next turn of
+            // the loop. Only unsuccessful runs count against the start limit.
+            if !success && self.start_limit_reached(fx) {
+                return State::Failed;
+            }
+            self.restarts += 1;
+            return State::Listening {
+                intake: Intake::Open,
+            };
+        }
+        if self.start_limit_reached(fx) {
+            return State::Failed;
+        }
+        self.restarts += 1;
+        let delay = self.config.restart_delay;
+        if !delay.is_zero() {
+            fx.log.log(
+                &self.config.name,
+                format_args!("restarting in {}", format_duration(delay)),
+            );
+        }
+        fx.timers.set(Timer::RestartDelay, delay);
+        State::Restarting
+    }
+
+    /// Counts an automatic restart; true (and logged) when it would exceed the start limit.
+    fn start_limit_reached(&mut self, fx: &mut Effects<'_>) -> bool {
+        let now = fx.clock.now();
+        let window = self.config.start_limit_interval;
+        while let Some(first) = self.recent_restarts.front() {
+            if now.duration_since(*first) >= window {
+                self.recent_restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        let burst = self.config.start_limit_burst;
+        if self.recent_restarts.len() >= burst as usize {
+            fx.log.log(
+                &self.config.name,
+                format_args!(
+                    "start limit reached ({burst} restarts within {}); failed",
+                    format_duration(window)
+                ),
+            );
+            return true;
+        }
+        self.recent_restarts.push_back(now);
+        false
+    }
+
+    fn log_step_failure(&self, name: &str, report: StatusReport, fx: &mut Effects<'_>) {
+        let message = self.describe_step_failure(report);
+        fx.log.log(name, format_args!("{message}"));
+    }
+
+    fn describe_step_failure(&self, report: StatusReport) -> String {
+        let c = &self.config;
+        let subject = match report.step {
+            Step::Exec => Some(c.exec[0].clone()),
+            Step::Chdir => Some(c.working_directory.clone()),
+            Step::User => c.credentials.as_ref().map(|cr| format!("uid {}", cr.uid)),
+            Step::Group => c.credentials.as_ref().map(|cr| format!("gid {}", cr.gid)),
+            Step::Stdin | Step::Stdout | Step::Stderr => match &c.stdio {
+                config::StdioMode::Path(p) => Some(p.clone()),
+                _ => None,
+            },
+            Step::Deserialize
+            | Step::Fds
+            | Step::Signals
+            | Step::Setsid
+            | Step::Limits
+            | Step::Cgroup => None,
+        };
+        let reason = errno_text(report.errno);
+        match subject {
+            Some(subject) => format!("failed at {}: {subject}: {reason}", report.step.name()),
+            None => format!("failed at {}: {reason}", report.step.name()),
+        }
+    }
+}
+
+/// The C library's text for an errno, without Rust's "(os error N)" suffix.
+pub fn errno_text(errno: i32) -> String {
+    crate::sys::errno_text(errno)
+}

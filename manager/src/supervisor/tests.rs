@@ -1,0 +1,642 @@
+//! The state machine against fakes: time is a number the test moves, and every effect is
+//! written down.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use steward_protocol::{StatusReport, Step};
+
+use super::effects::{Clock, Log, Signals, Spawn, Timers};
+use super::*;
+use crate::config;
+use crate::sockets::Listener;
+use crate::spawn::SpawnError;
+
+struct FakeClock(Instant);
+
+impl Clock for FakeClock {
+    fn now(&self) -> Instant {
+        self.0
+    }
+}
+
+#[derive(Default)]
+struct FakeSpawn {
+    next_pid: i32,
+    fail: bool,
+    spawns: u32,
+    /// Connections waiting in the backlog of an accept-mode socket.
+    waiting: u32,
+    /// Socket sets a reload gave, by their count.
+    replaced: Vec<usize>,
+}
+
+impl Spawn for FakeSpawn {
+    fn spawn(&mut self, _: &config::Service) -> Result<Pid, SpawnError> {
+        self.spawns += 1;
+        if self.fail {
+            return Err(SpawnError::Spawn(std::io::Error::from_raw_os_error(11)));
+        }
+        self.next_pid += 1;
+        Ok(Pid(100 + self.next_pid))
+    }
+    fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, SpawnError> {
+        if self.waiting == 0 {
+            return Ok(None);
+        }
+        self.waiting -= 1;
+        self.spawn(service).map(Some)
+    }
+    fn replace_sockets(&mut self, sockets: Vec<Listener>, _: Vec<std::path::PathBuf>) {
+        self.replaced.push(sockets.len());
+    }
+}
+
+#[derive(Default)]
+struct FakeSignals(Vec<(i32, i32)>);
+
+impl Signals for FakeSignals {
+    fn signal(&mut self, _: &str, pids: &[Pid], signal: config::Signal) {
+        for pid in pids {
+            self.0.push((pid.raw(), signal.0));
+        }
+    }
+}
+
+#[derive(Default)]
+struct FakeTimers(std::collections::BTreeMap<Timer, Duration>);
+
+impl Timers for FakeTimers {
+    fn set(&mut self, timer: Timer, after: Duration) {
+        self.0.insert(timer, after);
+    }
+    fn cancel(&mut self, timer: Timer) {
+        self.0.remove(&timer);
+    }
+}
+
+#[derive(Default)]
+struct FakeLog(Vec<String>);
+
+impl Log for FakeLog {
+    fn log(&mut self, _: &str, message: fmt::Arguments<'_>) {
+        self.0.push(message.to_string());
+    }
+}
+
+/// A world where every effect is written down.
+struct Fake {
+    clock: FakeClock,
+    spawn: FakeSpawn,
+    signals: FakeSignals,
+    timers: FakeTimers,
+    log: FakeLog,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            clock: FakeClock(Instant::now()),
+            spawn: FakeSpawn::default(),
+            signals: FakeSignals::default(),
+            timers: FakeTimers::default(),
+            log: FakeLog::default(),
+        }
+    }
+
+    fn handle(&mut self, s: &mut Supervisor, event: Event) {
+        let mut fx = Effects {
+            clock: &self.clock,
+            spawn: &mut self.spawn,
+            signals: &mut self.signals,
+            timers: &mut self.timers,
+            log: &mut self.log,
+        };
+        s.handle(event, &mut fx);
+    }
+
+    fn timer(&self, timer: Timer) -> Option<Duration> {
+        self.timers.0.get(&timer).copied()
+    }
+}
+
+fn service(text: &str) -> Supervisor {
+    let loaded = config::load_str(
+        "t.toml",
+        &format!("[service.s]\nexec = [\"/bin/x\"]\n{text}"),
+    );
+    let config = loaded
+        .config
+        .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+    Supervisor::new(config.services.into_iter().next().unwrap())
+}
+
+fn pid(s: &Supervisor) -> Pid {
+    s.state.pid().expect("a process")
+}
+
+/// The main process exits.
+fn exit(s: &mut Supervisor, fx: &mut Fake, exit: Exit) {
+    let p = pid(s);
+    fx.handle(s, Event::Process(p, ProcessEvent::Exited(exit)));
+}
+
+fn exec_ok(s: &mut Supervisor, fx: &mut Fake) {
+    let p = pid(s);
+    fx.handle(s, Event::Process(p, ProcessEvent::Execd));
+}
+
+const LAZY: &str = "lazy = true\n[[service.s.socket]]\npath = \"/run/s\"\n";
+
+#[test]
+fn lazy_service_waits_for_a_connection() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!("keep_alive = true\n{LAZY}"));
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+    assert!(s.wants_connections());
+    assert_eq!(fx.spawn.spawns, 0);
+    fx.handle(&mut s, Event::Connection);
+    assert_eq!(s.state.name(), "starting");
+    assert!(
+        !s.wants_connections(),
+        "while it runs the service accepts, not us"
+    );
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        },
+        "re-armed at once, no restart delay"
+    );
+    assert!(s.wants_connections());
+    assert_eq!(fx.timers.0.len(), 0);
+    assert_eq!(s.restarts, 1);
+}
+
+#[test]
+fn lazy_service_only_counts_failures_against_the_start_limit() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!("keep_alive = true\nstart_limit_burst = 2\n{LAZY}"));
+    fx.handle(&mut s, Event::Start);
+    for _ in 0..10 {
+        fx.handle(&mut s, Event::Connection);
+        exit(&mut s, &mut fx, Exit::Code(0));
+    }
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+    for _ in 0..2 {
+        fx.handle(&mut s, Event::Connection);
+        exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
+        assert_eq!(
+            s.state,
+            State::Listening {
+                intake: Intake::Open
+            }
+        );
+    }
+    fx.handle(&mut s, Event::Connection);
+    exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
+    assert_eq!(s.state, State::Failed);
+    assert!(
+        !s.wants_connections(),
+        "a failed service's clients wait in the backlog"
+    );
+}
+
+#[test]
+fn lazy_service_without_keep_alive_is_not_rearmed() {
+    let mut fx = Fake::new();
+    let mut s = service(LAZY);
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Connection);
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(s.state, State::Exited);
+    assert!(!s.wants_connections());
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+    assert!(s.wants_connections());
+}
+
+#[test]
+fn stopping_a_listening_service_disarms_its_sockets() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!("keep_alive = true\n{LAZY}"));
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.state, State::Inactive);
+    assert!(!s.wants_connections());
+}
+
+const ACCEPT: &str =
+    "accept = true\nmax_connections = 2\n[[service.s.socket]]\npath = \"/run/s\"\n";
+
+#[test]
+fn accept_mode_caps_running_instances() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+    fx.spawn.waiting = 3;
+    fx.handle(&mut s, Event::Connection);
+    assert_eq!(s.instances.len(), 2);
+    assert!(
+        !s.wants_connections(),
+        "at the cap, the third client waits in the backlog"
+    );
+    assert_eq!(fx.spawn.waiting, 1);
+    let first = *s.instances.keys().next().unwrap();
+    fx.handle(&mut s, Event::Process(first, ProcessEvent::Execd));
+    fx.handle(
+        &mut s,
+        Event::Process(first, ProcessEvent::Exited(Exit::Code(0))),
+    );
+    assert!(s.wants_connections(), "below the cap again");
+    fx.handle(&mut s, Event::Connection);
+    assert_eq!(s.instances.len(), 2);
+    let numbers: Vec<u32> = s.instances.values().map(|i| i.number).collect();
+    assert_eq!(numbers, [2, 3]);
+    assert!(fx.log.0.contains(&"exited with status 0".to_string()));
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        },
+        "instances never change the service's state"
+    );
+}
+
+#[test]
+fn stopping_an_accept_service_waits_for_its_instances() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    fx.spawn.waiting = 2;
+    fx.handle(&mut s, Event::Connection);
+    let pids: Vec<Pid> = s.instances.keys().copied().collect();
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(
+        fx.signals.0,
+        pids.iter().map(|p| (p.raw(), 15)).collect::<Vec<_>>()
+    );
+    fx.handle(
+        &mut s,
+        Event::Process(pids[0], ProcessEvent::Exited(Exit::Signal(Signal::TERM))),
+    );
+    assert_eq!(s.state.name(), "stopping");
+    fx.handle(
+        &mut s,
+        Event::Process(pids[1], ProcessEvent::Exited(Exit::Signal(Signal::TERM))),
+    );
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(fx.timers.0.len(), 0);
+}
+
+#[test]
+fn accept_failure_backs_off_instead_of_spinning() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    fx.spawn.waiting = 1;
+    fx.spawn.fail = true;
+    fx.handle(&mut s, Event::Connection);
+    assert!(!s.wants_connections());
+    assert_eq!(fx.timer(Timer::Backoff), Some(Duration::from_millis(100)));
+    fx.handle(&mut s, Event::Timer(Timer::Backoff));
+    assert!(s.wants_connections());
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+}
+
+#[test]
+fn one_shot_success_ends_exited() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state.name(), "starting");
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(s.state.name(), "running");
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(s.state, State::Exited);
+    assert_eq!(fx.log.0, ["started (pid 101)", "exited with status 0"]);
+}
+
+#[test]
+fn one_shot_failure_ends_failed() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Signal(Signal(11)));
+    assert_eq!(s.state, State::Failed);
+    assert_eq!(fx.log.0[1..], ["killed by SIGSEGV", "failed"]);
+    assert_eq!(s.last_failure.as_ref().unwrap().reason, "killed by SIGSEGV");
+}
+
+#[test]
+fn keep_alive_restarts_after_delay_with_new_pid() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\nrestart_delay = \"250ms\"\n");
+    fx.handle(&mut s, Event::Start);
+    let first = pid(&s);
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(s.state, State::Restarting);
+    assert_eq!(
+        fx.timer(Timer::RestartDelay),
+        Some(Duration::from_millis(250))
+    );
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    assert_ne!(pid(&s), first);
+    assert_eq!(s.restarts, 1);
+}
+
+#[test]
+fn start_limit_allows_burst_restarts_then_fails() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\nstart_limit_burst = 3\nrestart_delay = \"0\"\n");
+    fx.handle(&mut s, Event::Start);
+    for _ in 0..3 {
+        exit(&mut s, &mut fx, Exit::Code(1));
+        assert_eq!(s.state, State::Restarting);
+        fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    }
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.state, State::Failed);
+    assert_eq!(fx.spawn.spawns, 4, "the first run plus 3 restarts");
+    assert!(
+        fx.log
+            .0
+            .last()
+            .unwrap()
+            .starts_with("start limit reached (3 restarts within 10s)")
+    );
+    // By hand it starts again, with fresh counters.
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state.name(), "starting");
+    assert_eq!(s.restarts, 0);
+}
+
+#[test]
+fn start_limit_window_slides() {
+    let mut fx = Fake::new();
+    let mut s = service(
+        "keep_alive = true\nstart_limit_burst = 2\nstart_limit_interval = \"1s\"\nrestart_delay = \"0\"\n",
+    );
+    fx.handle(&mut s, Event::Start);
+    for _ in 0..6 {
+        exit(&mut s, &mut fx, Exit::Code(1));
+        assert_eq!(s.state, State::Restarting);
+        fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+        fx.clock.0 += Duration::from_millis(600);
+    }
+}
+
+#[test]
+fn exec_failure_is_reported_with_its_step() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    let report = StatusReport {
+        step: Step::Exec,
+        errno: 2,
+    };
+    let p = pid(&s);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::StepFailed(report)));
+    exit(&mut s, &mut fx, Exit::Code(203));
+    assert_eq!(s.state, State::Failed);
+    assert_eq!(
+        fx.log.0[1..],
+        [
+            "failed at exec: /bin/x: No such file or directory",
+            "exited with status 203",
+            "failed"
+        ]
+    );
+    let failure = s.last_failure.unwrap();
+    assert_eq!(failure.step, Some(Step::Exec));
+    assert_eq!(failure.exit, Some(Exit::Code(203)));
+}
+
+#[test]
+fn stop_sends_signal_then_kill_after_timeout() {
+    let mut fx = Fake::new();
+    let mut s = service("stop_signal = \"SIGUSR1\"\nstop_timeout = \"2s\"\n");
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    let p = pid(&s).raw();
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(fx.signals.0, [(p, 10)]);
+    assert_eq!(fx.timer(Timer::StopTimeout), Some(Duration::from_secs(2)));
+    fx.handle(&mut s, Event::Timer(Timer::StopTimeout));
+    assert_eq!(fx.signals.0, [(p, 10), (p, 9)]);
+    exit(&mut s, &mut fx, Exit::Signal(Signal::KILL));
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(fx.timers.0.len(), 0);
+}
+
+#[test]
+fn stopping_a_keep_alive_service_does_not_restart_it() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Stop);
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(fx.spawn.spawns, 1);
+}
+
+#[test]
+fn stop_while_restarting_cancels_the_restart() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert!(fx.timer(Timer::RestartDelay).is_some());
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(fx.timers.0.len(), 0);
+}
+
+#[test]
+fn restart_by_hand_stops_then_starts() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    let first = pid(&s);
+    fx.handle(&mut s, Event::Restart);
+    assert_eq!(s.state.name(), "stopping");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state.name(), "starting");
+    assert_ne!(pid(&s), first);
+}
+
+#[test]
+fn spawn_failure_counts_against_the_start_limit() {
+    let mut fx = Fake::new();
+    fx.spawn.fail = true;
+    let mut s = service("keep_alive = true\nstart_limit_burst = 2\n");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state, State::Restarting);
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    assert_eq!(s.state, State::Failed);
+    assert_eq!(fx.spawn.spawns, 3);
+}
+
+#[test]
+fn a_report_about_a_process_that_is_gone_changes_nothing() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\nrestart_delay = \"0\"\n");
+    fx.handle(&mut s, Event::Start);
+    let first = pid(&s);
+    exit(&mut s, &mut fx, Exit::Code(1));
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    let second = pid(&s);
+    // The first process's late status pipe and exit, and a timer of another state.
+    fx.handle(&mut s, Event::Process(first, ProcessEvent::Execd));
+    fx.handle(
+        &mut s,
+        Event::Process(first, ProcessEvent::Exited(Exit::Code(0))),
+    );
+    fx.handle(&mut s, Event::Timer(Timer::StopTimeout));
+    assert_eq!(
+        s.state,
+        State::Starting {
+            main: Process::spawned(second)
+        }
+    );
+    assert_eq!(s.restarts, 1);
+}
+
+#[test]
+fn timers_of_different_purposes_are_armed_and_cancelled_apart() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    fx.spawn.waiting = 1;
+    fx.spawn.fail = true;
+    fx.handle(&mut s, Event::Connection);
+    assert!(fx.timer(Timer::Backoff).is_some());
+    // Stopping a backing-off service: its back-off goes, it has nothing to wait for.
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(fx.timers.0.len(), 0);
+
+    let mut s = service("keep_alive = true\nrestart_delay = \"1s\"\nstop_timeout = \"3s\"\n");
+    fx.spawn.fail = false;
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(fx.timer(Timer::StopTimeout), Some(Duration::from_secs(3)));
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(fx.timer(Timer::StopTimeout), None, "cancelled once stopped");
+}
+
+#[test]
+fn a_reload_change_waits_for_the_stop_then_starts_the_new_config() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    let mut new = s.config.clone();
+    new.exec = vec!["/bin/y".into()];
+    let replacement = Replacement {
+        config: new.clone(),
+        sockets: Vec::new(),
+        stale: Vec::new(),
+        start: true,
+    };
+    fx.handle(&mut s, Event::Reconfigure(Box::new(replacement)));
+    assert!(s.settling_from_reload());
+    assert!(fx.spawn.replaced.is_empty(), "not before it stopped");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(fx.spawn.replaced, [0]);
+    assert_eq!(s.config.exec, ["/bin/y"]);
+    assert_eq!(s.state.name(), "starting");
+
+    // At rest, and not to be started: the change is made and nothing runs.
+    let mut s = service("");
+    let replacement = Replacement {
+        config: new,
+        sockets: Vec::new(),
+        stale: Vec::new(),
+        start: false,
+    };
+    fx.handle(&mut s, Event::Reconfigure(Box::new(replacement)));
+    assert_eq!(s.state, State::Inactive);
+    assert_eq!(s.config.exec, ["/bin/y"]);
+}
+
+#[test]
+fn a_removed_service_stops_then_retires_and_a_start_cannot_keep_it() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Retire);
+    fx.handle(&mut s, Event::Start);
+    assert!(s.settling_from_reload());
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state, State::Retired);
+    assert!(s.state.at_rest());
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state, State::Retired);
+}
+
+#[test]
+fn an_instance_step_failure_is_logged_with_its_name() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    fx.spawn.waiting = 1;
+    fx.handle(&mut s, Event::Connection);
+    let p = *s.instances.keys().next().unwrap();
+    let report = StatusReport {
+        step: Step::Exec,
+        errno: 13,
+    };
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::StepFailed(report)));
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::StepFailed(report)));
+    assert_eq!(
+        fx.log
+            .0
+            .iter()
+            .filter(|l| l.starts_with("failed at exec"))
+            .count(),
+        1,
+        "{:?}",
+        fx.log.0
+    );
+    fx.handle(
+        &mut s,
+        Event::Process(p, ProcessEvent::Exited(Exit::Code(203))),
+    );
+    assert!(s.instances.is_empty());
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+}

@@ -1,0 +1,297 @@
+//! A unit: one service's state machine ([`Supervisor`]) beside what it holds of the kernel
+//! ([`Io`]: sockets, output pipes, status pipes, its cgroup), and how both cross a `reexec`.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use steward_protocol::control::{LogLine, Stream};
+use steward_protocol::reexec as saved;
+
+use crate::cgroups::Prepared;
+use crate::config;
+use crate::output::{Pipe, Ring, Splitter};
+use crate::sockets::{Connection, Listener};
+use crate::supervisor::{Pid, Supervisor, save::Listening};
+
+/// A service under supervision.
+pub struct Unit {
+    /// Its state machine, with its config.
+    pub supervisor: Supervisor,
+    /// What it holds.
+    pub io: Io,
+}
+
+/// A service's cgroup, as far as the manager knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// Not made (or removed).
+    Absent,
+    /// Made, with these limits; joined by every spawn.
+    Made(Prepared),
+    /// At rest, but not removed yet: a process of it was still being reaped.
+    Lingering,
+}
+
+/// What a unit holds of the kernel.
+pub struct Io {
+    /// Its sockets, in config order.
+    pub sockets: Vec<Listener>,
+    /// Whether the sockets are in the epoll set: the loop's record of what it asked the kernel,
+    /// kept in step with [`Supervisor::wants_connections`].
+    pub watched: bool,
+    /// Its cgroup.
+    pub cgroup: Cgroup,
+    /// The cgroup's OOM-kill count when the current process was spawned.
+    pub oom_baseline: Option<u64>,
+    /// Its captured output.
+    pub output: Ring,
+    /// Read ends of its stdout and stderr pipes (services that log, but not accept mode, whose
+    /// instances get pipes of their own). Kept across restarts.
+    pub pipes: Vec<Pipe>,
+    /// The write ends of those pipes, passed to each spawn.
+    pub writers: Option<[OwnedFd; 2]>,
+    /// Status pipes of its executors that have not exec'd or reported yet.
+    pub status: BTreeMap<Pid, OwnedFd>,
+    /// Output pipes of accept instances, until their end of file (which may come after the
+    /// instance was reaped).
+    pub instance_pipes: BTreeMap<(Pid, Stream), Pipe>,
+    /// Accept mode: a connection accepted while its instance could not be spawned, served
+    /// first when spawning works again. A resource, not a state: it outlives a stop.
+    pub parked: Option<Connection>,
+    /// When the supervisor entered its current state.
+    pub since: SystemTime,
+}
+
+impl Unit {
+    /// A service that has not started, with its sockets made.
+    pub fn new(config: config::Service, sockets: Vec<Listener>, log_buffer: u64) -> Unit {
+        Unit {
+            supervisor: Supervisor::new(config),
+            io: Io {
+                sockets,
+                watched: false,
+                cgroup: Cgroup::Absent,
+                oom_baseline: None,
+                output: Ring::new(log_buffer),
+                pipes: Vec::new(),
+                writers: None,
+                status: BTreeMap::new(),
+                instance_pipes: BTreeMap::new(),
+                parked: None,
+                since: SystemTime::now(),
+            },
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.supervisor.config().name
+    }
+
+    /// Writes the unit into `out`, and the fds it names into `keep` (those must stay open
+    /// across the exec). `timer` is the time left on the one timer its state runs.
+    pub fn save<'a>(
+        &'a self,
+        now: Instant,
+        timer: Option<Duration>,
+        keep: &mut Vec<BorrowedFd<'a>>,
+    ) -> saved::Service {
+        let mut out = blank();
+        self.supervisor.save(now, &mut out);
+        let io = &self.io;
+        let mut fd = |f: &'a OwnedFd| -> RawFd {
+            keep.push(f.as_fd());
+            f.as_raw_fd()
+        };
+        let config = self.supervisor.config();
+        out.sockets = io
+            .sockets
+            .iter()
+            .filter_map(|l| {
+                let index = config.sockets.iter().position(|c| *c == l.config)?;
+                Some((index as u32, fd(&l.fd)))
+            })
+            .collect();
+        out.watched = io.watched;
+        out.oom_baseline = io.oom_baseline;
+        out.log = io.output.tail(None).into_iter().map(save_line).collect();
+        out.log_dropped = io.output.dropped;
+        out.pipes = io.pipes.iter().map(|p| save_pipe(p, &mut fd)).collect();
+        out.writers = io.writers.as_ref().map(|[o, e]| [fd(o), fd(e)]);
+        out.status_pipes = io
+            .status
+            .iter()
+            .map(|(pid, f)| (pid.raw(), fd(f)))
+            .collect();
+        for instance in &mut out.instances {
+            instance.pipes = io
+                .instance_pipes
+                .iter()
+                .filter(|((pid, _), _)| pid.raw() == instance.pid)
+                .map(|(_, p)| save_pipe(p, &mut fd))
+                .collect();
+        }
+        out.timer_ns = timer.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+        out.cgroup_to_remove = io.cgroup == Cgroup::Lingering;
+        out.parked_fd = io.parked.as_ref().map(|c| fd(&c.fd));
+        out.since_unix_ns = io
+            .since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        out
+    }
+
+    /// The unit a saved service describes. `take` adopts the fd a number names (checked open
+    /// and named once by the caller).
+    pub fn restore(
+        config: config::Service,
+        s: saved::Service,
+        log_buffer: u64,
+        now: Instant,
+        take: &mut dyn FnMut(RawFd) -> OwnedFd,
+    ) -> Unit {
+        let listening = Listening {
+            watched: s.watched,
+            timer: s.timer_ns.is_some(),
+        };
+        let sockets = s
+            .sockets
+            .iter()
+            .filter_map(|&(index, fd)| {
+                let fd = take(fd);
+                let socket = config.sockets.get(index as usize)?.clone();
+                Some(Listener::adopt(&config, socket, fd))
+            })
+            .collect();
+        let supervisor = Supervisor::restore(config, &s, listening, now);
+        let mut instance_pipes = BTreeMap::new();
+        for instance in &s.instances {
+            let Some(pid) = Pid::new(instance.pid) else {
+                continue;
+            };
+            for p in &instance.pipes {
+                let pipe = load_pipe(p, take(p.fd));
+                instance_pipes.insert((pid, pipe.stream), pipe);
+            }
+        }
+        let status = s
+            .status_pipes
+            .iter()
+            .filter_map(|&(pid, fd)| Some((Pid::new(pid)?, take(fd))))
+            .collect();
+        let lines = s.log.into_iter().map(load_line).collect();
+        Unit {
+            supervisor,
+            io: Io {
+                sockets,
+                // Not in the new epoll set yet: the loop adds what the state wants.
+                watched: false,
+                cgroup: if s.cgroup_to_remove {
+                    Cgroup::Lingering
+                } else {
+                    Cgroup::Absent
+                },
+                oom_baseline: s.oom_baseline,
+                output: Ring::restore(log_buffer, lines, s.log_dropped),
+                pipes: s.pipes.iter().map(|p| load_pipe(p, take(p.fd))).collect(),
+                writers: s.writers.map(|[o, e]| [take(o), take(e)]),
+                status,
+                instance_pipes,
+                parked: s.parked_fd.map(|fd| Connection::adopt(take(fd))),
+                since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
+            },
+        }
+    }
+}
+
+/// The fds a saved service names, for the new manager to check before it adopts any.
+pub fn named_fds(s: &saved::Service) -> Vec<RawFd> {
+    let mut fds: Vec<RawFd> = s.sockets.iter().map(|&(_, fd)| fd).collect();
+    fds.extend(s.pipes.iter().map(|p| p.fd));
+    fds.extend(s.writers.iter().flatten());
+    fds.extend(s.status_pipes.iter().map(|&(_, fd)| fd));
+    fds.extend(s.parked_fd);
+    for instance in &s.instances {
+        fds.extend(instance.pipes.iter().map(|p| p.fd));
+    }
+    fds
+}
+
+fn stream_code(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+fn stream_of(code: u8) -> Stream {
+    if code == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    }
+}
+
+fn save_pipe<'a>(pipe: &'a Pipe, fd: &mut impl FnMut(&'a OwnedFd) -> RawFd) -> saved::Pipe {
+    saved::Pipe {
+        fd: fd(&pipe.fd),
+        stream: stream_code(pipe.stream),
+        partial: pipe.splitter.partial().to_vec(),
+    }
+}
+
+fn load_pipe(saved: &saved::Pipe, fd: OwnedFd) -> Pipe {
+    Pipe {
+        fd,
+        stream: stream_of(saved.stream),
+        splitter: Splitter::with_partial(saved.partial.clone()),
+    }
+}
+
+fn save_line(l: LogLine) -> saved::LogLine {
+    saved::LogLine {
+        time_us: l.time_us,
+        name: l.name,
+        pid: l.pid,
+        stream: stream_code(l.stream),
+        text: l.text,
+    }
+}
+
+fn load_line(l: saved::LogLine) -> LogLine {
+    LogLine {
+        time_us: l.time_us,
+        name: l.name,
+        pid: l.pid,
+        stream: stream_of(l.stream),
+        text: l.text,
+    }
+}
+
+/// A saved service with nothing in it, for the parts to fill in.
+pub fn blank() -> saved::Service {
+    saved::Service {
+        name: String::new(),
+        state: saved::State::Inactive,
+        since_unix_ns: 0,
+        restarts: 0,
+        recent_restart_ages_ns: Vec::new(),
+        pending_report: None,
+        last_exit: None,
+        last_failure: None,
+        instances: Vec::new(),
+        next_instance: 1,
+        sockets: Vec::new(),
+        watched: false,
+        oom_baseline: None,
+        log: Vec::new(),
+        log_dropped: 0,
+        pipes: Vec::new(),
+        writers: None,
+        status_pipes: Vec::new(),
+        timer_ns: None,
+        cgroup_to_remove: false,
+        parked_fd: None,
+    }
+}
