@@ -238,25 +238,15 @@ pub enum AfterStop {
 }
 
 impl AfterStop {
-    /// After a `start` or `restart` by hand.
-    fn with_start(self) -> AfterStop {
+    /// After a `start` or `restart` by hand (`start`), or a `stop`: whether to start again
+    /// once stopped. A reload's removal stays a removal.
+    fn wanting(self, start: bool) -> AfterStop {
         match self {
-            AfterStop::Rest | AfterStop::Start => AfterStop::Start,
-            AfterStop::Retire => AfterStop::Retire,
-            AfterStop::Reconfigure(mut r) => {
-                r.start = true;
-                AfterStop::Reconfigure(r)
-            }
-        }
-    }
-
-    /// After a `stop`.
-    fn without_start(self) -> AfterStop {
-        match self {
+            AfterStop::Rest | AfterStop::Start if start => AfterStop::Start,
             AfterStop::Rest | AfterStop::Start => AfterStop::Rest,
             AfterStop::Retire => AfterStop::Retire,
             AfterStop::Reconfigure(mut r) => {
-                r.start = false;
+                r.start = start;
                 AfterStop::Reconfigure(r)
             }
         }
@@ -516,7 +506,7 @@ impl Supervisor {
             (Stopping { main, killed, then }, Event::Start | Event::Restart) => Stopping {
                 main,
                 killed,
-                then: then.with_start(),
+                then: then.wanting(true),
             },
 
             // Stopping.
@@ -536,7 +526,7 @@ impl Supervisor {
             (Stopping { main, killed, then }, Event::Stop) => Stopping {
                 main,
                 killed,
-                then: then.without_start(),
+                then: then.wanting(false),
             },
             (s @ (Inactive | Exited | Failed), Event::Stop) => s,
 
