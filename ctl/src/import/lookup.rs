@@ -96,7 +96,10 @@ impl Loader {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let name = parse_name(&file_name)?;
+        let name = UnitName::parse_file_name(&file_name).map_err(|reason| Error::BadName {
+            name: file_name.clone(),
+            reason,
+        })?;
         if name.instance() == &Instance::Template {
             return Err(Error::NeedsInstance { name: file_name });
         }
@@ -221,7 +224,7 @@ impl Loader {
         if !in_search_path || target == candidate.to_string() {
             return Ok(None);
         }
-        match UnitName::parse(&target) {
+        match UnitName::parse_file_name(&target) {
             Ok(t) if t.kind() != candidate.kind() => Err(Error::AliasOfOtherType {
                 path: path.to_path_buf(),
                 target: target.into_owned(),
@@ -252,7 +255,7 @@ impl Loader {
                 let Some(name) = entry
                     .file_name()
                     .to_str()
-                    .and_then(|n| UnitName::parse(n).ok())
+                    .and_then(|n| UnitName::parse_file_name(n).ok())
                 else {
                     continue;
                 };
@@ -420,7 +423,7 @@ impl Loader {
         let mut sockets: Vec<Unit> = Vec::new();
         for entry in service.get(&Section::Service, "Sockets") {
             for word in service.expand(entry)?.split_ascii_whitespace() {
-                let name = UnitName::parse(word)
+                let name = UnitName::parse_file_name(word)
                     .ok()
                     .filter(|n| n.kind() == UnitKind::Socket && n.instance() != &Instance::Template)
                     .ok_or_else(|| Error::WrongPartner {
@@ -500,7 +503,7 @@ fn partner(socket: &Unit) -> Result<UnitName, Error> {
         }),
         (false, Some(entry)) => {
             let written = socket.expand(entry)?;
-            UnitName::parse(&written)
+            UnitName::parse_file_name(&written)
                 .ok()
                 .filter(|n| n.kind() == UnitKind::Service && n.instance() != &Instance::Template)
                 .ok_or_else(|| Error::WrongPartner {

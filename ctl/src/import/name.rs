@@ -73,6 +73,9 @@ pub enum NameError {
     BadCharacter(char),
     /// A unit type other than `.service` and `.socket`.
     UnsupportedType(String),
+    /// A unit file whose name has no type suffix (only a name on the command line may omit
+    /// it).
+    NoType,
 }
 
 impl fmt::Display for NameError {
@@ -87,6 +90,7 @@ impl fmt::Display for NameError {
                     ".{t} units cannot be imported, only .service and .socket"
                 )
             }
+            NameError::NoType => write!(f, "a unit file's name ends in .service or .socket"),
         }
     }
 }
@@ -154,6 +158,15 @@ impl UnitName {
             instance,
             kind,
         })
+    }
+
+    /// Parses the name of a unit file, which must end in its type (`ssh` is no unit file).
+    pub fn parse_file_name(name: &str) -> Result<UnitName, NameError> {
+        let parsed = UnitName::parse(name)?;
+        if parsed.to_string() != name {
+            return Err(NameError::NoType);
+        }
+        Ok(parsed)
     }
 
     /// What comes before the `@` (or the suffix): `%p`.
@@ -330,6 +343,13 @@ mod tests {
     fn a_bare_name_is_a_service() {
         assert_eq!(name("ssh"), name("ssh.service"));
         assert_eq!(name("foo.bar").to_string(), "foo.bar.service");
+    }
+
+    #[test]
+    fn a_file_name_has_a_type() {
+        assert_eq!(UnitName::parse_file_name("ssh"), Err(NameError::NoType));
+        assert_eq!(UnitName::parse_file_name("a.conf"), Err(NameError::NoType));
+        assert_eq!(UnitName::parse_file_name("a.socket"), Ok(name("a.socket")));
     }
 
     #[test]
