@@ -41,11 +41,12 @@ vm-test: build
 test-all: test vm-test
 
 # libFuzzer on what steward trusts and reads: the spawn state, the reexec state, control
-# frames and config text, FUZZ_TIME seconds each (default 30), starting from the seeds in
+# frames, config text and the systemd unit files `stewardctl import` reads, FUZZ_TIME seconds
+# each (default 30; FUZZ_TARGETS=unit_file for one), starting from the seeds in
 # fuzz/seeds. cargo-fuzz is installed if missing; it needs nightly features, from the nightly
 # toolchain when there is one, else from the stable one (RUSTC_BOOTSTRAP).
 FUZZ_TIME ?= 30
-FUZZ_TARGETS := spawn_state manager_state control_request config
+FUZZ_TARGETS ?= spawn_state manager_state control_request config unit_file
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@set -e; \
