@@ -221,6 +221,7 @@ fn a_config_directory_that_disappears_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_filesystem_for_a_new_socket_refuses_the_reload_whole() {
     // A tmpfs with no free inode: binding a unix socket there fails with ENOSPC.
     let dir = temp_dir();
@@ -229,10 +230,7 @@ fn a_full_filesystem_for_a_new_socket_refuses_the_reload_whole() {
     let (status, _, err) = run(Command::new("mount")
         .args(["-t", "tmpfs", "-o", "nr_inodes=2,size=64k", "steward-test"])
         .arg(&full));
-    if !status.success() {
-        eprintln!("skipped: cannot mount a tmpfs here: {err}");
-        return;
-    }
+    assert!(status.success(), "cannot mount a tmpfs: {err}");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

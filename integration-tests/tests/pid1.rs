@@ -1,5 +1,6 @@
 //! steward as PID 1 of a pid namespace (`unshare --pid --fork --mount-proc`): it reaps every
-//! orphan, answers the init signals, and its power-off ends the namespace.
+//! orphan, answers the init signals, and its power-off ends the namespace. Making the namespace
+//! needs root (CAP_SYS_ADMIN), so these are ignored without it.
 
 use std::process::Command;
 
@@ -70,6 +71,7 @@ exec = ["/bin/sh", "-c", "for i in $(seq 50); do sh -c 'sleep 0.3 &'; done; touc
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn steward_is_pid_1_and_reaps_every_orphan() {
     let init = Init::start(ORPHANS);
     let s = &init.s;
@@ -102,6 +104,7 @@ stop_timeout = "200ms"
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn a_power_off_signal_stops_everything_and_ends_the_namespace() {
     let mut init = Init::start(TWO);
     init.s.wait_for("b: started");
@@ -130,6 +133,7 @@ fn a_power_off_signal_stops_everything_and_ends_the_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stewardctl_poweroff_as_pid_1_ends_the_namespace() {
     let mut init = Init::start(TWO);
     init.s.wait_for("b: started");
@@ -141,6 +145,7 @@ fn stewardctl_poweroff_as_pid_1_ends_the_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigterm_makes_pid_1_re_execute_not_stop() {
     let init = Init::start(TWO);
     init.s.wait_for("b: started");
