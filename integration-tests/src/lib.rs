@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -42,6 +43,40 @@ pub fn temp_dir() -> tempfile::TempDir {
         .prefix("steward-test-")
         .tempdir()
         .expect("temp dir")
+}
+
+/// A temporary directory every user may enter (0755, under /tmp rather than `TMPDIR`, which may
+/// be private), for what a test runs as another user.
+pub fn shared_temp_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("steward-test-")
+        .tempdir_in("/tmp")
+        .expect("temp dir in /tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755");
+    dir
+}
+
+/// Copies of the built binaries `names` in a [`shared_temp_dir`], for a test that runs them as
+/// another user (`nobody`): the build lies in the checkout, which that user may not be able to
+/// enter (CI may clone it under a 0700 directory). A copied `steward` runs the
+/// `steward-executor` copied beside it.
+pub fn shared_bins(names: &[&str]) -> tempfile::TempDir {
+    let dir = shared_temp_dir();
+    for name in names {
+        // By cp, not std::fs::copy: a write fd of ours would be inherited by whatever another
+        // test thread forks at that moment, and executing the copy would fail (ETXTBSY) until
+        // that child execs. cp's fd is in cp alone.
+        let (status, _, err) = run(Command::new("cp").arg(bin(name)).arg(dir.path()));
+        assert!(status.success(), "copying {name}: {err}");
+        // Executable by all whatever the umask was at build or copy time.
+        std::fs::set_permissions(
+            dir.path().join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod 0755");
+    }
+    dir
 }
 
 /// The log lines a steward wrote so far, and a condvar signalled on each new one.

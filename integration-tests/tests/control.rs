@@ -323,9 +323,11 @@ fn the_control_socket_is_for_root_and_the_managers_own_user() {
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .unwrap();
+    // nobody runs a copy it can reach.
+    let bins = shared_bins(&["stewardctl"]);
     let (status, _, err) = run(Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin("stewardctl"))
+        .arg(bins.path().join("stewardctl"))
         .arg("--control")
         .arg(s.control())
         .arg("status"));

@@ -206,13 +206,10 @@ stdio = "null"
 #[test]
 #[ignore = "needs root"]
 fn without_cgroup_permission_only_limited_services_fail() {
-    // A world-readable config, and steward run as nobody, who may not create cgroups.
-    let dir = temp_dir();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // A world-readable config, and steward run as nobody, who may not create cgroups, from
+    // copies of the binaries nobody can reach.
+    let bins = shared_bins(&["steward", "steward-executor"]);
+    let dir = shared_temp_dir();
     // nobody makes its control socket there.
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let config = dir.path().join("steward.toml");
@@ -230,7 +227,7 @@ memory_max = "64M"
     .unwrap();
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin("steward"))
+        .arg(bins.path().join("steward"))
         .arg("--config")
         .arg(&config)
         .arg("--control")
