@@ -1,8 +1,6 @@
 //! Faults and exhaustion through the real binaries: an accept storm with few fds, and the
 //! manager's fds after thousands of spawns, accepts and reloads.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -40,14 +38,7 @@ fn start_limited(config: &str, nofile: u64) -> Steward {
 
 /// Connects, reads the instance's greeting line, holds the connection for `hold`, closes.
 fn greeted(path: &Path, hold: Duration) -> Result<(), String> {
-    let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
+    let line = first_line(path, DEADLINE).map_err(|e| e.to_string())?;
     if !line.starts_with("instance pid ") {
         return Err(format!("no greeting, got {line:?}"));
     }

@@ -189,12 +189,8 @@ stdio = "null"
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"))
-        .env("STEWARD_BENCH_BALLAST", "512M");
+    let mut cmd = Steward::command(&config, dir.path());
+    cmd.env("STEWARD_BENCH_BALLAST", "512M");
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("benchmark ballast: holding 512 MiB");
     s.wait_for_nth("small: exited with status 0", 30);
@@ -225,13 +221,18 @@ memory_max = "64M"
 "#,
     )
     .unwrap();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bins.path().join("steward"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let cmd = Steward::command_under(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        &bins.path().join("steward"),
+        &config,
+        dir.path(),
+    );
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("cgroups not available (");
     s.wait_for("free: exited with status 0");

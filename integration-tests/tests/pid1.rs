@@ -2,8 +2,6 @@
 //! orphan, answers the init signals, and its power-off ends the namespace. Making the namespace
 //! needs root (CAP_SYS_ADMIN), so these are ignored without it.
 
-use std::process::Command;
-
 use steward_integration_tests::*;
 
 /// A steward that is init of its own pid namespace. `unshare` is the child the harness
@@ -18,13 +16,12 @@ impl Init {
         let dir = temp_dir();
         let path = dir.path().join("steward.toml");
         std::fs::write(&path, config.replace("@DIR@", dir.path().to_str().unwrap())).unwrap();
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(bin("steward"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--control")
-            .arg(dir.path().join("control"));
+        let cmd = Steward::command_under(
+            &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+            &bin("steward"),
+            &path,
+            dir.path(),
+        );
         let s = Steward::spawn(cmd, dir);
         s.wait_for("version");
         Init { s }
