@@ -3,6 +3,7 @@
 //! JSON output, and how the client copes with a manager that closes, refuses or is not there.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,8 +22,19 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
+        TempDir::under(&std::env::temp_dir())
+    }
+
+    /// One every user may enter (0755, under /tmp rather than `TMPDIR`, which may be private).
+    fn shared() -> TempDir {
+        let dir = TempDir::under(Path::new("/tmp"));
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn under(parent: &Path) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "stewardctl-test-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -704,22 +716,33 @@ fn permission_denied_on_connect_exits_1() {
     let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     let output = if root.ok() == Some(0) {
         // Root ignores file modes: connect as nobody to a socket in a root-only directory.
-        if !Path::new("/usr/bin/setpriv").exists() {
-            eprintln!("skipped: needs setpriv when run as root");
-            return;
-        }
-        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            Path::new("/usr/bin/setpriv").exists(),
+            "run as root, this test needs setpriv (util-linux)"
+        );
         std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // nobody runs a copy: the build lies in the checkout, which nobody may not be able to
+        // enter (CI may clone it under a 0700 directory). Copied by cp, not std::fs::copy: a
+        // write fd of ours would be inherited by a child another test thread forks meanwhile,
+        // and executing the copy would fail (ETXTBSY) until that child execs.
+        let bins = TempDir::shared();
+        let stewardctl = bins.0.join("stewardctl");
+        let copied = Command::new("cp")
+            .arg(env!("CARGO_BIN_EXE_stewardctl"))
+            .arg(&stewardctl)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "copying stewardctl");
+        std::fs::set_permissions(&stewardctl, std::fs::Permissions::from_mode(0o755)).unwrap();
         Command::new("/usr/bin/setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_stewardctl"))
+            .arg(&stewardctl)
             .arg("--control")
             .arg(&control)
             .arg("status")
             .output()
             .unwrap()
     } else {
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o000)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_stewardctl"))
             .arg("--control")

@@ -2,7 +2,10 @@
 //! steward whose log can be waited on, temp-dir configs, and process checks through `/proc`.
 #![deny(missing_docs)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -44,6 +47,40 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// A temporary directory every user may enter (0755, under /tmp rather than `TMPDIR`, which may
+/// be private), for what a test runs as another user.
+pub fn shared_temp_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("steward-test-")
+        .tempdir_in("/tmp")
+        .expect("temp dir in /tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755");
+    dir
+}
+
+/// Copies of the built binaries `names` in a [`shared_temp_dir`], for a test that runs them as
+/// another user (`nobody`): the build lies in the checkout, which that user may not be able to
+/// enter (CI may clone it under a 0700 directory). A copied `steward` runs the
+/// `steward-executor` copied beside it.
+pub fn shared_bins(names: &[&str]) -> tempfile::TempDir {
+    let dir = shared_temp_dir();
+    for name in names {
+        // By cp, not std::fs::copy: a write fd of ours would be inherited by whatever another
+        // test thread forks at that moment, and executing the copy would fail (ETXTBSY) until
+        // that child execs. cp's fd is in cp alone.
+        let (status, _, err) = run(Command::new("cp").arg(bin(name)).arg(dir.path()));
+        assert!(status.success(), "copying {name}: {err}");
+        // Executable by all whatever the umask was at build or copy time.
+        std::fs::set_permissions(
+            dir.path().join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod 0755");
+    }
+    dir
+}
+
 /// The log lines a steward wrote so far, and a condvar signalled on each new one.
 #[derive(Default)]
 struct Log {
@@ -79,7 +116,21 @@ impl Steward {
     /// The `steward --config CONFIG --control DIR/control` command line, for a test that
     /// needs to adjust it (limits, signal dispositions) before it runs.
     pub fn command(config: &Path, dir: &Path) -> Command {
-        let mut cmd = Command::new(bin("steward"));
+        Steward::command_under(&[], &bin("steward"), config, dir)
+    }
+
+    /// The same command line for the steward binary `steward` (the built one, or a copy of
+    /// it), run by `wrapper`: a program and its arguments (`["unshare", "--pid", …]`), which
+    /// ends by executing steward. An empty `wrapper` runs steward itself.
+    pub fn command_under(wrapper: &[&str], steward: &Path, config: &Path, dir: &Path) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(steward);
+                cmd
+            }
+            None => Command::new(steward),
+        };
         cmd.arg("--config")
             .arg(config)
             .arg("--control")
@@ -369,6 +420,99 @@ pub fn ctl_at(control: &Path, args: &[&str]) -> (i32, String, String) {
         .arg(control)
         .args(args));
     (status.code().unwrap_or(-1), out, err)
+}
+
+/// Where a client's exchange with a service went wrong.
+#[derive(Debug)]
+pub enum ClientError {
+    /// connect(2) failed: nothing listens there, or the socket is gone.
+    Connect(std::io::Error),
+    /// Writing the request failed.
+    Write(std::io::Error),
+    /// Reading failed, or the read timeout passed (see [`ClientError::timed_out`]).
+    Read(std::io::Error),
+    /// The service closed the connection without writing a line.
+    Closed,
+}
+
+impl ClientError {
+    /// Whether the read timeout passed: the service kept the connection open and said nothing.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, ClientError::Read(e)
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Write(e) => write!(f, "write: {e}"),
+            ClientError::Read(e) => write!(f, "read: {e}"),
+            ClientError::Closed => write!(f, "closed without an answer"),
+        }
+    }
+}
+
+/// A connected client socket a test reads from, unix or TCP.
+pub trait Connection: Read {
+    /// The socket's `SO_RCVTIMEO`.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Connection for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Connection for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// The first line a service writes on a connection, waiting up to `timeout` for it; returned
+/// as read, its newline included.
+pub fn read_first_line(
+    stream: &mut impl Connection,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("a non-zero read timeout");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(ClientError::Read)?;
+    if line.is_empty() {
+        return Err(ClientError::Closed);
+    }
+    Ok(line)
+}
+
+/// A client of a service that answers each connection with a line (a probe's greeting):
+/// connects to the unix socket `path` and returns [`read_first_line`].
+pub fn first_line(path: &Path, timeout: Duration) -> Result<String, ClientError> {
+    let mut stream = UnixStream::connect(path).map_err(ClientError::Connect)?;
+    read_first_line(&mut stream, timeout)
+}
+
+/// A request to the unix socket `path`: connects, writes `request`, and returns everything
+/// read until the peer closes, waiting up to `timeout` for each read.
+pub fn send_request(
+    path: &Path,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
+    let mut stream = UnixStream::connect(path).map_err(ClientError::Connect)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("a non-zero read timeout");
+    stream.write_all(request).map_err(ClientError::Write)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(ClientError::Read)?;
+    Ok(answer)
 }
 
 /// Parses JSON, failing the test with the text when it is not.

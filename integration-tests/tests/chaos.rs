@@ -8,8 +8,6 @@
 //! `make test` runs it for 8 s; `make chaos` for 60 (`STEWARD_CHAOS_SECS`). The random seed is
 //! printed, and `STEWARD_CHAOS_SEED` replays one.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,21 +80,12 @@ fn client(path: PathBuf, expect: &'static str, stop: Arc<AtomicBool>) -> Outcome
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let Ok(stream) = UnixStream::connect(&path) else {
-            out.refused += 1;
-            continue;
-        };
         // Long enough for a lazy respawn under load; a hang is anything longer.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut line = String::new();
-        match BufReader::new(&stream).read_line(&mut line) {
-            Ok(_) if line.starts_with(expect) => out.served += 1,
-            Ok(_) => out.closed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => out.hung += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => out.hung += 1,
-            Err(_) => out.closed += 1,
+        match first_line(&path, Duration::from_secs(10)) {
+            Ok(line) if line.starts_with(expect) => out.served += 1,
+            Err(ClientError::Connect(_)) => out.refused += 1,
+            Err(e) if e.timed_out() => out.hung += 1,
+            Ok(_) | Err(_) => out.closed += 1,
         }
     }
     out
@@ -133,12 +122,7 @@ fn rss_kb(pid: i32) -> u64 {
 
 /// One control request over the socket, the reply read and dropped.
 fn control(path: &Path, request: &Request) {
-    if let Ok(mut stream) = UnixStream::connect(path) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = stream.write_all(&encode_frame(request));
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink);
-    }
+    let _ = send_request(path, &encode_frame(request), Duration::from_secs(10));
 }
 
 #[test]
@@ -285,10 +269,5 @@ fn chaos_under_load() {
 }
 
 fn client_once(path: &Path, expect: &str) -> bool {
-    let Ok(stream) = UnixStream::connect(path) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(DEADLINE));
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).is_ok() && line.starts_with(expect)
+    first_line(path, DEADLINE).is_ok_and(|line| line.starts_with(expect))
 }

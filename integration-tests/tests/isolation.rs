@@ -1,18 +1,9 @@
-//! Credentials, limits and cgroups through the real binaries and the real kernel. These need
-//! root (as CI runs them); without it each test says so and does nothing.
+//! Credentials, limits and cgroups through the real binaries and the real kernel. Most need
+//! root: they are ignored without it, and `make test` run as root (as CI runs it) runs them.
 
 use std::process::Command;
 
 use steward_integration_tests::*;
-
-fn root() -> bool {
-    // /proc/self is owned by the effective uid.
-    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
-    if uid != 0 {
-        eprintln!("skipped: this test needs root");
-    }
-    uid == 0
-}
 
 fn probe() -> String {
     bin("steward-probe").display().to_string()
@@ -23,10 +14,8 @@ fn out(s: &Steward) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_service_runs_as_its_user_with_only_its_groups() {
-    if !root() {
-        return;
-    }
     let mut s = Steward::start(
         r#"
 [service.who]
@@ -51,10 +40,8 @@ stdio = "@DIR@/out"
 }
 
 #[test]
+#[ignore = "needs root"]
 fn working_directory_umask_and_rlimits_are_in_place() {
-    if !root() {
-        return;
-    }
     let mut s = Steward::start(
         r#"
 [service.env]
@@ -71,10 +58,8 @@ stdio = "@DIR@/out"
 }
 
 #[test]
+#[ignore = "needs root"]
 fn memory_max_kills_a_hog_and_lets_a_small_service_run() {
-    if !root() {
-        return;
-    }
     let mut s = Steward::start(&format!(
         r#"
 [service.hog]
@@ -103,10 +88,8 @@ stdio = "@DIR@/out"
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tasks_max_stops_the_sixth_task() {
-    if !root() {
-        return;
-    }
     let mut s = Steward::start(&format!(
         r#"
 [service.forky]
@@ -123,10 +106,8 @@ stdio = "@DIR@/out"
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_service_is_in_its_cgroup_from_its_first_instruction() {
-    if !root() {
-        return;
-    }
     let mut s = Steward::start(&format!(
         r#"
 [service.cg]
@@ -156,10 +137,8 @@ tasks_max = 100
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stopping_kills_every_process_in_the_cgroup() {
-    if !root() {
-        return;
-    }
     // The helper leaves the service's session and process group: only the cgroup finds it.
     let mut s = Steward::start(
         r#"
@@ -187,10 +166,8 @@ exec = ["/bin/sh", "-c", "setsid sleep 1000 & echo $! > @DIR@/pid; echo ready; e
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_large_manager_does_not_get_small_services_oom_killed() {
-    if !root() {
-        return;
-    }
     // The fork trap, shown: a forked child of a 512 MiB manager would be charged for the
     // pages it touches before exec. Spawned through the executor, a 16M service starts every
     // time.
@@ -212,12 +189,8 @@ stdio = "null"
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(bin("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"))
-        .env("STEWARD_BENCH_BALLAST", "512M");
+    let mut cmd = Steward::command(&config, dir.path());
+    cmd.env("STEWARD_BENCH_BALLAST", "512M");
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("benchmark ballast: holding 512 MiB");
     s.wait_for_nth("small: exited with status 0", 30);
@@ -227,17 +200,12 @@ stdio = "null"
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_cgroup_permission_only_limited_services_fail() {
-    if !root() {
-        return;
-    }
-    // A world-readable config, and steward run as nobody, who may not create cgroups.
-    let dir = temp_dir();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // A world-readable config, and steward run as nobody, who may not create cgroups, from
+    // copies of the binaries nobody can reach.
+    let bins = shared_bins(&["steward", "steward-executor"]);
+    let dir = shared_temp_dir();
     // nobody makes its control socket there.
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let config = dir.path().join("steward.toml");
@@ -253,13 +221,18 @@ memory_max = "64M"
 "#,
     )
     .unwrap();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin("steward"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let cmd = Steward::command_under(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        &bins.path().join("steward"),
+        &config,
+        dir.path(),
+    );
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("cgroups not available (");
     s.wait_for("free: exited with status 0");

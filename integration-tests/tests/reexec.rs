@@ -5,10 +5,8 @@
 //! Each test works on copies of the binaries in its own temp bin dir, so it can replace and
 //! delete them as a package upgrade would.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,11 +28,7 @@ fn start(config: &str) -> (Steward, PathBuf) {
         .replace("@DIR@", dir.path().to_str().unwrap())
         .replace("@PROBE@", bin("steward-probe").to_str().unwrap());
     std::fs::write(&path, text).unwrap();
-    let mut cmd = Command::new(bin_dir.join("steward"));
-    cmd.arg("--config")
-        .arg(&path)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let cmd = Steward::command_under(&[], &bin_dir.join("steward"), &path, dir.path());
     let steward = Steward::spawn(cmd, dir);
     steward.wait_for("version");
     (steward, bin_dir)
@@ -50,14 +44,7 @@ fn install(from: &Path, to: &Path) {
 
 /// One request to a service: connect, read its first line, hang up. `Err` says what failed.
 fn exchange(path: &Path, expect: &str) -> Result<(), String> {
-    let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
+    let line = first_line(path, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     if line.starts_with(expect) {
         Ok(())
     } else {

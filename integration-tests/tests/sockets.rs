@@ -53,15 +53,8 @@ fn report(path: &Path) -> Report {
 }
 
 /// Connects, reads the one line the service writes, and returns it.
-fn ask(path: &Path) -> std::io::Result<String> {
-    let mut stream = UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(DEADLINE))?;
-    let mut line = String::new();
-    BufReader::new(&mut stream).read_line(&mut line)?;
-    if line.is_empty() {
-        return Err(std::io::Error::other("closed without an answer"));
-    }
-    Ok(line.trim_end().to_string())
+fn ask(path: &Path) -> Result<String, ClientError> {
+    Ok(first_line(path, DEADLINE)?.trim_end().to_string())
 }
 
 fn probe() -> String {
@@ -241,7 +234,7 @@ fn a_crash_mid_stream_loses_no_queued_connection() {
     s.wait_for("lazy: listening");
     let sock = s.dir.path().join("lazy.sock");
     // Twenty clients queue up at once; the service dies after every third.
-    let answers: Vec<std::io::Result<String>> = std::thread::scope(|scope| {
+    let answers: Vec<Result<String, ClientError>> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..20).map(|_| scope.spawn(|| ask(&sock))).collect();
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
@@ -413,10 +406,8 @@ listen = "127.0.0.1:{port}"
     ));
     s.wait_for("each: listening");
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let local = stream.local_addr().unwrap();
-    let mut line = String::new();
-    BufReader::new(&mut stream).read_line(&mut line).unwrap();
+    let line = read_first_line(&mut stream, DEADLINE).unwrap();
     assert!(
         line.trim_end()
             .ends_with(&format!("remote 127.0.0.1:{}", local.port())),

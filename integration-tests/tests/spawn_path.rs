@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 use steward_integration_tests::*;
 
@@ -29,14 +28,21 @@ fn the_manager_only_clones_with_clone_vm_and_clone_vfork() {
     let config = dir.path().join("steward.toml");
     std::fs::write(&config, CHURN).unwrap();
     let trace = dir.path().join("trace");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-e", "trace=clone,clone3,fork,vfork", "-o"])
-        .arg(&trace)
-        .arg(bin("steward"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let trace_arg = trace.to_str().expect("utf-8 temp dir");
+    let cmd = Steward::command_under(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone,clone3,fork,vfork",
+            "-o",
+            trace_arg,
+        ],
+        &bin("steward"),
+        &config,
+        dir.path(),
+    );
     let mut s = Steward::spawn(cmd, dir);
     let first = s.wait_for("version");
     let manager = first
@@ -102,11 +108,7 @@ start_limit_burst = 100000
 "#,
     )
     .unwrap();
-    let mut cmd = Command::new(bin_copy.join("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let cmd = Steward::command_under(&[], &bin_copy.join("steward"), &config, dir.path());
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for_nth("again: exited with status 0", 1);
 
@@ -135,11 +137,7 @@ fn the_default_executor_is_the_one_beside_steward() {
     .unwrap();
     let config = dir.path().join("steward.toml");
     std::fs::write(&config, "[service.a]\nexec = [\"/bin/true\"]\n").unwrap();
-    let mut cmd = Command::new(bin_copy.join("steward"));
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--control")
-        .arg(dir.path().join("control"));
+    let cmd = Steward::command_under(&[], &bin_copy.join("steward"), &config, dir.path());
     let mut s = Steward::spawn(cmd, dir);
     s.wait_for("is not an ELF binary: its protocol version cannot be checked");
     s.wait_for("a: exited with status 7");
@@ -166,11 +164,7 @@ fn an_executor_speaking_another_protocol_is_a_startup_error() {
         ),
         (other.as_path(), "9"),
     ] {
-        let (status, _, err) = run(Command::new(bin("steward"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--control")
-            .arg(dir.path().join("control"))
+        let (status, _, err) = run(Steward::command(&config, dir.path())
             .arg("--executor")
             .arg(executor));
         assert_eq!(status.code(), Some(1), "{err}");
