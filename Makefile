@@ -49,7 +49,7 @@ test-all: test vm-test
 # fuzz/seeds. cargo-fuzz is installed if missing; it needs nightly features, from the nightly
 # toolchain when there is one, else from the stable one (RUSTC_BOOTSTRAP).
 FUZZ_TIME ?= 30
-FUZZ_TARGETS ?= spawn_state manager_state control_request config unit_file
+FUZZ_TARGETS ?= spawn_state manager_state control_request config unit_file notify
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@set -e; \

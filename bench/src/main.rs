@@ -4,14 +4,15 @@
 //! ```text
 //! steward-bench [--bin-dir DIR] [--out DIR] [--quick] [SCENARIO…]
 //! ```
-//! Scenarios, in the default order: spawn, cow, accept, lazy, respawn, memory, reexec, codec
-//! (the last reads the criterion results `make bench` produced before).
+//! Scenarios, in the default order: spawn, cow, accept, lazy, respawn, ready, memory, reexec,
+//! codec (the last reads the criterion results `make bench` produced before).
 #![deny(unsafe_code)]
 
 mod accept;
 mod codec;
 mod memory;
 mod plot;
+mod ready;
 mod reexec;
 mod respawn;
 mod spawn;
@@ -24,8 +25,8 @@ use anyhow::{Context, bail};
 
 use crate::util::{Ctx, Section};
 
-const SCENARIOS: [&str; 8] = [
-    "spawn", "cow", "accept", "lazy", "respawn", "memory", "reexec", "codec",
+const SCENARIOS: [&str; 9] = [
+    "spawn", "cow", "accept", "lazy", "respawn", "ready", "memory", "reexec", "codec",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             "accept" => accept::run(&ctx),
             "lazy" => accept::lazy(&ctx),
             "respawn" => respawn::run(&ctx),
+            "ready" => ready::run(&ctx),
             "memory" => memory::run(&ctx),
             "reexec" => reexec::run(&ctx),
             "codec" => codec::run(&ctx),
@@ -98,7 +100,7 @@ struct Target {
     unit: &'static str,
 }
 
-const TARGETS: [Target; 7] = [
+const TARGETS: [Target; 9] = [
     Target {
         key: "spawn.ratio",
         what: "executor path ÷ bare posix_spawn, p50 (worst manager size)",
@@ -126,6 +128,20 @@ const TARGETS: [Target; 7] = [
         target: 0.4,
         at_most: true,
         unit: " ms",
+    },
+    Target {
+        key: "ready.gap_us",
+        what: "a service's READY=1 → its dependent's exec, p50",
+        target: 1000.0,
+        at_most: true,
+        unit: " µs",
+    },
+    Target {
+        key: "ready.graph_ratio",
+        what: "8-service boot graph wall time ÷ its critical path, p50",
+        target: 1.1,
+        at_most: true,
+        unit: "×",
     },
     Target {
         key: "lazy.steward.p50_us",

@@ -113,6 +113,7 @@ impl ExecutorOnly {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            fds_at: Vec::new(),
             reset_signals: vec![libc::SIGPIPE],
         };
         let memfd = memfd::MemfdOptions::default()

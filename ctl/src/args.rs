@@ -119,27 +119,31 @@ const COMMANDS: &[Spec] = &[
     Spec {
         kind: Kind::Start,
         name: "start",
-        args: "NAME...",
+        args: "[--no-block] NAME...",
         summary: "start services",
-        details: "Start the named services; a stopped lazy service gets its sockets re-armed.",
-        options: &[],
+        details: "Start the named services and what they require; a stopped lazy service gets \
+                  its sockets re-armed.\nWaits until each is ready, printing a line as each \
+                  settles; exits 1 naming the first that failed.",
+        options: &[("--no-block", "return at once, without waiting")],
     },
     Spec {
         kind: Kind::Stop,
         name: "stop",
-        args: "NAME...",
+        args: "[--no-block] NAME...",
         summary: "stop services",
-        details: "Stop the named services; a lazy service's sockets are disarmed too \
-                  (connections wait in the backlog).",
-        options: &[],
+        details: "Stop the named services, and first what requires them; a lazy service's \
+                  sockets are disarmed too (connections wait in the backlog).\nWaits until \
+                  each is at rest.",
+        options: &[("--no-block", "return at once, without waiting")],
     },
     Spec {
         kind: Kind::Restart,
         name: "restart",
-        args: "NAME...",
+        args: "[--no-block] NAME...",
         summary: "restart services",
-        details: "Stop, then start the named services.",
-        options: &[],
+        details: "Stop, then start the named services; what requires them is restarted once \
+                  they are ready again.\nWaits until each is ready again.",
+        options: &[("--no-block", "return at once, without waiting")],
     },
     Spec {
         kind: Kind::Logs,
@@ -363,6 +367,7 @@ pub fn parse(
     let mut words = Vec::new();
     let mut lines = None;
     let mut follow = false;
+    let mut wait = true;
     let mut only_words = false;
     while let Some(arg) = parser.args.next() {
         if !only_words && parser.global(&arg)? {
@@ -377,6 +382,7 @@ pub fn parse(
             (_, "--") => only_words = true,
             (_, "-h" | "--help") => return Ok(Parsed::Help(command_help(kind))),
             (Kind::Logs, "-f" | "--follow") => follow = true,
+            (Kind::Start | Kind::Stop | Kind::Restart, "--no-block") => wait = false,
             (Kind::Logs, "-n" | "--lines") => {
                 let value = parser
                     .args
@@ -403,12 +409,15 @@ pub fn parse(
         Kind::Status => Command::Status { names: words },
         Kind::Start => Command::Start {
             names: some_names(kind, words)?,
+            wait,
         },
         Kind::Stop => Command::Stop {
             names: some_names(kind, words)?,
+            wait,
         },
         Kind::Restart => Command::Restart {
             names: some_names(kind, words)?,
+            wait,
         },
         Kind::Logs => {
             let mut words = words.into_iter();
@@ -539,19 +548,22 @@ mod tests {
         assert_eq!(
             command(&["start", "web"]),
             Command::Start {
-                names: names(&["web"])
+                names: names(&["web"]),
+                wait: true,
             }
         );
         assert_eq!(
-            command(&["stop", "a", "b"]),
+            command(&["stop", "a", "--no-block", "b"]),
             Command::Stop {
-                names: names(&["a", "b"])
+                names: names(&["a", "b"]),
+                wait: false,
             }
         );
         assert_eq!(
-            command(&["restart", "web"]),
+            command(&["restart", "--no-block", "web"]),
             Command::Restart {
-                names: names(&["web"])
+                names: names(&["web"]),
+                wait: false,
             }
         );
         assert_eq!(

@@ -75,6 +75,7 @@ impl Failure {
             Reply::ReloadFailed { .. } => "reload failed",
             Reply::Version { .. } => "version",
             Reply::Reexeced { .. } => "reexeced",
+            Reply::Settled { .. } => "settled",
         })
     }
 
@@ -187,6 +188,9 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
             }
             Ok(())
         }
+        Command::Start { wait: true, .. }
+        | Command::Stop { wait: true, .. }
+        | Command::Restart { wait: true, .. } => settle(invocation, out),
         Command::Start { .. }
         | Command::Stop { .. }
         | Command::Restart { .. }
@@ -236,6 +240,49 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
         }
         Command::Logs { follow, .. } => logs(invocation, *follow, out),
         Command::Version => version(invocation, out),
+    }
+}
+
+/// A waiting `start`, `stop` or `restart`: a line per service as it settles, then success, or
+/// the first failure. With `--json`, one document at the end.
+fn settle(invocation: &Invocation, out: &mut impl Write) -> Result<(), Failure> {
+    let mut replies = client::send(&invocation.control, &invocation.command)?;
+    let mut settled = Vec::new();
+    loop {
+        let reply = match replies.next_reply()? {
+            Some(reply) => reply,
+            None => return Err(Failure::NoReply(invocation.control.clone())),
+        };
+        match reply {
+            Reply::Settled {
+                name,
+                state,
+                failure,
+            } => {
+                if !invocation.json {
+                    writeln!(
+                        out,
+                        "{}",
+                        render::settled(&name, &state, failure.as_deref())
+                    )?;
+                    out.flush()?;
+                }
+                settled.push(json!({"name": name, "state": state, "failure": failure}));
+            }
+            Reply::Done { .. } => {
+                if invocation.json {
+                    print_json(out, &json!({"ok": true, "services": settled}))?;
+                }
+                return Ok(());
+            }
+            Reply::Error { message } => {
+                if invocation.json {
+                    print_json(out, &json!({"ok": false, "services": settled}))?;
+                }
+                return Err(Failure::Refused(message));
+            }
+            other => return Err(Failure::unexpected(&other)),
+        }
     }
 }
 

@@ -96,6 +96,12 @@ fn table(rows: &[[String; 6]], colour: bool) -> String {
 /// last exit, last failure and last log lines, each indented; empty when there is none of them.
 pub fn status_details(service: &ServiceStatus) -> String {
     let mut lines = Vec::new();
+    if let Some(text) = &service.status_text {
+        lines.push(format!("  status: {text}"));
+    }
+    if !service.waiting_for.is_empty() {
+        lines.push(format!("  waiting for: {}", service.waiting_for.join(", ")));
+    }
     for socket in &service.sockets {
         lines.push(format!("  socket {}: {}", socket.name, socket.address));
     }
@@ -295,7 +301,17 @@ fn service_json(service: &ServiceStatus) -> Value {
             "reason": f.reason,
             "status": f.status,
         })),
+        "status_text": service.status_text,
+        "waiting_for": service.waiting_for,
     })
+}
+
+/// `NAME: STATE`, or `NAME: failed: REASON`: one service of a waiting command, settled.
+pub fn settled(name: &str, state: &str, failure: Option<&str>) -> String {
+    match failure {
+        Some(reason) => format!("{name}: {state}: {reason}"),
+        None => format!("{name}: {state}"),
+    }
 }
 
 /// `added: a, b` / `removed: …` / `restarted: …`, only the non-empty ones; `nothing changed`
@@ -341,6 +357,8 @@ mod tests {
             instances: vec![],
             last_exit: None,
             failure: None,
+            status_text: None,
+            waiting_for: vec![],
             log_tail: vec![],
         }
     }
@@ -587,6 +605,7 @@ mod tests {
             status: None,
         });
         web.log_tail = vec![line(0, "not in the JSON")];
+        web.status_text = Some("serving 3 clients".into());
         let mut once = service("once", "failed", None);
         once.last_exit = Some(ExitStatus::Code(203));
         once.failure = Some(FailureStatus {
@@ -607,6 +626,7 @@ mod tests {
                         "instances": [{"name": "web@1", "pid": 500}],
                         "last_exit": {"signal": 9},
                         "failure": {"step": null, "reason": "killed by SIGKILL", "status": null},
+                        "status_text": "serving 3 clients", "waiting_for": [],
                     },
                     {
                         "name": "once", "state": "failed", "pid": null, "since": NOW - 312,
@@ -614,11 +634,13 @@ mod tests {
                         "last_exit": {"code": 203},
                         "failure": {"step": "exec", "reason": "No such file or directory",
                                     "status": 203},
+                        "status_text": null, "waiting_for": [],
                     },
                     {
                         "name": "idle", "state": "inactive", "pid": null, "since": NOW - 312,
                         "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
                         "last_exit": null, "failure": null,
+                        "status_text": null, "waiting_for": [],
                     },
                 ],
             })

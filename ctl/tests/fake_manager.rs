@@ -191,6 +191,8 @@ fn sample_status(log_tail: bool) -> Status {
                 }],
                 last_exit: None,
                 failure: None,
+                status_text: None,
+                waiting_for: vec![],
                 log_tail: if log_tail {
                     vec![log(
                         1_700_000_000_000_001,
@@ -218,6 +220,8 @@ fn sample_status(log_tail: bool) -> Status {
                     reason: "No such file or directory".into(),
                     status: Some(203),
                 }),
+                status_text: None,
+                waiting_for: vec![],
                 log_tail: vec![],
             },
         ],
@@ -284,6 +288,7 @@ fn status_json_has_the_documented_shape() {
                     "sockets": [{"name": "http", "address": "127.0.0.1:8080"}],
                     "instances": [{"name": "web@1", "pid": 51234}],
                     "last_exit": null, "failure": null,
+                    "status_text": null, "waiting_for": [],
                 },
                 {
                     "name": "once", "state": "failed", "pid": null, "since": once_since,
@@ -291,6 +296,7 @@ fn status_json_has_the_documented_shape() {
                     "last_exit": {"code": 203},
                     "failure": {"step": "exec", "reason": "No such file or directory",
                                 "status": 203},
+                    "status_text": null, "waiting_for": [],
                 },
             ],
         })
@@ -425,7 +431,8 @@ fn a_refusal_exits_1_with_the_reason() {
     assert_eq!(
         fake.request(),
         Request::Stop {
-            names: vec!["web".into(), "ghost".into()]
+            names: vec!["web".into(), "ghost".into()],
+            wait: true,
         }
     );
 
@@ -448,13 +455,14 @@ fn done_messages_are_printed() {
     let fake = Fake::replying(vec![Reply::Done {
         message: "web: running\ndb: running".into(),
     }]);
-    let run = stewardctl(&fake.control(), &["restart", "web", "db"]);
+    let run = stewardctl(&fake.control(), &["restart", "--no-block", "web", "db"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "web: running\ndb: running\n");
     assert_eq!(
         fake.request(),
         Request::Restart {
-            names: vec!["web".into(), "db".into()]
+            names: vec!["web".into(), "db".into()],
+            wait: false,
         }
     );
 
@@ -755,5 +763,58 @@ fn permission_denied_on_connect_exits_1() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         format!("stewardctl: {}: permission denied\n", control.display())
+    );
+}
+
+#[test]
+fn a_waiting_start_prints_each_service_as_it_settles_and_fails_on_the_first_failure() {
+    let fake = Fake::replying(vec![
+        Reply::Settled {
+            name: "db".into(),
+            state: "running".into(),
+            failure: None,
+        },
+        Reply::Settled {
+            name: "app".into(),
+            state: "failed".into(),
+            failure: Some("dependency cache failed".into()),
+        },
+        Reply::Error {
+            message: "app failed: dependency cache failed".into(),
+        },
+    ]);
+    let run = stewardctl(&fake.control(), &["start", "app"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stdout,
+        "db: running\napp: failed: dependency cache failed\n"
+    );
+    assert_eq!(
+        run.stderr,
+        "stewardctl: app failed: dependency cache failed\n"
+    );
+    assert_eq!(
+        fake.request(),
+        Request::Start {
+            names: vec!["app".into()],
+            wait: true,
+        }
+    );
+
+    let fake = Fake::replying(vec![
+        Reply::Settled {
+            name: "db".into(),
+            state: "running".into(),
+            failure: None,
+        },
+        Reply::Done {
+            message: String::new(),
+        },
+    ]);
+    let run = stewardctl(&fake.control(), &["--json", "start", "db"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        json(&run.stdout),
+        serde_json::json!({"ok": true, "services": [{"name": "db", "state": "running", "failure": null}]})
     );
 }

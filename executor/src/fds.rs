@@ -1,5 +1,5 @@
-//! Fd placement: the service's sockets at 3, 4, …, the status pipe out of their way, and every
-//! other fd closed.
+//! Fd placement: the service's sockets at 3, 4, …, a readiness pipe at its fixed number, the
+//! status pipe out of their way, and every other fd closed.
 //!
 //! The decision is a pure function of the spawn state ([`plan`]); carrying it out goes through
 //! the narrow [`FdTable`] trait, so the tests run the same code against a model of the fd table
@@ -15,13 +15,15 @@ use crate::sys::{self, Errno};
 /// What [`place`] does, decided before any fd moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdPlan {
-    /// 3 + the number of sockets: every fd from here up is closed before exec.
+    /// Above every target: lifted copies go from here up, and are closed before exec.
     pub first_free: RawFd,
     /// Sources sitting below `first_free`, each once, in ascending order. A dup2 onto a target
     /// could destroy them, so they are all copied above `first_free` before the first dup2.
     pub lift: Vec<RawFd>,
     /// `(source, target)` for each socket, targets 3, 4, … in the state's order.
     pub sockets: Vec<(RawFd, RawFd)>,
+    /// `(source, target)` for each fd at a fixed number (above the sockets).
+    pub fixed: Vec<(RawFd, RawFd)>,
     /// The status pipe's write end as received.
     pub status: RawFd,
     /// The sources of `Stdio::Fd` slots, which must survive until stdio is set up.
@@ -30,8 +32,17 @@ pub struct FdPlan {
 
 /// Decides where every fd named by `state` goes.
 pub fn plan(state: &SpawnState) -> FdPlan {
-    let first_free = 3 + RawFd::try_from(state.fds.len()).unwrap_or(RawFd::MAX - 3);
     let sockets: Vec<(RawFd, RawFd)> = state.fds.iter().copied().zip(3..).collect();
+    let fixed: Vec<(RawFd, RawFd)> = state
+        .fds_at
+        .iter()
+        .map(|at| (at.source, at.target))
+        .collect();
+    let after_sockets = 3 + RawFd::try_from(state.fds.len()).unwrap_or(RawFd::MAX - 3);
+    let first_free = fixed
+        .iter()
+        .map(|&(_, target)| target.saturating_add(1))
+        .fold(after_sockets, RawFd::max);
     let mut stdio_sources: Vec<RawFd> = state
         .stdio
         .iter()
@@ -44,6 +55,7 @@ pub fn plan(state: &SpawnState) -> FdPlan {
     stdio_sources.dedup();
     let mut lift: Vec<RawFd> = sockets
         .iter()
+        .chain(fixed.iter())
         .map(|&(source, _)| source)
         .chain(stdio_sources.iter().copied())
         .chain([state.status_fd])
@@ -55,8 +67,25 @@ pub fn plan(state: &SpawnState) -> FdPlan {
         first_free,
         lift,
         sockets,
+        fixed,
         status: state.status_fd,
         stdio_sources,
+    }
+}
+
+impl FdPlan {
+    /// The first fd after the sockets: every fd from here up but the fixed ones is closed.
+    fn after_sockets(&self) -> RawFd {
+        3 + RawFd::try_from(self.sockets.len()).unwrap_or(RawFd::MAX - 3)
+    }
+
+    /// Whether every fixed target is above the sockets and named once (the manager's checks
+    /// make it so; a state that breaks them is refused rather than half placed).
+    fn sound(&self) -> bool {
+        let first = self.after_sockets();
+        self.fixed.iter().enumerate().all(|(i, &(_, target))| {
+            target >= first && !self.fixed[..i].iter().any(|&(_, t)| t == target)
+        })
     }
 }
 
@@ -142,6 +171,9 @@ impl Placed {
 /// Carries out `plan`. `status` follows the status pipe as it moves, so a failure halfway still
 /// reaches the manager.
 pub fn place(plan: &FdPlan, table: &mut impl FdTable, status: &mut RawFd) -> Result<Placed, Errno> {
+    if !plan.sound() {
+        return Err(Errno::EINVAL);
+    }
     let mut placed = Placed {
         first_free: plan.first_free,
         lifted: Vec::new(),
@@ -163,13 +195,17 @@ pub fn place(plan: &FdPlan, table: &mut impl FdTable, status: &mut RawFd) -> Res
         table.dup2(placed.current(source), target)?;
         table.clear_nonblock(target)?;
     }
+    for &(source, target) in &plan.fixed {
+        table.dup2(placed.current(source), target)?;
+    }
     let mut keep: Vec<RawFd> = plan
         .stdio_sources
         .iter()
         .map(|&fd| placed.current(fd))
         .collect();
     keep.push(*status);
-    close_all_but(table, plan.first_free, &keep)?;
+    keep.extend(plan.fixed.iter().map(|&(_, target)| target));
+    close_all_but(table, plan.after_sockets(), &keep)?;
     Ok(placed)
 }
 
@@ -289,6 +325,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            fds_at: Vec::new(),
             reset_signals: Vec::new(),
         }
     }
@@ -437,6 +474,57 @@ mod tests {
         assert!(place(&plan(&s), &mut m, &mut status).is_err());
         assert!(status >= 4);
         assert_eq!(m.file(status), Some('s'));
+    }
+
+    #[test]
+    fn a_fixed_fd_goes_to_its_number_and_the_gap_is_closed() {
+        let mut s = state(&[10], INHERIT, 12);
+        s.fds_at = vec![steward_protocol::FdAt {
+            source: 11,
+            target: 7,
+        }];
+        let p = plan(&s);
+        assert_eq!(p.first_free, 8);
+        assert_eq!(p.fixed, [(11, 7)]);
+        let mut m = Model::with(&[
+            (0, 'i'),
+            (4, 'x'),
+            (5, 'y'),
+            (10, 'a'),
+            (11, 'r'),
+            (12, 's'),
+        ]);
+        let (status, placed) = run(&s, &mut m);
+        placed.close_stdio_sources(&mut m, status).unwrap();
+        assert_eq!(m.after_exec(), [(0, 'i'), (3, 'a'), (7, 'r')]);
+    }
+
+    #[test]
+    fn a_fixed_fd_source_below_its_target_is_lifted() {
+        // The readiness pipe's write end sits at 4, where nothing goes; its target is 5.
+        let mut s = state(&[6], INHERIT, 9);
+        s.fds_at = vec![steward_protocol::FdAt {
+            source: 4,
+            target: 5,
+        }];
+        let mut m = Model::with(&[(4, 'r'), (6, 'a'), (9, 's')]);
+        run(&s, &mut m);
+        assert_eq!(m.after_exec(), [(3, 'a'), (5, 'r')]);
+    }
+
+    #[test]
+    fn a_fixed_fd_on_a_socket_number_is_refused() {
+        let mut s = state(&[10, 11], INHERIT, 12);
+        s.fds_at = vec![steward_protocol::FdAt {
+            source: 13,
+            target: 4,
+        }];
+        let mut m = Model::with(&[(10, 'a'), (11, 'b'), (12, 's'), (13, 'r')]);
+        let mut status = 12;
+        assert_eq!(
+            place(&plan(&s), &mut m, &mut status).unwrap_err(),
+            Errno::EINVAL
+        );
     }
 
     #[test]

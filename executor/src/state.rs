@@ -136,6 +136,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            fds_at: Vec::new(),
             reset_signals: Vec::new(),
         };
         // The writer's file position is at the end; pread does not care.

@@ -275,7 +275,10 @@ fn exit_codes_and_other_commands() {
     assert!(out.contains("steward "), "{out}");
     let (code, out, _) = s.ctl(&["--json", "version"]);
     assert_eq!(code, 0);
-    assert_eq!(json(&out)["protocol"], 1);
+    assert_eq!(
+        json(&out)["protocol"],
+        steward_protocol::control::CONTROL_VERSION
+    );
 
     let (code, _, err) = s.ctl(&["reboot"]);
     assert_eq!(code, 1);

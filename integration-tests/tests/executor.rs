@@ -124,6 +124,7 @@ fn state(path: &str, argv: &[&str]) -> SpawnState {
         credentials: None,
         rlimits: vec![],
         cgroups: vec![],
+        fds_at: Vec::new(),
         reset_signals: (1..=64).collect(),
     }
 }

@@ -352,3 +352,30 @@ fn a_service_added_by_a_reload_survives_a_later_reexec() {
     assert!(out.contains("re-executed"), "{out}");
     assert_eq!(s.service("added")["pid"], added, "not restarted");
 }
+
+#[test]
+fn services_still_starting_cross_a_reexec_and_become_ready_after_it() {
+    let (s, _bin_dir) = start(
+        r#"
+[service.db]
+exec = ["/bin/sh", "-c", "while [ ! -e @DIR@/go ]; do sleep 0.02; done; systemd-notify --ready --status=up; exec sleep 1000"]
+ready = "notify"
+notify_access = "all"
+
+[service.app]
+exec = ["/bin/sleep", "1000"]
+requires = ["db"]
+"#,
+    );
+    let db = s.wait_state("db", "starting")["pid"].clone();
+    let app = s.service("app");
+    assert_eq!(app["state"], "starting");
+    assert_eq!(app["waiting_for"], serde_json::json!(["db"]));
+    let (code, _, err) = s.ctl(&["reexec"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.service("db")["pid"], db);
+    assert_eq!(s.service("app")["waiting_for"], serde_json::json!(["db"]));
+    std::fs::write(s.dir.path().join("go"), "").unwrap();
+    assert_eq!(s.wait_state("db", "running")["status_text"], "up");
+    s.wait_state("app", "running");
+}

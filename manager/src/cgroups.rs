@@ -28,6 +28,8 @@ pub struct Hierarchy {
     pub controllers: Vec<String>,
     /// `<mount>/<steward's own cgroup>/<steward's directory>`.
     pub base: PathBuf,
+    /// The same directory as `/proc/PID/cgroup` names it (`/<own cgroup>/<directory>`).
+    pub path: String,
 }
 
 /// The limits a service's cgroup carries.
@@ -335,6 +337,13 @@ impl Cgroups {
             .ok()
     }
 
+    /// The service whose cgroup holds process `pid`, by `/proc/PID/cgroup`: a process of a
+    /// service is found even after it left the service's process tree.
+    pub fn service_of(&self, pid: i32) -> Option<String> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        service_in(&self.hierarchies, &text)
+    }
+
     /// How many processes of `name` the kernel's OOM killer has killed so far.
     pub fn oom_kills(&self, name: &str) -> Option<u64> {
         let h = self.with("memory")?;
@@ -458,13 +467,44 @@ pub fn parse_hierarchies(mountinfo: &str, own: &str, dir: &str) -> Vec<Hierarchy
         if out.iter().any(|h: &Hierarchy| h.base == base) {
             continue;
         }
+        let path = format!("{}/{dir}", own_path.trim_end_matches('/'));
         out.push(Hierarchy {
             version,
             controllers,
             base,
+            path,
         });
     }
     out
+}
+
+/// The service whose cgroup a `/proc/PID/cgroup` text names, below one of the hierarchies.
+fn service_in(hierarchies: &[Hierarchy], cgroup: &str) -> Option<String> {
+    for line in cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(list), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        for h in hierarchies {
+            let matches = match h.version {
+                Version::V2 => id == "0" && list.is_empty(),
+                Version::V1 => list
+                    .split(',')
+                    .any(|c| h.controllers.iter().any(|o| o == c)),
+            };
+            let below = path
+                .strip_prefix(h.path.as_str())
+                .and_then(|p| p.strip_prefix('/'));
+            if let (true, Some(rest)) = (matches, below) {
+                let name = rest.split('/').next().unwrap_or("");
+                // The manager's own leaf is not a service.
+                if !name.is_empty() && name != "manager" {
+                    return Some(name.to_string());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// mountinfo escapes spaces and a few other bytes as `\ooo`.
@@ -556,6 +596,7 @@ mod tests {
                     version: *version,
                     controllers: controllers.iter().map(|c| c.to_string()).collect(),
                     base,
+                    path: "/steward".into(),
                 }
             })
             .collect();
@@ -749,6 +790,23 @@ mod tests {
         }
         assert!(cg.remove("web"));
         assert!(!dirs[0].exists());
+    }
+
+    #[test]
+    fn a_process_is_found_by_its_cgroup() {
+        let found = parse_hierarchies(MOUNTINFO, OWN, "steward-7");
+        assert_eq!(found[0].path, "/steward-7");
+        assert_eq!(found[1].path, "/box/abc/steward-7");
+        let v2 = "8:pids:/\n4:memory:/box/abc\n0::/steward-7/web/child\n";
+        assert_eq!(service_in(&found, v2).as_deref(), Some("web"));
+        let v1 = "8:pids:/\n4:memory:/box/abc/steward-7/db\n0::/\n";
+        assert_eq!(service_in(&found, v1).as_deref(), Some("db"));
+        let outside = "4:memory:/box/abc\n0::/user.slice\n";
+        assert_eq!(service_in(&found, outside), None);
+        let own = "0::/steward-7/manager\n";
+        assert_eq!(service_in(&found, own), None);
+        let prefix_only = "0::/steward-77/web\n";
+        assert_eq!(service_in(&found, prefix_only), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod config;
 mod control;
 mod event_loop;
 mod log;
+mod notify;
 mod output;
 mod pid1;
 mod registry;
@@ -140,6 +141,12 @@ pub fn fuzz_config(text: &str) {
         assert!(d.origin.line >= 1 && d.origin.line <= lines, "{d}");
         assert!(d.origin.column >= 1, "{d}");
     }
+}
+
+/// For the notify fuzz target (`fuzz/`): any bytes as an sd_notify datagram.
+#[doc(hidden)]
+pub fn fuzz_notify(bytes: &[u8]) {
+    notify::fuzz(bytes);
 }
 
 /// `steward-executor` beside the running binary, else the system location.

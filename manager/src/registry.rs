@@ -98,6 +98,11 @@ impl Registry {
         self.pids.insert(pid, id);
     }
 
+    /// The unit `pid` belongs to.
+    pub fn owner(&self, pid: Pid) -> Option<UnitId> {
+        self.pids.get(&pid).copied()
+    }
+
     /// Forgets `pid` (it was reaped); returns whose it was.
     pub fn release(&mut self, pid: Pid) -> Option<UnitId> {
         self.pids.remove(&pid)

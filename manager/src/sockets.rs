@@ -414,6 +414,15 @@ pub fn listen_unix(path: &Path, mode: u32, flags: SocketFlags) -> Result<OwnedFd
     open_socket(&socket, flags, None, None)
 }
 
+/// A unix datagram socket bound at `path` with exactly `mode` (the notify socket):
+/// non-blocking, close-on-exec, with the same care for the path as a service's socket.
+pub fn bind_datagram(path: &Path, mode: u32) -> Result<OwnedFd, Problem> {
+    let mut socket = SocketConfig::new("notify", SocketAddress::Unix(path.to_path_buf()));
+    socket.mode = mode;
+    socket.kind = SocketKind::Datagram;
+    open_socket(&socket, SocketFlags::NONBLOCK, None, None)
+}
+
 /// Binds a unix socket at `path`: parent directories created, a stale socket file from an
 /// earlier run replaced, but a live listener or a file that is not a socket left alone.
 fn bind_unix(fd: &OwnedFd, path: &Path, kind: SocketType) -> Result<(), Problem> {

@@ -120,6 +120,17 @@ pub struct Spawner {
     /// The signals we ignore, which the executor must set back to their default (asked once:
     /// the manager never changes a disposition after start-up).
     ignored_signals: Vec<i32>,
+    /// The sd_notify socket, for the services that talk to it.
+    notify_socket: Option<PathBuf>,
+}
+
+/// What a spawn hands over beyond the service's config and sockets.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// The write ends of the service's stdout and stderr pipes to the manager's log.
+    pub log: Option<[BorrowedFd<'a>; 2]>,
+    /// `ready = "fd:N"`: the write end of the readiness pipe, for fd N.
+    pub ready: Option<BorrowedFd<'a>>,
 }
 
 impl Spawner {
@@ -185,7 +196,13 @@ impl Spawner {
             clone_into_cgroup: true,
             stack: crate::sys::ChildStack::default(),
             ignored_signals: crate::sys::ignored_signals(),
+            notify_socket: None,
         })
+    }
+
+    /// Where services that speak sd_notify send their messages (`NOTIFY_SOCKET`).
+    pub fn set_notify_socket(&mut self, path: PathBuf) {
+        self.notify_socket = Some(path);
     }
 
     /// What is worth a log line since the last call.
@@ -195,15 +212,14 @@ impl Spawner {
 
     /// Spawns the executor for `service` into the cgroup directories `cgroups` (of which
     /// `unified`, if any, is the v2 one); returns its pid and the read end of its status pipe
-    /// (non-blocking, close-on-exec). `log` holds the write ends of its stdout and stderr
-    /// pipes to the manager's log, when it logs there.
+    /// (non-blocking, close-on-exec).
     pub fn spawn(
         &mut self,
         service: &config::Service,
         passing: Passing<'_>,
         cgroups: &[PathBuf],
         unified: Option<&Path>,
-        log: Option<[BorrowedFd<'_>; 2]>,
+        extras: Extras<'_>,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
         // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
         // only joins the v1 hierarchies, if any.
@@ -223,8 +239,18 @@ impl Spawner {
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
-        let mut state = spawn_state(service, passing, status_write.as_fd(), log);
+        let notify = self.notify_socket.as_deref().filter(|_| service.notifies());
+        let mut state = spawn_state(service, passing, status_write.as_fd(), extras, notify);
         state.reset_signals.clone_from(&self.ignored_signals);
+        if into.is_none() {
+            // glibc's posix_spawn leaves its own internal signals (32 and 33) ignored in the
+            // child; they survive exec, so the executor must set them back too.
+            for internal in [32, 33] {
+                if !state.reset_signals.contains(&internal) {
+                    state.reset_signals.push(internal);
+                }
+            }
+        }
         state.cgroups = cgroups
             .iter()
             .filter(|d| into.as_ref().is_none_or(|(dir, _)| d.as_path() != *dir))
@@ -248,7 +274,8 @@ impl Spawner {
             .collect();
         let mut keep: Vec<BorrowedFd<'_>> =
             vec![memfd.as_fd(), status_write.as_fd(), self.pinned.as_fd()];
-        keep.extend(passed_fds(passing, log).filter(|fd| named.contains(&fd.as_raw_fd())));
+        keep.extend(passed_fds(passing, extras.log).filter(|fd| named.contains(&fd.as_raw_fd())));
+        keep.extend(extras.ready);
         let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         if let Some((_, cgroup)) = &into {
@@ -267,7 +294,7 @@ impl Spawner {
                     self.notes.push(format!(
                         "clone3 with CLONE_INTO_CGROUP is not available ({e}): services join their cgroups after they start"
                     ));
-                    return self.spawn(service, passing, cgroups, None, log);
+                    return self.spawn(service, passing, cgroups, None, extras);
                 }
                 Err(e) => return Err(SpawnError::Spawn(e)),
             }
@@ -340,14 +367,16 @@ fn protocol_marker(bytes: &[u8]) -> Option<String> {
 }
 
 /// Everything the executor needs for `service`, in numbers and paths: here the fds become
-/// the numbers the executor will find them at. `log` holds the write ends of its stdout and
-/// stderr pipes to the manager's log, when it logs there.
+/// the numbers the executor will find them at. `notify` is the sd_notify socket, for a service
+/// that talks to it.
 pub fn spawn_state(
     service: &config::Service,
     passing: Passing<'_>,
     status_fd: BorrowedFd<'_>,
-    log: Option<[BorrowedFd<'_>; 2]>,
+    extras: Extras<'_>,
+    notify: Option<&Path>,
 ) -> SpawnState {
+    let log = extras.log;
     // Without pipes (they could not be made), the manager's own stderr is the next best log.
     let [log_out, log_err] = log.map_or([Stdio::Fd(2), Stdio::Fd(2)], |[o, e]| {
         [Stdio::Fd(o.as_raw_fd()), Stdio::Fd(e.as_raw_fd())]
@@ -388,7 +417,17 @@ pub fn spawn_state(
             }
         }
     }
-    let socket_env = socket_environment(service.takeover_env, &passed);
+    let mut socket_env = socket_environment(service.takeover_env, &passed);
+    if let Some(path) = notify {
+        socket_env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+    }
+    let fds_at = match (service.ready, extras.ready) {
+        (config::Ready::Fd(n), Some(fd)) => vec![steward_protocol::FdAt {
+            source: fd.as_raw_fd(),
+            target: n as i32,
+        }],
+        _ => Vec::new(),
+    };
     SpawnState {
         name: service.name.clone(),
         path: service.exec[0].clone(),
@@ -411,6 +450,7 @@ pub fn spawn_state(
             .map(|&(resource, value)| Rlimit { resource, value })
             .collect(),
         cgroups: Vec::new(),
+        fds_at,
         reset_signals: Vec::new(),
     }
 }
@@ -533,7 +573,13 @@ mod tests {
             "exec = [\"/bin/x\", \"-v\"]\nworking_directory = \"/tmp\"\numask = \"0077\"\nlimits = { nofile = 64 }\nstdio = \"null\"\n",
         );
         let (_, status) = rustix::pipe::pipe().unwrap();
-        let state = spawn_state(&s, Passing::Sockets(&[]), status.as_fd(), None);
+        let state = spawn_state(
+            &s,
+            Passing::Sockets(&[]),
+            status.as_fd(),
+            Extras::default(),
+            None,
+        );
         assert_eq!(state.path, "/bin/x");
         assert_eq!(state.argv, ["/bin/x", "-v"]);
         assert_eq!(state.status_fd, status.as_raw_fd());

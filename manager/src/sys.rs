@@ -485,3 +485,108 @@ mod tests {
         assert_eq!(errno_text(13), "Permission denied");
     }
 }
+
+/// The kernel's credentials of a datagram's sender (SCM_CREDENTIALS). The pid is 0 when the
+/// sender lives in a pid namespace we cannot see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// The sender's pid, as our namespace sees it.
+    pub pid: i32,
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid.
+    pub gid: u32,
+}
+
+/// One datagram received with its ancillary data.
+#[derive(Debug)]
+pub struct Datagram {
+    /// How many bytes of the buffer it filled.
+    pub len: usize,
+    /// It was longer than the buffer (MSG_TRUNC).
+    pub truncated: bool,
+    /// Some of its fds did not fit (MSG_CTRUNC): the kernel closed those.
+    pub fds_truncated: bool,
+    /// The sender's credentials, when the kernel attached them.
+    pub credentials: Option<Credentials>,
+    /// The fds it carried, ours now (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one datagram without blocking: its bytes into `buf`, its fds and the sender's
+/// credentials (the socket has SO_PASSCRED). rustix's credentials type cannot hold the pid 0
+/// the kernel gives for a sender in another pid namespace, hence this.
+pub fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
+    // Room for the credentials and SCM_MAX_FD fds, aligned for cmsghdr.
+    let mut control = [0u64; 256];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one; the fields we need are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg writes at most iov_len bytes into `buf` and at most msg_controllen bytes
+    // into `control`, both live buffers the msghdr describes; MSG_CMSG_CLOEXEC makes every fd
+    // it installs close-on-exec.
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut datagram = Datagram {
+        len: (n as usize).min(buf.len()),
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        credentials: None,
+        fds: Vec::new(),
+    };
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; each header's length was written by the kernel.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` points at a complete header inside `control` (CMSG_NXTHDR checks).
+        let (level, kind, len) =
+            unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        // SAFETY: the payload starts right after the header, inside `control`.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        // SAFETY: CMSG_LEN(0) is the header's own size: no memory is read.
+        let header = unsafe { libc::CMSG_LEN(0) } as usize;
+        let payload = len.saturating_sub(header);
+        match (level, kind) {
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                for i in 0..payload / std::mem::size_of::<RawFd>() {
+                    // SAFETY: the kernel wrote `payload` bytes of fd numbers at `data`;
+                    // read unaligned, as a cmsg payload need not be aligned for an int.
+                    let raw = unsafe { data.cast::<RawFd>().add(i).read_unaligned() };
+                    // SAFETY: each number is an fd the kernel just installed for us, which
+                    // nothing else owns.
+                    datagram.fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                if payload >= std::mem::size_of::<libc::ucred>() =>
+            {
+                // SAFETY: the kernel wrote a whole ucred at `data`; read unaligned.
+                let cred = unsafe { data.cast::<libc::ucred>().read_unaligned() };
+                datagram.credentials = Some(Credentials {
+                    pid: cred.pid,
+                    uid: cred.uid,
+                    gid: cred.gid,
+                });
+            }
+            _ => {}
+        }
+        // SAFETY: advances within the buffer the msghdr describes, or returns null at its end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(datagram)
+}

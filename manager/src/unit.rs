@@ -12,7 +12,7 @@ use crate::cgroups::Prepared;
 use crate::config;
 use crate::output::{Pipe, Ring, Splitter};
 use crate::sockets::{Connection, Listener};
-use crate::supervisor::{Pid, Supervisor, save::Listening};
+use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
 
 /// A service under supervision.
 pub struct Unit {
@@ -61,6 +61,13 @@ pub struct Io {
     pub parked: Option<Connection>,
     /// When the supervisor entered its current state.
     pub since: SystemTime,
+    /// What it last said with `STATUS=`.
+    pub status_text: Option<String>,
+    /// What it last said with `ERRNO=`.
+    pub errno: Option<i32>,
+    /// `ready = "fd:N"`: the read end of the readiness pipe of this process, until it said it
+    /// is ready (or closed the pipe).
+    pub ready_pipe: Option<(Pid, OwnedFd)>,
 }
 
 impl Unit {
@@ -80,6 +87,9 @@ impl Unit {
                 instance_pipes: BTreeMap::new(),
                 parked: None,
                 since: SystemTime::now(),
+                status_text: None,
+                errno: None,
+                ready_pipe: None,
             },
         }
     }
@@ -90,11 +100,11 @@ impl Unit {
     }
 
     /// Writes the unit into `out`, and the fds it names into `keep` (those must stay open
-    /// across the exec). `timer` is the time left on the one timer its state runs.
+    /// across the exec). `timers` are its armed timers with the time left on each.
     pub fn save<'a>(
         &'a self,
         now: Instant,
-        timer: Option<Duration>,
+        timers: &[(Timer, Duration)],
         keep: &mut Vec<BorrowedFd<'a>>,
     ) -> saved::Service {
         let mut out = blank();
@@ -132,7 +142,18 @@ impl Unit {
                 .map(|(_, p)| save_pipe(p, &mut fd))
                 .collect();
         }
-        out.timer_ns = timer.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+        out.timers = timers
+            .iter()
+            .map(|(t, left)| {
+                (
+                    t.name().to_string(),
+                    left.as_nanos().min(u64::MAX as u128) as u64,
+                )
+            })
+            .collect();
+        out.status_text = io.status_text.clone();
+        out.errno = io.errno;
+        out.ready_fd = io.ready_pipe.as_ref().map(|(pid, f)| (pid.raw(), fd(f)));
         out.cgroup_to_remove = io.cgroup == Cgroup::Lingering;
         out.parked_fd = io.parked.as_ref().map(|c| fd(&c.fd));
         out.since_unix_ns = io
@@ -153,7 +174,10 @@ impl Unit {
     ) -> Unit {
         let listening = Listening {
             watched: s.watched,
-            timer: s.timer_ns.is_some(),
+            timer: s
+                .timers
+                .iter()
+                .any(|(t, _)| Timer::named(t) == Some(Timer::Backoff)),
         };
         let sockets = s
             .sockets
@@ -200,8 +224,22 @@ impl Unit {
                 instance_pipes,
                 parked: s.parked_fd.map(|fd| Connection::adopt(take(fd))),
                 since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
+                status_text: s.status_text,
+                errno: s.errno,
+                ready_pipe: s
+                    .ready_fd
+                    .and_then(|(pid, fd)| Some((Pid::new(pid)?, take(fd)))),
             },
         }
+    }
+
+    /// The armed timers a saved service names, with the time left on each (those this build
+    /// knows).
+    pub fn saved_timers(s: &saved::Service) -> Vec<(Timer, Duration)> {
+        s.timers
+            .iter()
+            .filter_map(|(name, ns)| Some((Timer::named(name)?, Duration::from_nanos(*ns))))
+            .collect()
     }
 }
 
@@ -212,6 +250,7 @@ pub fn named_fds(s: &saved::Service) -> Vec<RawFd> {
     fds.extend(s.writers.iter().flatten());
     fds.extend(s.status_pipes.iter().map(|&(_, fd)| fd));
     fds.extend(s.parked_fd);
+    fds.extend(s.ready_fd.map(|(_, fd)| fd));
     for instance in &s.instances {
         fds.extend(instance.pipes.iter().map(|p| p.fd));
     }
@@ -277,7 +316,6 @@ pub fn blank() -> saved::Service {
         since_unix_ns: 0,
         restarts: 0,
         recent_restart_ages_ns: Vec::new(),
-        pending_report: None,
         last_exit: None,
         last_failure: None,
         instances: Vec::new(),
@@ -290,8 +328,13 @@ pub fn blank() -> saved::Service {
         pipes: Vec::new(),
         writers: None,
         status_pipes: Vec::new(),
-        timer_ns: None,
+        timers: Vec::new(),
         cgroup_to_remove: false,
         parked_fd: None,
+        status_text: None,
+        errno: None,
+        ready_fd: None,
+        stored_fds: Vec::new(),
+        watchdog_usec: None,
     }
 }

@@ -36,6 +36,7 @@ fn spawn_state() -> SpawnState {
             value: 1024,
         }],
         cgroups: vec!["/sys/fs/cgroup/steward/echo".into()],
+        fds_at: Vec::new(),
         reset_signals: vec![13],
     }
 }
@@ -78,17 +79,20 @@ fn manager_state(services: usize) -> ManagerState {
         written_ns: 0,
         control_fd: 4,
         client_fd: Some(5),
+        notify_fd: Some(6),
+        watchdog_fd: None,
+        stop_jobs: vec![],
         services: (0..services)
             .map(|i| reexec::Service {
                 name: format!("svc{i}"),
                 state: reexec::State::Running {
                     pid: 1000 + i as i32,
                     age_ns: 5,
+                    serving: reexec::Serving::Ready,
                 },
                 since_unix_ns: 0,
                 restarts: 0,
                 recent_restart_ages_ns: vec![],
-                pending_report: None,
                 last_exit: None,
                 last_failure: None,
                 instances: vec![],
@@ -101,9 +105,14 @@ fn manager_state(services: usize) -> ManagerState {
                 pipes: vec![],
                 writers: None,
                 status_pipes: vec![],
-                timer_ns: None,
+                timers: vec![],
                 cgroup_to_remove: false,
                 parked_fd: None,
+                status_text: None,
+                errno: None,
+                ready_fd: None,
+                stored_fds: vec![],
+                watchdog_usec: None,
             })
             .collect(),
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::DecodeError;
 
 /// Bumped whenever [`Request`] or [`Reply`] changes shape.
-pub const CONTROL_VERSION: u32 = 1;
+pub const CONTROL_VERSION: u32 = 2;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -33,20 +33,27 @@ pub enum Request {
         /// Services to show in detail; empty for all, in short.
         names: Vec<String>,
     },
-    /// Start services.
+    /// Start services (and what they require).
     Start {
         /// Their names.
         names: Vec<String>,
+        /// Answer once each is ready or failed ([`Reply::Settled`] as each one settles),
+        /// rather than at once.
+        wait: bool,
     },
-    /// Stop services.
+    /// Stop services (and what requires them).
     Stop {
         /// Their names.
         names: Vec<String>,
+        /// Answer once each is at rest, rather than at once.
+        wait: bool,
     },
-    /// Restart services.
+    /// Restart services (and what requires them).
     Restart {
         /// Their names.
         names: Vec<String>,
+        /// Answer once each is ready again or failed, rather than at once.
+        wait: bool,
     },
     /// A service's captured output.
     Logs {
@@ -114,6 +121,16 @@ pub enum Reply {
         /// Its [`CONTROL_VERSION`].
         protocol: u32,
     },
+    /// A waiting `start`, `stop` or `restart`: one service has settled. More of these come,
+    /// then a [`Reply::Done`] or, when one failed, a [`Reply::Error`] naming the first.
+    Settled {
+        /// The service.
+        name: String,
+        /// Where it settled.
+        state: String,
+        /// Why it failed, when it did.
+        failure: Option<String>,
+    },
     /// The manager re-executed and the new one serves.
     Reexeced {
         /// The version that was running.
@@ -158,6 +175,10 @@ pub struct ServiceStatus {
     pub last_exit: Option<ExitStatus>,
     /// Its last failure.
     pub failure: Option<FailureStatus>,
+    /// What it last said with `STATUS=` (sd_notify).
+    pub status_text: Option<String>,
+    /// A `starting` service waiting for its dependencies: their names.
+    pub waiting_for: Vec<String>,
     /// The last log lines (only when the service was named).
     pub log_tail: Vec<LogLine>,
 }

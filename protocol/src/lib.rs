@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every encoded spawn state.
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] changes shape; the executor refuses any other.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -87,6 +87,9 @@ pub struct SpawnState {
     pub stdio: [Stdio; 3],
     /// Executor fds to place at 3, 4, … in this order, with FD_CLOEXEC and O_NONBLOCK clear.
     pub fds: Vec<i32>,
+    /// Executor fds to place at fixed numbers above those (the write end of a readiness pipe
+    /// at the `N` of `ready = "fd:N"`), with FD_CLOEXEC clear. Every other fd is closed.
+    pub fds_at: Vec<FdAt>,
     /// The write end of the status pipe (close-on-exec): a [`StatusReport`] is written here when a
     /// step fails; a successful exec closes it.
     pub status_fd: i32,
@@ -105,6 +108,15 @@ pub struct SpawnState {
     /// ignores, which (unlike caught ones) stay ignored across exec. Every other signal is at
     /// its default already, so the executor spends no system call on it.
     pub reset_signals: Vec<i32>,
+}
+
+/// An fd to place at a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdAt {
+    /// The executor's fd.
+    pub source: i32,
+    /// Where the service finds it.
+    pub target: i32,
 }
 
 /// What one of the fds 0, 1, 2 of the service becomes.
@@ -466,6 +478,7 @@ mod tests {
                 },
             ],
             cgroups: vec!["/sys/fs/cgroup/steward/echo".into()],
+            fds_at: Vec::new(),
             reset_signals: vec![13],
         }
     }
@@ -493,6 +506,7 @@ mod tests {
             credentials: None,
             rlimits: vec![],
             cgroups: vec![],
+            fds_at: Vec::new(),
             reset_signals: vec![],
         };
         assert_eq!(decode(&encode(&state).unwrap()).unwrap(), state);

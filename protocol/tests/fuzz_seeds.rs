@@ -29,6 +29,7 @@ fn spawn_states() -> Vec<SpawnState> {
         credentials: None,
         rlimits: vec![],
         cgroups: vec![],
+        fds_at: Vec::new(),
         reset_signals: vec![13],
     };
     let full = SpawnState {
@@ -62,11 +63,13 @@ fn requests() -> Vec<Request> {
         },
         Request::Start {
             names: names.clone(),
+            wait: true,
         },
         Request::Stop {
             names: names.clone(),
+            wait: false,
         },
-        Request::Restart { names },
+        Request::Restart { names, wait: true },
         Request::Logs {
             name: "echo".into(),
             lines: Some(10),
@@ -94,6 +97,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "manager_state",
         "fixture-v1".into(),
         include_bytes!("fixtures/manager-state-v1.bin").to_vec(),
+    ));
+    out.push((
+        "manager_state",
+        "fixture-v2".into(),
+        include_bytes!("fixtures/manager-state-v2.bin").to_vec(),
     ));
     for (i, request) in requests().iter().enumerate() {
         out.push((

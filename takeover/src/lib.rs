@@ -25,11 +25,13 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod notify;
 mod parse;
 mod sockets;
 mod sys;
 
 pub use error::Error;
+pub use notify::notify;
 pub use parse::{FIRST_FD, UNKNOWN, parse};
 pub use sockets::{Listener, Sockets, Stream};
 

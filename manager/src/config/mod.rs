@@ -133,6 +133,17 @@ pub struct Service {
     pub stop_timeout: Duration,
     /// `takeover_env`, default `"flag"`: how `SOCKET_TAKEOVER` is written.
     pub takeover_env: TakeoverEnv,
+    /// `ready`, default `"exec"`: when a started service counts as ready.
+    pub ready: Ready,
+    /// `start_timeout`, default `"90s"`: readiness must come within this long of the spawn;
+    /// `None` (`"infinity"`) waits for ever.
+    pub start_timeout: Option<Duration>,
+    /// `after`, default none: services this one starts after (order only).
+    pub after: Vec<Dependency>,
+    /// `requires`, default none: services this one needs; implies `after`.
+    pub requires: Vec<Dependency>,
+    /// `notify_access`, default `"main"`: whose sd_notify messages count.
+    pub notify_access: NotifyAccess,
     /// `[[service.NAME.socket]]`, default none: the sockets, in order; they become fds 3, 4, …
     pub sockets: Vec<SocketConfig>,
 }
@@ -164,8 +175,26 @@ impl Service {
             stop_signal: Signal::TERM,
             stop_timeout: Duration::from_secs(5),
             takeover_env: TakeoverEnv::Flag,
+            ready: Ready::Exec,
+            start_timeout: Some(Duration::from_secs(90)),
+            after: Vec::new(),
+            requires: Vec::new(),
+            notify_access: NotifyAccess::Main,
             sockets: Vec::new(),
         }
+    }
+
+    /// Every service this one waits for at start: `after` and `requires`, each once.
+    pub fn waits_for(&self) -> impl Iterator<Item = &str> {
+        let after = self.after.iter().map(|d| d.name.as_str());
+        let requires = self.requires.iter().map(|d| d.name.as_str());
+        let mut seen = std::collections::HashSet::new();
+        requires.chain(after).filter(move |name| seen.insert(*name))
+    }
+
+    /// Whether this service needs `NOTIFY_SOCKET`.
+    pub fn notifies(&self) -> bool {
+        self.ready == Ready::Notify
     }
 
     /// Whether `other` is the same service but for where it was written.
@@ -211,6 +240,44 @@ pub enum StdioMode {
     Socket,
     /// A file or tty opened read-write as 0, 1 and 2.
     Path(String),
+}
+
+/// The `ready` key: when a started service counts as ready (`starting` → `running`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Once its program is exec'd.
+    Exec,
+    /// When it sends `READY=1` to `$NOTIFY_SOCKET`.
+    Notify,
+    /// When it writes a line to this fd (the s6 / dinit notification fd).
+    Fd(u32),
+    /// When it exits with status 0 (a setup task).
+    Exit,
+}
+
+/// The `notify_access` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyAccess {
+    /// Only the main process (as `MAINPID=` may change it).
+    Main,
+    /// Any process of the service's cgroup or process tree.
+    All,
+}
+
+/// A name in `after` or `requires`, with where it was written (for the errors about it; two
+/// configs that name the same services are the same wherever they wrote them).
+#[derive(Debug, Clone, Eq)]
+pub struct Dependency {
+    /// The service named.
+    pub name: String,
+    /// Where.
+    pub origin: Origin,
+}
+
+impl PartialEq for Dependency {
+    fn eq(&self, other: &Dependency) -> bool {
+        self.name == other.name
+    }
 }
 
 /// The `takeover_env` key.

@@ -12,8 +12,8 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::users::{UserEntry, Users};
 use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
-    Config, Credentials, Diagnostic, Loaded, ManagerSettings, Origin, Service, SocketAddress,
-    SocketConfig, SocketKind, StdioMode, TakeoverEnv, UserEnv,
+    Config, Credentials, Dependency, Diagnostic, Loaded, ManagerSettings, NotifyAccess, Origin,
+    Ready, Service, SocketAddress, SocketConfig, SocketKind, StdioMode, TakeoverEnv, UserEnv,
 };
 
 type Key<'i> = Spanned<DeString<'i>>;
@@ -93,6 +93,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
         }
     }
     diagnostics.extend(duplicates);
+    diagnostics.extend(dependency_errors(&services));
 
     let failed = diagnostics.iter().any(|d| !d.warning);
     Loaded {
@@ -103,6 +104,108 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
         diagnostics,
         sources: Vec::new(),
     }
+}
+
+/// Every name in `after` or `requires` that no service has, and every cycle through them: one
+/// error per service in a cycle, at the name that leads on round it.
+fn dependency_errors(services: &[Service]) -> Vec<Diagnostic> {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut errors = Vec::new();
+    for s in services {
+        for (key, deps) in [("after", &s.after), ("requires", &s.requires)] {
+            for d in deps.iter().filter(|d| !index.contains_key(d.name.as_str())) {
+                errors.push(Diagnostic {
+                    origin: d.origin.clone(),
+                    message: format!(
+                        "service `{}`: `{key}` names `{}`, which no service has",
+                        s.name, d.name
+                    ),
+                    warning: false,
+                });
+            }
+        }
+    }
+    let edges: Vec<Vec<(usize, &Dependency)>> = services
+        .iter()
+        .map(|s| {
+            s.requires
+                .iter()
+                .chain(&s.after)
+                .filter_map(|d| Some((*index.get(d.name.as_str())?, d)))
+                .collect()
+        })
+        .collect();
+    for cycle in cycles(&edges) {
+        let names: Vec<&str> = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(|&i| services[i].name.as_str())
+            .collect();
+        let path = names.join(" -> ");
+        for (k, &i) in cycle.iter().enumerate() {
+            let next = cycle[(k + 1) % cycle.len()];
+            let Some((_, edge)) = edges[i].iter().find(|(to, _)| *to == next) else {
+                continue;
+            };
+            errors.push(Diagnostic {
+                origin: edge.origin.clone(),
+                message: format!("dependency cycle: {path}"),
+                warning: false,
+            });
+        }
+    }
+    errors
+}
+
+/// The cycles of a graph (each once, as the services in order, starting at the lowest index),
+/// by a depth-first search that reports a cycle whenever it meets a node on its own path.
+fn cycles(edges: &[Vec<(usize, &Dependency)>]) -> Vec<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    fn visit(
+        node: usize,
+        edges: &[Vec<(usize, &Dependency)>],
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+        found: &mut Vec<Vec<usize>>,
+    ) {
+        marks[node] = Mark::OnPath;
+        path.push(node);
+        for &(next, _) in &edges[node] {
+            match marks[next] {
+                Mark::New => visit(next, edges, marks, path, found),
+                Mark::OnPath => {
+                    let start = path.iter().position(|&n| n == next).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    // The same cycle found from another member reads the same once rotated.
+                    let lowest = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                    cycle.rotate_left(lowest);
+                    if cycle.len() > 1 && !found.contains(&cycle) {
+                        found.push(cycle);
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks[node] = Mark::Done;
+    }
+    let mut marks = vec![Mark::New; edges.len()];
+    let mut found = Vec::new();
+    for node in 0..edges.len() {
+        if marks[node] == Mark::New {
+            visit(node, edges, &mut marks, &mut Vec::new(), &mut found);
+        }
+    }
+    found
 }
 
 fn line_starts(text: &str) -> Vec<usize> {
@@ -416,6 +519,11 @@ impl Cx<'_> {
                 "stop_signal" => set(&mut s.stop_signal, self.signal(value)),
                 "stop_timeout" => set(&mut s.stop_timeout, self.duration(k, value)),
                 "takeover_env" => set(&mut s.takeover_env, self.takeover_env(value)),
+                "ready" => set(&mut s.ready, self.ready(value)),
+                "start_timeout" => set(&mut s.start_timeout, self.timeout(k, value)),
+                "after" => set(&mut s.after, self.dependencies(k, value)),
+                "requires" => set(&mut s.requires, self.dependencies(k, value)),
+                "notify_access" => set(&mut s.notify_access, self.notify_access(value)),
                 "socket" => {
                     sockets = Some(value);
                     true
@@ -477,6 +585,44 @@ impl Cx<'_> {
             self.error(
                 at("stdio"),
                 format!("service `{n}`: stdio = \"socket\" is only for `accept` services"),
+            );
+        }
+        match s.ready {
+            // A setup task runs once to its end; nothing would make it ready again.
+            Ready::Exit if s.keep_alive || s.lazy => {
+                let with = if s.keep_alive {
+                    "keep_alive"
+                } else if s.accept {
+                    "accept"
+                } else {
+                    "lazy"
+                };
+                self.error(
+                    at("ready"),
+                    format!("service `{n}`: ready = \"exit\" cannot be combined with `{with}`"),
+                );
+            }
+            // The sockets are fds 3 … 3+n-1: the readiness fd must not take one's place.
+            Ready::Fd(fd) if (fd as usize) < 3 + s.sockets.len() => {
+                self.error(
+                    at("ready"),
+                    format!(
+                        "service `{n}`: ready = \"fd:{fd}\" is one of its socket fds (3 to {}); pick {} or above",
+                        2 + s.sockets.len(),
+                        3 + s.sockets.len()
+                    ),
+                );
+            }
+            Ready::Exec | Ready::Notify | Ready::Exit | Ready::Fd(_) => {}
+        }
+        if s.requires.iter().chain(&s.after).any(|d| d.name == n) {
+            self.error(
+                at(if s.requires.iter().any(|d| d.name == n) {
+                    "requires"
+                } else {
+                    "after"
+                }),
+                format!("service `{n}` cannot wait for itself"),
             );
         }
         if s.lazy && !s.accept && !s.keep_alive {
@@ -703,6 +849,78 @@ impl Cx<'_> {
                     );
                 }
                 signal
+            }
+        }
+    }
+
+    fn ready(&mut self, value: &Value) -> Option<Ready> {
+        let text = self.string("ready", value)?;
+        let ready = match text {
+            "exec" => Some(Ready::Exec),
+            "notify" => Some(Ready::Notify),
+            "exit" => Some(Ready::Exit),
+            other => other
+                .strip_prefix("fd:")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|&n| (3..=65_535).contains(&n))
+                .map(Ready::Fd),
+        };
+        if ready.is_none() {
+            self.error(
+                value.span(),
+                format!(
+                    "`ready` must be \"exec\", \"notify\", \"exit\" or \"fd:N\" with N from 3 up, not \"{text}\""
+                ),
+            );
+        }
+        ready
+    }
+
+    /// A duration, or `"infinity"` (`None`).
+    fn timeout(&mut self, key: &str, value: &Value) -> Option<Option<Duration>> {
+        if let DeValue::String(s) = value.get_ref() {
+            if s == "infinity" {
+                return Some(None);
+            }
+        }
+        self.duration(key, value).map(Some)
+    }
+
+    fn dependencies(&mut self, key: &str, value: &Value) -> Option<Vec<Dependency>> {
+        let items = self.array(key, value)?;
+        let mut names: Vec<Dependency> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(name) = self.string(key, item) else {
+                ok = false;
+                continue;
+            };
+            if !valid_name(name) {
+                self.error(
+                    item.span(),
+                    format!("`{key}`: bad service name \"{name}\": {NAME_RULE}"),
+                );
+                ok = false;
+            } else if !names.iter().any(|d| d.name == name) {
+                names.push(Dependency {
+                    name: name.to_string(),
+                    origin: self.origin(item.span()),
+                });
+            }
+        }
+        ok.then_some(names)
+    }
+
+    fn notify_access(&mut self, value: &Value) -> Option<NotifyAccess> {
+        match self.string("notify_access", value)? {
+            "main" => Some(NotifyAccess::Main),
+            "all" => Some(NotifyAccess::All),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`notify_access` must be \"main\" or \"all\", not \"{other}\""),
+                );
+                None
             }
         }
     }
@@ -1001,6 +1219,65 @@ stop_signal = \"SIGNOPE\"
         assert!(
             errs.iter()
                 .any(|e| e.contains("exactly one stream or seqpacket socket"))
+        );
+    }
+
+    #[test]
+    fn readiness_and_dependencies() {
+        let loaded = load_str(
+            "t.toml",
+            "[service.db]\nexec=[\"/bin/db\"]\nready = \"notify\"\nstart_timeout = \"infinity\"\nnotify_access = \"all\"\n\
+             [service.app]\nexec=[\"/bin/app\"]\nrequires = [\"db\"]\nafter = [\"db\", \"db\"]\nready = \"fd:5\"\n\
+             [service.setup]\nexec=[\"/bin/x\"]\nready = \"exit\"\nstart_timeout = \"2m\"\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let services = loaded.config.unwrap().services;
+        assert_eq!(services[0].ready, Ready::Notify);
+        assert_eq!(services[0].start_timeout, None);
+        assert_eq!(services[0].notify_access, NotifyAccess::All);
+        assert_eq!(services[1].ready, Ready::Fd(5));
+        assert_eq!(services[1].waits_for().collect::<Vec<_>>(), ["db"]);
+        assert_eq!(services[2].start_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(
+            Service::new("x".into(), services[0].origin.clone()).start_timeout,
+            Some(Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn unknown_dependencies_and_cycles_are_errors_at_their_positions() {
+        let errs = errors(
+            "[service.a]\nexec=[\"/bin/x\"]\nrequires = [\"b\"]\n\
+             [service.b]\nexec=[\"/bin/x\"]\nafter = [\"c\", \"ghost\"]\n\
+             [service.c]\nexec=[\"/bin/x\"]\nrequires = [\"a\"]\n\
+             [service.d]\nexec=[\"/bin/x\"]\nafter = [\"d\"]\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:12:1: service `d` cannot wait for itself",
+                "t.toml:6:15: service `b`: `after` names `ghost`, which no service has",
+                "t.toml:3:13: dependency cycle: a -> b -> c -> a",
+                "t.toml:6:10: dependency cycle: a -> b -> c -> a",
+                "t.toml:9:13: dependency cycle: a -> b -> c -> a",
+            ]
+        );
+    }
+
+    #[test]
+    fn readiness_rules() {
+        let errs = errors(
+            "[service.a]\nexec=[\"/bin/x\"]\nready = \"exit\"\nkeep_alive = true\n\
+             [service.b]\nexec=[\"/bin/x\"]\nready = \"fd:3\"\n[[service.b.socket]]\npath = \"/run/b\"\n\
+             [service.c]\nexec=[\"/bin/x\"]\nready = \"sometime\"\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:1: service `a`: ready = \"exit\" cannot be combined with `keep_alive`",
+                "t.toml:7:1: service `b`: ready = \"fd:3\" is one of its socket fds (3 to 3); pick 4 or above",
+                "t.toml:12:9: `ready` must be \"exec\", \"notify\", \"exit\" or \"fd:N\" with N from 3 up, not \"sometime\"",
+            ]
         );
     }
 }

@@ -8,6 +8,8 @@ use steward_protocol::control::{
     ExitStatus, FailureStatus, InstanceStatus, Reply, Request, ServiceStatus, SocketStatus, Status,
 };
 
+use super::deps;
+use super::jobs::{Goal, Job, Waiter};
 use super::token::Token;
 use super::{Manager, data};
 use crate::config::{Signal, SocketAddress};
@@ -15,8 +17,16 @@ use crate::control::{Admission, Input};
 use crate::log;
 use crate::pid1::Finish;
 use crate::registry::UnitId;
-use crate::supervisor::{Event, Exit};
+use crate::supervisor::{Event, Exit, State};
 use crate::unit::Unit;
+
+/// What `start`, `stop` and `restart` ask.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Start,
+    Stop,
+    Restart,
+}
 
 impl Manager {
     pub(super) fn on_control(&mut self) {
@@ -168,9 +178,18 @@ impl Manager {
                 Ok(ids) => Reply::Status(self.status(&ids)),
                 Err(reply) => reply,
             },
-            Request::Start { names } => self.each(&names, Event::Start),
-            Request::Stop { names } => self.each(&names, Event::Stop),
-            Request::Restart { names } => self.each(&names, Event::Restart),
+            Request::Start { names, wait } => match self.each(id, &names, Order::Start, wait) {
+                Some(reply) => reply,
+                None => return,
+            },
+            Request::Stop { names, wait } => match self.each(id, &names, Order::Stop, wait) {
+                Some(reply) => reply,
+                None => return,
+            },
+            Request::Restart { names, wait } => match self.each(id, &names, Order::Restart, wait) {
+                Some(reply) => reply,
+                None => return,
+            },
             Request::Logs {
                 name,
                 lines,
@@ -246,33 +265,66 @@ impl Manager {
         }
     }
 
-    /// Sends one event to each named service; the reply says where each one is now.
-    fn each(&mut self, names: &[String], event: Event) -> Reply {
+    /// Starts, stops or restarts the named services (with what they require, or what
+    /// requires them). Without `wait` the reply says where each one is now; with it the client
+    /// is answered as each settles, and this returns `None`.
+    fn each(&mut self, client: u64, names: &[String], order: Order, wait: bool) -> Option<Reply> {
         if names.is_empty() {
-            return Reply::Error {
+            return Some(Reply::Error {
                 message: "name at least one service".into(),
-            };
+            });
         }
         if self.shutting_down() {
-            return Reply::Error {
+            return Some(Reply::Error {
                 message: "steward is shutting down".into(),
-            };
+            });
         }
-        let ids = match self.lookup(names) {
+        let named = match self.lookup(names) {
             Ok(ids) => ids,
-            Err(reply) => return reply,
+            Err(reply) => return Some(reply),
         };
-        for &unit in &ids {
-            self.dispatch(unit, event.clone());
+        let ids = match order {
+            Order::Start => {
+                let ids = deps::with_required(&self.registry, &named);
+                for &id in &ids {
+                    self.dispatch(id, Event::Start);
+                }
+                ids
+            }
+            Order::Stop => {
+                let ids = deps::with_requiring(&self.registry, &named);
+                self.queue(&ids, Job::Stop);
+                ids
+            }
+            Order::Restart => {
+                let ids = deps::with_requiring(&self.registry, &named);
+                self.queue(&ids, Job::Restart);
+                ids
+            }
+        };
+        if wait {
+            let goal = match order {
+                Order::Start | Order::Restart => Goal::Ready,
+                Order::Stop => Goal::AtRest,
+            };
+            self.waiters.push(Waiter {
+                client,
+                goal,
+                pending: ids,
+                failure: None,
+            });
+            self.settle();
+            return None;
         }
-        let states: Vec<String> = ids
+        self.settle();
+        let states: Vec<String> = named
             .iter()
             .filter_map(|&id| self.registry.get(id))
             .map(|u| format!("{}: {}", u.name(), u.supervisor.state().name()))
             .collect();
-        Reply::Done {
+        Some(Reply::Done {
             message: states.join("\n"),
-        }
+        })
     }
 
     fn status(&self, named: &[UnitId]) -> Status {
@@ -284,8 +336,8 @@ impl Manager {
         };
         let services = ids
             .into_iter()
-            .filter_map(|id| self.registry.get(id))
-            .map(|unit| self.service_status(unit, detailed))
+            .filter_map(|id| Some((id, self.registry.get(id)?)))
+            .map(|(id, unit)| self.service_status(id, unit, detailed))
             .collect();
         Status {
             manager_pid: std::process::id(),
@@ -295,7 +347,7 @@ impl Manager {
     }
 
     /// One service's line of `status`, with its last log lines when `detailed`.
-    fn service_status(&self, unit: &Unit, detailed: bool) -> ServiceStatus {
+    fn service_status(&self, id: UnitId, unit: &Unit, detailed: bool) -> ServiceStatus {
         let s = &unit.supervisor;
         let name = unit.name();
         ServiceStatus {
@@ -338,6 +390,16 @@ impl Manager {
                     _ => None,
                 },
             }),
+            status_text: unit.io.status_text.clone(),
+            waiting_for: match s.state() {
+                State::Waiting => self
+                    .blocking(id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|d| self.registry.get(d).map(|u| u.name().to_string()))
+                    .collect(),
+                _ => Vec::new(),
+            },
             log_tail: if detailed {
                 unit.io.output.tail(Some(10))
             } else {

@@ -20,7 +20,7 @@ use crate::log;
 use crate::output::{self, Pipe};
 use crate::registry::UnitId;
 use crate::sockets::{self, Listener};
-use crate::spawn::{Passing, SpawnError, Spawner};
+use crate::spawn::{Extras, Passing, SpawnError, Spawner};
 use crate::supervisor::effects::{Clock, Log, Signals, Spawn, Timers};
 use crate::supervisor::{Effects, Event, Pid, State, Timer};
 use crate::unit::{Cgroup, Io};
@@ -41,6 +41,8 @@ struct Spawned {
     status: OwnedFd,
     /// An accept instance's own output pipes.
     pipes: Vec<Pipe>,
+    /// `ready = "fd:N"`: the read end of its readiness pipe.
+    ready: Option<OwnedFd>,
 }
 
 /// Spawning for one unit: the pinned executor, the unit's sockets and pipes, its cgroup.
@@ -98,14 +100,37 @@ impl UnitSpawn<'_> {
             Some(connection) => Passing::Connection(connection),
             None => Passing::Sockets(&self.io.sockets),
         };
+        // The main process's readiness pipe: its read end is ours, non-blocking.
+        let ready = match (service.ready, connection) {
+            (config::Ready::Fd(_), None) => Some(
+                rustix::pipe::pipe_with(
+                    rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+                )
+                .map_err(SpawnError::Pipe)?,
+            ),
+            _ => None,
+        };
+        if let Some((_, write)) = &ready {
+            // Only our end is non-blocking: the service writes one line and must not fail.
+            rustix::fs::fcntl_setfl(write, rustix::fs::OFlags::empty())
+                .map_err(SpawnError::Pipe)?;
+        }
         let unified = self.cgroups.unified(&dirs);
-        let (pid, status) = self.spawner.spawn(service, passing, &dirs, unified, log)?;
-        // Our copies of the instance's write ends close here, so its pipes end with it.
+        let extras = Extras {
+            log,
+            ready: ready.as_ref().map(|(_, write)| write.as_fd()),
+        };
+        let (pid, status) = self
+            .spawner
+            .spawn(service, passing, &dirs, unified, extras)?;
+        // Our copies of the instance's write ends (and of the readiness pipe's) close here, so
+        // those pipes end with the process.
         drop(instance_writers);
         self.spawned.push(Spawned {
             pid,
             status,
             pipes: instance_pipes,
+            ready: ready.map(|(read, _)| read),
         });
         Ok(pid)
     }
@@ -186,6 +211,12 @@ impl Timers for UnitTimers<'_> {
     fn cancel(&mut self, timer: Timer) {
         self.set.cancel(self.id, timer);
     }
+
+    fn extend(&mut self, timer: Timer, by: Duration) {
+        if let Some(at) = self.set.deadline(self.id, timer) {
+            self.set.set(self.id, timer, at.max(Instant::now() + by));
+        }
+    }
 }
 
 /// The manager's log.
@@ -204,6 +235,7 @@ impl Manager {
             return;
         };
         let before = unit.supervisor.state().name();
+        let readiness = unit.supervisor.state().readiness();
         let was_at_rest = unit.supervisor.state().at_rest();
         // A reload's change may be made in this transition; the new config may log.
         let reconfiguring =
@@ -235,6 +267,11 @@ impl Manager {
         if unit.supervisor.state().name() != before {
             unit.io.since = SystemTime::now();
         }
+        if unit.supervisor.state().name() != before
+            || unit.supervisor.state().readiness() != readiness
+        {
+            self.moved.push(id);
+        }
         let at_rest = unit.supervisor.state().at_rest();
         for note in self.spawner.take_notes() {
             log::manager(format_args!("{note}"));
@@ -254,9 +291,15 @@ impl Manager {
     /// A process spawned for unit `id`: its pid is the unit's, its status pipe and (accept
     /// mode) output pipes are watched.
     fn register(&mut self, id: UnitId, process: Spawned) {
-        let Spawned { pid, status, pipes } = process;
+        let Spawned {
+            pid,
+            status,
+            pipes,
+            ready,
+        } = process;
         self.registry.claim(pid, id);
         let watched = self.watch_fd(&status, Token::Status(id, pid));
+        let ready = ready.filter(|fd| self.watch_fd(fd, Token::Ready(id, pid)));
         let mut instance_pipes = Vec::new();
         for pipe in pipes {
             if self.watch_fd(&pipe.fd, Token::InstanceLog(id, pid, pipe.stream)) {
@@ -268,6 +311,12 @@ impl Manager {
         };
         for pipe in instance_pipes {
             unit.io.instance_pipes.insert((pid, pipe.stream), pipe);
+        }
+        if let Some(ready) = ready {
+            // A pipe of an earlier process (held open by a child it left) is done with.
+            if let Some((_, old)) = unit.io.ready_pipe.replace((pid, ready)) {
+                let _ = epoll::delete(&self.epoll, &old);
+            }
         }
         if watched {
             unit.io.status.insert(pid, status);
@@ -338,6 +387,9 @@ impl Manager {
         }
         for status in unit.io.status.values() {
             self.unwatch_fd(status);
+        }
+        if let Some((_, fd)) = &unit.io.ready_pipe {
+            self.unwatch_fd(fd);
         }
         if unit.io.watched {
             for listener in &unit.io.sockets {

@@ -9,7 +9,10 @@
 //! new state (epoll interest, pids, status pipes, cgroups).
 
 mod commands;
+mod deps;
 mod dispatch;
+mod jobs;
+mod notify;
 mod pipes;
 mod reap;
 mod reexec;
@@ -105,6 +108,13 @@ struct LoopFds {
     timerfd: OwnedFd,
 }
 
+/// Where the sd_notify socket goes: beside the control socket, as an absolute path (services
+/// run in their own working directory).
+fn notify_path(control: &Path) -> PathBuf {
+    let path = control.with_file_name("notify");
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 /// The running manager.
 pub struct Manager {
     /// Every unit.
@@ -128,6 +138,14 @@ pub struct Manager {
     /// What a `reexec` needs.
     upgrade: Upgrade,
     phase: Phase,
+    /// The sd_notify socket, with its path (given to services as `NOTIFY_SOCKET`).
+    notify: notify::NotifySocket,
+    /// Units whose state moved this turn: their consequences are applied at its end.
+    moved: Vec<crate::registry::UnitId>,
+    /// Stops waiting for what depends on their unit to stop first.
+    stop_jobs: std::collections::BTreeMap<crate::registry::UnitId, jobs::Job>,
+    /// Control clients waiting for services to settle.
+    waiters: Vec<jobs::Waiter>,
 }
 
 /// How a manager that took over from another came to be.
@@ -219,6 +237,14 @@ impl Manager {
             }
         };
         let fds = loop_fds()?;
+        let notify = match notify::NotifySocket::open(&notify_path(paths.control)) {
+            Ok(notify) => notify,
+            Err(e) => {
+                sockets::remove_files(sockets.iter().flatten());
+                control.remove_file();
+                return Err(e);
+            }
+        };
         let mut registry = Registry::default();
         for (service, sockets) in config.services.into_iter().zip(sockets) {
             registry.insert(Unit::new(service, sockets, config.manager.log_buffer));
@@ -227,7 +253,7 @@ impl Manager {
         let mut manager = Manager::assemble(
             registry,
             spawner,
-            fds,
+            (fds, notify),
             cgroups,
             control,
             paths.config,
@@ -245,7 +271,7 @@ impl Manager {
     fn assemble(
         registry: Registry,
         mut spawner: Spawner,
-        fds: LoopFds,
+        (fds, notify): (LoopFds, notify::NotifySocket),
         mut cgroups: Cgroups,
         control: Control,
         config_path: &Path,
@@ -260,6 +286,14 @@ impl Manager {
             epoll::EventFlags::IN,
         )
         .map_err(sys_err("epoll_ctl"))?;
+        epoll::add(
+            &fds.epoll,
+            &notify.fd,
+            data(Token::Notify),
+            epoll::EventFlags::IN,
+        )
+        .map_err(sys_err("epoll_ctl"))?;
+        spawner.set_notify_socket(notify.path.clone());
         log::manager(format_args!("{}", cgroups.describe()));
         for note in cgroups.take_notes().into_iter().chain(spawner.take_notes()) {
             log::manager(format_args!("{note}"));
@@ -279,6 +313,10 @@ impl Manager {
             log_buffer,
             upgrade,
             phase: Phase::Running,
+            notify,
+            moved: Vec::new(),
+            stop_jobs: Default::default(),
+            waiters: Vec::new(),
         })
     }
 
@@ -302,12 +340,14 @@ impl Manager {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(0),
         }; 32];
+        self.settle();
         while let Some(timeout) = self.next_wait() {
             let n = self.wait(&mut events, timeout);
             let reap = self.dispatch_events(&events[..n]);
             if reap {
                 self.reap();
             }
+            self.settle();
         }
         self.finish()
     }
@@ -319,14 +359,16 @@ impl Manager {
             std::process::id(),
             self.registry.len()
         ));
-        for id in self.registry.ids() {
-            let autostart = self
-                .registry
-                .get(id)
-                .is_some_and(|u| u.supervisor.config().autostart);
-            if autostart {
-                self.dispatch(id, Event::Start);
-            }
+        let autostart: Vec<_> = self
+            .registry
+            .iter()
+            .filter(|(_, u)| u.supervisor.config().autostart)
+            .map(|(id, _)| id)
+            .collect();
+        // What an autostart service requires starts with it, autostart or not; each one then
+        // waits for what it is after.
+        for id in deps::with_required(&self.registry, &autostart) {
+            self.dispatch(id, Event::Start);
         }
     }
 
@@ -357,6 +399,8 @@ impl Manager {
                 Some(Token::Timer) => self.on_timer(),
                 Some(Token::Status(id, pid)) => self.on_status(id, pid),
                 Some(Token::Socket(id)) => self.dispatch(id, Event::Connection),
+                Some(Token::Notify) => self.on_notify(),
+                Some(Token::Ready(id, pid)) => self.on_ready_pipe(id, pid),
                 Some(Token::Control) => self.on_control(),
                 Some(Token::Client(id)) => self.on_client(id),
                 Some(Token::Log(id, stream)) => self.on_log(id, stream),

@@ -59,7 +59,9 @@ impl Manager {
         // mode, whose instances share one cgroup.) Before the exit is handled: handling it
         // may spawn the next process into the same cgroup.
         let config = unit.supervisor.config();
-        if !config.accept && !unit.supervisor.instances().contains_key(&pid) {
+        // Only the current main process's end: the first process of a service that named
+        // another its main (`MAINPID=`, a forking daemon) leaves that one running.
+        if !config.accept && unit.supervisor.state().pid() == Some(pid) {
             let left = self.cgroups.signal(&config.name, Signal::KILL);
             if left > 0 {
                 log::service(

@@ -28,6 +28,8 @@ use rustix::io::FdFlags;
 use steward_protocol::control::Reply;
 use steward_protocol::reexec as saved;
 
+use super::jobs::Job;
+use super::notify::NotifySocket;
 use super::token::Token;
 use super::{LoopFds, Manager, SetupError, Takeover};
 use crate::cgroups::Cgroups;
@@ -37,6 +39,7 @@ use crate::log;
 use crate::pid1::Finish;
 use crate::registry::Registry;
 use crate::spawn::{self, PinError, Spawner};
+use crate::supervisor::Timer;
 use crate::sys;
 use crate::unit::{self, Unit};
 
@@ -116,6 +119,7 @@ pub enum TakeoverError {
 fn named_fds(state: &saved::ManagerState) -> Vec<RawFd> {
     let mut fds = vec![state.control_fd];
     fds.extend(state.client_fd);
+    fds.extend(state.notify_fd);
     for s in &state.services {
         fds.extend(unit::named_fds(s));
     }
@@ -233,7 +237,12 @@ impl Manager {
             .registry
             .iter()
             .filter(|(_, u)| u.supervisor.settling_from_reload())
-            .count();
+            .count()
+            + self
+                .stop_jobs
+                .values()
+                .filter(|&&j| j == Job::Retire)
+                .count();
         if settling > 0 {
             return Some(format!(
                 "a reload is still being applied ({settling} service(s) stopping); try again once they have stopped"
@@ -262,15 +271,18 @@ impl Manager {
             .registry
             .iter()
             .map(|(id, unit)| {
-                let timer = unit
-                    .supervisor
-                    .state_timer()
-                    .and_then(|t| self.timers.deadline(id, t))
-                    .map(|at| at.saturating_duration_since(now));
-                unit.save(now, timer, keep)
+                let timers: Vec<_> = Timer::ALL
+                    .into_iter()
+                    .filter_map(|t| {
+                        let at = self.timers.deadline(id, t)?;
+                        Some((t, at.saturating_duration_since(now)))
+                    })
+                    .collect();
+                unit.save(now, &timers, keep)
             })
             .collect();
         keep.push(self.control.listener.as_fd());
+        keep.push(self.notify.fd.as_fd());
         let client_fd = client
             .and_then(|id| self.control.clients.get(&id))
             .map(|c| {
@@ -288,6 +300,16 @@ impl Manager {
             written_ns: monotonic_ns(),
             control_fd: self.control.listener.as_raw_fd(),
             client_fd,
+            notify_fd: Some(self.notify.fd.as_raw_fd()),
+            watchdog_fd: None,
+            stop_jobs: self
+                .stop_jobs
+                .iter()
+                .filter_map(|(&id, &job)| {
+                    let name = self.registry.get(id)?.name().to_string();
+                    Some((name, job == Job::Restart))
+                })
+                .collect(),
             services,
         }
     }
@@ -438,13 +460,19 @@ impl Manager {
             fds,
         } = prepared;
         let control = Control::adopt(take(state.control_fd), paths.control);
+        let notify_path = super::notify_path(paths.control);
+        let notify = match state.notify_fd {
+            Some(fd) => NotifySocket::adopt(take(fd), &notify_path),
+            // A manager from before the notify socket existed.
+            None => NotifySocket::open(&notify_path)?,
+        };
         let cgroups = Cgroups::set_up(&super::cgroup_dir());
         let upgrade = Upgrade::new(PathBuf::from(OsString::from_vec(state.exe.clone())), args);
         let log_buffer = config.manager.log_buffer;
         let mut manager = Manager::assemble(
             Registry::default(),
             spawner,
-            fds,
+            (fds, notify),
             cgroups,
             control,
             paths.config,
@@ -457,10 +485,16 @@ impl Manager {
             let Some(service) = config.services.iter().find(|c| c.name == s.name).cloned() else {
                 continue;
             };
-            let timer = s.timer_ns.map(Duration::from_nanos);
+            let timers = Unit::saved_timers(&s);
             let unit = Unit::restore(service, s, log_buffer, now, &mut take);
             let id = manager.registry.insert(unit);
-            manager.adopted(id, timer.map(|left| now + left));
+            manager.adopted(id, &timers, now);
+        }
+        for (name, restart) in state.stop_jobs {
+            if let Some(id) = manager.registry.find(&name) {
+                let job = if restart { Job::Restart } else { Job::Stop };
+                manager.stop_jobs.insert(id, job);
+            }
         }
         let client = state.client_fd.map(|fd| {
             let id = manager.control.adopt_client(take(fd));
@@ -474,14 +508,13 @@ impl Manager {
         Ok((manager, client))
     }
 
-    /// Puts an adopted unit's processes, pipes and timer back where the loop finds them.
-    fn adopted(&mut self, id: crate::registry::UnitId, timer: Option<Instant>) {
+    /// Puts an adopted unit's processes, pipes and timers back where the loop finds them.
+    fn adopted(&mut self, id: crate::registry::UnitId, timers: &[(Timer, Duration)], now: Instant) {
         let Some(unit) = self.registry.get(id) else {
             return;
         };
         let mut pids: Vec<_> = unit.supervisor.instances().keys().copied().collect();
         pids.extend(unit.supervisor.state().pid());
-        let timer = timer.zip(unit.supervisor.state_timer());
         for pipe in &unit.io.pipes {
             self.watch_fd(&pipe.fd, Token::Log(id, pipe.stream));
         }
@@ -491,11 +524,14 @@ impl Manager {
         for (&pid, fd) in &unit.io.status {
             self.watch_fd(fd, Token::Status(id, pid));
         }
+        if let Some((pid, fd)) = &unit.io.ready_pipe {
+            self.watch_fd(fd, Token::Ready(id, *pid));
+        }
         for pid in pids {
             self.registry.claim(pid, id);
         }
-        if let Some((at, timer)) = timer {
-            self.timers.set(id, timer, at);
+        for &(timer, left) in timers {
+            self.timers.set(id, timer, now + left);
         }
         self.sync_watch(id);
     }

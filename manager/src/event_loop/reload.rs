@@ -6,12 +6,14 @@
 //! restart with their new config, and unchanged ones are not touched. SIGHUP and
 //! `stewardctl reload` both come here.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use steward_protocol::control::Reply;
 
 use super::Manager;
+use super::deps;
+use super::jobs::Job;
 use crate::config::{self, SocketAddress};
 use crate::log;
 use crate::registry::{Registry, UnitId};
@@ -40,35 +42,40 @@ pub struct Busy {
 }
 
 /// The reload `config` asks of the units in `registry`. A unit an earlier reload is still
-/// stopping (to change or remove it) cannot be planned for again until it has stopped.
-pub fn plan(registry: &Registry, config: config::Config) -> Result<Plan, Busy> {
+/// stopping (to change or remove it), or is about to (`retiring`: removals waiting for their
+/// turn to stop), cannot be planned for again until it has stopped.
+pub fn plan(
+    registry: &Registry,
+    retiring: &BTreeSet<UnitId>,
+    config: config::Config,
+) -> Result<Plan, Busy> {
     let names: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    let mut settling = Vec::new();
+    let settling =
+        |id: UnitId, unit: &Unit| unit.supervisor.settling_from_reload() || retiring.contains(&id);
+    let mut busy = Vec::new();
     // Already going (an earlier reload removed it) is going: nothing to plan.
     let remove = registry
         .iter()
-        .filter(|(_, u)| !names.contains(u.name()) && !u.supervisor.settling_from_reload())
+        .filter(|&(id, u)| !names.contains(u.name()) && !settling(id, u))
         .map(|(id, _)| id)
         .collect();
     let mut add = Vec::new();
     let mut change = Vec::new();
     for service in config.services {
-        match registry
+        let found = registry
             .find(&service.name)
-            .and_then(|id| Some((id, registry.get(id)?)))
-        {
+            .and_then(|id| Some((id, registry.get(id)?)));
+        match found {
             None => add.push(service),
-            Some((_, unit)) if unit.supervisor.settling_from_reload() => {
-                settling.push(service.name);
-            }
+            Some((id, unit)) if settling(id, unit) => busy.push(service.name),
             Some((id, unit)) if !unit.supervisor.config().same_as(&service) => {
                 change.push((id, service))
             }
             Some(_) => {}
         }
     }
-    if !settling.is_empty() {
-        return Err(Busy { settling });
+    if !busy.is_empty() {
+        return Err(Busy { settling: busy });
     }
     Ok(Plan {
         add,
@@ -114,7 +121,13 @@ impl Manager {
             ));
             return Reply::ReloadFailed { errors };
         };
-        let plan = match plan(&self.registry, config) {
+        let retiring: BTreeSet<UnitId> = self
+            .stop_jobs
+            .iter()
+            .filter(|&(_, &job)| job == Job::Retire)
+            .map(|(&id, _)| id)
+            .collect();
+        let plan = match plan(&self.registry, &retiring, config) {
             Ok(plan) => plan,
             Err(Busy { settling }) => {
                 let message = format!(
@@ -231,17 +244,21 @@ impl Manager {
                 (id, autostart)
             })
             .collect();
-        for id in remove {
-            self.dispatch(id, Event::Retire);
-        }
+        // Removed ones stop in reverse dependency order, as at shutdown.
+        self.queue(&remove, Job::Retire);
         for ((id, config), sockets) in change.into_iter().zip(changed_sockets) {
             self.reconfigure(id, config, sockets, &taken, start);
         }
+        let mut starting = Vec::new();
         for (id, autostart) in added_ids {
             self.open_log_pipes(id);
             if autostart && start {
-                self.dispatch(id, Event::Start);
+                starting.push(id);
             }
+        }
+        // As at boot: what a new service requires starts with it.
+        for id in deps::with_required(&self.registry, &starting) {
+            self.dispatch(id, Event::Start);
         }
         crate::sys::trim_heap();
         let counts = (added.len(), removed.len(), restarted.len());
@@ -301,7 +318,7 @@ exec = [\"/bin/sleep\", \"2\"]
 exec = [\"/bin/sleep\", \"1\"]
 ",
         );
-        let plan = plan(&r, after).unwrap();
+        let plan = plan(&r, &BTreeSet::new(), after).unwrap();
         let names = |ids: &[UnitId]| -> Vec<String> {
             ids.iter()
                 .map(|id| r.get(*id).unwrap().name().to_string())
@@ -323,10 +340,25 @@ exec = [\"/bin/sleep\", \"1\"]
     }
 
     #[test]
+    fn a_service_an_earlier_reload_is_removing_cannot_be_planned_again() {
+        let r = registry(BEFORE);
+        let drop = r.find("drop").unwrap();
+        let again = config(BEFORE);
+        let busy = plan(&r, &BTreeSet::from([drop]), again).unwrap_err();
+        assert_eq!(busy.settling, ["drop"]);
+        // Gone from the new config too: it is going already, nothing to plan.
+        let without = config(
+            "[service.keep]\nexec = [\"/bin/sleep\", \"1\"]\n[service.change]\nexec = [\"/bin/sleep\", \"1\"]\n",
+        );
+        let plan = plan(&r, &BTreeSet::from([drop]), without).unwrap();
+        assert!(plan.remove.is_empty());
+    }
+
+    #[test]
     fn the_same_config_written_elsewhere_plans_nothing() {
         let r = registry(BEFORE);
         let moved = format!("\n\n# moved down\n{BEFORE}");
-        let plan = plan(&r, config(&moved)).unwrap();
+        let plan = plan(&r, &BTreeSet::new(), config(&moved)).unwrap();
         assert!(plan.add.is_empty() && plan.remove.is_empty() && plan.change.is_empty());
     }
 }

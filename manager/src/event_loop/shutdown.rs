@@ -1,19 +1,20 @@
-//! An orderly shutdown: every service is stopped (in reverse config order), then the loop
-//! drains what they left behind, then the manager cleans up and says what comes next.
+//! An orderly shutdown: every service is stopped (in reverse dependency order: a service before
+//! what it is `after` or `requires`), then the loop drains what they left behind, then the
+//! manager cleans up and says what comes next.
 
 use std::time::{Duration, Instant};
 
+use super::jobs::Job;
 use super::{Drain, Manager, Phase};
 use crate::log;
 use crate::pid1::Finish;
 use crate::sockets;
-use crate::supervisor::Event;
 
 /// How long a shutdown waits for killed leftovers to be reaped so their cgroups can go.
 const DRAIN: Duration = Duration::from_secs(2);
 
 impl Manager {
-    /// Stops every service (in reverse config order), then `finish`.
+    /// Stops every service (in reverse dependency order), then `finish`.
     pub(super) fn stop_all(&mut self, finish: Finish) {
         if let Phase::ShuttingDown { .. } = self.phase {
             log::manager(format_args!("already shutting down"));
@@ -27,9 +28,9 @@ impl Manager {
             Finish::Exit => log::manager(format_args!("shutting down")),
             other => log::manager(format_args!("shutting down to {}", other.name())),
         }
-        for id in self.registry.ids().into_iter().rev() {
-            self.dispatch(id, Event::Stop);
-        }
+        // Each stops once what depends on it has; independent ones at once.
+        let ids = self.registry.ids();
+        self.queue(&ids, Job::Stop);
     }
 
     /// Whether the loop goes on, and how long it may wait: `None` once a shutdown is

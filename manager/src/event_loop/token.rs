@@ -15,6 +15,8 @@ pub enum Token {
     Timer,
     /// The control socket.
     Control,
+    /// The sd_notify socket.
+    Notify,
     /// A control connection.
     Client(u64),
     /// One of the sockets of this unit.
@@ -25,6 +27,8 @@ pub enum Token {
     Status(UnitId, Pid),
     /// An output pipe of this unit's accept instance with this pid.
     InstanceLog(UnitId, Pid, Stream),
+    /// The readiness pipe (`ready = "fd:N"`) of this unit's process with this pid.
+    Ready(UnitId, Pid),
 }
 
 const LOW: u64 = (1 << 56) - 1;
@@ -59,11 +63,13 @@ impl Token {
             Token::Signals => (0, 0),
             Token::Timer => (0, 1),
             Token::Control => (0, 2),
+            Token::Notify => (0, 3),
             Token::Client(id) => (1, id),
             Token::Socket(id) => (2, id.raw() as u64),
             Token::Log(id, s) => (3, (id.raw() as u64) << 1 | stream_bit(s)),
             Token::Status(id, pid) => (4, unit_pid_stream(id, pid, 0)),
             Token::InstanceLog(id, pid, s) => (5, unit_pid_stream(id, pid, stream_bit(s))),
+            Token::Ready(id, pid) => (6, unit_pid_stream(id, pid, 0)),
         };
         kind << 56 | (low & LOW)
     }
@@ -77,11 +83,13 @@ impl Token {
             0 if low == 0 => Some(Token::Signals),
             0 if low == 1 => Some(Token::Timer),
             0 if low == 2 => Some(Token::Control),
+            0 if low == 3 => Some(Token::Notify),
             1 => Some(Token::Client(low)),
             2 => Some(Token::Socket(UnitId::from_raw(low as u32))),
             3 => Some(Token::Log(UnitId::from_raw((low >> 1) as u32), stream(low))),
             4 => Some(Token::Status(unit(low), pid(low)?)),
             5 => Some(Token::InstanceLog(unit(low), pid(low)?, stream(low))),
+            6 => Some(Token::Ready(unit(low), pid(low)?)),
             _ => None,
         }
     }
@@ -99,6 +107,8 @@ mod tests {
             Token::Signals,
             Token::Timer,
             Token::Control,
+            Token::Notify,
+            Token::Ready(unit, pid),
             Token::Client(0),
             Token::Client(LOW),
             Token::Socket(unit),
@@ -116,8 +126,8 @@ mod tests {
 
     #[test]
     fn data_no_token_makes_is_refused() {
-        assert_eq!(Token::from_u64(3), None);
-        assert_eq!(Token::from_u64(6 << 56), None);
+        assert_eq!(Token::from_u64(4), None);
+        assert_eq!(Token::from_u64(7 << 56), None);
         assert_eq!(Token::from_u64(u64::MAX), None);
         // A status token without a pid.
         assert_eq!(Token::from_u64(4 << 56), None);

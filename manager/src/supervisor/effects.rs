@@ -44,6 +44,9 @@ pub trait Timers {
     fn set(&mut self, timer: Timer, after: Duration);
     /// Disarms `timer`; nothing happens if it is not armed.
     fn cancel(&mut self, timer: Timer);
+    /// Moves an armed `timer` to at least `by` from now (never earlier); nothing happens if it
+    /// is not armed.
+    fn extend(&mut self, timer: Timer, by: Duration);
 }
 
 /// The manager's log.

@@ -19,7 +19,7 @@ use steward_protocol::{StatusReport, Step};
 pub use effects::Effects;
 
 use crate::config::format_duration;
-use crate::config::{self, Signal};
+use crate::config::{self, Ready, Signal};
 use crate::sockets::Listener;
 
 /// A process id, as the kernel gives it.
@@ -102,28 +102,54 @@ pub enum Intake {
     Retrying,
 }
 
+/// What a running service has said about itself (sd_notify).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Ready, serving.
+    Ready,
+    /// Reloading its own configuration (`RELOADING=1`), until it says `READY=1` again.
+    Reloading,
+    /// Shutting down on its own (`STOPPING=1`).
+    Stopping,
+}
+
+/// Why a service is `failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Its own doing: a failed run, a start limit, a start timeout.
+    Own,
+    /// A service it requires failed; it starts again when that one recovers.
+    Dependency(String),
+}
+
 /// Where a service is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Not started, or stopped.
     Inactive,
+    /// Started, but waiting for the services it is `after` or `requires` to be ready (shown as
+    /// `starting`, with no process).
+    Waiting,
     /// Lazy or accept mode: a connection spawns the service (or, in accept mode, an instance;
     /// instances may be running).
     Listening {
         /// Whether its sockets are watched.
         intake: Intake,
     },
-    /// The executor runs and has not yet exec'd the service.
+    /// Spawned, not ready yet: the executor runs, or the program runs and has not said it is
+    /// ready (`ready` = notify, fd, exit).
     Starting {
         /// The process.
         main: Process,
     },
-    /// The service's program runs.
+    /// The service's program runs, and is ready.
     Running {
         /// Its pid.
         pid: Pid,
         /// When it was exec'd.
         since: Instant,
+        /// What it said about itself.
+        serving: Serving,
     },
     /// Ran and exited successfully, and is not kept alive.
     Exited,
@@ -138,10 +164,22 @@ pub enum State {
         /// What to do once it exited.
         then: AfterStop,
     },
-    /// Gave up: a one-shot that failed, or the start limit was reached.
-    Failed,
+    /// Gave up: a one-shot that failed, the start limit was reached, or a service it requires
+    /// failed.
+    Failed(Cause),
     /// Removed from the config by a reload, and at rest: the registry lets it go.
     Retired,
+}
+
+/// How far a service is from ready, as the services that wait for it see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready: running, listening, or a setup task that exited 0.
+    Up,
+    /// On its way up: whoever waits for it waits.
+    Pending,
+    /// Not coming up (stopped, failed, or going): nobody waits for it.
+    Settled,
 }
 
 impl State {
@@ -149,13 +187,24 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Inactive => "inactive",
+            State::Waiting | State::Starting { .. } => "starting",
             State::Listening { .. } => "listening",
-            State::Starting { .. } => "starting",
-            State::Running { .. } => "running",
+            State::Running {
+                serving: Serving::Ready,
+                ..
+            } => "running",
+            State::Running {
+                serving: Serving::Reloading,
+                ..
+            } => "reloading",
+            State::Running {
+                serving: Serving::Stopping,
+                ..
+            } => "stopping",
             State::Exited => "exited",
             State::Restarting => "restarting",
             State::Stopping { .. } => "stopping",
-            State::Failed => "failed",
+            State::Failed(_) => "failed",
             State::Retired => "removed",
         }
     }
@@ -167,11 +216,33 @@ impl State {
             State::Running { pid, .. } => Some(*pid),
             State::Stopping { main, .. } => main.map(|m| m.pid),
             State::Inactive
+            | State::Waiting
             | State::Listening { .. }
             | State::Exited
             | State::Restarting
-            | State::Failed
+            | State::Failed(_)
             | State::Retired => None,
+        }
+    }
+
+    /// How far from ready it is, for those that wait for it.
+    pub fn readiness(&self) -> Readiness {
+        match self {
+            State::Listening { .. } | State::Exited => Readiness::Up,
+            State::Running { serving, .. } => match serving {
+                Serving::Ready | Serving::Reloading => Readiness::Up,
+                Serving::Stopping => Readiness::Settled,
+            },
+            State::Waiting | State::Starting { .. } | State::Restarting => Readiness::Pending,
+            State::Stopping { then, .. } => match then {
+                AfterStop::Start => Readiness::Pending,
+                AfterStop::Reconfigure(r) if r.start => Readiness::Pending,
+                AfterStop::Reconfigure(_)
+                | AfterStop::Rest
+                | AfterStop::Retire
+                | AfterStop::Fail(_) => Readiness::Settled,
+            },
+            State::Inactive | State::Failed(_) | State::Retired => Readiness::Settled,
         }
     }
 
@@ -179,8 +250,9 @@ impl State {
     /// made.
     pub fn at_rest(&self) -> bool {
         match self {
-            State::Inactive | State::Exited | State::Failed | State::Retired => true,
-            State::Listening { .. }
+            State::Inactive | State::Exited | State::Failed(_) | State::Retired => true,
+            State::Waiting
+            | State::Listening { .. }
             | State::Starting { .. }
             | State::Running { .. }
             | State::Restarting
@@ -235,6 +307,8 @@ pub enum AfterStop {
     Retire,
     /// Take the new config a reload gave it.
     Reconfigure(Box<Replacement>),
+    /// Handle it as a failed start (a start timeout), or as failed for a dependency.
+    Fail(Cause),
 }
 
 impl AfterStop {
@@ -245,6 +319,9 @@ impl AfterStop {
             AfterStop::Rest | AfterStop::Start if start => AfterStop::Start,
             AfterStop::Rest | AfterStop::Start => AfterStop::Rest,
             AfterStop::Retire => AfterStop::Retire,
+            // Failing was decided; a start by hand makes it start again afterwards.
+            AfterStop::Fail(_) if start => AfterStop::Start,
+            AfterStop::Fail(cause) => AfterStop::Fail(cause),
             AfterStop::Reconfigure(mut r) => {
                 r.start = start;
                 AfterStop::Reconfigure(r)
@@ -256,7 +333,7 @@ impl AfterStop {
     pub fn is_reload_change(&self) -> bool {
         match self {
             AfterStop::Retire | AfterStop::Reconfigure(_) => true,
-            AfterStop::Rest | AfterStop::Start => false,
+            AfterStop::Rest | AfterStop::Start | AfterStop::Fail(_) => false,
         }
     }
 }
@@ -270,6 +347,8 @@ pub enum Timer {
     StopTimeout,
     /// Accept mode: the pause after an instance could not be started.
     Backoff,
+    /// `start_timeout`: readiness must come by then.
+    StartTimeout,
 }
 
 /// Something that happened to a process of the service.
@@ -281,6 +360,16 @@ pub enum ProcessEvent {
     StepFailed(StatusReport),
     /// It was reaped.
     Exited(Exit),
+    /// It said it is ready (`READY=1`, or a line on its readiness fd).
+    Ready,
+    /// It said it is reloading (`RELOADING=1`).
+    Reloading,
+    /// It said it is shutting down (`STOPPING=1`).
+    Stopping,
+    /// It said its main process is now this one (`MAINPID=`, checked to be its own).
+    MainPid(Pid),
+    /// It asked for more time to become ready or to stop (`EXTEND_TIMEOUT_USEC=`).
+    ExtendTimeout(Duration),
 }
 
 /// Something that happened to a service.
@@ -303,6 +392,10 @@ pub enum Event {
     Retire,
     /// A reload changed its config.
     Reconfigure(Box<Replacement>),
+    /// Waiting: everything it waits for is ready (or settled).
+    Proceed,
+    /// A service it requires failed.
+    DependencyFailed(String),
 }
 
 /// A running accept-mode instance.
@@ -429,12 +522,13 @@ impl Supervisor {
                 intake: Intake::BackingOff,
             }
             | State::Inactive
+            | State::Waiting
             | State::Starting { .. }
             | State::Running { .. }
             | State::Exited
             | State::Restarting
             | State::Stopping { .. }
-            | State::Failed
+            | State::Failed(_)
             | State::Retired => false,
         }
     }
@@ -442,27 +536,6 @@ impl Supervisor {
     /// Whether a reload's change is still waiting for the service to stop.
     pub fn settling_from_reload(&self) -> bool {
         matches!(&self.state, State::Stopping { then, .. } if then.is_reload_change())
-    }
-
-    /// The timer the current state runs, if any: what a reexec carries (one per state).
-    pub fn state_timer(&self) -> Option<Timer> {
-        match &self.state {
-            State::Restarting => Some(Timer::RestartDelay),
-            State::Stopping { killed: false, .. } => Some(Timer::StopTimeout),
-            State::Listening {
-                intake: Intake::BackingOff | Intake::Retrying,
-            } => Some(Timer::Backoff),
-            State::Inactive
-            | State::Listening {
-                intake: Intake::Open,
-            }
-            | State::Starting { .. }
-            | State::Running { .. }
-            | State::Exited
-            | State::Stopping { killed: true, .. }
-            | State::Failed
-            | State::Retired => None,
-        }
     }
 
     /// Moves the service on by one event. Every (state, event) pair is decided here.
@@ -480,16 +553,22 @@ impl Supervisor {
         let state = std::mem::replace(&mut self.state, Inactive);
         self.state = match (state, event) {
             // Starting by hand or at boot.
-            (Inactive | Exited | Failed, Event::Start | Event::Restart) => {
+            (Inactive | Exited | Failed(_), Event::Start | Event::Restart) => {
                 self.reset_counters();
-                self.start(fx)
+                self.start_or_wait(fx)
             }
             (Restarting, Event::Start | Event::Restart) => {
                 fx.timers.cancel(Timer::RestartDelay);
                 self.reset_counters();
-                self.start(fx)
+                self.start_or_wait(fx)
             }
-            (s @ (Listening { .. } | Starting { .. } | Running { .. }), Event::Start) => s,
+            (s @ (Waiting | Listening { .. } | Starting { .. } | Running { .. }), Event::Start) => {
+                s
+            }
+            (Waiting, Event::Restart) => {
+                self.reset_counters();
+                Waiting
+            }
             (Starting { main }, Event::Restart) => {
                 self.reset_counters();
                 self.stop(Some(main), AfterStop::Start, fx)
@@ -509,7 +588,56 @@ impl Supervisor {
                 then: then.wanting(true),
             },
 
+            // What it waits for is ready, or one it requires failed.
+            (Waiting, Event::Proceed) => self.start(fx),
+            (
+                s @ (Inactive
+                | Listening { .. }
+                | Starting { .. }
+                | Running { .. }
+                | Exited
+                | Restarting
+                | Stopping { .. }
+                | Failed(_)),
+                Event::Proceed,
+            ) => s,
+            (Waiting | Restarting, Event::DependencyFailed(name)) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                self.fail_for(&name, fx);
+                Failed(Cause::Dependency(name))
+            }
+            (Listening { .. }, Event::DependencyFailed(name)) => {
+                fx.timers.cancel(Timer::Backoff);
+                self.fail_for(&name, fx);
+                self.stop(None, AfterStop::Fail(Cause::Dependency(name)), fx)
+            }
+            (Starting { main }, Event::DependencyFailed(name)) => {
+                self.fail_for(&name, fx);
+                self.stop(Some(main), AfterStop::Fail(Cause::Dependency(name)), fx)
+            }
+            (Running { pid, .. }, Event::DependencyFailed(name)) => {
+                self.fail_for(&name, fx);
+                let main = Some(Process::running(pid));
+                self.stop(main, AfterStop::Fail(Cause::Dependency(name)), fx)
+            }
+            (Stopping { main, killed, then }, Event::DependencyFailed(name)) => {
+                let then = match then {
+                    AfterStop::Retire => AfterStop::Retire,
+                    _ => {
+                        self.fail_for(&name, fx);
+                        AfterStop::Fail(Cause::Dependency(name))
+                    }
+                };
+                Stopping { main, killed, then }
+            }
+            // Not running: nothing to stop, and nothing it failed at.
+            (s @ (Inactive | Exited | Failed(_)), Event::DependencyFailed(_)) => s,
+
             // Stopping.
+            (Waiting, Event::Stop) => {
+                fx.log.log(&self.config.name, format_args!("stopped"));
+                Inactive
+            }
             (Starting { main }, Event::Stop) => self.stop(Some(main), AfterStop::Rest, fx),
             (Running { pid, .. }, Event::Stop) => {
                 self.stop(Some(Process::running(pid)), AfterStop::Rest, fx)
@@ -528,10 +656,10 @@ impl Supervisor {
                 killed,
                 then: then.wanting(false),
             },
-            (s @ (Inactive | Exited | Failed), Event::Stop) => s,
+            (s @ (Inactive | Exited | Failed(_)), Event::Stop) => s,
 
             // A reload removed it.
-            (Inactive | Exited | Failed, Event::Retire) => Retired,
+            (Inactive | Exited | Failed(_) | Waiting, Event::Retire) => Retired,
             (Restarting, Event::Retire) => {
                 fx.timers.cancel(Timer::RestartDelay);
                 fx.log.log(&self.config.name, format_args!("stopped"));
@@ -552,8 +680,11 @@ impl Supervisor {
             },
 
             // A reload changed it: made at once when at rest, else once it has stopped.
-            (s @ (Inactive | Exited | Failed), Event::Reconfigure(replacement)) => {
+            (s @ (Inactive | Exited | Failed(_)), Event::Reconfigure(replacement)) => {
                 self.reconfigure(s, *replacement, fx)
+            }
+            (Waiting, Event::Reconfigure(replacement)) => {
+                self.reconfigure(Inactive, *replacement, fx)
             }
             (Restarting, Event::Reconfigure(replacement)) => {
                 fx.timers.cancel(Timer::RestartDelay);
@@ -583,76 +714,43 @@ impl Supervisor {
             // Readiness reported before the watch was dropped: nobody is listening for it now.
             (
                 s @ (Inactive
+                | Waiting
                 | Starting { .. }
                 | Running { .. }
                 | Exited
                 | Restarting
                 | Stopping { .. }
-                | Failed),
+                | Failed(_)),
                 Event::Connection,
             ) => s,
 
             // The main process (the pid was checked above).
-            (Starting { main }, Event::Process(_, ProcessEvent::Execd)) => Running {
-                pid: main.pid,
-                since: fx.clock.now(),
-            },
-            (Starting { mut main }, Event::Process(_, ProcessEvent::StepFailed(report))) => {
-                self.log_step_failure(&self.config.name, report, fx);
-                main.report(report);
-                Starting { main }
-            }
-            (Starting { main }, Event::Process(_, ProcessEvent::Exited(exit))) => {
-                self.after_exit(main.exec, exit, fx)
-            }
+            (Starting { main }, Event::Process(_, what)) => self.starting(main, what, fx),
             (
-                s @ Running { .. },
-                Event::Process(_, ProcessEvent::Execd | ProcessEvent::StepFailed(_)),
-            ) => s,
-            (Running { .. }, Event::Process(_, ProcessEvent::Exited(exit))) => {
-                self.after_exit(Exec::Done, exit, fx)
-            }
+                Running {
+                    pid,
+                    since,
+                    serving,
+                },
+                Event::Process(_, what),
+            ) => self.running(pid, since, serving, what, fx),
             (
                 Stopping {
-                    main: Some(mut main),
+                    main: Some(main),
                     killed,
                     then,
                 },
                 Event::Process(_, what),
-            ) => match what {
-                ProcessEvent::Execd => {
-                    if main.exec == Exec::Pending {
-                        main.exec = Exec::Done;
-                    }
-                    Stopping {
-                        main: Some(main),
-                        killed,
-                        then,
-                    }
-                }
-                ProcessEvent::StepFailed(report) => {
-                    self.log_step_failure(&self.config.name, report, fx);
-                    main.report(report);
-                    Stopping {
-                        main: Some(main),
-                        killed,
-                        then,
-                    }
-                }
-                ProcessEvent::Exited(exit) => {
-                    self.record_exit(main.exec, exit);
-                    fx.log.log(&self.config.name, format_args!("{exit}"));
-                    self.stopped_or_wait(killed, then, fx)
-                }
-            },
+            ) => self.stopping(main, killed, then, what, fx),
             // No main process: the pid check above lets nothing through.
             (
                 s @ (Inactive
+                | Waiting
                 | Listening { .. }
                 | Exited
                 | Restarting
                 | Stopping { main: None, .. }
-                | Failed),
+                | Failed(_)),
                 Event::Process(..),
             ) => s,
 
@@ -670,6 +768,21 @@ impl Supervisor {
                 } else {
                     Listening { intake }
                 }
+            }
+            (Starting { main }, Event::Timer(Timer::StartTimeout)) => {
+                let waited = self
+                    .config
+                    .start_timeout
+                    .map_or_else(|| "ever".into(), format_duration);
+                let reason = format!("not ready within {waited} (start_timeout)");
+                fx.log
+                    .log(&self.config.name, format_args!("{reason}; stopping it"));
+                self.last_failure = Some(Failure {
+                    step: None,
+                    reason,
+                    exit: None,
+                });
+                self.stop(Some(main), AfterStop::Fail(Cause::Own), fx)
             }
             (
                 Stopping {
@@ -697,19 +810,155 @@ impl Supervisor {
             // A timer of another state, fired before it could be cancelled.
             (
                 s @ (Inactive
+                | Waiting
                 | Listening { .. }
                 | Starting { .. }
                 | Running { .. }
                 | Exited
                 | Restarting
                 | Stopping { .. }
-                | Failed),
+                | Failed(_)),
                 Event::Timer(_),
             ) => s,
 
             // Gone: nothing reaches it any more.
             (Retired, _) => Retired,
         };
+    }
+
+    /// What a process of a starting service did.
+    fn starting(&mut self, mut main: Process, what: ProcessEvent, fx: &mut Effects<'_>) -> State {
+        match what {
+            ProcessEvent::Execd => {
+                if main.exec == Exec::Pending {
+                    main.exec = Exec::Done;
+                }
+                if self.config.ready == Ready::Exec {
+                    return self.ready(main.pid, fx);
+                }
+                State::Starting { main }
+            }
+            ProcessEvent::StepFailed(report) => {
+                self.log_step_failure(&self.config.name, report, fx);
+                main.report(report);
+                State::Starting { main }
+            }
+            ProcessEvent::Exited(exit) => {
+                fx.timers.cancel(Timer::StartTimeout);
+                self.after_exit(main.exec, exit, fx)
+            }
+            // Only the executor can have failed a step; a program that says it is ready runs.
+            ProcessEvent::Ready if matches!(self.config.ready, Ready::Notify | Ready::Fd(_)) => {
+                self.ready(main.pid, fx)
+            }
+            ProcessEvent::Ready | ProcessEvent::Reloading | ProcessEvent::Stopping => {
+                State::Starting { main }
+            }
+            ProcessEvent::MainPid(pid) => State::Starting {
+                main: Process::running(pid),
+            },
+            ProcessEvent::ExtendTimeout(by) => {
+                fx.timers.extend(Timer::StartTimeout, by);
+                State::Starting { main }
+            }
+        }
+    }
+
+    /// Ready: running.
+    fn ready(&mut self, pid: Pid, fx: &mut Effects<'_>) -> State {
+        fx.timers.cancel(Timer::StartTimeout);
+        State::Running {
+            pid,
+            since: fx.clock.now(),
+            serving: Serving::Ready,
+        }
+    }
+
+    /// What the main process of a running service did.
+    fn running(
+        &mut self,
+        pid: Pid,
+        since: Instant,
+        serving: Serving,
+        what: ProcessEvent,
+        fx: &mut Effects<'_>,
+    ) -> State {
+        let serving = match what {
+            ProcessEvent::Exited(exit) => return self.after_exit(Exec::Done, exit, fx),
+            ProcessEvent::MainPid(pid) => {
+                return State::Running {
+                    pid,
+                    since,
+                    serving,
+                };
+            }
+            ProcessEvent::Ready => Serving::Ready,
+            ProcessEvent::Reloading => Serving::Reloading,
+            ProcessEvent::Stopping => Serving::Stopping,
+            ProcessEvent::Execd | ProcessEvent::StepFailed(_) | ProcessEvent::ExtendTimeout(_) => {
+                serving
+            }
+        };
+        State::Running {
+            pid,
+            since,
+            serving,
+        }
+    }
+
+    /// What the main process of a stopping service did.
+    fn stopping(
+        &mut self,
+        mut main: Process,
+        killed: bool,
+        then: AfterStop,
+        what: ProcessEvent,
+        fx: &mut Effects<'_>,
+    ) -> State {
+        match what {
+            ProcessEvent::Execd => {
+                if main.exec == Exec::Pending {
+                    main.exec = Exec::Done;
+                }
+            }
+            ProcessEvent::StepFailed(report) => {
+                self.log_step_failure(&self.config.name, report, fx);
+                main.report(report);
+            }
+            ProcessEvent::Exited(exit) => {
+                match then {
+                    // The failure that made it stop is the one to remember.
+                    AfterStop::Fail(_) => self.last_exit = Some(exit),
+                    _ => {
+                        self.record_exit(main.exec, exit);
+                    }
+                }
+                fx.log.log(&self.config.name, format_args!("{exit}"));
+                return self.stopped_or_wait(killed, then, fx);
+            }
+            ProcessEvent::MainPid(pid) => main = Process::running(pid),
+            ProcessEvent::ExtendTimeout(by) if !killed => fx.timers.extend(Timer::StopTimeout, by),
+            ProcessEvent::ExtendTimeout(_)
+            | ProcessEvent::Ready
+            | ProcessEvent::Reloading
+            | ProcessEvent::Stopping => {}
+        }
+        State::Stopping {
+            main: Some(main),
+            killed,
+            then,
+        }
+    }
+
+    /// Records that a service it requires failed, for `status` and the log.
+    fn fail_for(&mut self, dependency: &str, fx: &mut Effects<'_>) {
+        let reason = format!("dependency {dependency} failed");
+        fx.log.log(&self.config.name, format_args!("{reason}"));
+        self.last_failure = Some(Failure {
+            step: None,
+            reason,
+            exit: None,
+        });
     }
 
     /// An event about one of the accept-mode instances, a small machine of its own.
@@ -726,6 +975,16 @@ impl Supervisor {
                 fx.log.log(&name, format_args!("{message}"));
             }
             (Exec::Done | Exec::Failed(_), ProcessEvent::Execd | ProcessEvent::StepFailed(_)) => {}
+            // An instance is ready by being spawned, and is one connection: what it says
+            // about itself changes nothing.
+            (
+                _,
+                ProcessEvent::Ready
+                | ProcessEvent::Reloading
+                | ProcessEvent::Stopping
+                | ProcessEvent::MainPid(_)
+                | ProcessEvent::ExtendTimeout(_),
+            ) => {}
             (_, ProcessEvent::Exited(exit)) => {
                 self.instances.remove(&pid);
                 fx.log.log(&name, format_args!("{exit}"));
@@ -748,14 +1007,24 @@ impl Supervisor {
                     // Instances only run beside a listening or stopping service.
                     s @ (State::Stopping { main: Some(_), .. }
                     | State::Inactive
+                    | State::Waiting
                     | State::Starting { .. }
                     | State::Running { .. }
                     | State::Exited
                     | State::Restarting
-                    | State::Failed
+                    | State::Failed(_)
                     | State::Retired) => s,
                 };
             }
+        }
+    }
+
+    /// A start: at once, or once what it waits for is ready.
+    fn start_or_wait(&mut self, fx: &mut Effects<'_>) -> State {
+        if self.config.waits_for().next().is_some() {
+            State::Waiting
+        } else {
+            self.start(fx)
         }
     }
 
@@ -841,6 +1110,9 @@ impl Supervisor {
             Ok(pid) => {
                 fx.log
                     .log(&self.config.name, format_args!("started (pid {pid})"));
+                if let Some(timeout) = self.config.start_timeout {
+                    fx.timers.set(Timer::StartTimeout, timeout);
+                }
                 State::Starting {
                     main: Process::spawned(pid),
                 }
@@ -859,6 +1131,7 @@ impl Supervisor {
     }
 
     fn stop(&mut self, main: Option<Process>, then: AfterStop, fx: &mut Effects<'_>) -> State {
+        fx.timers.cancel(Timer::StartTimeout);
         if main.is_none() && self.instances.is_empty() {
             fx.log.log(&self.config.name, format_args!("stopped"));
             return self.after_stop(then, fx);
@@ -901,11 +1174,14 @@ impl Supervisor {
     fn after_stop(&mut self, then: AfterStop, fx: &mut Effects<'_>) -> State {
         match then {
             AfterStop::Rest => State::Inactive,
-            AfterStop::Start => self.start(fx),
+            AfterStop::Start => self.start_or_wait(fx),
             AfterStop::Retire => State::Retired,
             AfterStop::Reconfigure(replacement) => {
                 self.reconfigure(State::Inactive, *replacement, fx)
             }
+            // Stopped for its own failure (a start timeout): as any failed run.
+            AfterStop::Fail(Cause::Own) => self.restart_or_give_up(false, fx),
+            AfterStop::Fail(cause @ Cause::Dependency(_)) => State::Failed(cause),
         }
     }
 
@@ -926,7 +1202,7 @@ impl Supervisor {
         self.config = config;
         if start {
             self.reset_counters();
-            self.start(fx)
+            self.start_or_wait(fx)
         } else {
             state
         }
@@ -971,14 +1247,14 @@ impl Supervisor {
                 State::Exited
             } else {
                 fx.log.log(&self.config.name, format_args!("failed"));
-                State::Failed
+                State::Failed(Cause::Own)
             };
         }
         if self.config.lazy {
             // Re-armed at once: a client already waiting spawns it again on the next turn of
             // the loop. Only unsuccessful runs count against the start limit.
             if !success && self.start_limit_reached(fx) {
-                return State::Failed;
+                return State::Failed(Cause::Own);
             }
             self.restarts += 1;
             return State::Listening {
@@ -986,7 +1262,7 @@ impl Supervisor {
             };
         }
         if self.start_limit_reached(fx) {
-            return State::Failed;
+            return State::Failed(Cause::Own);
         }
         self.restarts += 1;
         let delay = self.config.restart_delay;

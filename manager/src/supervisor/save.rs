@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use steward_protocol::reexec as saved;
 use steward_protocol::{StatusReport, Step};
 
-use super::{AfterStop, Exec, Exit, Failure, Instance, Intake, Pid, Process, State, Supervisor};
+use super::{
+    AfterStop, Cause, Exec, Exit, Failure, Instance, Intake, Pid, Process, Serving, State,
+    Supervisor, Timer,
+};
 use crate::config::{self, Signal};
 
 fn nanos(d: Duration) -> u64 {
@@ -39,25 +42,52 @@ fn load_exit(exit: saved::Exit) -> Exit {
     }
 }
 
-fn report_of(exec: Exec) -> Option<(u32, i32)> {
+fn save_exec(exec: Exec) -> saved::Exec {
     match exec {
-        Exec::Failed(r) => Some((r.step as u32, r.errno)),
-        Exec::Pending | Exec::Done => None,
+        Exec::Pending => saved::Exec::Pending,
+        Exec::Failed(r) => saved::Exec::Failed {
+            step: r.step as u32,
+            errno: r.errno,
+        },
+        Exec::Done => saved::Exec::Done,
     }
 }
 
-fn exec_of(report: Option<(u32, i32)>) -> Exec {
-    report
-        .and_then(|(step, errno)| Step::from_u32(step).map(|step| StatusReport { step, errno }))
-        .map_or(Exec::Pending, Exec::Failed)
+fn load_exec(exec: saved::Exec) -> Exec {
+    match exec {
+        saved::Exec::Pending => Exec::Pending,
+        saved::Exec::Failed { step, errno } => Step::from_u32(step).map_or(Exec::Pending, |step| {
+            Exec::Failed(StatusReport { step, errno })
+        }),
+        saved::Exec::Done => Exec::Done,
+    }
 }
 
-/// What the supervisor's part of a saved service says about the state, besides the state.
-pub struct Saved {
-    /// The state, in the format's terms.
-    pub state: saved::State,
-    /// The main process's report not yet followed by its exit.
-    pub pending_report: Option<(u32, i32)>,
+fn save_serving(serving: Serving) -> saved::Serving {
+    match serving {
+        Serving::Ready => saved::Serving::Ready,
+        Serving::Reloading => saved::Serving::Reloading,
+        Serving::Stopping => saved::Serving::Stopping,
+    }
+}
+
+fn load_serving(serving: saved::Serving) -> Serving {
+    match serving {
+        saved::Serving::Ready => Serving::Ready,
+        saved::Serving::Reloading => Serving::Reloading,
+        saved::Serving::Stopping => Serving::Stopping,
+    }
+}
+
+fn dependency_of(cause: &Cause) -> Option<String> {
+    match cause {
+        Cause::Own => None,
+        Cause::Dependency(name) => Some(name.clone()),
+    }
+}
+
+fn cause_of(dependency: Option<String>) -> Cause {
+    dependency.map_or(Cause::Own, Cause::Dependency)
 }
 
 /// Whether a listening service's sockets were watched, and whether its back-off timer ran:
@@ -69,16 +99,36 @@ pub struct Listening {
     pub timer: bool,
 }
 
+impl Timer {
+    /// Every purpose.
+    pub const ALL: [Timer; 4] = [
+        Timer::RestartDelay,
+        Timer::StopTimeout,
+        Timer::Backoff,
+        Timer::StartTimeout,
+    ];
+
+    /// Its name in the manager state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Timer::RestartDelay => "restart_delay",
+            Timer::StopTimeout => "stop_timeout",
+            Timer::Backoff => "backoff",
+            Timer::StartTimeout => "start_timeout",
+        }
+    }
+
+    /// The timer of that name; `None` for one this build does not know.
+    pub fn named(name: &str) -> Option<Timer> {
+        Timer::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
 impl Supervisor {
     /// Writes the supervisor's fields into `out` (the unit's resources write the rest).
     pub fn save(&self, now: Instant, out: &mut saved::Service) {
-        let Saved {
-            state,
-            pending_report,
-        } = self.save_state(now);
         out.name = self.config.name.clone();
-        out.state = state;
-        out.pending_report = pending_report;
+        out.state = self.save_state(now);
         out.restarts = self.restarts;
         out.recent_restart_ages_ns = self.recent_restarts.iter().map(|&t| age(now, t)).collect();
         out.last_exit = self.last_exit.map(save_exit);
@@ -100,44 +150,46 @@ impl Supervisor {
         out.next_instance = self.next_instance;
     }
 
-    fn save_state(&self, now: Instant) -> Saved {
-        let (state, pending_report) = match &self.state {
+    fn save_state(&self, now: Instant) -> saved::State {
+        match &self.state {
             // A retired service is gone before anything could save it.
-            State::Inactive | State::Retired => (saved::State::Inactive, None),
-            State::Listening { .. } => (saved::State::Listening, None),
-            State::Starting { main } => (
-                saved::State::Starting {
-                    pid: main.pid.raw(),
-                },
-                report_of(main.exec),
-            ),
-            State::Running { pid, since } => (
-                saved::State::Running {
-                    pid: pid.raw(),
-                    age_ns: age(now, *since),
-                },
-                None,
-            ),
-            State::Exited => (saved::State::Exited, None),
-            State::Restarting => (saved::State::Restarting, None),
-            State::Stopping { main, killed, then } => (
-                saved::State::Stopping {
-                    pid: main.map(|m| m.pid.raw()),
-                    killed: *killed,
-                    // A reexec waits for a reload's changes to be made, so neither crosses.
-                    then_start: match then {
-                        AfterStop::Start => true,
-                        AfterStop::Reconfigure(r) => r.start,
-                        AfterStop::Rest | AfterStop::Retire => false,
+            State::Inactive | State::Retired => saved::State::Inactive,
+            State::Waiting => saved::State::Waiting,
+            State::Listening { .. } => saved::State::Listening,
+            State::Starting { main } => saved::State::Starting {
+                pid: main.pid.raw(),
+                exec: save_exec(main.exec),
+            },
+            State::Running {
+                pid,
+                since,
+                serving,
+            } => saved::State::Running {
+                pid: pid.raw(),
+                age_ns: age(now, *since),
+                serving: save_serving(*serving),
+            },
+            State::Exited => saved::State::Exited,
+            State::Restarting => saved::State::Restarting,
+            State::Stopping { main, killed, then } => saved::State::Stopping {
+                pid: main.map(|m| m.pid.raw()),
+                exec: main.map_or(saved::Exec::Pending, |m| save_exec(m.exec)),
+                killed: *killed,
+                // A reexec waits for a reload's changes to be made, so neither crosses.
+                then: match then {
+                    AfterStop::Start => saved::Then::Start,
+                    AfterStop::Reconfigure(r) if r.start => saved::Then::Start,
+                    AfterStop::Rest | AfterStop::Retire | AfterStop::Reconfigure(_) => {
+                        saved::Then::Rest
+                    }
+                    AfterStop::Fail(cause) => saved::Then::Fail {
+                        dependency: dependency_of(cause),
                     },
                 },
-                main.and_then(|m| report_of(m.exec)),
-            ),
-            State::Failed => (saved::State::Failed, None),
-        };
-        Saved {
-            state,
-            pending_report,
+            },
+            State::Failed(cause) => saved::State::Failed {
+                dependency: dependency_of(cause),
+            },
         }
     }
 
@@ -149,59 +201,13 @@ impl Supervisor {
         listening: Listening,
         now: Instant,
     ) -> Supervisor {
-        let pid = |raw: i32| Pid::new(raw);
-        let state = match &s.state {
-            saved::State::Inactive => State::Inactive,
-            saved::State::Listening => State::Listening {
-                intake: match (listening.watched, listening.timer) {
-                    (true, true) => Intake::Retrying,
-                    (false, true) => Intake::BackingOff,
-                    // Unwatched without a timer: an accept service at its cap.
-                    (true, false) | (false, false) => Intake::Open,
-                },
-            },
-            saved::State::Starting { pid: raw } => match pid(*raw) {
-                Some(pid) => State::Starting {
-                    main: Process {
-                        pid,
-                        exec: exec_of(s.pending_report),
-                    },
-                },
-                None => State::Inactive,
-            },
-            saved::State::Running { pid: raw, age_ns } => match pid(*raw) {
-                Some(pid) => State::Running {
-                    pid,
-                    since: back(now, *age_ns),
-                },
-                None => State::Inactive,
-            },
-            saved::State::Exited => State::Exited,
-            saved::State::Restarting => State::Restarting,
-            saved::State::Stopping {
-                pid: raw,
-                killed,
-                then_start,
-            } => State::Stopping {
-                main: raw.and_then(pid).map(|pid| Process {
-                    pid,
-                    exec: exec_of(s.pending_report),
-                }),
-                killed: *killed,
-                then: if *then_start {
-                    AfterStop::Start
-                } else {
-                    AfterStop::Rest
-                },
-            },
-            saved::State::Failed => State::Failed,
-        };
+        let state = load_state(&s.state, listening, now);
         let instances: BTreeMap<Pid, Instance> = s
             .instances
             .iter()
             .filter_map(|i| {
                 Some((
-                    pid(i.pid)?,
+                    Pid::new(i.pid)?,
                     Instance {
                         number: i.number,
                         since: back(now, i.age_ns),
@@ -232,6 +238,62 @@ impl Supervisor {
     }
 }
 
+fn load_state(state: &saved::State, listening: Listening, now: Instant) -> State {
+    match state.clone() {
+        saved::State::Inactive => State::Inactive,
+        saved::State::Waiting => State::Waiting,
+        saved::State::Listening => State::Listening {
+            intake: match (listening.watched, listening.timer) {
+                (true, true) => Intake::Retrying,
+                (false, true) => Intake::BackingOff,
+                // Unwatched without a timer: an accept service at its cap.
+                (true, false) | (false, false) => Intake::Open,
+            },
+        },
+        saved::State::Starting { pid, exec } => match Pid::new(pid) {
+            Some(pid) => State::Starting {
+                main: Process {
+                    pid,
+                    exec: load_exec(exec),
+                },
+            },
+            None => State::Inactive,
+        },
+        saved::State::Running {
+            pid,
+            age_ns,
+            serving,
+        } => match Pid::new(pid) {
+            Some(pid) => State::Running {
+                pid,
+                since: back(now, age_ns),
+                serving: load_serving(serving),
+            },
+            None => State::Inactive,
+        },
+        saved::State::Exited => State::Exited,
+        saved::State::Restarting => State::Restarting,
+        saved::State::Stopping {
+            pid,
+            exec,
+            killed,
+            then,
+        } => State::Stopping {
+            main: pid.and_then(Pid::new).map(|pid| Process {
+                pid,
+                exec: load_exec(exec),
+            }),
+            killed,
+            then: match then {
+                saved::Then::Rest => AfterStop::Rest,
+                saved::Then::Start => AfterStop::Start,
+                saved::Then::Fail { dependency } => AfterStop::Fail(cause_of(dependency)),
+            },
+        },
+        saved::State::Failed { dependency } => State::Failed(cause_of(dependency)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +311,12 @@ mod tests {
         s.save(now, &mut out);
         let listening = Listening {
             watched: s.wants_connections(),
-            timer: s.state_timer().is_some(),
+            timer: matches!(
+                s.state,
+                State::Listening {
+                    intake: Intake::BackingOff | Intake::Retrying
+                }
+            ),
         };
         Supervisor::restore(config(), &out, listening, now).state
     }
@@ -285,6 +352,14 @@ mod tests {
             State::Running {
                 pid,
                 since: now - Duration::from_secs(3),
+                serving: Serving::Reloading,
+            },
+            State::Waiting,
+            State::Failed(Cause::Dependency("db".into())),
+            State::Stopping {
+                main: None,
+                killed: true,
+                then: AfterStop::Fail(Cause::Own),
             },
             State::Exited,
             State::Restarting,
@@ -301,7 +376,7 @@ mod tests {
                 killed: false,
                 then: AfterStop::Rest,
             },
-            State::Failed,
+            State::Failed(Cause::Own),
         ];
         for state in states {
             let back = crossing(state.clone());

@@ -11,6 +11,7 @@ use super::*;
 use crate::config;
 use crate::sockets::Listener;
 use crate::spawn::SpawnError;
+use crate::supervisor::Readiness;
 
 struct FakeClock(Instant);
 
@@ -72,6 +73,11 @@ impl Timers for FakeTimers {
     }
     fn cancel(&mut self, timer: Timer) {
         self.0.remove(&timer);
+    }
+    fn extend(&mut self, timer: Timer, by: Duration) {
+        if let Some(at) = self.0.get_mut(&timer) {
+            *at = (*at).max(by);
+        }
     }
 }
 
@@ -146,6 +152,9 @@ fn exec_ok(s: &mut Supervisor, fx: &mut Fake) {
     fx.handle(s, Event::Process(p, ProcessEvent::Execd));
 }
 
+/// A second service, for the first to depend on.
+const DB: &str = "[service.db]\nexec = [\"/bin/db\"]\n";
+
 const LAZY: &str = "lazy = true\n[[service.s.socket]]\npath = \"/run/s\"\n";
 
 #[test]
@@ -207,7 +216,7 @@ fn lazy_service_only_counts_failures_against_the_start_limit() {
     }
     fx.handle(&mut s, Event::Connection);
     exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
-    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.state, State::Failed(Cause::Own));
     assert!(
         !s.wants_connections(),
         "a failed service's clients wait in the backlog"
@@ -351,7 +360,7 @@ fn one_shot_failure_ends_failed() {
     let mut s = service("");
     fx.handle(&mut s, Event::Start);
     exit(&mut s, &mut fx, Exit::Signal(Signal(11)));
-    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.state, State::Failed(Cause::Own));
     assert_eq!(fx.log.0[1..], ["killed by SIGSEGV", "failed"]);
     assert_eq!(s.last_failure.as_ref().unwrap().reason, "killed by SIGSEGV");
 }
@@ -384,7 +393,7 @@ fn start_limit_allows_burst_restarts_then_fails() {
         fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
     }
     exit(&mut s, &mut fx, Exit::Code(1));
-    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.state, State::Failed(Cause::Own));
     assert_eq!(fx.spawn.spawns, 4, "the first run plus 3 restarts");
     assert!(
         fx.log
@@ -426,7 +435,7 @@ fn exec_failure_is_reported_with_its_step() {
     let p = pid(&s);
     fx.handle(&mut s, Event::Process(p, ProcessEvent::StepFailed(report)));
     exit(&mut s, &mut fx, Exit::Code(203));
-    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.state, State::Failed(Cause::Own));
     assert_eq!(
         fx.log.0[1..],
         [
@@ -502,7 +511,7 @@ fn spawn_failure_counts_against_the_start_limit() {
     assert_eq!(s.state, State::Restarting);
     fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
     fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
-    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.state, State::Failed(Cause::Own));
     assert_eq!(fx.spawn.spawns, 3);
 }
 
@@ -638,5 +647,186 @@ fn an_instance_step_failure_is_logged_with_its_name() {
         State::Listening {
             intake: Intake::Open
         }
+    );
+}
+
+#[test]
+fn a_notify_service_is_starting_until_it_says_ready() {
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"notify\"\nstart_timeout = \"30s\"\n");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(fx.timer(Timer::StartTimeout), Some(Duration::from_secs(30)));
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(s.state.name(), "starting", "exec'd is not ready");
+    let p = pid(&s);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Reloading));
+    assert_eq!(s.state.name(), "starting");
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Ready));
+    assert_eq!(s.state.name(), "running");
+    assert_eq!(fx.timer(Timer::StartTimeout), None);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Reloading));
+    assert_eq!(s.state.name(), "reloading");
+    assert_eq!(s.state.readiness(), Readiness::Up);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Ready));
+    assert_eq!(s.state.name(), "running");
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Stopping));
+    assert_eq!(s.state.name(), "stopping");
+}
+
+#[test]
+fn ready_before_the_exec_report_still_counts() {
+    // The datagram may be read before the status pipe's end of file.
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"notify\"\n");
+    fx.handle(&mut s, Event::Start);
+    let p = pid(&s);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Ready));
+    assert_eq!(s.state.name(), "running");
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Execd));
+    assert_eq!(s.state.name(), "running");
+}
+
+#[test]
+fn an_exec_service_ignores_ready() {
+    let mut fx = Fake::new();
+    let mut s = service("");
+    fx.handle(&mut s, Event::Start);
+    let p = pid(&s);
+    fx.handle(&mut s, Event::Process(p, ProcessEvent::Ready));
+    assert_eq!(s.state.name(), "starting");
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(s.state.name(), "running");
+}
+
+#[test]
+fn a_start_timeout_stops_it_and_fails_or_restarts_it() {
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"notify\"\nstart_timeout = \"1s\"\n");
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    let p = pid(&s).raw();
+    fx.handle(&mut s, Event::Timer(Timer::StartTimeout));
+    assert_eq!(s.state.name(), "stopping");
+    assert_eq!(fx.signals.0, [(p, 15)]);
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state, State::Failed(Cause::Own));
+    assert_eq!(
+        s.last_failure.as_ref().unwrap().reason,
+        "not ready within 1s (start_timeout)"
+    );
+
+    let mut s = service("ready = \"notify\"\nstart_timeout = \"1s\"\nkeep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Timer(Timer::StartTimeout));
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(
+        s.state,
+        State::Restarting,
+        "a failed start under the start limit"
+    );
+    assert_eq!(s.restarts, 1);
+}
+
+#[test]
+fn extending_the_timeout_moves_it_later_only() {
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"notify\"\nstart_timeout = \"10s\"\n");
+    fx.handle(&mut s, Event::Start);
+    let p = pid(&s);
+    fx.handle(
+        &mut s,
+        Event::Process(p, ProcessEvent::ExtendTimeout(Duration::from_secs(60))),
+    );
+    assert_eq!(fx.timer(Timer::StartTimeout), Some(Duration::from_secs(60)));
+    fx.handle(
+        &mut s,
+        Event::Process(p, ProcessEvent::ExtendTimeout(Duration::from_secs(5))),
+    );
+    assert_eq!(fx.timer(Timer::StartTimeout), Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn a_setup_task_is_ready_when_it_exits_0() {
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"exit\"\n");
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(s.state.readiness(), Readiness::Pending);
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(s.state, State::Exited);
+    assert_eq!(s.state.readiness(), Readiness::Up);
+    assert_eq!(fx.timers.0.len(), 0);
+
+    let mut s = service("ready = \"exit\"\n");
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.state, State::Failed(Cause::Own));
+}
+
+#[test]
+fn a_new_main_pid_is_the_one_supervised() {
+    let mut fx = Fake::new();
+    let mut s = service("ready = \"notify\"\nkeep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    let first = pid(&s);
+    let daemon = Pid(999);
+    fx.handle(&mut s, Event::Process(first, ProcessEvent::MainPid(daemon)));
+    fx.handle(&mut s, Event::Process(daemon, ProcessEvent::Ready));
+    assert_eq!(s.state.pid(), Some(daemon));
+    assert_eq!(s.state.name(), "running");
+    // The first process exiting (as a forking daemon's parent does) changes nothing.
+    fx.handle(
+        &mut s,
+        Event::Process(first, ProcessEvent::Exited(Exit::Code(0))),
+    );
+    assert_eq!(s.state.name(), "running");
+    fx.handle(
+        &mut s,
+        Event::Process(daemon, ProcessEvent::Exited(Exit::Code(1))),
+    );
+    assert_eq!(s.state, State::Restarting);
+}
+
+#[test]
+fn a_service_with_dependencies_waits_then_proceeds() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!("after = [\"db\"]\n{DB}"));
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state, State::Waiting);
+    assert_eq!(s.state.name(), "starting");
+    assert_eq!(s.state.pid(), None);
+    assert_eq!(fx.spawn.spawns, 0);
+    fx.handle(&mut s, Event::Proceed);
+    assert_eq!(fx.spawn.spawns, 1);
+    // A stop while waiting: nothing to signal.
+    let mut s = service(&format!("after = [\"db\"]\n{DB}"));
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.state, State::Inactive);
+}
+
+#[test]
+fn a_failed_dependency_fails_its_dependents_and_a_start_brings_them_back() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!("requires = [\"db\"]\nkeep_alive = true\n{DB}"));
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::DependencyFailed("db".into()));
+    assert_eq!(s.state, State::Failed(Cause::Dependency("db".into())));
+    assert_eq!(
+        s.last_failure.as_ref().unwrap().reason,
+        "dependency db failed"
+    );
+    // Running when it fails: stopped first, then failed (not restarted, though keep_alive).
+    fx.handle(&mut s, Event::Start);
+    fx.handle(&mut s, Event::Proceed);
+    exec_ok(&mut s, &mut fx);
+    fx.handle(&mut s, Event::DependencyFailed("db".into()));
+    assert_eq!(s.state.name(), "stopping");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state, State::Failed(Cause::Dependency("db".into())));
+    assert_eq!(
+        s.last_failure.as_ref().unwrap().reason,
+        "dependency db failed",
+        "the reason it stopped, not how"
     );
 }

@@ -4,8 +4,8 @@
 //! The format is versioned on its own (not with the spawn state): a newer manager must read
 //! every older state, because an upgrade execs a new binary with the old binary's state. So a
 //! version's types, once released, are frozen: a change of shape is a new version with its own
-//! types and a conversion from the older ones in [`decode`]. The fixture test in this module keeps
-//! version 1 readable.
+//! types and a conversion from the older ones in [`decode`]. Version 1 lives in [`v1`]; the
+//! types here are version 2's. The fixture tests keep every version readable.
 //!
 //! Fds are carried as numbers: the old manager clears FD_CLOEXEC on exactly the fds named here,
 //! so they are open at the same numbers in the new image.
@@ -17,12 +17,16 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of an encoded manager state.
 pub const MAGIC: [u8; 4] = *b"STWR";
 /// The newest state version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 /// The largest payload accepted. Log rings dominate: 1000 services with 64 KiB rings are
 /// 64 MiB.
 pub const MAX_PAYLOAD: usize = 256 << 20;
+
+pub mod v1;
+
+pub use v1::{Exit, Failure, Instance, LogLine, Pipe};
 
 /// Everything a manager hands to the binary it re-executes into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,12 @@ pub struct ManagerState {
     pub control_fd: i32,
     /// The control connection waiting for the `reexec` reply, if any.
     pub client_fd: Option<i32>,
+    /// The sd_notify socket, if the manager had one.
+    pub notify_fd: Option<i32>,
+    /// The hardware watchdog device, if the manager had it open.
+    pub watchdog_fd: Option<i32>,
+    /// Services waiting to be stopped once what depends on them has: (name, start again).
+    pub stop_jobs: Vec<(String, bool)>,
     /// Every service, in the manager's order.
     pub services: Vec<Service>,
 }
@@ -59,8 +69,6 @@ pub struct Service {
     pub restarts: u32,
     /// The restarts inside the start-limit window, as ages in nanoseconds.
     pub recent_restart_ages_ns: Vec<u64>,
-    /// A step failure the executor reported for a process not yet reaped: (step, errno).
-    pub pending_report: Option<(u32, i32)>,
     /// How its last process ended.
     pub last_exit: Option<Exit>,
     /// Its last failure.
@@ -85,12 +93,64 @@ pub struct Service {
     pub writers: Option<[i32; 2]>,
     /// Status pipes of its executors that have not exec'd or reported yet: (pid, fd).
     pub status_pipes: Vec<(i32, i32)>,
-    /// Time left on its timer, in nanoseconds.
-    pub timer_ns: Option<u64>,
+    /// Its armed timers: (purpose, nanoseconds left). A purpose the reader does not know is
+    /// dropped.
+    pub timers: Vec<(String, u64)>,
     /// Whether its cgroup still waits to be removed.
     pub cgroup_to_remove: bool,
     /// Accept mode: a connection accepted but not yet given an instance (out of fds, say).
     pub parked_fd: Option<i32>,
+    /// What it last said with `STATUS=`.
+    pub status_text: Option<String>,
+    /// What it last said with `ERRNO=`.
+    pub errno: Option<i32>,
+    /// `ready = "fd:N"`: the read end of the readiness pipe of this process: (pid, fd).
+    pub ready_fd: Option<(i32, i32)>,
+    /// Its fd store.
+    pub stored_fds: Vec<StoredFd>,
+    /// A watchdog interval the service set itself (`WATCHDOG_USEC=`), in microseconds.
+    pub watchdog_usec: Option<u64>,
+}
+
+/// How far a process has come from the executor to the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exec {
+    /// The executor runs.
+    Pending,
+    /// The executor reported a failed step.
+    Failed {
+        /// The step's number.
+        step: u32,
+        /// Its errno.
+        errno: i32,
+    },
+    /// The program runs.
+    Done,
+}
+
+/// What a running service said about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Serving {
+    /// Ready.
+    Ready,
+    /// `RELOADING=1`.
+    Reloading,
+    /// `STOPPING=1`.
+    Stopping,
+}
+
+/// What a stopping service does once stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Then {
+    /// Rest.
+    Rest,
+    /// Start again.
+    Start,
+    /// Fail: for its own failure (`None`) or a dependency's (its name).
+    Fail {
+        /// The dependency that failed, if that is why.
+        dependency: Option<String>,
+    },
 }
 
 /// A service's state.
@@ -98,19 +158,25 @@ pub struct Service {
 pub enum State {
     /// Not started, or stopped.
     Inactive,
+    /// Waiting for its dependencies.
+    Waiting,
     /// Sockets watched, no process.
     Listening,
-    /// The executor runs.
+    /// Spawned, not ready.
     Starting {
         /// Its pid.
         pid: i32,
+        /// How far it came.
+        exec: Exec,
     },
-    /// The service runs.
+    /// Ready.
     Running {
         /// Its pid.
         pid: i32,
         /// How long it has run, in nanoseconds.
         age_ns: u64,
+        /// What it said about itself.
+        serving: Serving,
     },
     /// Ran and exited, not kept alive.
     Exited,
@@ -120,74 +186,118 @@ pub enum State {
     Stopping {
         /// The main process, if still there.
         pid: Option<i32>,
+        /// How far that process came.
+        exec: Exec,
         /// Whether SIGKILL was sent.
         killed: bool,
-        /// Whether it starts again once stopped.
-        then_start: bool,
+        /// What then.
+        then: Then,
     },
     /// Gave up.
-    Failed,
+    Failed {
+        /// The dependency whose failure it failed for, if that is why.
+        dependency: Option<String>,
+    },
 }
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Exit {
-    /// Exit status.
-    Code(i32),
-    /// Killed by this signal.
-    Signal(i32),
-    /// Killed by the OOM killer.
-    Oom,
-}
-
-/// A service's last failure.
+/// An fd a service keeps in steward's fd store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// The executor step (its number), or `None` when the service itself failed.
-    pub step: Option<u32>,
-    /// What went wrong.
-    pub reason: String,
-    /// How the process ended.
-    pub exit: Option<Exit>,
-}
-
-/// An accept-mode instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    /// Its pid.
-    pub pid: i32,
-    /// Its number (`NAME@N`).
-    pub number: u32,
-    /// How long it has run, in nanoseconds.
-    pub age_ns: u64,
-    /// Its own output pipes.
-    pub pipes: Vec<Pipe>,
-}
-
-/// The read end of an output pipe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pipe {
+pub struct StoredFd {
+    /// Its `FDNAME`.
+    pub name: String,
     /// The fd.
     pub fd: i32,
-    /// 0 for stdout, 1 for stderr.
-    pub stream: u8,
-    /// Bytes of a line not yet complete.
-    pub partial: Vec<u8>,
+    /// Whether it is watched for a hang-up (not sent with `FDPOLL=0`).
+    pub poll: bool,
 }
 
-/// A kept log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Microseconds since the epoch.
-    pub time_us: u64,
-    /// `NAME` or `NAME@N`.
-    pub name: String,
-    /// The writer's pid.
-    pub pid: i32,
-    /// 0 for stdout, 1 for stderr.
-    pub stream: u8,
-    /// The line.
-    pub text: String,
+impl From<v1::ManagerState> for ManagerState {
+    fn from(old: v1::ManagerState) -> ManagerState {
+        ManagerState {
+            version: old.version,
+            exe: old.exe,
+            config: old.config,
+            written_ns: old.written_ns,
+            control_fd: old.control_fd,
+            client_fd: old.client_fd,
+            notify_fd: None,
+            watchdog_fd: None,
+            stop_jobs: Vec::new(),
+            services: old.services.into_iter().map(Service::from).collect(),
+        }
+    }
+}
+
+impl From<v1::Service> for Service {
+    fn from(old: v1::Service) -> Service {
+        let exec = match old.pending_report {
+            Some((step, errno)) => Exec::Failed { step, errno },
+            None => Exec::Pending,
+        };
+        // Version 1 kept one timer, whose purpose the state told.
+        let purpose = match old.state {
+            v1::State::Restarting => Some("restart_delay"),
+            v1::State::Stopping { killed: false, .. } => Some("stop_timeout"),
+            v1::State::Listening => Some("backoff"),
+            _ => None,
+        };
+        let timers = old
+            .timer_ns
+            .zip(purpose)
+            .map(|(ns, purpose)| (purpose.to_string(), ns))
+            .into_iter()
+            .collect();
+        let state = match old.state {
+            v1::State::Inactive => State::Inactive,
+            v1::State::Listening => State::Listening,
+            v1::State::Starting { pid } => State::Starting { pid, exec },
+            v1::State::Running { pid, age_ns } => State::Running {
+                pid,
+                age_ns,
+                serving: Serving::Ready,
+            },
+            v1::State::Exited => State::Exited,
+            v1::State::Restarting => State::Restarting,
+            v1::State::Stopping {
+                pid,
+                killed,
+                then_start,
+            } => State::Stopping {
+                pid,
+                exec,
+                killed,
+                then: if then_start { Then::Start } else { Then::Rest },
+            },
+            v1::State::Failed => State::Failed { dependency: None },
+        };
+        Service {
+            name: old.name,
+            state,
+            since_unix_ns: old.since_unix_ns,
+            restarts: old.restarts,
+            recent_restart_ages_ns: old.recent_restart_ages_ns,
+            last_exit: old.last_exit,
+            last_failure: old.last_failure,
+            instances: old.instances,
+            next_instance: old.next_instance,
+            sockets: old.sockets,
+            watched: old.watched,
+            oom_baseline: old.oom_baseline,
+            log: old.log,
+            log_dropped: old.log_dropped,
+            pipes: old.pipes,
+            writers: old.writers,
+            status_pipes: old.status_pipes,
+            timers,
+            cgroup_to_remove: old.cgroup_to_remove,
+            parked_fd: old.parked_fd,
+            status_text: None,
+            errno: None,
+            ready_fd: None,
+            stored_fds: Vec::new(),
+            watchdog_usec: None,
+        }
+    }
 }
 
 /// Why a state could not be encoded.
@@ -314,7 +424,8 @@ pub fn decode(bytes: &[u8], readable: u32) -> Result<ManagerState, DecodeError> 
         });
     }
     match version {
-        1 => decode_payload::<ManagerState>(payload),
+        1 => decode_payload::<v1::ManagerState>(payload).map(ManagerState::from),
+        2 => decode_payload::<ManagerState>(payload),
         found => Err(DecodeError::Unknown { found }),
     }
 }
@@ -340,26 +451,26 @@ mod tests {
 
     /// A state that uses every type and variant, as a version-1 manager writes it. It is what
     /// `tests/fixtures/manager-state-v1.bin` holds.
-    pub fn sample() -> ManagerState {
-        let pipe = |fd, stream| Pipe {
+    pub fn sample_v1() -> v1::ManagerState {
+        let pipe = |fd, stream| v1::Pipe {
             fd,
             stream,
             partial: b"half a li".to_vec(),
         };
-        let service = |name: &str, state| Service {
+        let service = |name: &str, state| v1::Service {
             name: name.into(),
             state,
             since_unix_ns: 1_790_000_000_000_000_000,
             restarts: 2,
             recent_restart_ages_ns: vec![5_000_000, 1_000_000],
             pending_report: Some((203, 2)),
-            last_exit: Some(Exit::Code(1)),
-            last_failure: Some(Failure {
+            last_exit: Some(v1::Exit::Code(1)),
+            last_failure: Some(v1::Failure {
                 step: Some(203),
                 reason: "exec /nope: No such file or directory".into(),
-                exit: Some(Exit::Signal(9)),
+                exit: Some(v1::Exit::Signal(9)),
             }),
-            instances: vec![Instance {
+            instances: vec![v1::Instance {
                 pid: 4242,
                 number: 7,
                 age_ns: 12,
@@ -369,7 +480,7 @@ mod tests {
             sockets: vec![(0, 5), (1, 6)],
             watched: true,
             oom_baseline: Some(3),
-            log: vec![LogLine {
+            log: vec![v1::LogLine {
                 time_us: 1_790_000_000_000_000,
                 name: "echo@7".into(),
                 pid: 4242,
@@ -384,7 +495,7 @@ mod tests {
             cgroup_to_remove: false,
             parked_fd: Some(31),
         };
-        ManagerState {
+        v1::ManagerState {
             version: "0.1.0".into(),
             exe: b"/sbin/steward".to_vec(),
             config: vec![(
@@ -395,34 +506,34 @@ mod tests {
             control_fd: 4,
             client_fd: Some(30),
             services: vec![
-                service("a", State::Inactive),
-                service("b", State::Listening),
-                service("c", State::Starting { pid: 10 }),
+                service("a", v1::State::Inactive),
+                service("b", v1::State::Listening),
+                service("c", v1::State::Starting { pid: 10 }),
                 service(
                     "d",
-                    State::Running {
+                    v1::State::Running {
                         pid: 11,
                         age_ns: 99,
                     },
                 ),
-                service("e", State::Exited),
-                service("f", State::Restarting),
+                service("e", v1::State::Exited),
+                service("f", v1::State::Restarting),
                 service(
                     "g",
-                    State::Stopping {
+                    v1::State::Stopping {
                         pid: Some(12),
                         killed: true,
                         then_start: true,
                     },
                 ),
-                service("h", State::Failed),
-                Service {
-                    last_exit: Some(Exit::Oom),
+                service("h", v1::State::Failed),
+                v1::Service {
+                    last_exit: Some(v1::Exit::Oom),
                     pending_report: None,
                     last_failure: None,
                     ..service(
                         "i",
-                        State::Stopping {
+                        v1::State::Stopping {
                             pid: None,
                             killed: false,
                             then_start: false,
@@ -433,7 +544,74 @@ mod tests {
         }
     }
 
-    const FIXTURE_V1: &[u8] = include_bytes!("../tests/fixtures/manager-state-v1.bin");
+    const FIXTURE_V1: &[u8] = include_bytes!("../../tests/fixtures/manager-state-v1.bin");
+    const FIXTURE_V2: &[u8] = include_bytes!("../../tests/fixtures/manager-state-v2.bin");
+
+    /// A version-2 state that uses every type and variant: what
+    /// `tests/fixtures/manager-state-v2.bin` holds.
+    pub fn sample() -> ManagerState {
+        let mut state = ManagerState::from(sample_v1());
+        state.notify_fd = Some(30);
+        state.watchdog_fd = Some(31);
+        state.stop_jobs = vec![("b".into(), true), ("c".into(), false)];
+        let base = state.services[0].clone();
+        let service = |name: &str, state| Service {
+            name: name.into(),
+            state,
+            ..base.clone()
+        };
+        state.services.extend([
+            service("waiting", State::Waiting),
+            service(
+                "reloading",
+                State::Running {
+                    pid: 13,
+                    age_ns: 5,
+                    serving: Serving::Reloading,
+                },
+            ),
+            service(
+                "winding",
+                State::Stopping {
+                    pid: Some(14),
+                    exec: Exec::Done,
+                    killed: false,
+                    then: Then::Fail {
+                        dependency: Some("db".into()),
+                    },
+                },
+            ),
+            service(
+                "dependent",
+                State::Failed {
+                    dependency: Some("db".into()),
+                },
+            ),
+            Service {
+                status_text: Some("serving 3 clients".into()),
+                errno: Some(2),
+                ready_fd: Some((15, 40)),
+                stored_fds: vec![StoredFd {
+                    name: "conn".into(),
+                    fd: 41,
+                    poll: false,
+                }],
+                watchdog_usec: Some(2_000_000),
+                timers: vec![("start_timeout".into(), 7), ("watchdog".into(), 8)],
+                ..service(
+                    "notifying",
+                    State::Starting {
+                        pid: 15,
+                        exec: Exec::Failed {
+                            step: 203,
+                            errno: 2,
+                        },
+                    },
+                )
+            },
+        ]);
+        state
+    }
 
     #[test]
     fn round_trip() {
@@ -442,11 +620,27 @@ mod tests {
         assert_eq!(decode(&bytes, VERSION).unwrap(), state);
     }
 
-    /// The compatibility promise: whatever this build is, it reads what version 1 wrote. When
-    /// the format changes, this fixture stays and the expected value becomes its conversion.
+    /// The compatibility promise: whatever this build is, it reads what version 1 wrote,
+    /// converted; and what version 2 wrote.
     #[test]
-    fn reads_the_version_1_fixture() {
-        assert_eq!(decode(FIXTURE_V1, VERSION).unwrap(), sample());
+    fn reads_the_version_1_and_2_fixtures() {
+        assert_eq!(
+            decode(FIXTURE_V1, VERSION).unwrap(),
+            ManagerState::from(sample_v1())
+        );
+        assert_eq!(decode(FIXTURE_V2, VERSION).unwrap(), sample());
+    }
+
+    #[test]
+    fn version_1_timers_get_the_purpose_their_state_says() {
+        let converted = ManagerState::from(sample_v1());
+        let restarting = converted.services.iter().find(|s| s.name == "f").unwrap();
+        assert_eq!(
+            restarting.timers,
+            [("restart_delay".to_string(), 250_000_000)]
+        );
+        let running = converted.services.iter().find(|s| s.name == "d").unwrap();
+        assert!(running.timers.is_empty());
     }
 
     #[test]
@@ -462,18 +656,18 @@ mod tests {
             Err(DecodeError::Truncated { .. })
         ));
         let mut newer = bytes.clone();
-        newer[4] = 2;
+        newer[4] = 3;
         let e = decode(&newer, VERSION).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "state version 2 was written by a newer steward; this one reads up to 1"
+            "state version 3 was written by a newer steward; this one reads up to 2"
         );
-        // An older release, which read nothing newer than version 0.
+        // An older release, which read nothing newer than version 1.
         assert!(matches!(
-            decode(&bytes, 0),
+            decode(&bytes, 1),
             Err(DecodeError::Newer {
-                found: 1,
-                readable: 0
+                found: 2,
+                readable: 1
             })
         ));
         let mut zero = bytes.clone();
@@ -492,7 +686,7 @@ mod tests {
         ));
     }
 
-    /// Writes the fixture; run once per new version with
+    /// Writes the newest fixture; run once per new version with
     /// `STEWARD_WRITE_FIXTURE=1 cargo test -p steward-protocol write_fixture`.
     #[test]
     fn write_fixture() {
@@ -502,7 +696,7 @@ mod tests {
         }
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/manager-state-v1.bin"
+            "/tests/fixtures/manager-state-v2.bin"
         );
         std::fs::write(path, encode(&sample()).unwrap()).unwrap();
     }
