@@ -363,11 +363,18 @@ def check(args):
     return 1 if checks.failed else 0
 
 
+def seconds(span):
+    """systemd's time span (`1min 15.241s`, `842ms`) in seconds."""
+    units = {"h": 3600, "min": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(h|min|ms|us|s)\b", span))
+
+
 def measure(args):
     """One boot: the times and memory figures as one JSON line on stdout."""
     port = free_port()
     con = Console(qemu_argv(args, port), args.log)
-    figures = {"flavour": args.flavour, "accel": args.accel, "memory_mib": args.memory}
+    figures = {"flavour": args.flavour, "accel": args.accel, "memory_mib": args.memory,
+               "host_load": os.getloadavg()[0]}
     try:
         banner = con.wait_for(KERNEL_BANNER, args.timeout)
         done = con.wait_for(r"vm-boot-done: all up", args.timeout, banner.end())
@@ -378,14 +385,11 @@ def measure(args):
         if args.flavour == "systemd":
             _, out = ssh(args, port, "systemctl is-system-running --wait >/dev/null; "
                          "systemd-analyze; systemd-analyze time")
-            found = re.search(r"\+ ([\d.]+)(m?s) \(userspace\)", out or "")
+            found = re.search(r"Startup finished in (.*?) \(kernel\) \+ (.*?) \(userspace\)",
+                              out or "")
             if found:
-                figures["systemd_analyze_userspace_s"] = float(found.group(1)) / (
-                    1000 if found.group(2) == "ms" else 1)
-            found = re.search(r"in ([\d.]+)(m?s) \(kernel\)", out or "")
-            if found:
-                figures["systemd_analyze_kernel_s"] = float(found.group(1)) / (
-                    1000 if found.group(2) == "ms" else 1)
+                figures["systemd_analyze_kernel_s"] = seconds(found.group(1))
+                figures["systemd_analyze_userspace_s"] = seconds(found.group(2))
         off = "stewardctl poweroff" if args.flavour == "steward" else "systemctl poweroff"
         ssh(args, port, off, timeout=60)
         figures["exit_status"] = con.wait_exit(args.timeout)
@@ -432,8 +436,10 @@ def table(args):
     ]
     counts = ", ".join(f"{len(runs[f])} boots of {f}" for f in flavours)
     accel = sorted({r.get("accel", "?") for f in flavours for r in runs[f]})
+    loads = [r["host_load"] for f in flavours for r in runs[f] if "host_load" in r]
+    load = f", host load average {min(loads):.1f}–{max(loads):.1f} at boot" if loads else ""
     out = [f"Medians of {counts} (QEMU {'/'.join(accel)}, -smp 1, "
-           f"{runs[flavours[0]][0].get('memory_mib', '?')} MiB).", "",
+           f"{runs[flavours[0]][0].get('memory_mib', '?')} MiB{load}).", "",
            "| | " + " | ".join(flavours) + " |", "|---|" + "---:|" * len(flavours)]
     for label, key, scale, digits in rows:
         cells = []
