@@ -404,10 +404,11 @@ def measure(args):
 def table(args):
     """The markdown table of medians of the JSON lines in args.file."""
     runs = {}
-    for line in open(args.file):
-        if line.strip():
-            run = json.loads(line)
-            runs.setdefault(run["flavour"], []).append(run)
+    with open(args.file) as f:
+        for line in f:
+            if line.strip():
+                run = json.loads(line)
+                runs.setdefault(run["flavour"], []).append(run)
     flavours = [f for f in ("steward", "systemd") if f in runs]
 
     def median(flavour, key, scale=1.0, digits=2):
