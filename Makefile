@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug
 EXAMPLE := target/example
 
-.PHONY: all build release run test test-all vm-test bench fuzz chaos lint clean
+.PHONY: all build release run test test-all vm-test vm-debian vm-debian-measure bench fuzz chaos lint clean
 
 all: build
 
@@ -39,6 +39,17 @@ test: build
 # Debian if missing); the console log goes to target/vm/console.log.
 vm-test: build
 	bash vm/vm-test
+
+# A minimal Debian bookworm (mmdebstrap, cached under target/vm-debian/) booted under QEMU
+# with steward as init and, for comparison, with systemd: login prompt, serial login, ssh,
+# logger, reboot, poweroff and a clean file system, checked from the host. Console logs and
+# boot summaries go to target/vm/. STEWARD_CONFIG=graph|today|auto picks the steward config.
+vm-debian: release
+	bash vm/debian/vm-debian
+
+# Five boots of each image; the medians go to target/vm/debian-boot.md.
+vm-debian-measure: release
+	bash vm/debian/vm-debian measure $(or $(RUNS),5)
 
 # Everything: the tests, then the VM boot.
 test-all: test vm-test
