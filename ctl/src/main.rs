@@ -183,7 +183,7 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
             // The manager sends details only for services that were named.
             if !names.is_empty() {
                 for service in &status.services {
-                    out.write_all(render::status_details(service).as_bytes())?;
+                    out.write_all(render::status_details(service, now()).as_bytes())?;
                 }
             }
             Ok(())

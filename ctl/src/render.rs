@@ -94,8 +94,14 @@ fn table(rows: &[[String; 6]], colour: bool) -> String {
 
 /// What `status NAME` adds after the table for one service: a `NAME:` heading and its sockets,
 /// last exit, last failure and last log lines, each indented; empty when there is none of them.
-pub fn status_details(service: &ServiceStatus) -> String {
+pub fn status_details(service: &ServiceStatus, now: u64) -> String {
     let mut lines = Vec::new();
+    if let Some(at) = service.retry_at {
+        lines.push(format!(
+            "  next try: in {} (start_limit_cooldown)",
+            duration(at.saturating_sub(now))
+        ));
+    }
     if let Some(text) = &service.status_text {
         lines.push(format!("  status: {text}"));
     }
@@ -303,6 +309,7 @@ fn service_json(service: &ServiceStatus) -> Value {
         })),
         "status_text": service.status_text,
         "waiting_for": service.waiting_for,
+        "retry_at": service.retry_at,
     })
 }
 
@@ -359,6 +366,7 @@ mod tests {
             failure: None,
             status_text: None,
             waiting_for: vec![],
+            retry_at: None,
             log_tail: vec![],
         }
     }
@@ -453,12 +461,18 @@ mod tests {
         });
         web.log_tail = vec![line(0, "hello")];
         assert_eq!(
-            status_details(&web),
+            status_details(&web, NOW),
             "\nweb:\n  socket http: 127.0.0.1:8080\n  last exit: exited with status 200\n  \
              last failure: failed at chdir: No such file or directory (status 200)\n  \
              1970-01-01T00:00:00.000000Z web[412] stdout: hello\n"
         );
-        assert_eq!(status_details(&service("idle", "inactive", None)), "");
+        assert_eq!(status_details(&service("idle", "inactive", None), NOW), "");
+        let mut cooling = service("sshd", "failed", None);
+        cooling.retry_at = Some(NOW + 272);
+        assert_eq!(
+            status_details(&cooling, NOW),
+            "\nsshd:\n  next try: in 4m32s (start_limit_cooldown)\n"
+        );
     }
 
     #[test]
@@ -626,7 +640,7 @@ mod tests {
                         "instances": [{"name": "web@1", "pid": 500}],
                         "last_exit": {"signal": 9},
                         "failure": {"step": null, "reason": "killed by SIGKILL", "status": null},
-                        "status_text": "serving 3 clients", "waiting_for": [],
+                        "status_text": "serving 3 clients", "waiting_for": [], "retry_at": null,
                     },
                     {
                         "name": "once", "state": "failed", "pid": null, "since": NOW - 312,
@@ -634,13 +648,13 @@ mod tests {
                         "last_exit": {"code": 203},
                         "failure": {"step": "exec", "reason": "No such file or directory",
                                     "status": 203},
-                        "status_text": null, "waiting_for": [],
+                        "status_text": null, "waiting_for": [], "retry_at": null,
                     },
                     {
                         "name": "idle", "state": "inactive", "pid": null, "since": NOW - 312,
                         "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
                         "last_exit": null, "failure": null,
-                        "status_text": null, "waiting_for": [],
+                        "status_text": null, "waiting_for": [], "retry_at": null,
                     },
                 ],
             })

@@ -193,6 +193,7 @@ fn sample_status(log_tail: bool) -> Status {
                 failure: None,
                 status_text: None,
                 waiting_for: vec![],
+                retry_at: None,
                 log_tail: if log_tail {
                     vec![log(
                         1_700_000_000_000_001,
@@ -222,6 +223,7 @@ fn sample_status(log_tail: bool) -> Status {
                 }),
                 status_text: None,
                 waiting_for: vec![],
+                retry_at: None,
                 log_tail: vec![],
             },
         ],
@@ -288,7 +290,7 @@ fn status_json_has_the_documented_shape() {
                     "sockets": [{"name": "http", "address": "127.0.0.1:8080"}],
                     "instances": [{"name": "web@1", "pid": 51234}],
                     "last_exit": null, "failure": null,
-                    "status_text": null, "waiting_for": [],
+                    "status_text": null, "waiting_for": [], "retry_at": null,
                 },
                 {
                     "name": "once", "state": "failed", "pid": null, "since": once_since,
@@ -296,7 +298,7 @@ fn status_json_has_the_documented_shape() {
                     "last_exit": {"code": 203},
                     "failure": {"step": "exec", "reason": "No such file or directory",
                                 "status": 203},
-                    "status_text": null, "waiting_for": [],
+                    "status_text": null, "waiting_for": [], "retry_at": null,
                 },
             ],
         })

@@ -179,6 +179,9 @@ pub struct ServiceStatus {
     pub status_text: Option<String>,
     /// A `starting` service waiting for its dependencies: their names.
     pub waiting_for: Vec<String>,
+    /// A service failed at its start limit: seconds since the epoch when it is tried again
+    /// (`start_limit_cooldown`).
+    pub retry_at: Option<u64>,
     /// The last log lines (only when the service was named).
     pub log_tail: Vec<LogLine>,
 }

@@ -127,6 +127,9 @@ pub struct Service {
     pub start_limit_burst: u32,
     /// `start_limit_interval`, default `"10s"`: the window the start limit counts restarts in.
     pub start_limit_interval: Duration,
+    /// `start_limit_cooldown`, default `"5m"`: a service failed at its start limit is started
+    /// again this long afterwards, with fresh counters; `None` (`"none"`) leaves it failed.
+    pub start_limit_cooldown: Option<Duration>,
     /// `stop_signal`, default `"SIGTERM"`: the signal that asks the service to stop.
     pub stop_signal: Signal,
     /// `stop_timeout`, default `"5s"`: how long to wait after `stop_signal` before SIGKILL.
@@ -172,6 +175,7 @@ impl Service {
             restart_delay: Duration::from_millis(100),
             start_limit_burst: 5,
             start_limit_interval: Duration::from_secs(10),
+            start_limit_cooldown: Some(Duration::from_secs(300)),
             stop_signal: Signal::TERM,
             stop_timeout: Duration::from_secs(5),
             takeover_env: TakeoverEnv::Flag,

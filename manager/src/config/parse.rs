@@ -516,6 +516,9 @@ impl Cx<'_> {
                     self.integer(k, value, 1..1_000_000).map(|n| n as u32),
                 ),
                 "start_limit_interval" => set(&mut s.start_limit_interval, self.duration(k, value)),
+                "start_limit_cooldown" => {
+                    set(&mut s.start_limit_cooldown, self.optional(k, value, "none"))
+                }
                 "stop_signal" => set(&mut s.stop_signal, self.signal(value)),
                 "stop_timeout" => set(&mut s.stop_timeout, self.duration(k, value)),
                 "takeover_env" => set(&mut s.takeover_env, self.takeover_env(value)),
@@ -878,8 +881,13 @@ impl Cx<'_> {
 
     /// A duration, or `"infinity"` (`None`).
     fn timeout(&mut self, key: &str, value: &Value) -> Option<Option<Duration>> {
+        self.optional(key, value, "infinity")
+    }
+
+    /// A duration, or the word that means "never" (`None`).
+    fn optional(&mut self, key: &str, value: &Value, never: &str) -> Option<Option<Duration>> {
         if let DeValue::String(s) = value.get_ref() {
-            if s == "infinity" {
+            if s == never {
                 return Some(None);
             }
         }

@@ -17,7 +17,7 @@ use crate::control::{Admission, Input};
 use crate::log;
 use crate::pid1::Finish;
 use crate::registry::UnitId;
-use crate::supervisor::{Event, Exit, State};
+use crate::supervisor::{Event, Exit, State, Timer};
 use crate::unit::Unit;
 
 /// What `start`, `stop` and `restart` ask.
@@ -346,6 +346,14 @@ impl Manager {
         }
     }
 
+    /// When a service failed at its start limit is tried again, in seconds since the epoch.
+    fn retry_at(&self, id: UnitId) -> Option<u64> {
+        let at = self.timers.deadline(id, Timer::Cooldown)?;
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        let wall = std::time::SystemTime::now() + left;
+        Some(wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    }
+
     /// One service's line of `status`, with its last log lines when `detailed`.
     fn service_status(&self, id: UnitId, unit: &Unit, detailed: bool) -> ServiceStatus {
         let s = &unit.supervisor;
@@ -391,6 +399,7 @@ impl Manager {
                 },
             }),
             status_text: unit.io.status_text.clone(),
+            retry_at: self.retry_at(id),
             waiting_for: match s.state() {
                 State::Waiting => self
                     .blocking(id)

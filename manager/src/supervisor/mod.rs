@@ -116,10 +116,14 @@ pub enum Serving {
 /// Why a service is `failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// Its own doing: a failed run, a start limit, a start timeout.
+    /// Its own doing: a failed run, a start timeout.
     Own,
+    /// Its start limit: it is started again after `start_limit_cooldown` (unless `"none"`).
+    StartLimit,
     /// A service it requires failed; it starts again when that one recovers.
     Dependency(String),
+    /// Its table in the config has errors: it cannot start until a reload fixes them.
+    Config,
 }
 
 /// Where a service is in its life.
@@ -349,6 +353,8 @@ pub enum Timer {
     Backoff,
     /// `start_timeout`: readiness must come by then.
     StartTimeout,
+    /// `start_limit_cooldown`: a service failed at its start limit tries again then.
+    Cooldown,
 }
 
 /// Something that happened to a process of the service.
@@ -553,7 +559,22 @@ impl Supervisor {
         let state = std::mem::replace(&mut self.state, Inactive);
         self.state = match (state, event) {
             // Starting by hand or at boot.
-            (Inactive | Exited | Failed(_), Event::Start | Event::Restart) => {
+            (s @ Failed(Cause::Config), Event::Start | Event::Restart) => {
+                fx.log.log(
+                    &self.config.name,
+                    format_args!("cannot start: its config has errors (see `stewardctl status`)"),
+                );
+                s
+            }
+            (Failed(Cause::StartLimit), Event::Start | Event::Restart) => {
+                fx.timers.cancel(Timer::Cooldown);
+                self.reset_counters();
+                self.start_or_wait(fx)
+            }
+            (
+                Inactive | Exited | Failed(Cause::Own | Cause::Dependency(_)),
+                Event::Start | Event::Restart,
+            ) => {
                 self.reset_counters();
                 self.start_or_wait(fx)
             }
@@ -656,10 +677,22 @@ impl Supervisor {
                 killed,
                 then: then.wanting(false),
             },
-            (s @ (Inactive | Exited | Failed(_)), Event::Stop) => s,
+            // A service failed at its start limit and stopped by hand stays failed, with no
+            // retry pending.
+            (s @ Failed(Cause::StartLimit), Event::Stop) => {
+                fx.timers.cancel(Timer::Cooldown);
+                s
+            }
+            (
+                s @ (Inactive | Exited | Failed(Cause::Own | Cause::Dependency(_) | Cause::Config)),
+                Event::Stop,
+            ) => s,
 
             // A reload removed it.
-            (Inactive | Exited | Failed(_) | Waiting, Event::Retire) => Retired,
+            (Inactive | Exited | Failed(_) | Waiting, Event::Retire) => {
+                fx.timers.cancel(Timer::Cooldown);
+                Retired
+            }
             (Restarting, Event::Retire) => {
                 fx.timers.cancel(Timer::RestartDelay);
                 fx.log.log(&self.config.name, format_args!("stopped"));
@@ -681,6 +714,7 @@ impl Supervisor {
 
             // A reload changed it: made at once when at rest, else once it has stopped.
             (s @ (Inactive | Exited | Failed(_)), Event::Reconfigure(replacement)) => {
+                fx.timers.cancel(Timer::Cooldown);
                 self.reconfigure(s, *replacement, fx)
             }
             (Waiting, Event::Reconfigure(replacement)) => {
@@ -756,6 +790,16 @@ impl Supervisor {
 
             // Timers.
             (Restarting, Event::Timer(Timer::RestartDelay)) => self.spawn(fx),
+            (Failed(Cause::StartLimit), Event::Timer(Timer::Cooldown)) => {
+                fx.log.log(
+                    &self.config.name,
+                    format_args!(
+                        "start_limit_cooldown is over: starting again with fresh counters"
+                    ),
+                );
+                self.reset_counters();
+                self.start_or_wait(fx)
+            }
             (Listening { intake }, Event::Timer(Timer::Backoff)) => {
                 // The back-off after a failed spawn is over. A connection may be parked
                 // (accepted, not yet served), which no readiness would announce: try at once.
@@ -1181,7 +1225,9 @@ impl Supervisor {
             }
             // Stopped for its own failure (a start timeout): as any failed run.
             AfterStop::Fail(Cause::Own) => self.restart_or_give_up(false, fx),
-            AfterStop::Fail(cause @ Cause::Dependency(_)) => State::Failed(cause),
+            AfterStop::Fail(cause @ (Cause::Dependency(_) | Cause::StartLimit | Cause::Config)) => {
+                State::Failed(cause)
+            }
         }
     }
 
@@ -1254,7 +1300,7 @@ impl Supervisor {
             // Re-armed at once: a client already waiting spawns it again on the next turn of
             // the loop. Only unsuccessful runs count against the start limit.
             if !success && self.start_limit_reached(fx) {
-                return State::Failed(Cause::Own);
+                return self.cool_down(fx);
             }
             self.restarts += 1;
             return State::Listening {
@@ -1262,7 +1308,7 @@ impl Supervisor {
             };
         }
         if self.start_limit_reached(fx) {
-            return State::Failed(Cause::Own);
+            return self.cool_down(fx);
         }
         self.restarts += 1;
         let delay = self.config.restart_delay;
@@ -1274,6 +1320,22 @@ impl Supervisor {
         }
         fx.timers.set(Timer::RestartDelay, delay);
         State::Restarting
+    }
+
+    /// Failed at the start limit: tried again after `start_limit_cooldown`, unless `"none"`,
+    /// so that an unattended board recovers.
+    fn cool_down(&mut self, fx: &mut Effects<'_>) -> State {
+        if let Some(cooldown) = self.config.start_limit_cooldown {
+            fx.log.log(
+                &self.config.name,
+                format_args!(
+                    "trying again in {} (start_limit_cooldown)",
+                    format_duration(cooldown)
+                ),
+            );
+            fx.timers.set(Timer::Cooldown, cooldown);
+        }
+        State::Failed(Cause::StartLimit)
     }
 
     /// Counts an automatic restart; true (and logged) when it would exceed the start limit.

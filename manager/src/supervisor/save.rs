@@ -79,15 +79,22 @@ fn load_serving(serving: saved::Serving) -> Serving {
     }
 }
 
-fn dependency_of(cause: &Cause) -> Option<String> {
+fn save_cause(cause: &Cause) -> saved::Cause {
     match cause {
-        Cause::Own => None,
-        Cause::Dependency(name) => Some(name.clone()),
+        Cause::Own => saved::Cause::Own,
+        Cause::StartLimit => saved::Cause::StartLimit,
+        Cause::Dependency(name) => saved::Cause::Dependency(name.clone()),
+        Cause::Config => saved::Cause::Config,
     }
 }
 
-fn cause_of(dependency: Option<String>) -> Cause {
-    dependency.map_or(Cause::Own, Cause::Dependency)
+fn load_cause(cause: saved::Cause) -> Cause {
+    match cause {
+        saved::Cause::Own => Cause::Own,
+        saved::Cause::StartLimit => Cause::StartLimit,
+        saved::Cause::Dependency(name) => Cause::Dependency(name),
+        saved::Cause::Config => Cause::Config,
+    }
 }
 
 /// Whether a listening service's sockets were watched, and whether its back-off timer ran:
@@ -101,11 +108,12 @@ pub struct Listening {
 
 impl Timer {
     /// Every purpose.
-    pub const ALL: [Timer; 4] = [
+    pub const ALL: [Timer; 5] = [
         Timer::RestartDelay,
         Timer::StopTimeout,
         Timer::Backoff,
         Timer::StartTimeout,
+        Timer::Cooldown,
     ];
 
     /// Its name in the manager state.
@@ -115,6 +123,7 @@ impl Timer {
             Timer::StopTimeout => "stop_timeout",
             Timer::Backoff => "backoff",
             Timer::StartTimeout => "start_timeout",
+            Timer::Cooldown => "cooldown",
         }
     }
 
@@ -182,14 +191,10 @@ impl Supervisor {
                     AfterStop::Rest | AfterStop::Retire | AfterStop::Reconfigure(_) => {
                         saved::Then::Rest
                     }
-                    AfterStop::Fail(cause) => saved::Then::Fail {
-                        dependency: dependency_of(cause),
-                    },
+                    AfterStop::Fail(cause) => saved::Then::Fail(save_cause(cause)),
                 },
             },
-            State::Failed(cause) => saved::State::Failed {
-                dependency: dependency_of(cause),
-            },
+            State::Failed(cause) => saved::State::Failed(save_cause(cause)),
         }
     }
 
@@ -287,10 +292,10 @@ fn load_state(state: &saved::State, listening: Listening, now: Instant) -> State
             then: match then {
                 saved::Then::Rest => AfterStop::Rest,
                 saved::Then::Start => AfterStop::Start,
-                saved::Then::Fail { dependency } => AfterStop::Fail(cause_of(dependency)),
+                saved::Then::Fail(cause) => AfterStop::Fail(load_cause(cause)),
             },
         },
-        saved::State::Failed { dependency } => State::Failed(cause_of(dependency)),
+        saved::State::Failed(cause) => State::Failed(load_cause(cause)),
     }
 }
 
@@ -356,6 +361,8 @@ mod tests {
             },
             State::Waiting,
             State::Failed(Cause::Dependency("db".into())),
+            State::Failed(Cause::StartLimit),
+            State::Failed(Cause::Config),
             State::Stopping {
                 main: None,
                 killed: true,

@@ -216,7 +216,7 @@ fn lazy_service_only_counts_failures_against_the_start_limit() {
     }
     fx.handle(&mut s, Event::Connection);
     exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
-    assert_eq!(s.state, State::Failed(Cause::Own));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
     assert!(
         !s.wants_connections(),
         "a failed service's clients wait in the backlog"
@@ -393,19 +393,89 @@ fn start_limit_allows_burst_restarts_then_fails() {
         fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
     }
     exit(&mut s, &mut fx, Exit::Code(1));
-    assert_eq!(s.state, State::Failed(Cause::Own));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
     assert_eq!(fx.spawn.spawns, 4, "the first run plus 3 restarts");
-    assert!(
-        fx.log
-            .0
-            .last()
-            .unwrap()
-            .starts_with("start limit reached (3 restarts within 10s)")
-    );
+    let log = &fx.log.0[fx.log.0.len() - 2..];
+    assert!(log[0].starts_with("start limit reached (3 restarts within 10s)"));
+    assert_eq!(log[1], "trying again in 5m (start_limit_cooldown)");
     // By hand it starts again, with fresh counters.
     fx.handle(&mut s, Event::Start);
     assert_eq!(s.state.name(), "starting");
     assert_eq!(s.restarts, 0);
+}
+
+#[test]
+fn a_service_failed_at_its_start_limit_tries_again_after_the_cooldown() {
+    let mut fx = Fake::new();
+    let mut s = service(
+        "keep_alive = true\nstart_limit_burst = 1\nrestart_delay = \"0\"\nstart_limit_cooldown = \"2s\"\n",
+    );
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Code(1));
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
+    assert_eq!(fx.timer(Timer::Cooldown), Some(Duration::from_secs(2)));
+    fx.timers.0.remove(&Timer::Cooldown);
+    fx.handle(&mut s, Event::Timer(Timer::Cooldown));
+    assert_eq!(s.state.name(), "starting");
+    assert_eq!(s.restarts, 0, "fresh counters");
+    assert_eq!(fx.spawn.spawns, 3);
+    // The counters are fresh: a full burst again before the next cooldown.
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.state, State::Restarting);
+}
+
+#[test]
+fn a_lazy_service_failed_at_its_start_limit_listens_again_after_the_cooldown() {
+    let mut fx = Fake::new();
+    let mut s = service(&format!(
+        "keep_alive = true\nstart_limit_burst = 1\nstart_limit_cooldown = \"2s\"\n{LAZY}"
+    ));
+    fx.handle(&mut s, Event::Start);
+    for _ in 0..2 {
+        fx.handle(&mut s, Event::Connection);
+        exit(&mut s, &mut fx, Exit::Code(1));
+    }
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
+    assert!(!s.wants_connections());
+    fx.timers.0.remove(&Timer::Cooldown);
+    fx.handle(&mut s, Event::Timer(Timer::Cooldown));
+    assert_eq!(
+        s.state,
+        State::Listening {
+            intake: Intake::Open
+        }
+    );
+    assert!(s.wants_connections(), "its sockets are watched again");
+}
+
+#[test]
+fn without_a_cooldown_the_start_limit_is_for_good_and_a_start_cancels_the_cooldown() {
+    let mut fx = Fake::new();
+    let mut s = service(
+        "keep_alive = true\nstart_limit_burst = 1\nrestart_delay = \"0\"\nstart_limit_cooldown = \"none\"\n",
+    );
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Code(1));
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
+    assert_eq!(fx.timer(Timer::Cooldown), None);
+
+    let mut s = service("keep_alive = true\nstart_limit_burst = 1\nrestart_delay = \"0\"\n");
+    fx.handle(&mut s, Event::Start);
+    exit(&mut s, &mut fx, Exit::Code(1));
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(
+        fx.timer(Timer::Cooldown),
+        Some(Duration::from_secs(300)),
+        "five minutes by default"
+    );
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(fx.timer(Timer::Cooldown), None);
+    assert_eq!(s.state.name(), "starting");
 }
 
 #[test]
@@ -511,7 +581,7 @@ fn spawn_failure_counts_against_the_start_limit() {
     assert_eq!(s.state, State::Restarting);
     fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
     fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
-    assert_eq!(s.state, State::Failed(Cause::Own));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
     assert_eq!(fx.spawn.spawns, 3);
 }
 

@@ -139,6 +139,19 @@ pub enum Serving {
     Stopping,
 }
 
+/// Why a service failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cause {
+    /// Its own doing.
+    Own,
+    /// Its start limit (a cool-down may be running).
+    StartLimit,
+    /// This service it requires failed.
+    Dependency(String),
+    /// Its config has errors.
+    Config,
+}
+
 /// What a stopping service does once stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Then {
@@ -146,11 +159,8 @@ pub enum Then {
     Rest,
     /// Start again.
     Start,
-    /// Fail: for its own failure (`None`) or a dependency's (its name).
-    Fail {
-        /// The dependency that failed, if that is why.
-        dependency: Option<String>,
-    },
+    /// Fail, for this reason.
+    Fail(Cause),
 }
 
 /// A service's state.
@@ -194,10 +204,7 @@ pub enum State {
         then: Then,
     },
     /// Gave up.
-    Failed {
-        /// The dependency whose failure it failed for, if that is why.
-        dependency: Option<String>,
-    },
+    Failed(Cause),
 }
 
 /// An fd a service keeps in steward's fd store.
@@ -268,7 +275,7 @@ impl From<v1::Service> for Service {
                 killed,
                 then: if then_start { Then::Start } else { Then::Rest },
             },
-            v1::State::Failed => State::Failed { dependency: None },
+            v1::State::Failed => State::Failed(Cause::Own),
         };
         Service {
             name: old.name,
@@ -576,17 +583,11 @@ mod tests {
                     pid: Some(14),
                     exec: Exec::Done,
                     killed: false,
-                    then: Then::Fail {
-                        dependency: Some("db".into()),
-                    },
+                    then: Then::Fail(Cause::Dependency("db".into())),
                 },
             ),
-            service(
-                "dependent",
-                State::Failed {
-                    dependency: Some("db".into()),
-                },
-            ),
+            service("dependent", State::Failed(Cause::Dependency("db".into()))),
+            service("limited", State::Failed(Cause::StartLimit)),
             Service {
                 status_text: Some("serving 3 clients".into()),
                 errno: Some(2),
