@@ -141,15 +141,64 @@ fn stewardctl_poweroff_as_pid_1_ends_the_namespace() {
     assert!(init.s.count("power off") > 0);
 }
 
+/// steward's own cgroup directories, as its log names them (`cgroups: v1 (…) at DIR; …`).
+fn cgroup_bases(s: &Steward) -> Vec<std::path::PathBuf> {
+    let line = s.wait_for("cgroups: ");
+    let list = line.split_once("cgroups: ").unwrap().1;
+    list.split("; ")
+        .filter_map(|h| h.split_once(" at ").map(|(_, dir)| dir.trim().into()))
+        .collect()
+}
+
 #[test]
 #[ignore = "needs root"]
-fn sigterm_makes_pid_1_re_execute_not_stop() {
-    let init = Init::start(TWO);
-    init.s.wait_for("b: started");
-    let a = init.s.service("a")["pid"].clone();
-    send_signal(init.host_pid(), libc::SIGTERM).unwrap();
-    init.s.wait_for("took over from version");
-    let status = init.s.status();
-    assert_eq!(status["manager"]["pid"], 1);
-    assert_eq!(init.s.service("a")["pid"], a, "the service kept running");
+fn sigterm_powers_a_container_off_and_leaves_no_cgroup_behind() {
+    let mut init = Init::start(
+        r#"
+[service.a]
+exec = ["/bin/sleep", "1000"]
+
+[service.b]
+exec = ["/bin/sh", "-c", "trap '' TERM; touch @DIR@/ignoring; exec sleep 1000"]
+stop_timeout = "200ms"
+"#,
+    );
+    // Only once b ignores SIGTERM can its SIGKILL be told apart.
+    wait_until("b to ignore SIGTERM", || {
+        init.s.dir.path().join("ignoring").exists()
+    });
+    let steward = init.host_pid();
+    let services = children(steward);
+    assert_eq!(services.len(), 2);
+    let bases = cgroup_bases(&init.s);
+    assert!(
+        !bases.is_empty() && bases.iter().all(|b| b.is_dir()),
+        "{bases:?}"
+    );
+    // What `docker stop` sends.
+    send_signal(steward, libc::SIGTERM).unwrap();
+    init.s.wait_exit();
+    for line in [
+        "shutting down to power off",
+        "a: stopped",
+        // b ignores SIGTERM: it is killed after its 200 ms stop_timeout.
+        "b: still running",
+        "sending SIGKILL",
+        "b: stopped",
+        "power off",
+    ] {
+        assert!(
+            init.s.count(line) > 0,
+            "no {line:?} in:\n{}",
+            init.s.lines().join("\n")
+        );
+    }
+    assert_eq!(init.s.count("re-executing"), 0);
+    assert!(
+        services.iter().all(|&p| !alive(p)),
+        "a service outlived init"
+    );
+    assert!(!alive(steward));
+    let left: Vec<_> = bases.iter().filter(|b| b.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

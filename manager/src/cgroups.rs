@@ -150,6 +150,23 @@ impl Cgroups {
         }
     }
 
+    /// At a fresh start (not a reexec, whose services keep theirs): removes what an earlier
+    /// manager of the same directory left behind when it was killed (a pid, or a container's
+    /// pid namespace, is reused). rmdir removes only empty cgroups, so nothing running is
+    /// touched.
+    pub fn sweep(&self) {
+        for h in &self.hierarchies {
+            let Ok(entries) = fs::read_dir(&h.base) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name() != "manager" && entry.path().is_dir() {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
+
     /// What setting up found worth a log line, once.
     pub fn take_notes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notes)
@@ -316,11 +333,27 @@ impl Cgroups {
         all
     }
 
-    /// Removes steward's own directories (at shutdown, once every service cgroup is gone).
-    pub fn remove_base(&self) {
+    /// Removes steward's own directories (at shutdown, once every service cgroup is gone), so
+    /// that a container's steward leaves nothing behind on the host. Where steward moved
+    /// itself into a leaf of its own, it moves back to where it came from first; v2 refuses
+    /// that when the parent has controllers enabled for its children, and then the leaf and
+    /// the base stay (empty once the kernel has ended us). Returns what is left.
+    pub fn remove_base(&self) -> Vec<PathBuf> {
+        let mut left = Vec::new();
         for h in &self.hierarchies {
-            let _ = fs::remove_dir(&h.base);
+            let leaf = h.base.join("manager");
+            if leaf.is_dir() {
+                if let Some(parent) = h.base.parent() {
+                    let _ = fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
+                }
+                let _ = fs::remove_dir(&leaf);
+            }
+            match fs::remove_dir(&h.base) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => left.push(h.base.clone()),
+                Ok(()) | Err(_) => {}
+            }
         }
+        left
     }
 
     /// The memory the cgroup of `name` uses now, when a memory hierarchy has it.

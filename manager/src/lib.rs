@@ -246,13 +246,13 @@ fn run(args: &Args) -> anyhow::Result<pid1::Finish> {
         };
         return event_loop::resume(resume, paths, args.given.clone());
     }
-    let (config, sources) = load_config(&args.config, args.check)?;
     if args.check {
-        for s in &config.services {
+        for s in &check_config(&args.config)?.services {
             println!("{}", summary(s));
         }
         return Ok(pid1::Finish::Exit);
     }
+    let (config, sources) = boot_config(&args.config, pid1::is_init())?;
     let _ballast = ballast()?;
     // Where we were started from, for every later reexec (by then /proc/self/exe may name a
     // deleted file).
@@ -286,26 +286,62 @@ fn ballast() -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(ballast))
 }
 
-fn load_config(
+/// `--check`: the whole config, or every error of it.
+fn check_config(path: &Path) -> anyhow::Result<config::Config> {
+    let loaded = read_config(path)?;
+    match loaded.config {
+        Some(config) => Ok(config),
+        None => anyhow::bail!("{} in the config {}", errors(&loaded), path.display()),
+    }
+}
+
+/// What a boot starts: every service without an error of its own, the others refused with
+/// their errors. Only a manager that is not PID 1 and has no valid service at all gives up.
+fn boot_config(
     path: &Path,
-    check: bool,
-) -> anyhow::Result<(config::Config, Vec<(PathBuf, String)>)> {
+    init: bool,
+) -> anyhow::Result<(config::Confined, Vec<(PathBuf, String)>)> {
+    let loaded = read_config(path)?;
+    if loaded.config.is_none() {
+        if !init && !loaded.confined.has_valid_service() {
+            anyhow::bail!(
+                "{} in the config {}, and no service without errors; nothing was started",
+                errors(&loaded),
+                path.display()
+            );
+        }
+        let refused: Vec<&str> = loaded
+            .confined
+            .broken
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        log::manager(format_args!(
+            "{} in the config {}: {}; everything else starts",
+            errors(&loaded),
+            path.display(),
+            if refused.is_empty() {
+                "what has them is left out".to_string()
+            } else {
+                format!("refused {}", refused.join(", "))
+            }
+        ));
+    }
+    Ok((loaded.confined, loaded.sources))
+}
+
+fn read_config(path: &Path) -> anyhow::Result<config::Loaded> {
     let loaded = config::load(path).map_err(|e| anyhow::anyhow!("cannot read the config: {e}"))?;
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }
-    let errors = loaded.diagnostics.iter().filter(|d| !d.warning).count();
-    match loaded.config {
-        Some(config) => Ok((config, loaded.sources)),
-        None => {
-            let what = if check { "" } else { "; nothing was started" };
-            anyhow::bail!(
-                "{errors} error{} in the config {}{what}",
-                if errors == 1 { "" } else { "s" },
-                path.display()
-            )
-        }
-    }
+    Ok(loaded)
+}
+
+/// `N error(s)`.
+fn errors(loaded: &config::Loaded) -> String {
+    let n = loaded.diagnostics.iter().filter(|d| !d.warning).count();
+    format!("{n} error{}", if n == 1 { "" } else { "s" })
 }
 
 /// One line per service for `--check`.

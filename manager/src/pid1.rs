@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | SIGHUP | reload |
 //! | SIGINT (ctrl-alt-del, which steward asks the kernel to signal instead of rebooting) | reboot |
-//! | SIGTERM | re-execute (as systemd does; a container's stop signal should be SIGRTMIN+4) |
+//! | SIGTERM | re-execute (as systemd does) in the machine's own pid namespace; power off as PID 1 of a child one (a container: what `docker stop` and `podman stop` send) |
 //! | SIGUSR1, SIGRTMIN+3 | halt |
 //! | SIGUSR2, SIGPWR, SIGRTMIN+4 | power off |
 //! | SIGRTMIN+5 | reboot |
@@ -72,7 +72,9 @@ pub fn meaning(signo: i32) -> Option<InitSignal> {
     let rt = crate::sys::sigrtmin();
     match Signal(signo) {
         Signal::HUP => Some(InitSignal::Reload),
-        Signal::TERM => Some(InitSignal::Reexec),
+        // `docker stop` and friends mean "stop": only a machine's own init re-executes.
+        Signal::TERM if initial_namespace() => Some(InitSignal::Reexec),
+        Signal::TERM => Some(InitSignal::Stop(Finish::Poweroff)),
         Signal::INT => Some(InitSignal::Stop(Finish::Reboot)),
         Signal::USR1 => Some(InitSignal::Stop(Finish::Halt)),
         Signal::USR2 | Signal::PWR => Some(InitSignal::Stop(Finish::Poweroff)),

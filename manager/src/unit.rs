@@ -73,8 +73,17 @@ pub struct Io {
 impl Unit {
     /// A service that has not started, with its sockets made.
     pub fn new(config: config::Service, sockets: Vec<Listener>, log_buffer: u64) -> Unit {
+        Unit::with(Supervisor::new(config), sockets, log_buffer)
+    }
+
+    /// A service refused for the errors in its table, with nothing to run and no sockets.
+    pub fn refused(broken: &config::Broken, log_buffer: u64) -> Unit {
+        Unit::with(Supervisor::refused(broken), Vec::new(), log_buffer)
+    }
+
+    fn with(supervisor: Supervisor, sockets: Vec<Listener>, log_buffer: u64) -> Unit {
         Unit {
-            supervisor: Supervisor::new(config),
+            supervisor,
             io: Io {
                 sockets,
                 watched: false,

@@ -15,7 +15,7 @@ pub use users::SystemUsers;
 pub use values::{Signal, format_duration, parse_size};
 
 /// Where a config item was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin {
     /// The file.
     pub file: PathBuf,
@@ -40,6 +40,8 @@ pub struct Diagnostic {
     pub message: String,
     /// A warning does not make the config invalid.
     pub warning: bool,
+    /// The service whose table it is about; `None` for a whole file or `[manager]`.
+    pub service: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -359,11 +361,57 @@ pub enum SocketKind {
 pub struct Loaded {
     /// `None` when any error was found.
     pub config: Option<Config>,
+    /// What boots when there were errors: each error stays with its service.
+    pub confined: Confined,
     /// Errors and warnings, in file order.
     pub diagnostics: Vec<Diagnostic>,
     /// The files as they were read: (path, text). A `reexec` hands them to the new manager,
     /// which parses them to know what the running services were started with.
     pub sources: Vec<(PathBuf, String)>,
+}
+
+/// A config with its errors confined to the services they are about: what a boot starts, so
+/// that one typo in one table never keeps the rest of the board down.
+#[derive(Debug, Clone)]
+pub struct Confined {
+    /// The `[manager]` table (its defaults where it had errors) and every service without an
+    /// error of its own.
+    pub config: Config,
+    /// The services whose own table has errors, each once (a name defined twice is here,
+    /// with both definitions refused).
+    pub broken: Vec<Broken>,
+}
+
+/// A service refused for the errors in its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// Its name.
+    pub name: String,
+    /// Where it is (first) defined.
+    pub origin: Origin,
+    /// Its errors, in file order.
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Broken {
+    /// The failure it is listed with: `config: FILE:LINE:COL: message`, each error of it.
+    pub fn reason(&self) -> String {
+        let errors: Vec<String> = self.errors.iter().map(|d| format!("config: {d}")).collect();
+        errors.join("; ")
+    }
+
+    /// The stand-in service it is known by: a name with nothing to run, no sockets and no
+    /// dependencies, since nothing in the broken table can be trusted.
+    pub fn service(&self) -> Service {
+        Service::new(self.name.clone(), self.origin.clone())
+    }
+}
+
+impl Confined {
+    /// Whether there is any service at all, broken or not, to supervise.
+    pub fn has_valid_service(&self) -> bool {
+        !self.config.services.is_empty()
+    }
 }
 
 /// Why the config could not even be read.

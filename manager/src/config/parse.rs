@@ -12,8 +12,9 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::users::{UserEntry, Users};
 use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
-    Config, Credentials, Dependency, Diagnostic, Loaded, ManagerSettings, NotifyAccess, Origin,
-    Ready, Service, SocketAddress, SocketConfig, SocketKind, StdioMode, TakeoverEnv, UserEnv,
+    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Loaded, ManagerSettings,
+    NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig, SocketKind, StdioMode,
+    TakeoverEnv, UserEnv,
 };
 
 type Key<'i> = Spanned<DeString<'i>>;
@@ -32,6 +33,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
             line_starts: line_starts(text),
             diagnostics: &mut diagnostics,
             users,
+            service: None,
         };
         let (doc, errors) = DeTable::parse_recoverable(text);
         if !errors.is_empty() {
@@ -49,9 +51,9 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
                 "service" => match value.get_ref() {
                     DeValue::Table(table) => {
                         for (name, body) in table.iter() {
-                            if let Some(service) = cx.service(name, body) {
-                                services.push(service);
-                            }
+                            cx.service = Some(name.get_ref().as_ref().to_string());
+                            services.push(cx.service(name, body));
+                            cx.service = None;
                         }
                     }
                     _ => cx.error(
@@ -82,27 +84,66 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
     let mut duplicates = Vec::new();
     for service in &services {
         if let Some(first) = seen.insert(&service.name, &service.origin) {
-            duplicates.push(Diagnostic {
-                origin: service.origin.clone(),
-                message: format!(
-                    "service `{}` is defined twice (also at {first})",
-                    service.name
-                ),
-                warning: false,
-            });
+            // Which of the two was meant is anyone's guess: both are refused.
+            for (at, other) in [(&service.origin, first), (first, &service.origin)] {
+                duplicates.push(Diagnostic {
+                    origin: at.clone(),
+                    message: format!(
+                        "service `{}` is defined twice (also at {other})",
+                        service.name
+                    ),
+                    warning: false,
+                    service: Some(service.name.clone()),
+                });
+            }
         }
     }
     diagnostics.extend(duplicates);
     diagnostics.extend(dependency_errors(&services));
+    diagnostics.sort_by(|a, b| a.origin.cmp(&b.origin));
 
     let failed = diagnostics.iter().any(|d| !d.warning);
+    let confined = confine(
+        manager.map(|(m, _)| m).unwrap_or_default(),
+        services,
+        &diagnostics,
+    );
     Loaded {
-        config: (!failed).then(|| Config {
-            manager: manager.map(|(m, _)| m).unwrap_or_default(),
-            services,
-        }),
+        config: (!failed).then(|| confined.config.clone()),
+        confined,
         diagnostics,
         sources: Vec::new(),
+    }
+}
+
+/// Splits the services into those without an error of their own and the broken ones.
+fn confine(
+    manager: ManagerSettings,
+    services: Vec<Service>,
+    diagnostics: &[Diagnostic],
+) -> Confined {
+    let mut broken: Vec<Broken> = Vec::new();
+    for d in diagnostics.iter().filter(|d| !d.warning) {
+        let Some(name) = &d.service else { continue };
+        match broken.iter_mut().find(|b| b.name == *name) {
+            Some(b) => b.errors.push(d.clone()),
+            None => broken.push(Broken {
+                name: name.clone(),
+                origin: services
+                    .iter()
+                    .find(|s| s.name == *name)
+                    .map_or_else(|| d.origin.clone(), |s| s.origin.clone()),
+                errors: vec![d.clone()],
+            }),
+        }
+    }
+    let services = services
+        .into_iter()
+        .filter(|s| !broken.iter().any(|b| b.name == s.name))
+        .collect();
+    Confined {
+        config: Config { manager, services },
+        broken,
     }
 }
 
@@ -125,6 +166,7 @@ fn dependency_errors(services: &[Service]) -> Vec<Diagnostic> {
                         s.name, d.name
                     ),
                     warning: false,
+                    service: Some(s.name.clone()),
                 });
             }
         }
@@ -155,6 +197,7 @@ fn dependency_errors(services: &[Service]) -> Vec<Diagnostic> {
                 origin: edge.origin.clone(),
                 message: format!("dependency cycle: {path}"),
                 warning: false,
+                service: Some(services[i].name.clone()),
             });
         }
     }
@@ -220,6 +263,8 @@ struct Cx<'a> {
     line_starts: Vec<usize>,
     diagnostics: &'a mut Vec<Diagnostic>,
     users: &'a dyn Users,
+    /// The service whose table is being read: what its errors are about.
+    service: Option<String>,
 }
 
 /// A resolved `user` key: the uid, its database entry when there is one, and where it was set.
@@ -254,6 +299,7 @@ impl Cx<'_> {
             origin,
             message,
             warning,
+            service: self.service.clone(),
         });
     }
 
@@ -447,17 +493,19 @@ impl Cx<'_> {
         size
     }
 
-    fn service(&mut self, name: &Key, value: &Value) -> Option<Service> {
+    /// The service as far as its table could be read; its errors are in the diagnostics.
+    fn service(&mut self, name: &Key, value: &Value) -> Service {
         let n = name.get_ref().as_ref().to_string();
-        let before = self.error_count();
         if !valid_name(&n) {
             self.error(
                 name.span(),
                 format!("bad service name \"{n}\": {NAME_RULE}"),
             );
         }
-        let table = self.table(&format!("service.{n}"), value)?;
         let mut s = Service::new(n.clone(), self.origin(name.span()));
+        let Some(table) = self.table(&format!("service.{n}"), value) else {
+            return s;
+        };
         let mut spans: HashMap<String, Range<usize>> = HashMap::new();
         let mut user = None;
         let mut group = None;
@@ -549,8 +597,7 @@ impl Cx<'_> {
             s.sockets = self.sockets(&n, value);
         }
         self.rules(&mut s, &spans);
-
-        (self.error_count() == before).then_some(s)
+        s
     }
 
     /// The rules that tie keys of one service together.
@@ -1129,11 +1176,74 @@ stop_signal = \"SIGNOPE\"
                 "t.toml:2:9: `exec[0]` must be an absolute path, not \"bin/true\"",
                 "t.toml:3:1: unknown key `colour` in service `a`",
                 "t.toml:4:17: `restart_delay`: bad duration \"soon\": write an integer with ms, s, m or h (\"100ms\", \"5s\"), or \"0\"",
+                "t.toml:6:10: service `b` has no `exec`",
                 "t.toml:7:14: `keep_alive` must be true or false, not string",
                 "t.toml:8:15: `stop_signal`: unknown signal \"SIGNOPE\" (write \"SIGTERM\", \"TERM\" or a number)",
-                "t.toml:6:10: service `b` has no `exec`",
             ]
         );
+    }
+
+    #[test]
+    fn errors_are_confined_to_the_services_they_are_about() {
+        let text = "\
+[manager]
+log_buffer = \"lots\"
+[service.a]
+exec = [\"/bin/a\"]
+colour = \"blue\"
+restart_delay = \"soon\"
+[service.b]
+exec = [\"/bin/b\"]
+requires = [\"a\"]
+[service.c]
+exec = [\"/bin/c\"]
+after = [\"nobody\"]
+[service.d]
+exec = [\"/bin/d\"]
+[service.d2]
+exec = [\"/bin/d\"]
+";
+        let loaded = load_str("t.toml", text);
+        assert!(
+            loaded.config.is_none(),
+            "strict: any error refuses the whole"
+        );
+        let confined = &loaded.confined;
+        let valid: Vec<&str> = confined
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            valid,
+            ["b", "d", "d2"],
+            "b only requires a broken one: not its own error"
+        );
+        assert_eq!(
+            confined.config.manager.log_buffer,
+            ManagerSettings::default().log_buffer
+        );
+        let broken: Vec<(&str, usize)> = confined
+            .broken
+            .iter()
+            .map(|b| (b.name.as_str(), b.errors.len()))
+            .collect();
+        assert_eq!(broken, [("a", 2), ("c", 1)]);
+        assert_eq!(
+            confined.broken[0].reason(),
+            "config: t.toml:5:1: unknown key `colour` in service `a`; config: t.toml:6:17: \
+             `restart_delay`: bad duration \"soon\": write an integer with ms, s, m or h \
+             (\"100ms\", \"5s\"), or \"0\""
+        );
+        assert_eq!(
+            confined.broken[1].reason(),
+            "config: t.toml:12:10: service `c`: `after` names `nobody`, which no service has"
+        );
+        // The stand-in a refused service is known by runs nothing and has no sockets.
+        let stand_in = confined.broken[0].service();
+        assert!(stand_in.exec.is_empty() && stand_in.sockets.is_empty());
+        assert!(stand_in.requires.is_empty());
     }
 
     #[test]
@@ -1157,9 +1267,17 @@ stop_signal = \"SIGNOPE\"
         let errs: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             errs,
-            ["b.toml:2:10: service `x` is defined twice (also at a.toml:1:10)"]
+            [
+                "a.toml:1:10: service `x` is defined twice (also at b.toml:2:10)",
+                "b.toml:2:10: service `x` is defined twice (also at a.toml:1:10)"
+            ]
         );
         assert!(loaded.config.is_none());
+        assert!(
+            loaded.confined.config.services.is_empty(),
+            "both are refused"
+        );
+        assert_eq!(loaded.confined.broken[0].errors.len(), 2);
     }
 
     #[test]
@@ -1263,11 +1381,11 @@ stop_signal = \"SIGNOPE\"
         assert_eq!(
             errs,
             [
-                "t.toml:12:1: service `d` cannot wait for itself",
-                "t.toml:6:15: service `b`: `after` names `ghost`, which no service has",
                 "t.toml:3:13: dependency cycle: a -> b -> c -> a",
                 "t.toml:6:10: dependency cycle: a -> b -> c -> a",
+                "t.toml:6:15: service `b`: `after` names `ghost`, which no service has",
                 "t.toml:9:13: dependency cycle: a -> b -> c -> a",
+                "t.toml:12:1: service `d` cannot wait for itself",
             ]
         );
     }

@@ -220,11 +220,12 @@ fn handled_signals() -> crate::sys::SignalSet {
 impl Manager {
     /// Pins the executor and sets up the loop. Errors here are fatal: nothing has started yet.
     pub fn new(
-        config: config::Config,
+        confined: config::Confined,
         sources: Vec<(PathBuf, String)>,
         paths: Paths<'_>,
         upgrade: Upgrade,
     ) -> Result<Manager, SetupError> {
+        let config::Confined { config, broken } = confined;
         let spawner = Spawner::pin(paths.executor)?;
         // Every socket of every service exists before the first spawn, so a service may
         // connect to another's socket at its start, whatever the order.
@@ -246,10 +247,29 @@ impl Manager {
             }
         };
         let mut registry = Registry::default();
-        for (service, sockets) in config.services.into_iter().zip(sockets) {
-            registry.insert(Unit::new(service, sockets, config.manager.log_buffer));
+        let log_buffer = config.manager.log_buffer;
+        let mut units: Vec<(config::Origin, Unit)> = config
+            .services
+            .into_iter()
+            .zip(sockets)
+            .map(|(service, sockets)| {
+                (
+                    service.origin.clone(),
+                    Unit::new(service, sockets, log_buffer),
+                )
+            })
+            .collect();
+        for b in &broken {
+            log::service(&b.name, format_args!("not started: {}", b.reason()));
+            units.push((b.origin.clone(), Unit::refused(b, log_buffer)));
+        }
+        // In the order the files define them, as `status` lists them.
+        units.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (_, unit) in units {
+            registry.insert(unit);
         }
         let cgroups = Cgroups::set_up(&cgroup_dir());
+        cgroups.sweep();
         let mut manager = Manager::assemble(
             registry,
             spawner,

@@ -318,7 +318,7 @@ impl Manager {
 /// What a new manager checked before touching anything it was handed.
 struct Prepared {
     state: saved::ManagerState,
-    config: config::Config,
+    config: config::Confined,
     sources: Vec<(PathBuf, String)>,
     spawner: Spawner,
     fds: LoopFds,
@@ -392,17 +392,24 @@ fn prepare(state_fd: &OwnedFd, paths: &Paths<'_>) -> Result<Prepared, TakeoverEr
             )
         })
         .collect();
-    let loaded = config::parse(sources.clone());
-    let Some(config) = loaded.config else {
-        let first = loaded
-            .diagnostics
-            .iter()
-            .find(|d| !d.warning)
-            .map_or(String::new(), |d| format!(": {d}"));
-        return Err(TakeoverError::Config { first });
-    };
+    // Confined as at boot: a service refused then is refused again. One that runs must have
+    // a table this build reads, or it could not be supervised.
+    let config = config::parse(sources.clone()).confined;
     for service in &state.services {
-        if !config.services.iter().any(|s| s.name == service.name) {
+        if let Some(broken) = config.broken.iter().find(|b| b.name == service.name) {
+            if service.state != saved::State::Failed(saved::Cause::Config) {
+                let first = broken
+                    .errors
+                    .first()
+                    .map_or(String::new(), |d| format!(": {d}"));
+                return Err(TakeoverError::Config { first });
+            }
+        } else if !config
+            .config
+            .services
+            .iter()
+            .any(|s| s.name == service.name)
+        {
             return Err(TakeoverError::UnknownService(service.name.clone()));
         }
     }
@@ -468,7 +475,7 @@ impl Manager {
         };
         let cgroups = Cgroups::set_up(&super::cgroup_dir());
         let upgrade = Upgrade::new(PathBuf::from(OsString::from_vec(state.exe.clone())), args);
-        let log_buffer = config.manager.log_buffer;
+        let log_buffer = config.config.manager.log_buffer;
         let mut manager = Manager::assemble(
             Registry::default(),
             spawner,
@@ -482,8 +489,13 @@ impl Manager {
         )?;
         let now = Instant::now();
         for s in state.services {
-            let Some(service) = config.services.iter().find(|c| c.name == s.name).cloned() else {
-                continue;
+            let valid = config.config.services.iter().find(|c| c.name == s.name);
+            let service = match valid {
+                Some(service) => service.clone(),
+                None => match config.broken.iter().find(|b| b.name == s.name) {
+                    Some(broken) => broken.service(),
+                    None => continue,
+                },
             };
             let timers = Unit::saved_timers(&s);
             let unit = Unit::restore(service, s, log_buffer, now, &mut take);
@@ -567,8 +579,8 @@ impl Manager {
                     self.registry.len()
                 ));
                 // The services run the config the old manager loaded; whatever is on disk now
-                // is applied the way a reload would (a broken one changes nothing).
-                let _ = self.reload();
+                // is applied the way a boot would, each error confined to its service.
+                self.reload_after_takeover();
                 Reply::Reexeced {
                     old: takeover.old,
                     new: crate::version().to_string(),

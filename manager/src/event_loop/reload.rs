@@ -18,7 +18,7 @@ use crate::config::{self, SocketAddress};
 use crate::log;
 use crate::registry::{Registry, UnitId};
 use crate::sockets::{self, Held, Staged};
-use crate::supervisor::{Event, Replacement};
+use crate::supervisor::{Event, Replacement, Resume};
 use crate::unit::Unit;
 
 /// What a reload does.
@@ -121,6 +121,52 @@ impl Manager {
             ));
             return Reply::ReloadFailed { errors };
         };
+        self.reload_with(config, &[], loaded.sources)
+    }
+
+    /// After a reexec: the config on disk, applied as a boot applies it — what is valid as a
+    /// reload would, and each service whose table has errors refused (stopped first if it
+    /// runs), so that the next reexec reads the same config the services run.
+    pub(super) fn reload_after_takeover(&mut self) {
+        let loaded = match config::load(&self.config_path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                log::manager(format_args!("{e}; the config was not re-read"));
+                return;
+            }
+        };
+        for d in loaded.diagnostics.iter().filter(|d| !d.warning) {
+            log::manager(format_args!("{d}"));
+        }
+        let config::Confined { mut config, broken } = loaded.confined;
+        // A refused service takes part in the plan as its stand-in: added, changed into one
+        // (it ran a table that is broken now), or unchanged (refused already).
+        config
+            .services
+            .extend(broken.iter().map(config::Broken::service));
+        for b in &broken {
+            if let Some(unit) = self
+                .registry
+                .find(&b.name)
+                .and_then(|id| self.registry.get_mut(id))
+            {
+                unit.supervisor.refuse_again(&b.reason());
+            }
+        }
+        if let Reply::Error { message } = self.reload_with(config, &broken, loaded.sources) {
+            log::manager(format_args!(
+                "the config on disk was not applied: {message}"
+            ));
+        }
+    }
+
+    /// Plans and applies `config`; `refused` are the services of it that are stand-ins.
+    fn reload_with(
+        &mut self,
+        config: config::Config,
+        refused: &[config::Broken],
+        sources: Vec<(PathBuf, String)>,
+    ) -> Reply {
         let retiring: BTreeSet<UnitId> = self
             .stop_jobs
             .iter()
@@ -138,9 +184,9 @@ impl Manager {
                 return Reply::Error { message };
             }
         };
-        match self.apply(plan) {
+        match self.apply(plan, refused) {
             Ok(reply) => {
-                self.config_sources = loaded.sources;
+                self.config_sources = sources;
                 reply
             }
             Err(e) => {
@@ -195,7 +241,11 @@ impl Manager {
             .unwrap_or_default();
         let stale = old.difference(taken).cloned().collect();
         let replacement = Replacement {
-            start: start && config.autostart,
+            then: if start && config.autostart {
+                Resume::Start
+            } else {
+                Resume::Rest
+            },
             config,
             sockets,
             stale,
@@ -212,13 +262,23 @@ impl Manager {
 
     /// Makes every socket the plan needs, then carries it out; a socket that cannot be made
     /// refuses the whole plan before anything changed.
-    fn apply(&mut self, plan: Plan) -> Result<Reply, sockets::SocketError> {
+    fn apply(
+        &mut self,
+        plan: Plan,
+        refused: &[config::Broken],
+    ) -> Result<Reply, sockets::SocketError> {
         let Plan {
             add,
             remove,
             change,
             log_buffer,
         } = plan;
+        let broken = |name: &str| refused.iter().find(|b| b.name == name);
+        let (add_refused, add): (Vec<_>, Vec<_>) =
+            add.into_iter().partition(|s| broken(&s.name).is_some());
+        let (change_refused, change): (Vec<_>, Vec<_>) = change
+            .into_iter()
+            .partition(|(_, s)| broken(&s.name).is_some());
         let mut committed = self.stage(&add, &change)?;
         // Accepted: from here on nothing refuses.
         let taken = paths(committed.iter().flatten());
@@ -256,9 +316,43 @@ impl Manager {
                 starting.push(id);
             }
         }
+        let mut refusals = Vec::new();
+        for b in add_refused.iter().filter_map(|s| broken(&s.name)) {
+            let id = self.registry.insert(Unit::refused(b, log_buffer));
+            log::service(&b.name, format_args!("not started: {}", b.reason()));
+            self.open_log_pipes(id);
+            refusals.push(b.name.clone());
+        }
+        for (id, stand_in) in change_refused {
+            let Some(b) = broken(&stand_in.name) else {
+                continue;
+            };
+            let stale = self
+                .registry
+                .get(id)
+                .map(|u| paths(u.io.sockets.iter()))
+                .unwrap_or_default()
+                .difference(&taken)
+                .cloned()
+                .collect();
+            let replacement = Replacement {
+                config: stand_in,
+                sockets: Vec::new(),
+                stale,
+                then: Resume::Refuse(b.reason()),
+            };
+            self.dispatch(id, Event::Reconfigure(Box::new(replacement)));
+            refusals.push(b.name.clone());
+        }
         // As at boot: what a new service requires starts with it.
         for id in deps::with_required(&self.registry, &starting) {
             self.dispatch(id, Event::Start);
+        }
+        if !refusals.is_empty() {
+            log::manager(format_args!(
+                "refused for errors in their config: {}",
+                refusals.join(", ")
+            ));
         }
         crate::sys::trim_heap();
         let counts = (added.len(), removed.len(), restarted.len());

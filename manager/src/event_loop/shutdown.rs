@@ -84,7 +84,12 @@ impl Manager {
         for (_, unit) in self.registry.iter() {
             self.cgroups.remove(unit.name());
         }
-        self.cgroups.remove_base();
+        for dir in self.cgroups.remove_base() {
+            log::manager(format_args!(
+                "cannot remove {}: still in use",
+                dir.display()
+            ));
+        }
         self.control.remove_file();
         if finish == Finish::Exit {
             log::manager(format_args!("all services stopped; exiting"));

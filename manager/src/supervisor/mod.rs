@@ -240,7 +240,7 @@ impl State {
             State::Waiting | State::Starting { .. } | State::Restarting => Readiness::Pending,
             State::Stopping { then, .. } => match then {
                 AfterStop::Start => Readiness::Pending,
-                AfterStop::Reconfigure(r) if r.start => Readiness::Pending,
+                AfterStop::Reconfigure(r) if r.then == Resume::Start => Readiness::Pending,
                 AfterStop::Reconfigure(_)
                 | AfterStop::Rest
                 | AfterStop::Retire
@@ -275,14 +275,26 @@ pub struct Replacement {
     /// Socket files of the old config to remove once its sockets close (those no new socket
     /// took over).
     pub stale: Vec<std::path::PathBuf>,
-    /// Whether to start it once the change is made.
-    pub start: bool,
+    /// What it does once the change is made.
+    pub then: Resume,
+}
+
+/// What a service does once a reload's change is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Start.
+    Start,
+    /// Stay at rest.
+    Rest,
+    /// Stay `failed`: its table on disk now has these errors (a reexec re-reads the config
+    /// as a boot does), so it is refused as at boot.
+    Refuse(String),
 }
 
 impl PartialEq for Replacement {
     fn eq(&self, other: &Replacement) -> bool {
         // Sockets are fds: the same config means the same sockets were opened for it.
-        self.config == other.config && self.start == other.start
+        self.config == other.config && self.then == other.then
     }
 }
 
@@ -295,7 +307,7 @@ impl Clone for Replacement {
             config: self.config.clone(),
             sockets: Vec::new(),
             stale: self.stale.clone(),
-            start: self.start,
+            then: self.then.clone(),
         }
     }
 }
@@ -327,7 +339,12 @@ impl AfterStop {
             AfterStop::Fail(_) if start => AfterStop::Start,
             AfterStop::Fail(cause) => AfterStop::Fail(cause),
             AfterStop::Reconfigure(mut r) => {
-                r.start = start;
+                r.then = match r.then {
+                    // Its errors are not fixed by asking.
+                    Resume::Refuse(reason) => Resume::Refuse(reason),
+                    Resume::Start | Resume::Rest if start => Resume::Start,
+                    Resume::Start | Resume::Rest => Resume::Rest,
+                };
                 AfterStop::Reconfigure(r)
             }
         }
@@ -487,6 +504,19 @@ impl Supervisor {
         }
     }
 
+    /// A service refused for the errors in its table: `failed`, with them as its failure,
+    /// until a reload (or a reexec) reads a table without errors.
+    pub fn refused(broken: &config::Broken) -> Supervisor {
+        let mut s = Supervisor::new(broken.service());
+        s.state = State::Failed(Cause::Config);
+        s.last_failure = Some(Failure {
+            step: None,
+            reason: broken.reason(),
+            exit: None,
+        });
+        s
+    }
+
     /// Its config.
     pub fn config(&self) -> &config::Service {
         &self.config
@@ -539,6 +569,17 @@ impl Supervisor {
         }
     }
 
+    /// A refused service whose table still has errors: these, now.
+    pub fn refuse_again(&mut self, reason: &str) {
+        if self.state == State::Failed(Cause::Config) {
+            self.last_failure = Some(Failure {
+                step: None,
+                reason: reason.to_string(),
+                exit: None,
+            });
+        }
+    }
+
     /// Whether a reload's change is still waiting for the service to stop.
     pub fn settling_from_reload(&self) -> bool {
         matches!(&self.state, State::Stopping { then, .. } if then.is_reload_change())
@@ -556,6 +597,18 @@ impl Supervisor {
             Event::Process(pid, _) if self.state.pid() != Some(pid) => return,
             event => event,
         };
+        if let Event::Reconfigure(r) = &event {
+            if let Resume::Refuse(reason) = &r.then {
+                // Known now, though the change waits for it to stop: `status` says why.
+                fx.log
+                    .log(&self.config.name, format_args!("refused: {reason}"));
+                self.last_failure = Some(Failure {
+                    step: None,
+                    reason: reason.clone(),
+                    exit: None,
+                });
+            }
+        }
         let state = std::mem::replace(&mut self.state, Inactive);
         self.state = match (state, event) {
             // Starting by hand or at boot.
@@ -1242,15 +1295,27 @@ impl Supervisor {
             config,
             sockets,
             stale,
-            start,
+            then,
         } = replacement;
         fx.spawn.replace_sockets(sockets, stale);
         self.config = config;
-        if start {
-            self.reset_counters();
-            self.start_or_wait(fx)
-        } else {
-            state
+        match then {
+            Resume::Start => {
+                self.reset_counters();
+                self.start_or_wait(fx)
+            }
+            // The errors that kept it from starting are gone.
+            Resume::Rest if state == State::Failed(Cause::Config) => State::Inactive,
+            Resume::Rest => state,
+            Resume::Refuse(reason) => {
+                // How its last run ended is not why it is failed.
+                self.last_failure = Some(Failure {
+                    step: None,
+                    reason,
+                    exit: None,
+                });
+                State::Failed(Cause::Config)
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use steward_protocol::reexec as saved;
 use steward_protocol::{StatusReport, Step};
 
 use super::{
-    AfterStop, Cause, Exec, Exit, Failure, Instance, Intake, Pid, Process, Serving, State,
+    AfterStop, Cause, Exec, Exit, Failure, Instance, Intake, Pid, Process, Resume, Serving, State,
     Supervisor, Timer,
 };
 use crate::config::{self, Signal};
@@ -187,10 +187,12 @@ impl Supervisor {
                 // A reexec waits for a reload's changes to be made, so neither crosses.
                 then: match then {
                     AfterStop::Start => saved::Then::Start,
-                    AfterStop::Reconfigure(r) if r.start => saved::Then::Start,
-                    AfterStop::Rest | AfterStop::Retire | AfterStop::Reconfigure(_) => {
-                        saved::Then::Rest
-                    }
+                    AfterStop::Reconfigure(r) => match r.then {
+                        Resume::Start => saved::Then::Start,
+                        Resume::Rest => saved::Then::Rest,
+                        Resume::Refuse(_) => saved::Then::Fail(saved::Cause::Config),
+                    },
+                    AfterStop::Rest | AfterStop::Retire => saved::Then::Rest,
                     AfterStop::Fail(cause) => saved::Then::Fail(save_cause(cause)),
                 },
             },

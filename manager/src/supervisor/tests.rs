@@ -645,7 +645,7 @@ fn a_reload_change_waits_for_the_stop_then_starts_the_new_config() {
         config: new.clone(),
         sockets: Vec::new(),
         stale: Vec::new(),
-        start: true,
+        then: Resume::Start,
     };
     fx.handle(&mut s, Event::Reconfigure(Box::new(replacement)));
     assert!(s.settling_from_reload());
@@ -661,7 +661,7 @@ fn a_reload_change_waits_for_the_stop_then_starts_the_new_config() {
         config: new,
         sockets: Vec::new(),
         stale: Vec::new(),
-        start: false,
+        then: Resume::Rest,
     };
     fx.handle(&mut s, Event::Reconfigure(Box::new(replacement)));
     assert_eq!(s.state, State::Inactive);
