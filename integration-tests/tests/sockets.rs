@@ -390,6 +390,164 @@ listen = "127.0.0.1:{port}"
     assert!(s.terminate().success());
 }
 
+/// A UDP port nobody is bound to on 127.0.0.1 right now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fetches `name` from the TFTP server at 127.0.0.1:`port` into `dest` with tftp-hpa's client,
+/// bounded by `timeout` (a lost server would otherwise keep tftp retrying).
+fn tftp_get(port: u16, name: &str, dest: &Path) {
+    let (status, out, err) = run(Command::new("timeout")
+        .arg(DEADLINE.as_secs().to_string())
+        .args(["tftp", "-m", "binary", "127.0.0.1"])
+        .arg(port.to_string())
+        .args(["-c", "get", name])
+        .arg(dest));
+    assert!(status.success(), "tftp get {name}: {status}: {out}{err}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn inetd_wait_mode_with_tftpd_hpa() {
+    // in.tftpd as inetd runs it with `wait`: the bound UDP socket is its stdin, it serves
+    // requests until it has been idle for `-t 1` second, then exits. It chroots to the
+    // directory (`-s`, root only) and reads as `nobody`, so the directory is 0755 and the file
+    // world-readable.
+    let srv = shared_temp_dir();
+    let content: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = srv.path().join("boot.img");
+    std::fs::write(&file, &content).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_udp_port();
+    let mut s = Steward::start(&format!(
+        r#"
+[service.tftp]
+exec = ["/usr/sbin/in.tftpd", "-t", "1", "-s", "{srv}"]
+lazy = true
+keep_alive = true
+stdio = "socket"
+
+[[service.tftp.socket]]
+listen = "127.0.0.1:{port}"
+type = "datagram"
+"#,
+        srv = srv.path().display()
+    ));
+    s.wait_for("tftp: listening");
+    let dir = s.dir.path().to_path_buf();
+
+    tftp_get(port, "boot.img", &dir.join("first"));
+    assert_eq!(std::fs::read(dir.join("first")).unwrap(), content);
+    let first = started_pid(&s.wait_for("tftp: started"));
+
+    // Idle for its timeout, it exits, and the socket is watched again.
+    s.wait_for("tftp: exited with status 0");
+    s.wait_state("tftp", "listening");
+    assert_eq!(s.count("tftp: started"), 1);
+
+    tftp_get(port, "boot.img", &dir.join("second"));
+    assert_eq!(std::fs::read(dir.join("second")).unwrap(), content);
+    let second = started_pid(&s.wait_for_nth("tftp: started", 2));
+    assert_ne!(first, second, "a fresh instance served the second fetch");
+    assert_eq!(s.count("failed"), 0, "{:#?}", s.lines());
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn a_lazy_stdio_socket_service_has_its_listening_socket_as_fds_0_and_1() {
+    // A stream service in inetd's `wait` style: it accepts on its stdin itself, answers with
+    // what it was given, and exits; kept alive, the next client gets a fresh process.
+    let s = Steward::start(
+        r#"
+[service.wait]
+exec = ["/usr/bin/python3", "-c", '''
+import os, socket, sys
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+fds = [fd for fd in range(64) if is_open(fd)]
+same = os.path.samestat(os.fstat(0), os.fstat(1))
+env = sorted(k for k in os.environ if k.startswith("LISTEN_") or k == "SOCKET_TAKEOVER")
+info = "pid=%d fds=%r same=%r blocking=%r inheritable=%r env=%r" % (
+    os.getpid(), fds, same, os.get_blocking(0), os.get_inheritable(0), env)
+listener = socket.socket(fileno=0)
+listening = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+print("stderr of %d goes to the log" % os.getpid(), file=sys.stderr, flush=True)
+conn, _ = listener.accept()
+conn.sendall(("%s listening=%d\n" % (info, listening)).encode())
+''']
+lazy = true
+keep_alive = true
+stdio = "socket"
+
+[[service.wait.socket]]
+path = "@DIR@/wait.sock"
+"#,
+    );
+    s.wait_for("wait: listening");
+    let sock = s.dir.path().join("wait.sock");
+    let mut pids = HashSet::new();
+    for n in 1..=2 {
+        let answer = ask(&sock).unwrap_or_else(|e| panic!("connection {n}: {e}"));
+        let pid = started_pid(&s.wait_for_nth("wait: started", n));
+        assert_eq!(
+            answer,
+            format!(
+                "pid={pid} fds=[0, 1, 2] same=True blocking=True inheritable=True env=[] listening=1"
+            )
+        );
+        s.wait_for(&format!("wait: stderr of {pid} goes to the log"));
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 2, "each client got a fresh process");
+}
+
+#[test]
+fn stdio_socket_without_accept_needs_a_lazy_service_with_one_socket() {
+    let dir = temp_dir();
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        r#"[service.eager]
+exec = ["/bin/cat"]
+stdio = "socket"
+[[service.eager.socket]]
+path = "/run/eager.sock"
+
+[service.two]
+exec = ["/bin/cat"]
+lazy = true
+keep_alive = true
+stdio = "socket"
+[[service.two.socket]]
+path = "/run/two-a.sock"
+[[service.two.socket]]
+path = "/run/two-b.sock"
+"#,
+    )
+    .unwrap();
+    let (status, _, err) = run(Command::new(bin("steward"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(status.code(), Some(1), "{err}");
+    let err = err.replace(config.to_str().unwrap(), "FILE");
+    for line in [
+        "FILE:3:1: service `eager`: stdio = \"socket\" needs `accept` (the connection is fds 0 and 1) or `lazy` with exactly one socket (the socket is fds 0 and 1)",
+        "FILE:11:1: service `two`: stdio = \"socket\" on a lazy service needs exactly one [[service.two.socket]], to be its fds 0 and 1; it has 2",
+    ] {
+        assert!(err.lines().any(|l| l == line), "{line:?} not in:\n{err}");
+    }
+}
+
 #[test]
 fn accept_mode_over_tcp_sets_remote_addr_and_port() {
     let port = free_port();

@@ -384,7 +384,11 @@ pub fn spawn_state(
     let mut stdio = match &service.stdio {
         StdioMode::Log => [Stdio::Null, log_out, log_err.clone()],
         StdioMode::Null => [Stdio::Null, Stdio::Null, Stdio::Null],
-        StdioMode::Inherit | StdioMode::Socket => [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
+        StdioMode::Inherit => [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
+        // The connection or the one socket goes to 0 and 1 below; /dev/null only when there is
+        // no single one to place (a config the parser refuses), rather than the manager's own
+        // stdio.
+        StdioMode::Socket => [Stdio::Null, Stdio::Null, log_err.clone()],
         StdioMode::Path(p) => [
             Stdio::Path(p.clone()),
             Stdio::Path(p.clone()),
@@ -395,6 +399,13 @@ pub fn spawn_state(
     let mut passed = Vec::new();
     let mut remote = Vec::new();
     match passing {
+        Passing::Sockets([listener]) if service.stdio == StdioMode::Socket => {
+            // inetd `wait` style: the listening (or bound datagram) socket itself is stdin and
+            // stdout, as accept mode places a connection; stderr still goes to the log. It is
+            // not at fd 3 as well, so no LISTEN_* variable announces it.
+            let fd = listener.fd.as_raw_fd();
+            stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
+        }
         Passing::Sockets(listeners) => {
             for (i, l) in listeners.iter().enumerate() {
                 fds.push(l.fd.as_raw_fd());
@@ -596,6 +607,49 @@ mod tests {
         assert!(state.credentials.is_none());
         assert!(!state.listen_pid);
         assert!(!state.env.iter().any(|e| e.starts_with("LISTEN_")));
+    }
+
+    #[test]
+    fn a_lazy_stdio_socket_service_gets_its_socket_as_stdin_and_stdout() {
+        let s = service(
+            "exec = [\"/bin/x\"]\nlazy = true\nkeep_alive = true\nstdio = \"socket\"\n[[service.s.socket]]\nlisten = \"127.0.0.1:69\"\ntype = \"datagram\"\n",
+        );
+        let (_, status) = rustix::pipe::pipe().unwrap();
+        let (_, out) = rustix::pipe::pipe().unwrap();
+        let (_, err) = rustix::pipe::pipe().unwrap();
+        // Any fd stands in for the socket: the state carries only its number.
+        let (socket, _) = rustix::pipe::pipe().unwrap();
+        let listeners = [Listener {
+            config: s.sockets[0].clone(),
+            fd: socket,
+            owner: (None, None),
+        }];
+        let extras = Extras {
+            log: Some([out.as_fd(), err.as_fd()]),
+            ready: None,
+        };
+        let state = spawn_state(
+            &s,
+            Passing::Sockets(&listeners),
+            status.as_fd(),
+            extras,
+            None,
+        );
+        let fd = listeners[0].fd.as_raw_fd();
+        assert_eq!(
+            state.stdio,
+            [Stdio::Fd(fd), Stdio::Fd(fd), Stdio::Fd(err.as_raw_fd())]
+        );
+        assert!(state.fds.is_empty(), "nothing at fd 3");
+        assert!(!state.listen_pid);
+        assert!(
+            !state
+                .env
+                .iter()
+                .any(|e| e.starts_with("LISTEN_") || e.starts_with("SOCKET_TAKEOVER=")),
+            "{:?}",
+            state.env
+        );
     }
 
     #[test]

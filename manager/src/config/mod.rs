@@ -242,7 +242,8 @@ pub enum StdioMode {
     Null,
     /// The manager's own.
     Inherit,
-    /// Accept mode, inetd style: the connection is fds 0 and 1.
+    /// inetd style, stderr to the log: in accept mode (`nowait`) the connection is fds 0 and 1;
+    /// on a lazy service with one socket (`wait`) the listening socket itself is.
     Socket,
     /// A file or tty opened read-write as 0, 1 and 2.
     Path(String),

@@ -631,12 +631,34 @@ impl Cx<'_> {
                 format!("service `{n}`: `lazy` needs at least one [[service.{n}.socket]]"),
             );
         }
+        // inetd hands a `nowait` service its connection and a `wait` service its one socket as
+        // stdin and stdout: an eager service has no socket to be given before a client comes,
+        // and a lazy one with several could not say which one fds 0 and 1 are.
         if s.stdio == StdioMode::Socket && !s.accept {
-            self.error(
-                at("stdio"),
-                format!("service `{n}`: stdio = \"socket\" is only for `accept` services"),
-            );
+            if !s.lazy {
+                self.error(
+                    at("stdio"),
+                    format!(
+                        "service `{n}`: stdio = \"socket\" needs `accept` (the connection is fds 0 and 1) or `lazy` with exactly one socket (the socket is fds 0 and 1)"
+                    ),
+                );
+            } else if s.sockets.len() != 1 {
+                self.error(
+                    at("stdio"),
+                    format!(
+                        "service `{n}`: stdio = \"socket\" on a lazy service needs exactly one [[service.{n}.socket]], to be its fds 0 and 1; it has {}",
+                        s.sockets.len()
+                    ),
+                );
+            }
         }
+        // With stdio = "socket" the socket is at 0 and 1, and nothing is at 3.
+        let socket_fds = match s.stdio {
+            StdioMode::Socket => 0,
+            StdioMode::Log | StdioMode::Null | StdioMode::Inherit | StdioMode::Path(_) => {
+                s.sockets.len()
+            }
+        };
         match s.ready {
             // A setup task runs once to its end; nothing would make it ready again.
             Ready::Exit if s.keep_alive || s.lazy => {
@@ -653,13 +675,13 @@ impl Cx<'_> {
                 );
             }
             // The sockets are fds 3 … 3+n-1: the readiness fd must not take one's place.
-            Ready::Fd(fd) if (fd as usize) < 3 + s.sockets.len() => {
+            Ready::Fd(fd) if (fd as usize) < 3 + socket_fds => {
                 self.error(
                     at("ready"),
                     format!(
                         "service `{n}`: ready = \"fd:{fd}\" is one of its socket fds (3 to {}); pick {} or above",
-                        2 + s.sockets.len(),
-                        3 + s.sockets.len()
+                        2 + socket_fds,
+                        3 + socket_fds
                     ),
                 );
             }
@@ -1405,5 +1427,48 @@ exec = [\"/bin/d\"]
                 "t.toml:12:9: `ready` must be \"exec\", \"notify\", \"exit\" or \"fd:N\" with N from 3 up, not \"sometime\"",
             ]
         );
+    }
+
+    #[test]
+    fn stdio_socket_is_for_accept_or_a_lazy_service_with_one_socket() {
+        let good = load_str(
+            "t.toml",
+            "[service.each]\nexec=[\"/bin/x\"]\naccept = true\nstdio = \"socket\"\n\
+             [[service.each.socket]]\npath = \"/run/each\"\n\
+             [service.tftp]\nexec=[\"/bin/x\"]\nlazy = true\nkeep_alive = true\nstdio = \"socket\"\n\
+             [[service.tftp.socket]]\nlisten = \"127.0.0.1:69\"\ntype = \"datagram\"\n",
+        );
+        assert!(good.diagnostics.is_empty(), "{:?}", good.diagnostics);
+        let services = good.config.unwrap().services;
+        assert!(services.iter().all(|s| s.stdio == StdioMode::Socket));
+
+        let errs = errors(
+            "[service.eager]\nexec=[\"/bin/x\"]\nstdio = \"socket\"\n\
+             [[service.eager.socket]]\npath = \"/run/eager\"\n\
+             [service.two]\nexec=[\"/bin/x\"]\nlazy = true\nkeep_alive = true\nstdio = \"socket\"\n\
+             [[service.two.socket]]\npath = \"/run/two.a\"\n\
+             [[service.two.socket]]\npath = \"/run/two.b\"\n\
+             [service.none]\nexec=[\"/bin/x\"]\nlazy = true\nkeep_alive = true\nstdio = \"socket\"\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:1: service `eager`: stdio = \"socket\" needs `accept` (the connection is fds 0 and 1) or `lazy` with exactly one socket (the socket is fds 0 and 1)",
+                "t.toml:10:1: service `two`: stdio = \"socket\" on a lazy service needs exactly one [[service.two.socket]], to be its fds 0 and 1; it has 2",
+                "t.toml:17:1: service `none`: `lazy` needs at least one [[service.none.socket]]",
+                "t.toml:19:1: service `none`: stdio = \"socket\" on a lazy service needs exactly one [[service.none.socket]], to be its fds 0 and 1; it has 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn with_stdio_socket_fd_3_is_free_for_readiness() {
+        // The one socket is fds 0 and 1, so fd 3 is not a socket's.
+        let loaded = load_str(
+            "t.toml",
+            "[service.a]\nexec=[\"/bin/x\"]\nlazy = true\nkeep_alive = true\nstdio = \"socket\"\nready = \"fd:3\"\n\
+             [[service.a.socket]]\npath = \"/run/a\"\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     }
 }

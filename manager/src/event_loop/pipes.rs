@@ -13,13 +13,14 @@ use crate::supervisor::Pid;
 
 impl Manager {
     /// Opens the output pipes of a service that logs to the manager (not accept mode: its
-    /// instances get their own), once.
+    /// instances get their own), once. With `stdio = "socket"` only its stderr goes there.
     pub(super) fn open_log_pipes(&mut self, id: UnitId) {
         let Some(unit) = self.registry.get(id) else {
             return;
         };
         let config = unit.supervisor.config();
-        if config.stdio != StdioMode::Log || config.accept || unit.io.writers.is_some() {
+        let logs = matches!(config.stdio, StdioMode::Log | StdioMode::Socket);
+        if !logs || config.accept || unit.io.writers.is_some() {
             return;
         }
         let name = config.name.clone();
