@@ -106,11 +106,6 @@ fn check_refuses_each_bad_case() {
             "FILE:2:8: `exec` must be an array, not string",
         ),
         (
-            "unknown user",
-            "[service.a]\nexec = [\"/bin/true\"]\nuser = \"no-such-user-xyz\"\n",
-            "FILE:3:8: `user`: unknown user \"no-such-user-xyz\"",
-        ),
-        (
             "reserved environment variable",
             "[service.a]\nexec = [\"/bin/true\"]\nenvironment = { LISTEN_FDS = \"1\" }\n",
             "FILE:3:17: `environment`: LISTEN_FDS is set by steward",
@@ -158,6 +153,21 @@ fn check_refuses_each_bad_case() {
             "case {name:?}: not one screen:\n{err}"
         );
     }
+}
+
+/// A user or group unknown at load may be created before the service starts (by an earlier
+/// boot step): a warning with its position, not an error.
+#[test]
+fn check_warns_about_unknown_users_and_groups_and_accepts_the_config() {
+    let (code, out, err) = check(
+        "[service.a]\nexec = [\"/bin/true\"]\nuser = \"no-such-user-xyz\"\nsupplementary_groups = [\"no-such-group-xyz\"]\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "FILE:3:8: warning: unknown user \"no-such-user-xyz\"\nFILE:4:25: warning: unknown group \"no-such-group-xyz\"\n"
+    );
+    assert_eq!(out, "a: /bin/true (one-shot)\n");
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod spawn;
 mod supervisor;
 mod sys;
 mod unit;
+mod users;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -25,8 +25,8 @@ pub struct Listener {
 
 impl Listener {
     /// A socket a previous manager handed over at a `reexec`.
-    pub fn adopt(service: &config::Service, config: SocketConfig, fd: OwnedFd) -> Listener {
-        let owner = owner_of(service, &config);
+    pub fn adopt(config: SocketConfig, fd: OwnedFd) -> Listener {
+        let owner = owner_of(&config);
         Listener { config, fd, owner }
     }
 }
@@ -220,7 +220,7 @@ impl Staged {
         self.listeners.push(Listener {
             config: socket.clone(),
             fd,
-            owner: owner_of(service, socket),
+            owner: owner_of(socket),
         });
         Ok(())
     }
@@ -232,7 +232,7 @@ impl Staged {
         held: &Held,
     ) -> Result<(), SocketError> {
         let flags = flags_for(service);
-        let (uid, gid) = owner_of(service, socket);
+        let (uid, gid) = owner_of(socket);
         let fd = match &socket.address {
             SocketAddress::Unix(path) if held.contains(path) => {
                 // Ours is bound there: bind beside it, and rename over it at commit.
@@ -344,12 +344,10 @@ fn flags_for(service: &config::Service) -> SocketFlags {
     }
 }
 
-/// The owner and group a unix socket's file gets: the socket's own, else the service's.
-fn owner_of(service: &config::Service, socket: &SocketConfig) -> (Option<u32>, Option<u32>) {
-    (
-        socket.owner.or(service.credentials.as_ref().map(|c| c.uid)),
-        socket.group.or(service.credentials.as_ref().map(|c| c.gid)),
-    )
+/// The owner and group a unix socket's file gets: the socket's own, else the service's, as
+/// the config resolved them when it was loaded.
+fn owner_of(socket: &SocketConfig) -> (Option<u32>, Option<u32>) {
+    (socket.owner, socket.group)
 }
 
 fn chown(path: &Path, (owner, group): (Option<u32>, Option<u32>)) -> Result<(), Errno> {

@@ -1,5 +1,5 @@
-//! The spawn path: a service's config becomes a spawn state in a sealed memfd, and the pinned
-//! executor is spawned with it. The manager never forks: the executor is cloned with
+//! The spawn path: a service's config becomes a spawn state in a sealed memfd (its user and
+//! groups resolved to numbers at that moment), and the pinned executor is spawned with it. The manager never forks: the executor is cloned with
 //! CLONE_VM|CLONE_VFORK (clone3 straight into its cgroup, or glibc's posix_spawn on older
 //! kernels), so no page of the manager is copied, however large it has grown.
 
@@ -11,12 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
-use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio};
+use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio, Step};
 
 use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
 use crate::sockets::{Connection, Listener, takeover_key};
 use crate::supervisor::Pid;
+use crate::users::{ResolveError, Resolved, UserDb};
 
 /// What a spawn hands the service besides its config.
 #[derive(Clone, Copy)]
@@ -33,6 +34,9 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Why a spawn failed before the executor ran.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// Its user or groups do not resolve now (reported at the executor's step for them).
+    #[error("{0}")]
+    Credentials(#[source] ResolveError),
     /// The service's cgroup could not be made or its limits written.
     #[error("cannot set up its cgroup: {0}")]
     Cgroup(#[source] CgroupError),
@@ -57,6 +61,24 @@ pub enum SpawnError {
     /// The clone (or posix_spawn) of the executor failed.
     #[error("spawning the executor failed: {0}")]
     Spawn(#[source] std::io::Error),
+}
+
+impl SpawnError {
+    /// The executor step this failure stands for, when it is one: the manager resolves the
+    /// user and groups for the executor, so failing to is failing at its `user` or `group`.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            SpawnError::Credentials(e) => Some(e.step()),
+            SpawnError::Cgroup(_)
+            | SpawnError::Pipe(_)
+            | SpawnError::LogPipe(_)
+            | SpawnError::Accept(_)
+            | SpawnError::NoSocket
+            | SpawnError::Encode(_)
+            | SpawnError::Memfd(_)
+            | SpawnError::Spawn(_) => None,
+        }
+    }
 }
 
 /// Why the executor could not be pinned.
@@ -122,6 +144,8 @@ pub struct Spawner {
     ignored_signals: Vec<i32>,
     /// The sd_notify socket, for the services that talk to it.
     notify_socket: Option<PathBuf>,
+    /// `/etc/passwd` and `/etc/group`, parsed again only when they change.
+    users: UserDb,
 }
 
 /// What a spawn hands over beyond the service's config and sockets.
@@ -197,6 +221,7 @@ impl Spawner {
             stack: crate::sys::ChildStack::default(),
             ignored_signals: crate::sys::ignored_signals(),
             notify_socket: None,
+            users: UserDb::system(),
         })
     }
 
@@ -221,6 +246,15 @@ impl Spawner {
         unified: Option<&Path>,
         extras: Extras<'_>,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
+        // Names are resolved now, not at load: a user created since works without a reload.
+        let credentials = match &service.credentials {
+            Some(written) => Some(
+                self.users
+                    .resolve(written)
+                    .map_err(SpawnError::Credentials)?,
+            ),
+            None => None,
+        };
         // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
         // only joins the v1 hierarchies, if any.
         let into = unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {
@@ -240,7 +274,14 @@ impl Spawner {
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
 
         let notify = self.notify_socket.as_deref().filter(|_| service.notifies());
-        let mut state = spawn_state(service, passing, status_write.as_fd(), extras, notify);
+        let mut state = spawn_state(
+            service,
+            credentials.as_ref(),
+            passing,
+            status_write.as_fd(),
+            extras,
+            notify,
+        );
         state.reset_signals.clone_from(&self.ignored_signals);
         if into.is_none() {
             // glibc's posix_spawn leaves its own internal signals (32 and 33) ignored in the
@@ -367,10 +408,12 @@ fn protocol_marker(bytes: &[u8]) -> Option<String> {
 }
 
 /// Everything the executor needs for `service`, in numbers and paths: here the fds become
-/// the numbers the executor will find them at. `notify` is the sd_notify socket, for a service
-/// that talks to it.
+/// the numbers the executor will find them at. `credentials` are the service's, resolved for
+/// this spawn (`None`: it has none and keeps the manager's). `notify` is the sd_notify
+/// socket, for a service that talks to it.
 pub fn spawn_state(
     service: &config::Service,
+    credentials: Option<&Resolved>,
     passing: Passing<'_>,
     status_fd: BorrowedFd<'_>,
     extras: Extras<'_>,
@@ -443,14 +486,20 @@ pub fn spawn_state(
         name: service.name.clone(),
         path: service.exec[0].clone(),
         argv: service.exec.clone(),
-        env: environment(service, std::env::vars_os(), &socket_env, &remote),
+        env: environment(
+            service,
+            credentials,
+            std::env::vars_os(),
+            &socket_env,
+            &remote,
+        ),
         listen_pid: !fds.is_empty(),
         stdio,
         fds,
         status_fd: status_fd.as_raw_fd(),
         working_directory: service.working_directory.clone(),
         umask: service.umask,
-        credentials: service.credentials.as_ref().map(|c| Credentials {
+        credentials: credentials.map(|c| Credentials {
             uid: c.uid,
             gid: c.gid,
             groups: c.groups.clone(),
@@ -489,10 +538,11 @@ fn socket_environment(form: TakeoverEnv, passed: &[(String, String)]) -> Vec<(St
 }
 
 /// The service's environment: the base (the manager's own, or a minimal one), the user's
-/// variables, the socket and peer variables, then the configured ones, each later one
-/// overriding an earlier one of that name.
+/// variables (from its entry as this spawn found it), the socket and peer variables, then the
+/// configured ones, each later one overriding an earlier one of that name.
 fn environment(
     service: &config::Service,
+    credentials: Option<&Resolved>,
     inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     sockets: &[(String, String)],
     remote: &[(&str, String)],
@@ -517,11 +567,7 @@ fn environment(
     } else {
         set("PATH", DEFAULT_PATH);
     }
-    if let Some(user) = service
-        .credentials
-        .as_ref()
-        .and_then(|c| c.user_env.as_ref())
-    {
+    if let Some(user) = credentials.and_then(|c| c.user_env.as_ref()) {
         set("HOME", &user.home);
         set("USER", &user.name);
         set("LOGNAME", &user.name);
@@ -558,7 +604,7 @@ mod tests {
         let s = service("exec = [\"/bin/x\"]\nenvironment = { PATH = \"/opt/bin\", A = \"1\" }\n");
         let inherited = vec![(OsString::from("SECRET"), OsString::from("x"))];
         assert_eq!(
-            environment(&s, inherited.into_iter(), &[], &[]),
+            environment(&s, None, inherited.into_iter(), &[], &[]),
             ["PATH=/opt/bin", "A=1"]
         );
     }
@@ -573,7 +619,7 @@ mod tests {
             (OsString::from("C"), OsString::from("3")),
         ];
         assert_eq!(
-            environment(&s, inherited.into_iter(), &[], &[]),
+            environment(&s, None, inherited.into_iter(), &[], &[]),
             ["B=2", "C=3"]
         );
     }
@@ -586,6 +632,7 @@ mod tests {
         let (_, status) = rustix::pipe::pipe().unwrap();
         let state = spawn_state(
             &s,
+            None,
             Passing::Sockets(&[]),
             status.as_fd(),
             Extras::default(),
@@ -630,6 +677,7 @@ mod tests {
         };
         let state = spawn_state(
             &s,
+            None,
             Passing::Sockets(&listeners),
             status.as_fd(),
             extras,
@@ -649,6 +697,49 @@ mod tests {
                 .any(|e| e.starts_with("LISTEN_") || e.starts_with("SOCKET_TAKEOVER=")),
             "{:?}",
             state.env
+        );
+    }
+
+    #[test]
+    fn the_credentials_of_this_spawn_give_the_numbers_and_the_user_variables() {
+        let s = service(
+            "exec = [\"/bin/x\"]\nuser = 4242\ngroup = 4243\nenvironment = { HOME = \"/override\" }\n",
+        );
+        let resolved = Resolved {
+            uid: 4242,
+            gid: 4243,
+            groups: vec![10],
+            user_env: Some(crate::users::UserEnv {
+                name: "late".into(),
+                home: "/home/late".into(),
+            }),
+        };
+        let (_, status) = rustix::pipe::pipe().unwrap();
+        let state = spawn_state(
+            &s,
+            Some(&resolved),
+            Passing::Sockets(&[]),
+            status.as_fd(),
+            Extras::default(),
+            None,
+        );
+        assert_eq!(
+            state.credentials,
+            Some(Credentials {
+                uid: 4242,
+                gid: 4243,
+                groups: vec![10]
+            })
+        );
+        // USER and LOGNAME from the entry this spawn found; `environment` still wins.
+        assert_eq!(
+            state.env,
+            [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/override",
+                "USER=late",
+                "LOGNAME=late"
+            ]
         );
     }
 

@@ -194,7 +194,7 @@ impl Unit {
             .filter_map(|&(index, fd)| {
                 let fd = take(fd);
                 let socket = config.sockets.get(index as usize)?.clone();
-                Some(Listener::adopt(&config, socket, fd))
+                Some(Listener::adopt(socket, fd))
             })
             .collect();
         let supervisor = Supervisor::restore(config, &s, listening, now);

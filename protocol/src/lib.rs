@@ -133,7 +133,7 @@ pub enum Stdio {
     Path(String),
 }
 
-/// Numeric credentials, resolved by the manager when it loaded the config.
+/// Numeric credentials, resolved by the manager for this spawn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     /// Real, effective and saved user id.

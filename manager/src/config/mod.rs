@@ -1,17 +1,19 @@
-//! The validated service table: what the config files say, checked and resolved to numbers.
+//! The validated service table: what the config files say, checked. User and group names
+//! stay names: they are looked up at load (for warnings and socket owners) and again at every
+//! spawn ([`crate::users`]).
 //!
 //! Loading never stops at the first mistake: every error (and warning) is collected with the
 //! file, line and column of the key or value it is about, so one `--check` shows them all.
 
 mod parse;
-mod users;
 mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use users::SystemUsers;
+use crate::users::UserDb;
+
 pub use values::{Signal, format_duration, parse_size};
 
 /// Where a config item was written.
@@ -99,8 +101,8 @@ pub struct Service {
     pub accept: bool,
     /// `max_connections`, default `64`: accept mode, how many instances may run at once.
     pub max_connections: u32,
-    /// `user`, `group`, `supplementary_groups`, default the manager's own: credentials,
-    /// resolved to numbers; `None` keeps the manager's.
+    /// `user`, `group`, `supplementary_groups`, default the manager's own: credentials as
+    /// written, resolved at every spawn; `None` (none of the three set) keeps the manager's.
     pub credentials: Option<Credentials>,
     /// `working_directory`, default `"/"`.
     pub working_directory: String,
@@ -211,26 +213,51 @@ impl Service {
     }
 }
 
-/// Numeric credentials of a service, and what its environment says about the user.
+/// The `user`, `group` and `supplementary_groups` of a service, as written: names are looked
+/// up in `/etc/passwd` and `/etc/group` at every spawn, so a user created after the config was
+/// loaded works at the next spawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
-    /// The user id.
-    pub uid: u32,
-    /// The group id.
-    pub gid: u32,
-    /// The complete supplementary group list.
-    pub groups: Vec<u32>,
-    /// `USER`/`LOGNAME` and `HOME`, when `user` was set.
-    pub user_env: Option<UserEnv>,
+    /// `user`; not set: the manager's.
+    pub user: Option<WrittenId>,
+    /// `group`; not set: the user's primary group (or the manager's group, without `user`).
+    pub group: Option<WrittenId>,
+    /// `supplementary_groups`: the complete list; no others are kept.
+    pub supplementary_groups: Vec<WrittenId>,
 }
 
-/// What the environment of a service with a `user` says about that user.
+/// A user or group as the config writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserEnv {
-    /// The user's name.
-    pub name: String,
-    /// The user's home directory.
-    pub home: String,
+pub enum Id {
+    /// A number (an integer, or a string of digits): needs no entry.
+    Number(u32),
+    /// A name, looked up when used.
+    Name(String),
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Number(n) => write!(f, "{n}"),
+            Id::Name(name) => write!(f, "\"{name}\""),
+        }
+    }
+}
+
+/// An [`Id`] with where it was written (for the warnings about it; two configs that name the
+/// same id are the same wherever they wrote it).
+#[derive(Debug, Clone, Eq)]
+pub struct WrittenId {
+    /// What was written.
+    pub id: Id,
+    /// Where.
+    pub origin: Origin,
+}
+
+impl PartialEq for WrittenId {
+    fn eq(&self, other: &WrittenId) -> bool {
+        self.id == other.id
+    }
 }
 
 /// The `stdio` key.
@@ -306,9 +333,11 @@ pub struct SocketConfig {
     pub kind: SocketKind,
     /// `mode`, default `"0600"`: file mode of a unix socket, exact.
     pub mode: u32,
-    /// `owner`, default the service's user: owner of a unix socket file.
+    /// `owner`, default the service's user: owner of a unix socket file, resolved when the
+    /// config is loaded (sockets are made then); `None` leaves the manager's, also when the
+    /// name was unknown at load.
     pub owner: Option<u32>,
-    /// `group`, default the service's group: group of a unix socket file.
+    /// `group`, default the service's group: group of a unix socket file, resolved likewise.
     pub group: Option<u32>,
     /// `backlog`, default `128`: the listen backlog.
     pub backlog: u32,
@@ -472,9 +501,10 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     Ok(parse(sources))
 }
 
-/// Parses files already read, as (path, text).
+/// Parses files already read, as (path, text), looking names up in the system's
+/// `/etc/passwd` and `/etc/group`.
 pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
-    let mut loaded = parse::parse_files(&sources, &SystemUsers::new());
+    let mut loaded = parse::parse_files(&sources, &mut UserDb::system());
     loaded.sources = sources;
     loaded
 }
@@ -484,6 +514,16 @@ pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
 pub fn load_str(name: &str, text: &str) -> Loaded {
     parse::parse_files(
         &[(PathBuf::from(name), text.to_string())],
-        &SystemUsers::new(),
+        &mut UserDb::system(),
+    )
+}
+
+/// Parses config text as if it were the file `name`, with the user database under `root`;
+/// for tests.
+#[cfg(test)]
+pub fn load_str_under(name: &str, text: &str, root: &Path) -> Loaded {
+    parse::parse_files(
+        &[(PathBuf::from(name), text.to_string())],
+        &mut UserDb::under(root),
     )
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use super::users::{UserEntry, Users};
 use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
-    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Loaded, ManagerSettings,
+    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Id, Loaded, ManagerSettings,
     NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig, SocketKind, StdioMode,
-    TakeoverEnv, UserEnv,
+    TakeoverEnv, WrittenId,
 };
+use crate::users::{ResolveError, UserDb, UserEntry};
 
 type Key<'i> = Spanned<DeString<'i>>;
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -23,7 +23,9 @@ type Value<'i> = Spanned<DeValue<'i>>;
 const NAME_RULE: &str = "names are 1 to 64 characters of A-Z a-z 0-9 _ . -";
 
 /// Parses every file and applies the rules that span files (unique names, one `[manager]`).
-pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
+/// User and group names are looked up in `users`, once each, for the warnings about unknown
+/// ones and for the owners of socket files.
+pub fn parse_files(sources: &[(PathBuf, String)], users: &mut UserDb) -> Loaded {
     let mut diagnostics = Vec::new();
     let mut services: Vec<Service> = Vec::new();
     let mut manager: Option<(ManagerSettings, Origin)> = None;
@@ -32,7 +34,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &dyn Users) -> Loaded {
             file: path,
             line_starts: line_starts(text),
             diagnostics: &mut diagnostics,
-            users,
+            users: &mut *users,
             service: None,
         };
         let (doc, errors) = DeTable::parse_recoverable(text);
@@ -262,22 +264,17 @@ struct Cx<'a> {
     file: &'a Path,
     line_starts: Vec<usize>,
     diagnostics: &'a mut Vec<Diagnostic>,
-    users: &'a dyn Users,
+    users: &'a mut UserDb,
     /// The service whose table is being read: what its errors are about.
     service: Option<String>,
 }
 
-/// A resolved `user` key: the uid, its database entry when there is one, and where it was set.
-struct UserSpec {
-    uid: u32,
-    entry: Option<UserEntry>,
-    span: Range<usize>,
-}
-
-/// A user or group as written: a name or a number.
-enum Id<'v> {
-    Name(&'v str),
-    Number(u32),
+/// The uid and gid a service's socket files get when their own `owner` and `group` are not
+/// set: the service's, as they resolve at load; `None` leaves the manager's.
+#[derive(Clone, Copy, Default)]
+struct SocketOwner {
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 impl Cx<'_> {
@@ -309,6 +306,15 @@ impl Cx<'_> {
 
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.push(span, message.into(), true);
+    }
+
+    fn warn_at(&mut self, origin: &Origin, message: String) {
+        self.diagnostics.push(Diagnostic {
+            origin: origin.clone(),
+            message,
+            warning: true,
+            service: self.service.clone(),
+        });
     }
 
     fn error_count(&self) -> usize {
@@ -391,47 +397,69 @@ impl Cx<'_> {
         Some(text.to_string())
     }
 
-    fn id<'v>(&mut self, key: &str, value: &'v Value) -> Option<Id<'v>> {
-        match value.get_ref() {
+    /// A user or group as written: a number (an integer or a string of digits) or a name.
+    fn id(&mut self, key: &str, value: &Value) -> Option<WrittenId> {
+        let id = match value.get_ref() {
             DeValue::Integer(_) => self
                 .integer(key, value, 0..u32::MAX as i64)
-                .map(|n| Id::Number(n as u32)),
+                .map(|n| Id::Number(n as u32))?,
             DeValue::String(_) => {
                 let text = self.string(key, value)?;
-                Some(match text.parse::<u32>() {
+                match text.parse::<u32>() {
                     Ok(n) => Id::Number(n),
-                    Err(_) => Id::Name(text),
-                })
+                    Err(_) => Id::Name(text.to_string()),
+                }
             }
             _ => {
                 self.type_error(key, value, "a name or a number");
+                return None;
+            }
+        };
+        Some(WrittenId {
+            id,
+            origin: self.origin(value.span()),
+        })
+    }
+
+    /// A service's user as it resolves now; what does not resolve is a warning, not an
+    /// error: the spawn looks again (and fails at step `user` if it is still unknown).
+    fn load_user(&mut self, user: &WrittenId) -> Option<(u32, Option<UserEntry>)> {
+        match self.users.user(&user.id) {
+            Ok(found) => Some(found),
+            Err(e) => {
+                self.warn_at(&user.origin, e.to_string());
                 None
             }
         }
     }
 
-    fn user(&mut self, key: &str, value: &Value) -> Option<(u32, Option<UserEntry>)> {
-        match self.id(key, value)? {
-            Id::Number(uid) => Some((uid, self.users.user_by_id(uid))),
-            Id::Name(name) => match self.users.user_by_name(name) {
-                Some(entry) => Some((entry.uid, Some(entry))),
-                None => {
-                    self.error(value.span(), format!("`{key}`: unknown user \"{name}\""));
-                    None
-                }
-            },
+    /// A service's group as it resolves now; warned about like [`Cx::load_user`].
+    fn load_group(&mut self, group: &WrittenId) -> Option<u32> {
+        match self.users.group(&group.id) {
+            Ok(gid) => Some(gid),
+            Err(e) => {
+                self.warn_at(&group.origin, e.to_string());
+                None
+            }
         }
     }
 
-    fn group(&mut self, key: &str, value: &Value) -> Option<u32> {
-        match self.id(key, value)? {
-            Id::Number(gid) => Some(gid),
-            Id::Name(name) => {
-                let gid = self.users.group_by_name(name);
-                if gid.is_none() {
-                    self.error(value.span(), format!("`{key}`: unknown group \"{name}\""));
-                }
-                gid
+    /// A socket's `owner` or `group`, for the file made at load: what does not resolve now
+    /// leaves the manager's (nobody gets a right the config did not give), with a warning.
+    fn socket_id(&mut self, key: &str, value: &Value) -> Option<u32> {
+        let written = self.id(key, value)?;
+        let (resolved, what) = match key {
+            "owner" => (self.users.user(&written.id).map(|(uid, _)| uid), "user"),
+            _ => (self.users.group(&written.id), "group"),
+        };
+        match resolved {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.warn_at(
+                    &written.origin,
+                    format!("{e}: the socket file keeps the manager's {what} until a reload"),
+                );
+                None
             }
         }
     }
@@ -529,15 +557,11 @@ impl Cx<'_> {
                     self.integer(k, value, 1..65_536).map(|n| n as u32),
                 ),
                 "user" => {
-                    user = self.user(k, value).map(|(uid, entry)| UserSpec {
-                        uid,
-                        entry,
-                        span: value.span(),
-                    });
+                    user = self.id(k, value);
                     true
                 }
                 "group" => {
-                    group = self.group(k, value);
+                    group = self.id(k, value);
                     true
                 }
                 "supplementary_groups" => {
@@ -593,8 +617,12 @@ impl Cx<'_> {
         }
 
         s.credentials = self.credentials(user, group, supplementary, &spans);
+        let owner = match &s.credentials {
+            Some(credentials) => self.check_credentials(credentials),
+            None => SocketOwner::default(),
+        };
         if let Some(value) = sockets {
-            s.sockets = self.sockets(&n, value);
+            s.sockets = self.sockets(&n, value, owner);
         }
         self.rules(&mut s, &spans);
         s
@@ -730,12 +758,12 @@ impl Cx<'_> {
         Some(argv)
     }
 
-    fn groups(&mut self, value: &Value) -> Option<Vec<u32>> {
+    fn groups(&mut self, value: &Value) -> Option<Vec<WrittenId>> {
         let items = self.array("supplementary_groups", value)?;
         let mut groups = Vec::new();
         let mut ok = true;
         for item in items {
-            match self.group("supplementary_groups", item) {
+            match self.id("supplementary_groups", item) {
                 Some(gid) => groups.push(gid),
                 None => ok = false,
             }
@@ -743,62 +771,51 @@ impl Cx<'_> {
         ok.then_some(groups)
     }
 
+    /// The credentials as written; `None` when none of the three keys is set, or one of them
+    /// did not parse (already reported).
     fn credentials(
         &mut self,
-        user: Option<UserSpec>,
-        group: Option<u32>,
-        supplementary: Option<Vec<u32>>,
+        user: Option<WrittenId>,
+        group: Option<WrittenId>,
+        supplementary: Option<Vec<WrittenId>>,
         spans: &HashMap<String, Range<usize>>,
     ) -> Option<Credentials> {
-        if user.is_none() && group.is_none() && supplementary.is_none() {
-            return None;
-        }
-        let gid = match (&user, group) {
-            (_, Some(gid)) => gid,
-            (
-                Some(UserSpec {
-                    entry: Some(entry), ..
-                }),
-                None,
-            ) => entry.gid,
-            (
-                Some(UserSpec {
-                    uid,
-                    entry: None,
-                    span,
-                }),
-                None,
-            ) => {
-                self.error(
-                    span.clone(),
-                    format!(
-                        "`user`: uid {uid} has no entry in the user database, so `group` must be set"
-                    ),
-                );
-                return None;
-            }
-            (None, None) => rustix::process::getgid().as_raw(),
-        };
-        // Only fail here when the keys themselves parsed, so a bad value is reported once.
         if (spans.contains_key("user") && user.is_none())
             || (spans.contains_key("group") && group.is_none())
+            || (spans.contains_key("supplementary_groups") && supplementary.is_none())
         {
             return None;
         }
-        let uid = user
-            .as_ref()
-            .map(|u| u.uid)
-            .unwrap_or_else(|| rustix::process::getuid().as_raw());
-        let user_env = user.and_then(|u| u.entry).map(|e| UserEnv {
-            name: e.name,
-            home: e.home,
-        });
+        if user.is_none() && group.is_none() && supplementary.is_none() {
+            return None;
+        }
         Some(Credentials {
-            uid,
-            gid,
-            groups: supplementary.unwrap_or_default(),
-            user_env,
+            user,
+            group,
+            supplementary_groups: supplementary.unwrap_or_default(),
         })
+    }
+
+    /// Looks the names up once, as a spawn would now: each that does not resolve is a
+    /// warning at its position. Returns the ids that resolved, the default owner of the
+    /// service's socket files.
+    fn check_credentials(&mut self, c: &Credentials) -> SocketOwner {
+        let user = c.user.as_ref().and_then(|u| self.load_user(u));
+        let group = c.group.as_ref().and_then(|g| self.load_group(g));
+        for g in &c.supplementary_groups {
+            self.load_group(g);
+        }
+        if let (Some((uid, None)), None, Some(written)) = (&user, &c.group, &c.user) {
+            let e = ResolveError::NoPrimaryGroup(*uid);
+            self.warn_at(
+                &written.origin,
+                format!("{e}: a spawn fails at step group unless the uid has an entry by then"),
+            );
+        }
+        SocketOwner {
+            uid: user.as_ref().map(|(uid, _)| *uid),
+            gid: group.or(user.and_then(|(_, entry)| entry).map(|e| e.gid)),
+        }
     }
 
     fn environment(&mut self, value: &Value) -> Option<Vec<(String, String)>> {
@@ -1016,24 +1033,26 @@ impl Cx<'_> {
         }
     }
 
-    fn sockets(&mut self, service: &str, value: &Value) -> Vec<SocketConfig> {
+    fn sockets(&mut self, service: &str, value: &Value, owner: SocketOwner) -> Vec<SocketConfig> {
         let Some(items) = self.array("socket", value) else {
             return Vec::new();
         };
         let mut sockets = Vec::new();
         for item in items {
-            if let Some(socket) = self.socket(service, item) {
+            if let Some(socket) = self.socket(service, item, owner) {
                 sockets.push(socket);
             }
         }
         sockets
     }
 
-    fn socket(&mut self, service: &str, value: &Value) -> Option<SocketConfig> {
+    fn socket(&mut self, service: &str, value: &Value, owner: SocketOwner) -> Option<SocketConfig> {
         let table = self.table("socket", value)?;
         let before = self.error_count();
         let mut address = None;
         let mut socket = SocketConfig::new(service, SocketAddress::Unix(PathBuf::new()));
+        socket.owner = owner.uid;
+        socket.group = owner.gid;
         for (key, value) in table.iter() {
             let k = key.get_ref().as_ref();
             match k {
@@ -1096,8 +1115,9 @@ impl Cx<'_> {
                     });
                     set(&mut socket.mode, mode);
                 }
-                "owner" => socket.owner = self.user(k, value).map(|(uid, _)| uid),
-                "group" => socket.group = self.group(k, value),
+                // Set, they replace the service's ids, even when they do not resolve.
+                "owner" => socket.owner = self.socket_id(k, value),
+                "group" => socket.group = self.socket_id(k, value),
                 "backlog" => {
                     let backlog = self.integer(k, value, 1..65_536).map(|n| n as u32);
                     set(&mut socket.backlog, backlog);
@@ -1152,7 +1172,7 @@ fn set<T>(slot: &mut T, value: Option<T>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load_str;
+    use super::super::{load_str, load_str_under};
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
@@ -1285,7 +1305,7 @@ exec = [\"/bin/d\"]
             PathBuf::from("b.toml"),
             "\n[service.x]\nexec=[\"/bin/true\"]\n".into(),
         );
-        let loaded = parse_files(&[a, b], &super::super::SystemUsers::new());
+        let loaded = parse_files(&[a, b], &mut UserDb::system());
         let errs: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             errs,
@@ -1313,13 +1333,133 @@ exec = [\"/bin/d\"]
     }
 
     #[test]
-    fn bad_names_and_unknown_users() {
+    fn bad_names_are_errors_and_unknown_users_warnings() {
         let errs = errors(
             "[service.\"a b\"]\nexec=[\"/bin/true\"]\n[service.c]\nexec=[\"/bin/true\"]\nuser = \"no-such-user-here\"\n",
         );
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].contains("bad service name \"a b\""));
-        assert!(errs[1].starts_with("t.toml:5:8: `user`: unknown user \"no-such-user-here\""));
+        assert_eq!(
+            errs[1],
+            "t.toml:5:8: warning: unknown user \"no-such-user-here\""
+        );
+    }
+
+    /// A root for the user database with `web` (1000, group `users` 100) and `wheel` (10).
+    fn users_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "web:x:1000:100:The Web:/srv/web:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "users:x:100:\nwheel:x:10:\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn names_are_kept_as_written_and_unknown_ones_are_warnings_at_their_positions() {
+        let root = users_root();
+        let loaded = load_str_under(
+            "t.toml",
+            "\
+[service.a]
+exec = [\"/bin/x\"]
+user = \"ghost\"
+group = \"nogroup\"
+supplementary_groups = [\"wheel\", \"nope\", 7]
+
+[service.b]
+exec = [\"/bin/x\"]
+user = 4242
+
+[service.c]
+exec = [\"/bin/x\"]
+user = \"web\"
+group = \"4243\"
+",
+            root.path(),
+        );
+        let rendered: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "t.toml:3:8: warning: unknown user \"ghost\"",
+                "t.toml:4:9: warning: unknown group \"nogroup\"",
+                "t.toml:5:34: warning: unknown group \"nope\"",
+                "t.toml:9:8: warning: uid 4242 has no entry in /etc/passwd to take its primary group from, and `group` is not set: a spawn fails at step group unless the uid has an entry by then",
+            ]
+        );
+        // Only warnings: the config is valid, and keeps the names for the spawns to resolve.
+        let services = loaded.config.expect("a config with only warnings").services;
+        let a = services[0].credentials.as_ref().unwrap();
+        assert_eq!(a.user.as_ref().unwrap().id, Id::Name("ghost".into()));
+        assert_eq!(a.user.as_ref().unwrap().origin.line, 3);
+        let groups: Vec<&Id> = a.supplementary_groups.iter().map(|g| &g.id).collect();
+        assert_eq!(
+            groups,
+            [
+                &Id::Name("wheel".into()),
+                &Id::Name("nope".into()),
+                &Id::Number(7)
+            ]
+        );
+        let b = services[1].credentials.as_ref().unwrap();
+        assert_eq!(b.user.as_ref().unwrap().id, Id::Number(4242));
+        assert_eq!(b.group, None);
+        let c = services[2].credentials.as_ref().unwrap();
+        assert_eq!(c.group.as_ref().unwrap().id, Id::Number(4243));
+    }
+
+    #[test]
+    fn socket_files_are_owned_as_resolved_at_load() {
+        let root = users_root();
+        let loaded = load_str_under(
+            "t.toml",
+            "\
+[service.web]
+exec = [\"/bin/x\"]
+user = \"web\"
+[[service.web.socket]]
+path = \"/run/web\"
+[[service.web.socket]]
+path = \"/run/web-admin\"
+owner = \"stranger\"
+group = \"wheel\"
+[[service.web.socket]]
+path = \"/run/web-n\"
+owner = 5
+group = \"nogroup\"
+
+[service.late]
+exec = [\"/bin/x\"]
+user = \"late\"
+[[service.late.socket]]
+path = \"/run/late\"
+",
+            root.path(),
+        );
+        let rendered: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "t.toml:8:9: warning: unknown user \"stranger\": the socket file keeps the manager's user until a reload",
+                "t.toml:13:9: warning: unknown group \"nogroup\": the socket file keeps the manager's group until a reload",
+                "t.toml:17:8: warning: unknown user \"late\"",
+            ]
+        );
+        let services = loaded.config.unwrap().services;
+        let owners = |s: &Service| -> Vec<(Option<u32>, Option<u32>)> {
+            s.sockets.iter().map(|k| (k.owner, k.group)).collect()
+        };
+        // The service's user and its primary group by default; an unknown name leaves the
+        // manager's rather than guess.
+        assert_eq!(
+            owners(&services[0]),
+            [(Some(1000), Some(100)), (None, Some(10)), (Some(5), None)]
+        );
+        assert_eq!(owners(&services[1]), [(None, None)]);
     }
 
     #[test]

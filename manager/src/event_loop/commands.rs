@@ -393,9 +393,12 @@ impl Manager {
             failure: s.last_failure().map(|f| FailureStatus {
                 step: f.step.map(|st| st.name().to_string()),
                 reason: f.reason.clone(),
-                status: match f.exit {
-                    Some(Exit::Code(c)) => Some(c),
-                    _ => None,
+                // A step the manager failed for the executor (its user or groups did not
+                // resolve) has no process to exit: it shows the status the step stands for.
+                status: match (f.exit, f.step) {
+                    (Some(Exit::Code(c)), _) => Some(c),
+                    (None, Some(step)) => Some(i32::from(step.exit_code())),
+                    (Some(Exit::Signal(_) | Exit::Oom), _) | (None, None) => None,
                 },
             }),
             status_text: unit.io.status_text.clone(),

@@ -21,6 +21,7 @@ pub use effects::Effects;
 use crate::config::format_duration;
 use crate::config::{self, Ready, Signal};
 use crate::sockets::Listener;
+use crate::spawn::SpawnError;
 
 /// A process id, as the kernel gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -1176,11 +1177,16 @@ impl Supervisor {
                     intake = Intake::Open;
                     break;
                 }
-                Err(reason) => {
+                Err(error) => {
                     // Back off rather than spin on a socket that stays readable (e.g. out of
-                    // fds): the connection waits in the backlog, the timer re-arms the watch.
-                    // Said once per episode: a storm must not flood the log.
+                    // fds, or a user not created yet): the connection waits in the backlog,
+                    // the timer re-arms the watch. Said once per episode: a storm must not
+                    // flood the log.
                     if intake == Intake::Open {
+                        let reason = match error.step() {
+                            Some(step) => format!("failed at {}: {error}", step.name()),
+                            None => error.to_string(),
+                        };
                         fx.log.log(
                             &self.config.name,
                             format_args!(
@@ -1188,6 +1194,7 @@ impl Supervisor {
                             ),
                         );
                     }
+                    self.last_failure = Some(spawn_failure(&error));
                     fx.timers.set(Timer::Backoff, BACKOFF);
                     intake = Intake::BackingOff;
                     break;
@@ -1214,14 +1221,12 @@ impl Supervisor {
                     main: Process::spawned(pid),
                 }
             }
-            Err(reason) => {
-                fx.log
-                    .log(&self.config.name, format_args!("cannot spawn: {reason}"));
-                self.last_failure = Some(Failure {
-                    step: None,
-                    reason: reason.to_string(),
-                    exit: None,
-                });
+            Err(error) => {
+                fx.log.log(
+                    &self.config.name,
+                    format_args!("{}", spawn_failure_text(&error)),
+                );
+                self.last_failure = Some(spawn_failure(&error));
                 self.restart_or_give_up(false, fx)
             }
         }
@@ -1439,8 +1444,17 @@ impl Supervisor {
         let subject = match report.step {
             Step::Exec => Some(c.exec[0].clone()),
             Step::Chdir => Some(c.working_directory.clone()),
-            Step::User => c.credentials.as_ref().map(|cr| format!("uid {}", cr.uid)),
-            Step::Group => c.credentials.as_ref().map(|cr| format!("gid {}", cr.gid)),
+            // As written: the numbers a name had at that spawn are not kept.
+            Step::User => c
+                .credentials
+                .as_ref()
+                .and_then(|cr| cr.user.as_ref())
+                .map(|u| written_id(&u.id, "uid", "user")),
+            Step::Group => c
+                .credentials
+                .as_ref()
+                .and_then(|cr| cr.group.as_ref())
+                .map(|g| written_id(&g.id, "gid", "group")),
             Step::Stdin | Step::Stdout | Step::Stderr => match &c.stdio {
                 config::StdioMode::Path(p) => Some(p.clone()),
                 _ => None,
@@ -1457,6 +1471,34 @@ impl Supervisor {
             Some(subject) => format!("failed at {}: {subject}: {reason}", report.step.name()),
             None => format!("failed at {}: {reason}", report.step.name()),
         }
+    }
+}
+
+/// A user or group as the config wrote it, for a log line: `uid 1000`, `user "web"`.
+fn written_id(id: &config::Id, number: &str, name: &str) -> String {
+    match id {
+        config::Id::Number(n) => format!("{number} {n}"),
+        config::Id::Name(_) => format!("{name} {id}"),
+    }
+}
+
+/// A spawn that failed in the manager, for `status`: at the executor's step when it stands
+/// for one (the user or groups did not resolve; `status` shows that step's exit status), else
+/// without a step.
+fn spawn_failure(error: &SpawnError) -> Failure {
+    Failure {
+        step: error.step(),
+        reason: error.to_string(),
+        exit: None,
+    }
+}
+
+/// The log line of a spawn that failed in the manager: `failed at STEP: REASON` as the
+/// executor's failures read, or `cannot spawn: REASON`.
+fn spawn_failure_text(error: &SpawnError) -> String {
+    match error.step() {
+        Some(step) => format!("failed at {}: {error}", step.name()),
+        None => format!("cannot spawn: {error}"),
     }
 }
 

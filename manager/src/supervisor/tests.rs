@@ -25,6 +25,8 @@ impl Clock for FakeClock {
 struct FakeSpawn {
     next_pid: i32,
     fail: bool,
+    /// A user name that does not resolve at spawn.
+    unknown_user: Option<&'static str>,
     spawns: u32,
     /// Connections waiting in the backlog of an accept-mode socket.
     waiting: u32,
@@ -37,6 +39,11 @@ impl Spawn for FakeSpawn {
         self.spawns += 1;
         if self.fail {
             return Err(SpawnError::Spawn(std::io::Error::from_raw_os_error(11)));
+        }
+        if let Some(name) = self.unknown_user {
+            return Err(SpawnError::Credentials(
+                crate::users::ResolveError::UnknownUser(name.into()),
+            ));
         }
         self.next_pid += 1;
         Ok(Pid(100 + self.next_pid))
@@ -583,6 +590,52 @@ fn spawn_failure_counts_against_the_start_limit() {
     fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
     assert_eq!(s.state, State::Failed(Cause::StartLimit));
     assert_eq!(fx.spawn.spawns, 3);
+}
+
+#[test]
+fn an_unknown_user_at_spawn_fails_at_step_user_and_counts_against_the_start_limit() {
+    let mut fx = Fake::new();
+    fx.spawn.unknown_user = Some("late");
+    let mut s = service("keep_alive = true\nstart_limit_burst = 1\n");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state, State::Restarting);
+    let failure = s.last_failure.clone().unwrap();
+    assert_eq!(failure.step, Some(Step::User));
+    assert_eq!(failure.reason, "unknown user \"late\"");
+    assert_eq!(fx.log.0[0], "failed at user: unknown user \"late\"");
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    assert_eq!(s.state, State::Failed(Cause::StartLimit));
+    // Created meanwhile: a start by hand spawns it.
+    fx.spawn.unknown_user = None;
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state.name(), "starting");
+}
+
+#[test]
+fn an_accept_instance_whose_user_is_unknown_waits_in_the_backlog() {
+    let mut fx = Fake::new();
+    let mut s = service(ACCEPT);
+    fx.handle(&mut s, Event::Start);
+    fx.spawn.waiting = 1;
+    fx.spawn.unknown_user = Some("late");
+    fx.handle(&mut s, Event::Connection);
+    assert_eq!(fx.timer(Timer::Backoff), Some(Duration::from_millis(100)));
+    assert!(
+        fx.log
+            .0
+            .iter()
+            .any(|l| l
+                .starts_with("cannot start an instance: failed at user: unknown user \"late\"")),
+        "{:?}",
+        fx.log.0
+    );
+    assert_eq!(s.last_failure.as_ref().unwrap().step, Some(Step::User));
+    // The user appears: the next try serves the client.
+    fx.spawn.unknown_user = None;
+    fx.spawn.waiting = 1;
+    fx.handle(&mut s, Event::Timer(Timer::Backoff));
+    fx.handle(&mut s, Event::Connection);
+    assert_eq!(s.instances.len(), 1);
 }
 
 #[test]
