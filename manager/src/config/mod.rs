@@ -3,6 +3,8 @@
 //! Loading never stops at the first mistake: every error (and warning) is collected with the
 //! file, line and column of the key or value it is about, so one `--check` shows them all.
 
+#[cfg(test)]
+mod man;
 mod parse;
 mod users;
 mod values;
