@@ -2,6 +2,9 @@
 //! [`Invocation`]; anything else is a [`UsageError`] (exit 2). The help texts live here too, in
 //! one table, so the parser and the help cannot disagree about which commands exist.
 
+#[cfg(test)]
+mod man;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
