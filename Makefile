@@ -91,7 +91,7 @@ release:
 PREFIX ?= /usr/local
 MAN := target/man
 MAN_PAGES := $(MAN)/steward.8 $(MAN)/stewardctl.1 $(MAN)/steward.toml.5
-# The man pages' date: the last commit's, so a rebuild makes the same files.
+# The man pages' and the package's date: the last commit's, so a rebuild makes the same files.
 DATE_EPOCH = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/dev/null),$(shell date +%s))
 # source:destination under PREFIX:mode
 INSTALL_FILES := \
@@ -106,7 +106,7 @@ INSTALL_FILES := \
 	packaging/completions/stewardctl.fish:share/fish/vendor_completions.d/stewardctl.fish:644 \
 	examples/steward.toml:share/doc/steward/steward.toml:644
 
-.PHONY: man install uninstall
+.PHONY: man install uninstall deb deb-path
 
 man: $(MAN_PAGES)
 
@@ -127,6 +127,19 @@ uninstall:
 		if [ -e "$$dest" ]; then rm -f "$$dest" && echo "removed $$dest"; fi; \
 	done
 	@rmdir "$(DESTDIR)$(PREFIX)/share/doc/steward" 2>/dev/null || true
+
+# A Debian package of the release build, installing into /usr (packaging/build-deb): it does
+# not take over /sbin/init; boot with init=/usr/sbin/steward. Checked with lintian.
+DEB_REVISION ?= 1
+DEB_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-$(DEB_REVISION)
+DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
+DEB = target/deb/steward_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: release man
+	SOURCE_DATE_EPOCH=$(DATE_EPOCH) packaging/build-deb $(DEB_VERSION) $(DEB)
+
+deb-path:
+	@echo $(DEB)
 
 # Benchmarks against the release binaries and their peers (installed from Debian if missing);
 # the report and plots go to target/bench/. BENCH_ARGS=--quick for a smoke run.
