@@ -106,7 +106,7 @@ INSTALL_FILES := \
 	packaging/completions/stewardctl.fish:share/fish/vendor_completions.d/stewardctl.fish:644 \
 	examples/steward.toml:share/doc/steward/steward.toml:644
 
-.PHONY: man install uninstall deb deb-path
+.PHONY: man install uninstall deb deb-path deb-check
 
 man: $(MAN_PAGES)
 
@@ -140,6 +140,11 @@ deb: release man
 
 deb-path:
 	@echo $(DEB)
+
+# As root: builds the package, installs it on this machine, checks the man pages, the bash
+# completion against a running steward, then removes it and checks every file is gone.
+deb-check:
+	packaging/check-deb
 
 # Benchmarks against the release binaries and their peers (installed from Debian if missing);
 # the report and plots go to target/bench/. BENCH_ARGS=--quick for a smoke run.
