@@ -82,6 +82,70 @@ release:
 	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
 
+# Installing. `make install` (PREFIX=/usr/local, DESTDIR for staging) puts the release builds,
+# the man pages, the shell completions and the example config in place; an installed
+# PREFIX/sbin/steward finds PREFIX/libexec/steward-executor by itself. `make uninstall` removes
+# those files (and share/doc/steward), nothing else. The man pages are scdoc (docs/man/*.scd);
+# their lists of config keys and commands are generated from the code by
+# `STEWARD_WRITE_MAN=1 cargo test man_page`, which `make test` checks.
+PREFIX ?= /usr/local
+MAN := target/man
+MAN_PAGES := $(MAN)/steward.8 $(MAN)/stewardctl.1 $(MAN)/steward.toml.5
+# The man pages' and the package's date: the last commit's, so a rebuild makes the same files.
+DATE_EPOCH = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/dev/null),$(shell date +%s))
+# source:destination under PREFIX:mode
+INSTALL_FILES := \
+	target/release/steward:sbin/steward:755 \
+	target/release/stewardctl:bin/stewardctl:755 \
+	target/release/steward-executor:libexec/steward-executor:755 \
+	$(MAN)/steward.8:share/man/man8/steward.8:644 \
+	$(MAN)/stewardctl.1:share/man/man1/stewardctl.1:644 \
+	$(MAN)/steward.toml.5:share/man/man5/steward.toml.5:644 \
+	packaging/completions/stewardctl.bash:share/bash-completion/completions/stewardctl:644 \
+	packaging/completions/_stewardctl:share/zsh/vendor-completions/_stewardctl:644 \
+	packaging/completions/stewardctl.fish:share/fish/vendor_completions.d/stewardctl.fish:644 \
+	examples/steward.toml:share/doc/steward/steward.toml:644
+
+.PHONY: man install uninstall deb deb-path deb-check
+
+man: $(MAN_PAGES)
+
+$(MAN)/%: docs/man/%.scd
+	@packaging/need "make man" scdoc:scdoc
+	@mkdir -p $(MAN)
+	SOURCE_DATE_EPOCH=$(DATE_EPOCH) scdoc < $< > $@
+
+install: release man
+	@set -e; for f in $(INSTALL_FILES); do \
+		src=$${f%%:*}; rest=$${f#*:}; dest="$(DESTDIR)$(PREFIX)/$${rest%:*}"; \
+		install -D -m $${rest##*:} "$$src" "$$dest"; echo "installed $$dest"; \
+	done
+
+uninstall:
+	@for f in $(INSTALL_FILES); do \
+		rest=$${f#*:}; dest="$(DESTDIR)$(PREFIX)/$${rest%:*}"; \
+		if [ -e "$$dest" ]; then rm -f "$$dest" && echo "removed $$dest"; fi; \
+	done
+	@rmdir "$(DESTDIR)$(PREFIX)/share/doc/steward" 2>/dev/null || true
+
+# A Debian package of the release build, installing into /usr (packaging/build-deb): it does
+# not take over /sbin/init; boot with init=/usr/sbin/steward. Checked with lintian.
+DEB_REVISION ?= 1
+DEB_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-$(DEB_REVISION)
+DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
+DEB = target/deb/steward_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: release man
+	SOURCE_DATE_EPOCH=$(DATE_EPOCH) packaging/build-deb $(DEB_VERSION) $(DEB)
+
+deb-path:
+	@echo $(DEB)
+
+# As root: builds the package, installs it on this machine, checks the man pages, the bash
+# completion against a running steward, then removes it and checks every file is gone.
+deb-check:
+	packaging/check-deb
+
 # Benchmarks against the release binaries and their peers (installed from Debian if missing);
 # the report and plots go to target/bench/. BENCH_ARGS=--quick for a smoke run.
 bench: release

@@ -2,6 +2,9 @@
 //! [`Invocation`]; anything else is a [`UsageError`] (exit 2). The help texts live here too, in
 //! one table, so the parser and the help cannot disagree about which commands exist.
 
+#[cfg(test)]
+mod man;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -18,6 +21,9 @@ const SYNOPSIS: &str = "usage: stewardctl [--control PATH] [--json] COMMAND [ARG
 pub enum Parsed {
     /// Talk to the manager.
     Run(Invocation),
+    /// `list`: ask for the status of every service (the invocation's command) and print only
+    /// their names.
+    List(Invocation),
     /// Print this text and exit 0.
     Help(String),
     /// `--version`: the client's own version, no manager needed.
@@ -79,6 +85,7 @@ impl UsageError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Status,
+    List,
     Start,
     Stop,
     Restart,
@@ -114,6 +121,15 @@ const COMMANDS: &[Spec] = &[
                   NAME@N.\nFor named services also their sockets, last exit, last failure and \
                   last log lines.\nRESTARTS counts automatic restarts since the service was last \
                   started by hand or at boot.",
+        options: &[],
+    },
+    Spec {
+        kind: Kind::List,
+        name: "list",
+        args: "",
+        summary: "print the name of every service, one per line",
+        details: "Print the name of every service the manager has, one per line in config \
+                  order; with --json, a JSON array of them.\nCheap enough for shell completion.",
         options: &[],
     },
     Spec {
@@ -407,6 +423,7 @@ pub fn parse(
 
     let command = match kind {
         Kind::Status => Command::Status { names: words },
+        Kind::List => no_words(kind, words, Command::Status { names: vec![] })?,
         Kind::Start => Command::Start {
             names: some_names(kind, words)?,
             wait,
@@ -447,11 +464,15 @@ pub fn parse(
         .control
         .or_else(|| env_control.filter(|p| !p.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL));
-    Ok(Parsed::Run(Invocation {
+    let invocation = Invocation {
         control,
         json: parser.json,
         command,
-    }))
+    };
+    match kind {
+        Kind::List => Ok(Parsed::List(invocation)),
+        _ => Ok(Parsed::Run(invocation)),
+    }
 }
 
 /// `stewardctl help [COMMAND]`.
@@ -580,6 +601,14 @@ mod tests {
         assert_eq!(command(&["poweroff"]), Command::Poweroff);
         assert_eq!(command(&["reboot"]), Command::Reboot);
         assert_eq!(command(&["version"]), Command::Version);
+        match parse_with(&["--json", "list"], Some("/env")) {
+            Ok(Parsed::List(inv)) => {
+                assert_eq!(inv.command, Command::Status { names: vec![] });
+                assert_eq!(inv.control, PathBuf::from("/env"));
+                assert!(inv.json);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -727,6 +756,7 @@ mod tests {
             (&["poweroff", "x"], "poweroff takes no arguments"),
             (&["reboot", "x"], "reboot takes no arguments"),
             (&["version", "x"], "version takes no arguments"),
+            (&["list", "x"], "list takes no arguments"),
             (&["help", "frob"], "unknown command: frob"),
             (&["help", "status", "logs"], "help takes one command"),
         ];

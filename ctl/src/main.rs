@@ -132,6 +132,7 @@ fn main() -> ExitCode {
     let parsed = args::parse(env::args_os().skip(1), env::var_os("STEWARD_CONTROL"));
     let result = match parsed {
         Ok(Parsed::Run(invocation)) => run(&invocation),
+        Ok(Parsed::List(invocation)) => list(&invocation),
         Ok(Parsed::Help(text)) => write_stdout(&text),
         Ok(Parsed::ClientVersion) => write_stdout(&format!("stewardctl {VERSION}\n")),
         Err(usage) => {
@@ -152,6 +153,22 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// `list`: every service's name, one a line (what the shell completions read), or a JSON
+/// array of them.
+fn list(invocation: &Invocation) -> Result<(), Failure> {
+    let status = match ask(invocation)? {
+        Reply::Status(status) => status,
+        other => return Err(Failure::unexpected(&other)),
+    };
+    let names = status.services.iter().map(|s| s.name.as_str());
+    if invocation.json {
+        let mut out = io::stdout().lock();
+        print_json(&mut out, &json!(names.collect::<Vec<_>>()))?;
+        return Ok(out.flush()?);
+    }
+    write_stdout(&names.map(|name| format!("{name}\n")).collect::<String>())
 }
 
 /// Carries out a command, with stdout buffered and flushed before any error is reported, so

@@ -31,6 +31,7 @@ usage: steward [--config PATH] [--control PATH] [--executor PATH] [--check] [--v
   --config PATH     a TOML file, or a directory of *.toml files (default /etc/steward)
   --control PATH    the control socket (default /run/steward/control)
   --executor PATH   the executor (default: steward-executor beside steward,
+                    else ../libexec/steward-executor from steward's directory,
                     else /usr/libexec/steward-executor)
   --check           validate the config, print one line per service, start nothing
   --version         print the version";
@@ -150,13 +151,28 @@ pub fn fuzz_notify(bytes: &[u8]) {
     notify::fuzz(bytes);
 }
 
-/// `steward-executor` beside the running binary, else the system location.
+/// The first of [`executor_candidates`] that exists, else the system location.
 fn default_executor() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("steward-executor")))
-        .filter(|p| p.exists())
+    let exe = std::env::current_exe().ok();
+    executor_candidates(exe.as_deref())
+        .into_iter()
+        .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("/usr/libexec/steward-executor"))
+}
+
+/// Where the executor of the steward binary at `exe` may be: beside it (a build directory),
+/// then in `../libexec` (an install under a prefix: `PREFIX/sbin/steward` runs
+/// `PREFIX/libexec/steward-executor`), then the system location.
+fn executor_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.and_then(Path::parent) {
+        candidates.push(dir.join("steward-executor"));
+        if let Some(prefix) = dir.parent() {
+            candidates.push(prefix.join("libexec/steward-executor"));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/libexec/steward-executor"));
+    candidates
 }
 
 /// What distinguishes one build of the manager from another, as far as upgrades care.
@@ -392,6 +408,28 @@ mod tests {
             "unknown argument '--bogus'"
         );
         assert_eq!(args(&["--config"]).err().unwrap(), "--config needs a path");
+    }
+
+    #[test]
+    fn the_executor_is_looked_for_beside_steward_then_in_the_prefix_libexec() {
+        let paths = |exe: Option<&str>| -> Vec<PathBuf> { executor_candidates(exe.map(Path::new)) };
+        assert_eq!(
+            paths(Some("/opt/st/sbin/steward")),
+            [
+                "/opt/st/sbin/steward-executor",
+                "/opt/st/libexec/steward-executor",
+                "/usr/libexec/steward-executor"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(
+            paths(Some("/steward")),
+            ["/steward-executor", "/usr/libexec/steward-executor"].map(PathBuf::from)
+        );
+        assert_eq!(
+            paths(None),
+            [PathBuf::from("/usr/libexec/steward-executor")]
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Loading never stops at the first mistake: every error (and warning) is collected with the
 //! file, line and column of the key or value it is about, so one `--check` shows them all.
 
+#[cfg(test)]
+mod man;
 mod parse;
 mod values;
 
@@ -101,8 +103,9 @@ pub struct Service {
     pub accept: bool,
     /// `max_connections`, default `64`: accept mode, how many instances may run at once.
     pub max_connections: u32,
-    /// `user`, `group`, `supplementary_groups`, default the manager's own: credentials as
-    /// written, resolved at every spawn; `None` (none of the three set) keeps the manager's.
+    /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
+    /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;
+    /// `group` defaults to the user's primary group.
     pub credentials: Option<Credentials>,
     /// `working_directory`, default `"/"`.
     pub working_directory: String,
@@ -116,12 +119,12 @@ pub struct Service {
     pub stdio: StdioMode,
     /// `umask`, default `"0022"`.
     pub umask: u32,
-    /// `memory_max`, default none: the cgroup memory limit in bytes.
+    /// `memory_max`, default none: the cgroup memory limit, in bytes or with K, M or G.
     pub memory_max: Option<u64>,
     /// `tasks_max`, default none: the cgroup pids limit.
     pub tasks_max: Option<u64>,
-    /// `limits`, default none: resource limits as (`RLIMIT_*` number, value), value `u64::MAX`
-    /// for infinity.
+    /// `limits`, default none: resource limits, a table of name to value (`nofile`, `nproc`,
+    /// `core`, `memlock`, …; `"infinity"` for no limit).
     pub limits: Vec<(u32, u64)>,
     /// `restart_delay`, default `"100ms"`: the wait before a keep-alive restart of an eager
     /// service.
@@ -132,7 +135,8 @@ pub struct Service {
     /// `start_limit_interval`, default `"10s"`: the window the start limit counts restarts in.
     pub start_limit_interval: Duration,
     /// `start_limit_cooldown`, default `"5m"`: a service failed at its start limit is started
-    /// again this long afterwards, with fresh counters; `None` (`"none"`) leaves it failed.
+    /// again (a lazy one: listens again) this long afterwards, with fresh counters; `"none"`
+    /// leaves it failed until a start by hand.
     pub start_limit_cooldown: Option<Duration>,
     /// `stop_signal`, default `"SIGTERM"`: the signal that asks the service to stop.
     pub stop_signal: Signal,
@@ -143,7 +147,7 @@ pub struct Service {
     /// `ready`, default `"exec"`: when a started service counts as ready.
     pub ready: Ready,
     /// `start_timeout`, default `"90s"`: readiness must come within this long of the spawn;
-    /// `None` (`"infinity"`) waits for ever.
+    /// `"infinity"` waits for ever.
     pub start_timeout: Option<Duration>,
     /// `after`, default none: services this one starts after (order only).
     pub after: Vec<Dependency>,
