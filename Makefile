@@ -16,7 +16,12 @@ all: build
 EXECUTOR_FLAGS := --cfg no_libc -C panic=abort -C target-feature=+crt-static \
 	-C relocation-model=static -C link-arg=-nostartfiles
 
+# steward-faulty is the manager with the cargo feature fault-injection (`stewardctl debug
+# panic|hang`), for the tests of panic recovery; built first, so that target/debug/steward is
+# the ordinary one (cargo keeps both builds of the crate, so switching only links again).
 build:
+	$(CARGO) build -p steward --features fault-injection --bin steward
+	cp $(BIN)/steward $(BIN)/steward-faulty
 	$(CARGO) build --workspace --exclude steward-executor --bins
 	$(CARGO) rustc -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 

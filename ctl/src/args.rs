@@ -41,6 +41,7 @@ pub struct Invocation {
     pub command: Command,
 }
 
+use steward_protocol::control::Fault;
 /// One command with its arguments, already checked: exactly the request the manager gets, so
 /// the client has no second description of the commands to keep in step.
 pub use steward_protocol::control::Request as Command;
@@ -96,6 +97,7 @@ enum Kind {
     Poweroff,
     Reboot,
     Version,
+    Debug,
 }
 
 /// A command as the help shows it.
@@ -222,6 +224,17 @@ const COMMANDS: &[Spec] = &[
         args: "",
         summary: "show the client's and the manager's versions",
         details: "Print the client's version, then the manager's and its control protocol.",
+        options: &[],
+    },
+    Spec {
+        kind: Kind::Debug,
+        name: "debug",
+        args: "panic|hang",
+        summary: "for tests: make the manager panic, or stop its loop",
+        details: "Only a manager built with the cargo feature fault-injection (never a release \
+                  build) acts: `panic` panics in its loop (as PID 1 it recovers by re-executing \
+                  itself), `hang` stops its loop for good without exiting. Any other manager \
+                  refuses, and the exit status is 1.",
         options: &[],
     },
 ];
@@ -459,6 +472,19 @@ pub fn parse(
         Kind::Poweroff => no_words(kind, words, Command::Poweroff)?,
         Kind::Reboot => no_words(kind, words, Command::Reboot)?,
         Kind::Version => no_words(kind, words, Command::Version)?,
+        Kind::Debug => {
+            let fault = match words.as_slice() {
+                [word] if word == "panic" => Fault::Panic,
+                [word] if word == "hang" => Fault::Hang,
+                _ => {
+                    return Err(UsageError::command(
+                        kind,
+                        "debug takes one word: panic or hang",
+                    ));
+                }
+            };
+            Command::Debug(fault)
+        }
     };
     let control = parser
         .control

@@ -213,7 +213,8 @@ fn execute(invocation: &Invocation, out: &mut impl Write, colour: bool) -> Resul
         | Command::Restart { .. }
         | Command::Shutdown
         | Command::Poweroff
-        | Command::Reboot => {
+        | Command::Reboot
+        | Command::Debug(_) => {
             let message = match ask(invocation)? {
                 Reply::Done { message } => message,
                 other => return Err(Failure::unexpected(&other)),

@@ -519,3 +519,90 @@ pub fn send_request(
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// One request to a service: connect, read its first line, hang up. `Err` says what failed.
+pub fn exchange(path: &Path, expect: &str) -> Result<(), String> {
+    let line = first_line(path, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    if line.starts_with(expect) {
+        Ok(())
+    } else {
+        Err(format!("unexpected answer {line:?}"))
+    }
+}
+
+/// What a client thread saw.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Connections answered as expected.
+    pub served: u64,
+    /// What went wrong with the others.
+    pub failed: Vec<String>,
+    /// The longest exchange.
+    pub slowest: Duration,
+}
+
+/// Clients hammering `path` until `stop`, bounded in count.
+pub fn hammer(
+    path: PathBuf,
+    expect: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    for _ in 0..200_000 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let began = Instant::now();
+        match exchange(&path, expect) {
+            Ok(()) => tally.served += 1,
+            Err(e) => tally.failed.push(e),
+        }
+        tally.slowest = tally.slowest.max(began.elapsed());
+    }
+    tally
+}
+
+/// Two clients on each of a lazy (`lazy.sock`, answering `pid …`) and an accept service
+/// (`inst.sock`, answering `instance pid …`) in `dir`, the load the reexec and recovery tests
+/// put a manager under.
+pub const LAZY_AND_ACCEPT: [(&str, &str); 4] = [
+    ("lazy.sock", "pid "),
+    ("lazy.sock", "pid "),
+    ("inst.sock", "instance pid "),
+    ("inst.sock", "instance pid "),
+];
+
+/// Client threads, each [`hammer`]ing its socket until [`Load::stop`].
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Tally>>,
+}
+
+impl Load {
+    /// One client per (socket in `dir`, the answer it expects).
+    pub fn start(dir: &Path, targets: &[(&str, &'static str)]) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = targets
+            .iter()
+            .map(|&(socket, expect)| {
+                let path = dir.join(socket);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || hammer(path, expect, stop))
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; what each saw.
+    pub fn stop(self) -> Vec<Tally> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .map(|c| c.join().expect("a client thread"))
+            .collect()
+    }
+}
+
+/// `unshare` making a pid namespace whose init is the program that follows; `--kill-child`
+/// takes the namespace down when unshare is killed.
+pub const PID_NAMESPACE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];

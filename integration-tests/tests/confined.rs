@@ -234,12 +234,7 @@ fn as_pid_1_the_same_config_boots_the_good_services() {
     let dir = temp_dir();
     let path = dir.path().join("steward.toml");
     std::fs::write(&path, FIVE).unwrap();
-    let cmd = Steward::command_under(
-        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
-        &bin("steward"),
-        &path,
-        dir.path(),
-    );
+    let cmd = Steward::command_under(PID_NAMESPACE, &bin("steward"), &path, dir.path());
     let s = Steward::spawn(cmd, dir);
     for name in ["one", "two", "three"] {
         s.wait_state(name, "running");

@@ -229,3 +229,72 @@ environment = { GREETING = "hi" }
     );
     assert!(s.terminate().success());
 }
+
+/// A service that fails at once while `@DIR@/broken` exists, and otherwise runs `then`.
+fn broken_while_marked(then: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", \"[ -e @DIR@/broken ] && exit 1; exec {then}\"]")
+}
+
+#[test]
+fn an_eager_service_failed_at_its_start_limit_runs_again_after_the_cooldown() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let config = format!(
+        "[service.eager]\nexec = {}\nkeep_alive = true\nrestart_delay = \"0\"\nstart_limit_burst = 2\nstart_limit_cooldown = \"2s\"\n\
+         [service.stays]\nexec = {}\nkeep_alive = true\nrestart_delay = \"0\"\nstart_limit_burst = 2\nstart_limit_cooldown = \"none\"\n",
+        broken_while_marked("sleep 1000"),
+        broken_while_marked("sleep 1000"),
+    )
+    .replace("@DIR@", dir.path().to_str().unwrap());
+    let path = dir.path().join("steward.toml");
+    std::fs::write(&path, config).unwrap();
+    let s = Steward::start_at(&path, dir);
+    let eager = s.wait_state("eager", "failed");
+    let stays = s.wait_state("stays", "failed");
+    assert!(eager["retry_at"].as_u64().is_some(), "{eager}");
+    assert_eq!(stays["retry_at"], serde_json::Value::Null);
+    let (_, out, _) = s.ctl(&["status", "eager"]);
+    assert!(out.contains("next try: in "), "{out}");
+    std::fs::remove_file(s.dir.path().join("broken")).unwrap();
+    let again = s.wait_state("eager", "running");
+    assert_eq!(again["restarts"], 0, "fresh counters");
+    assert!(s.count("eager: start_limit_cooldown is over") > 0);
+    // "none": it stays failed for as long as the other one took, and longer.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(s.service("stays")["state"], "failed");
+    let (code, _, err) = s.ctl(&["start", "stays"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.service("stays")["state"], "running");
+}
+
+#[test]
+fn a_lazy_service_failed_at_its_start_limit_serves_again_after_the_cooldown() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let config = format!(
+        "[service.lazy]\nexec = {}\nlazy = true\nkeep_alive = true\nstart_limit_burst = 2\nstart_limit_cooldown = \"2s\"\n\
+         [[service.lazy.socket]]\npath = \"@DIR@/lazy.sock\"\n",
+        broken_while_marked(&format!("{} serve", bin("steward-probe").display())),
+    )
+    .replace("@DIR@", dir.path().to_str().unwrap());
+    let path = dir.path().join("steward.toml");
+    std::fs::write(&path, config).unwrap();
+    let s = Steward::start_at(&path, dir);
+    s.wait_state("lazy", "listening");
+    // The first client makes it crash in a loop: it never accepts, so the client waits in the
+    // backlog through the failure and the cooldown, and is served by the run after it.
+    let socket = s.dir.path().join("lazy.sock");
+    let client =
+        std::thread::spawn(move || first_line(&socket, std::time::Duration::from_secs(30)));
+    s.wait_state("lazy", "failed");
+    std::fs::remove_file(s.dir.path().join("broken")).unwrap();
+    let line = client.join().unwrap().expect("served after the cooldown");
+    assert!(line.starts_with("pid "), "{line}");
+    assert!(s.count("lazy: start_limit_cooldown is over") > 0);
+    let line = first_line(
+        &s.dir.path().join("lazy.sock"),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(line.starts_with("pid "), "{line}");
+}

@@ -16,12 +16,7 @@ impl Init {
         let dir = temp_dir();
         let path = dir.path().join("steward.toml");
         std::fs::write(&path, config.replace("@DIR@", dir.path().to_str().unwrap())).unwrap();
-        let cmd = Steward::command_under(
-            &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
-            &bin("steward"),
-            &path,
-            dir.path(),
-        );
+        let cmd = Steward::command_under(PID_NAMESPACE, &bin("steward"), &path, dir.path());
         let s = Steward::spawn(cmd, dir);
         s.wait_for("version");
         Init { s }

@@ -7,8 +7,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use steward_integration_tests::*;
@@ -40,41 +38,6 @@ fn install(from: &Path, to: &Path) {
     let tmp = to.with_extension("new");
     std::fs::copy(from, &tmp).unwrap();
     std::fs::rename(&tmp, to).unwrap();
-}
-
-/// One request to a service: connect, read its first line, hang up. `Err` says what failed.
-fn exchange(path: &Path, expect: &str) -> Result<(), String> {
-    let line = first_line(path, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    if line.starts_with(expect) {
-        Ok(())
-    } else {
-        Err(format!("unexpected answer {line:?}"))
-    }
-}
-
-/// What a client thread saw.
-#[derive(Debug, Default)]
-struct Tally {
-    served: u64,
-    failed: Vec<String>,
-    slowest: Duration,
-}
-
-/// Clients hammering `path` until `stop`, bounded in count.
-fn hammer(path: PathBuf, expect: &'static str, stop: Arc<AtomicBool>) -> Tally {
-    let mut tally = Tally::default();
-    for _ in 0..200_000 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let began = Instant::now();
-        match exchange(&path, expect) {
-            Ok(()) => tally.served += 1,
-            Err(e) => tally.failed.push(e),
-        }
-        tally.slowest = tally.slowest.max(began.elapsed());
-    }
-    tally
 }
 
 const UPGRADE: &str = r#"
@@ -114,20 +77,7 @@ fn upgrade_under_load_loses_no_connection() {
         flaky["restarts"] == 2 && flaky["state"] == "running"
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = [
-        ("lazy.sock", "pid "),
-        ("lazy.sock", "pid "),
-        ("inst.sock", "instance pid "),
-        ("inst.sock", "instance pid "),
-    ]
-    .into_iter()
-    .map(|(socket, expect)| {
-        let path = dir.join(socket);
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || hammer(path, expect, stop))
-    })
-    .collect();
+    let load = Load::start(&dir, &LAZY_AND_ACCEPT);
 
     let began = Instant::now();
     let mut replies = Vec::new();
@@ -143,8 +93,7 @@ fn upgrade_under_load_loses_no_connection() {
         replies.push(out.trim().to_string());
     }
     std::thread::sleep(Duration::from_secs(10).saturating_sub(began.elapsed()));
-    stop.store(true, Ordering::Relaxed);
-    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let tallies = load.stop();
 
     let next = format!("{VERSION}+next");
     let same = format!("re-executed: steward {VERSION} -> steward {VERSION}");

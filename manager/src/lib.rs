@@ -13,6 +13,7 @@ mod log;
 mod notify;
 mod output;
 mod pid1;
+mod recovery;
 mod registry;
 mod sockets;
 mod spawn;
@@ -49,8 +50,10 @@ struct Args {
     deserialize: Option<i32>,
     /// Internal: the previous binary, pinned, to go back to if we cannot take over.
     fallback: Option<i32>,
-    /// Internal: we are that previous binary, back after a failed reexec, and this is why.
-    reexec_failed: Option<String>,
+    /// Internal: why the state was handed over (`--reexec-failed WHY`, `--recovering WHAT`).
+    came: event_loop::Came,
+    /// Internal: CLOCK_MONOTONIC (ns) of the last recovery from a panic.
+    panicked_at: Option<u64>,
 }
 
 enum Command {
@@ -68,7 +71,8 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Command, Strin
         given: Vec::new(),
         deserialize: None,
         fallback: None,
-        reexec_failed: None,
+        came: event_loop::Came::Upgrade,
+        panicked_at: None,
     };
     let fd = |flag: &str, value: Option<OsString>| -> Result<i32, String> {
         value
@@ -88,7 +92,17 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Command, Strin
             }
             Some("--reexec-failed") => {
                 let why = args.next().ok_or("--reexec-failed needs a reason")?;
-                parsed.reexec_failed = Some(why.to_string_lossy().into_owned());
+                parsed.came = event_loop::Came::FellBack(why.to_string_lossy().into_owned());
+                continue;
+            }
+            Some("--recovering") => {
+                let what = args.next().ok_or("--recovering needs the panic")?;
+                parsed.came = event_loop::Came::Recovered(what.to_string_lossy().into_owned());
+                continue;
+            }
+            Some("--panicked-at") => {
+                let ns = args.next().and_then(|v| v.to_str()?.parse().ok());
+                parsed.panicked_at = Some(ns.ok_or("--panicked-at needs a time in ns")?);
                 continue;
             }
             _ => {}
@@ -248,6 +262,12 @@ pub fn main(build: Build) -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<pid1::Finish> {
+    if !args.check {
+        if let Some(ns) = args.panicked_at {
+            recovery::set_panicked_at(ns);
+        }
+        recovery::install_hook();
+    }
     let executor = args.executor.clone().unwrap_or_else(default_executor);
     let paths = event_loop::Paths {
         config: &args.config,
@@ -259,7 +279,7 @@ fn run(args: &Args) -> anyhow::Result<pid1::Finish> {
         let resume = event_loop::Resume {
             state_fd,
             fallback: args.fallback,
-            failed: args.reexec_failed.clone(),
+            came: args.came.clone(),
         };
         return event_loop::resume(resume, paths, args.given.clone());
     }
@@ -448,7 +468,7 @@ mod tests {
             panic!("should parse");
         };
         assert_eq!((a.deserialize, a.fallback), (Some(7), Some(8)));
-        assert_eq!(a.reexec_failed.as_deref(), Some("why"));
+        assert_eq!(a.came, event_loop::Came::FellBack("why".into()));
         let given: Vec<&str> = a.given.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(given, ["--config", "/x", "--control=/c"]);
         assert_eq!(

@@ -28,7 +28,9 @@ static NONBLOCKING: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::ne
 /// description is our own: services that inherit fd 2 keep a blocking one.
 pub fn nonblocking() {
     use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    // O_APPEND: a log file as stderr is written at its end, not over from its start.
+    let flags =
+        OFlags::WRONLY | OFlags::APPEND | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     if let Ok(fd) = rustix::fs::open("/proc/self/fd/2", flags, Mode::empty()) {
         let _ = NONBLOCKING.set(std::fs::File::from(fd));
     }

@@ -1,7 +1,7 @@
 //! Every unit the manager supervises, by a typed id that is never reused, and the indexes into
 //! them: names and live pids. A unit a reload removed is removed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::supervisor::Pid;
@@ -38,6 +38,9 @@ pub struct Registry {
     /// Which unit each live process (a main process or an accept instance) belongs to.
     pids: HashMap<Pid, UnitId>,
     next: u32,
+    /// Units added, removed or handed out to change since [`Registry::take_changed`]: what
+    /// the panic-recovery snapshot must save again.
+    changed: BTreeSet<UnitId>,
 }
 
 impl Registry {
@@ -47,12 +50,14 @@ impl Registry {
         self.next += 1;
         self.names.insert(unit.supervisor.config().name.clone(), id);
         self.units.insert(id, unit);
+        self.changed.insert(id);
         id
     }
 
     /// Removes a unit, with its name and pids.
     pub fn remove(&mut self, id: UnitId) -> Option<Unit> {
         let unit = self.units.remove(&id)?;
+        self.changed.insert(id);
         self.names.remove(&unit.supervisor.config().name);
         self.pids.retain(|_, owner| *owner != id);
         Some(unit)
@@ -65,7 +70,9 @@ impl Registry {
 
     /// The unit with this id, to change.
     pub fn get_mut(&mut self, id: UnitId) -> Option<&mut Unit> {
-        self.units.get_mut(&id)
+        let unit = self.units.get_mut(&id)?;
+        self.changed.insert(id);
+        Some(unit)
     }
 
     /// The unit of that name.
@@ -85,7 +92,13 @@ impl Registry {
 
     /// Every unit, to change.
     pub fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
+        self.changed.extend(self.units.keys().copied());
         self.units.values_mut()
+    }
+
+    /// The units that may have changed since the last call (some may be gone).
+    pub fn take_changed(&mut self) -> BTreeSet<UnitId> {
+        std::mem::take(&mut self.changed)
     }
 
     /// How many units there are.
@@ -101,6 +114,11 @@ impl Registry {
     /// The unit `pid` belongs to.
     pub fn owner(&self, pid: Pid) -> Option<UnitId> {
         self.pids.get(&pid).copied()
+    }
+
+    /// Every live process with its unit.
+    pub fn processes(&self) -> Vec<(Pid, UnitId)> {
+        self.pids.iter().map(|(&pid, &id)| (pid, id)).collect()
     }
 
     /// Forgets `pid` (it was reaped); returns whose it was.

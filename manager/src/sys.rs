@@ -149,6 +149,19 @@ pub fn inherited(fd: RawFd) -> bool {
     flags >= 0 && flags & libc::FD_CLOEXEC == 0
 }
 
+/// Clears FD_CLOEXEC on fd number `fd`, so that it crosses the next exec: the panic hook's way
+/// of handing over the fds its snapshot names, which it knows by number only (the `OwnedFd`s
+/// are out of its reach, somewhere up the panicking stack). A number that is not open is
+/// EBADF and changes nothing.
+pub fn inheritable(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD changes one flag of an fd table entry and touches no memory; the fd
+    // stays owned by whoever owns it, and the exec that follows is the point.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes ownership of an fd a previous manager handed over across exec (see [`inherited`]),
 /// and makes it close-on-exec again: ours alone, and never adoptable twice.
 pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {

@@ -115,6 +115,7 @@ impl Unit {
         now: Instant,
         timers: &[(Timer, Duration)],
         keep: &mut Vec<BorrowedFd<'a>>,
+        output: Output,
     ) -> saved::Service {
         let mut out = blank();
         self.supervisor.save(now, &mut out);
@@ -134,7 +135,9 @@ impl Unit {
             .collect();
         out.watched = io.watched;
         out.oom_baseline = io.oom_baseline;
-        out.log = io.output.tail(None).into_iter().map(save_line).collect();
+        if output == Output::With {
+            out.log = io.output.tail(None).into_iter().map(save_line).collect();
+        }
         out.log_dropped = io.output.dropped;
         out.pipes = io.pipes.iter().map(|p| save_pipe(p, &mut fd)).collect();
         out.writers = io.writers.as_ref().map(|[o, e]| [fd(o), fd(e)]);
@@ -250,6 +253,16 @@ impl Unit {
             .filter_map(|(name, ns)| Some((Timer::named(name)?, Duration::from_nanos(*ns))))
             .collect()
     }
+}
+
+/// Whether a saved unit carries its captured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Every line the ring holds: a reexec.
+    With,
+    /// None: the panic-recovery snapshot, saved at every change, where copying the ring each
+    /// time would cost more than the lines are worth.
+    Without,
 }
 
 /// The fds a saved service names, for the new manager to check before it adopts any.

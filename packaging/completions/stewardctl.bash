@@ -39,7 +39,7 @@ _stewardctl() {
 
     local commands global_options value_options options='' names=0
     # BEGIN GENERATED from ctl/src/args.rs by STEWARD_WRITE_MAN=1 cargo test -p stewardctl man_page
-    commands="status list start stop restart logs reload reexec shutdown poweroff reboot version help"
+    commands="status list start stop restart logs reload reexec shutdown poweroff reboot version debug help"
     global_options="--control --json -h --help --version"
     value_options="--lines -n"
     case $command in

@@ -76,6 +76,18 @@ pub enum Request {
     Reboot,
     /// The manager's version.
     Version,
+    /// For tests: a fault on purpose, which only a manager built with the `fault-injection`
+    /// feature makes; any other refuses.
+    Debug(Fault),
+}
+
+/// A fault a test asks a `fault-injection` manager for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// Panic in the loop.
+    Panic,
+    /// Stop running the loop for good, without exiting.
+    Hang,
 }
 
 /// What the manager answers.

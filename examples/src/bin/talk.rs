@@ -1,6 +1,7 @@
-//! `talk ADDRESS [LINE…]`: a tiny client for the example services, so that trying them needs no
-//! netcat. ADDRESS is a unix socket path or HOST:PORT. Sends each LINE, then prints what comes
-//! back until the service closes the connection (or 2 s pass without a byte).
+//! `talk [--wait SECS] ADDRESS [LINE…]`: a tiny client for the example services, so that trying
+//! them needs no netcat. ADDRESS is a unix socket path or HOST:PORT. Sends each LINE, then prints
+//! what comes back until the service closes the connection (or SECS, default 2, pass without a
+//! byte).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,12 +9,22 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let mut wait = 2;
+    if args.peek().is_some_and(|a| a == "--wait") {
+        args.next();
+        wait = match args.next().map(|s| s.parse()) {
+            Some(Ok(secs)) => secs,
+            _ => anyhow::bail!("--wait needs a number of seconds"),
+        };
+    }
     let Some(address) = args.next() else {
-        anyhow::bail!("usage: talk ADDRESS [LINE…]   (ADDRESS: /path/to.sock or HOST:PORT)");
+        anyhow::bail!(
+            "usage: talk [--wait SECS] ADDRESS [LINE…]   (ADDRESS: /path/to.sock or HOST:PORT)"
+        );
     };
     let lines: Vec<String> = args.collect();
-    let timeout = Some(Duration::from_secs(2));
+    let timeout = Some(Duration::from_secs(wait));
     let mut stream: Box<dyn ReadWrite> = if address.contains('/') {
         let s = UnixStream::connect(&address)?;
         s.set_read_timeout(timeout)?;

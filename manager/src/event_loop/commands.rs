@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rustix::event::epoll;
 use steward_protocol::control::{
-    ExitStatus, FailureStatus, InstanceStatus, Reply, Request, ServiceStatus, SocketStatus, Status,
+    ExitStatus, FailureStatus, Fault, InstanceStatus, Reply, Request, ServiceStatus, SocketStatus,
+    Status,
 };
 
 use super::deps;
@@ -206,8 +207,43 @@ impl Manager {
                 version: crate::version().into(),
                 protocol: steward_protocol::control::CONTROL_VERSION,
             },
+            Request::Debug(fault) => self.fault(id, fault),
         };
         self.reply(id, reply);
+    }
+
+    /// `debug panic|hang` in a `fault-injection` build: answered first, so that the client
+    /// knows it was done, then done.
+    #[cfg(feature = "fault-injection")]
+    fn fault(&mut self, id: u64, fault: Fault) -> Reply {
+        let what = match fault {
+            Fault::Panic => "panicking",
+            Fault::Hang => "hanging",
+        };
+        log::manager(format_args!(
+            "debug: {what}, as a client asked (fault-injection build)"
+        ));
+        self.reply(
+            id,
+            Reply::Done {
+                message: what.into(),
+            },
+        );
+        match fault {
+            Fault::Panic => panic!("stewardctl debug panic (fault-injection build)"),
+            // The loop stops for good; only a signal the kernel delivers by itself ends us.
+            Fault::Hang => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+        }
+    }
+
+    /// Any other build refuses.
+    #[cfg(not(feature = "fault-injection"))]
+    fn fault(&mut self, _: u64, _: Fault) -> Reply {
+        Reply::Error {
+            message: "not built with fault-injection".into(),
+        }
     }
 
     /// `logs NAME`: the reply, or `None` when the client now follows the service.

@@ -19,10 +19,12 @@ mod reexec;
 mod reload;
 mod shutdown;
 mod signals;
+mod snapshot;
 mod timers;
 mod token;
 
-pub use reexec::{Paths, Resume, Upgrade, resume};
+pub(crate) use reexec::c_string;
+pub use reexec::{Came, Paths, Resume, Upgrade, resume};
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -133,6 +135,8 @@ pub struct Manager {
     config_path: PathBuf,
     /// The config files as last loaded successfully, for a `reexec`.
     config_sources: Vec<(PathBuf, String)>,
+    /// The config sources changed since the panic-recovery snapshot was taken.
+    head_changed: bool,
     /// `[manager] log_buffer` as last loaded.
     log_buffer: u64,
     /// What a `reexec` needs.
@@ -152,8 +156,8 @@ pub struct Manager {
 pub struct Takeover {
     /// The version that ran before.
     pub old: String,
-    /// Set when the upgrade failed and we are the old binary again: why.
-    pub failed: Option<String>,
+    /// Why we were handed the state.
+    pub came: Came,
     /// From the old manager's exec to the new one being ready to serve.
     pub took: Duration,
     /// The control client waiting for the reply.
@@ -330,6 +334,7 @@ impl Manager {
             control,
             config_path: config_path.to_path_buf(),
             config_sources,
+            head_changed: true,
             log_buffer,
             upgrade,
             phase: Phase::Running,
@@ -361,13 +366,16 @@ impl Manager {
             data: epoll::EventData::new_u64(0),
         }; 32];
         self.settle();
+        self.snapshot();
         while let Some(timeout) = self.next_wait() {
             let n = self.wait(&mut events, timeout);
             let reap = self.dispatch_events(&events[..n]);
             if reap {
                 self.reap();
+                self.snapshot();
             }
             self.settle();
+            self.snapshot();
         }
         self.finish()
     }
@@ -427,6 +435,8 @@ impl Manager {
                 Some(Token::InstanceLog(id, pid, stream)) => self.on_instance_log(id, pid, stream),
                 None => {}
             }
+            // Each event on its own: a panic in the next one finds this one's changes.
+            self.snapshot();
         }
         reap
     }

@@ -75,14 +75,51 @@ impl Manager {
 
     /// Removes the cgroups of units at rest that were still busy.
     pub(super) fn retry_cgroup_removal(&mut self) {
-        let cgroups = &self.cgroups;
-        for unit in self.registry.units_mut() {
-            if unit.io.cgroup == Cgroup::Lingering
-                && unit.supervisor.state().at_rest()
-                && cgroups.remove(&unit.supervisor.config().name)
-            {
-                unit.io.cgroup = Cgroup::Absent;
+        // Only the lingering ones are handed out to change: every unit would be saved again
+        // for the panic-recovery snapshot at every reap.
+        let lingering: Vec<UnitId> = self
+            .registry
+            .iter()
+            .filter(|(_, u)| u.io.cgroup == Cgroup::Lingering && u.supervisor.state().at_rest())
+            .map(|(id, _)| id)
+            .collect();
+        for id in lingering {
+            let cgroups = &self.cgroups;
+            if let Some(unit) = self.registry.get_mut(id) {
+                if cgroups.remove(&unit.supervisor.config().name) {
+                    unit.io.cgroup = Cgroup::Absent;
+                }
             }
+        }
+    }
+
+    /// After a panic recovery: a process the snapshot names that is no child of ours any more
+    /// was reaped by the image that panicked, after the snapshot; its exit status is lost, so
+    /// it is handled as killed.
+    pub(super) fn forget_the_gone(&mut self) {
+        let me = std::process::id().to_string();
+        for (pid, id) in self.registry.processes() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Field 4, after the parenthesised command (which may hold spaces).
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(me.as_str()) {
+                continue;
+            }
+            self.registry.release(pid);
+            if let Some(unit) = self.registry.get(id) {
+                log::service(
+                    unit.name(),
+                    format_args!(
+                        "pid {pid} ended before the recovery, its exit status lost; handled as killed"
+                    ),
+                );
+            }
+            self.dispatch(
+                id,
+                Event::Process(pid, ProcessEvent::Exited(Exit::Signal(Signal::KILL))),
+            );
         }
     }
 

@@ -69,8 +69,19 @@ pub struct Resume {
     pub state_fd: RawFd,
     /// The previous binary, to exec back if we cannot take over.
     pub fallback: Option<RawFd>,
-    /// Set when we are that previous binary, back after a failed upgrade: why.
-    pub failed: Option<String>,
+    /// Why the state was handed over.
+    pub came: Came,
+}
+
+/// Why a manager was handed the state of the one before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Came {
+    /// A `reexec` (or SIGTERM as PID 1): an upgrade, or the same binary again.
+    Upgrade,
+    /// We are the previous binary, back after a failed upgrade: why it failed.
+    FellBack(String),
+    /// The previous image panicked (`crate::recovery`): where, and what it said.
+    Recovered(String),
 }
 
 /// The paths the command line names.
@@ -159,8 +170,9 @@ fn exec(path: &CStr, argv: &[&CStr]) -> String {
     sys::errno_text(error.raw_os_error().unwrap_or(0))
 }
 
-fn c_string(bytes: Vec<u8>) -> CString {
-    // Arguments and paths from the kernel carry no NUL; one that did could not be passed on.
+/// A C string of `bytes`, NULs dropped: arguments and paths from the kernel carry none, and
+/// one that did could not be passed on.
+pub(crate) fn c_string(bytes: Vec<u8>) -> CString {
     CString::new(bytes).unwrap_or_else(|e| {
         let mut bytes = e.into_vec();
         bytes.retain(|&b| b != 0);
@@ -196,6 +208,11 @@ impl Manager {
         argv.push("--deserialize".into());
         argv.push(memfd.as_raw_fd().to_string().into());
         keep.push(memfd.as_fd());
+        // The guard against a panic loop holds across upgrades.
+        if let Some(ns) = crate::recovery::panicked_at() {
+            argv.push("--panicked-at".into());
+            argv.push(ns.to_string().into());
+        }
         if let Some(pin) = &self.upgrade.pin {
             argv.push("--fallback".into());
             argv.push(pin.as_raw_fd().to_string().into());
@@ -267,7 +284,8 @@ impl Manager {
         keep: &mut Vec<BorrowedFd<'a>>,
     ) -> saved::ManagerState {
         let now = Instant::now();
-        let services = self
+        let mut state = self.head();
+        state.services = self
             .registry
             .iter()
             .map(|(id, unit)| {
@@ -278,17 +296,22 @@ impl Manager {
                         Some((t, at.saturating_duration_since(now)))
                     })
                     .collect();
-                unit.save(now, &timers, keep)
+                unit.save(now, &timers, keep, unit::Output::With)
             })
             .collect();
         keep.push(self.control.listener.as_fd());
         keep.push(self.notify.fd.as_fd());
-        let client_fd = client
+        state.client_fd = client
             .and_then(|id| self.control.clients.get(&id))
             .map(|c| {
                 keep.push(c.fd.as_fd());
                 c.fd.as_raw_fd()
             });
+        state
+    }
+
+    /// The state but for the services and the waiting client.
+    pub(super) fn head(&self) -> saved::ManagerState {
         saved::ManagerState {
             version: crate::version().to_string(),
             exe: self.upgrade.exe.as_os_str().as_bytes().to_vec(),
@@ -299,19 +322,23 @@ impl Manager {
                 .collect(),
             written_ns: monotonic_ns(),
             control_fd: self.control.listener.as_raw_fd(),
-            client_fd,
+            client_fd: None,
             notify_fd: Some(self.notify.fd.as_raw_fd()),
             watchdog_fd: None,
-            stop_jobs: self
-                .stop_jobs
-                .iter()
-                .filter_map(|(&id, &job)| {
-                    let name = self.registry.get(id)?.name().to_string();
-                    Some((name, job == Job::Restart))
-                })
-                .collect(),
-            services,
+            stop_jobs: self.saved_stop_jobs(),
+            services: Vec::new(),
         }
+    }
+
+    /// The stop jobs waiting for their turn, by service name (`true`: a restart).
+    pub(super) fn saved_stop_jobs(&self) -> Vec<(String, bool)> {
+        self.stop_jobs
+            .iter()
+            .filter_map(|(&id, &job)| {
+                let name = self.registry.get(id)?.name().to_string();
+                Some((name, job == Job::Restart))
+            })
+            .collect()
     }
 }
 
@@ -329,7 +356,7 @@ struct Prepared {
 pub fn resume(resume: Resume, paths: Paths<'_>, args: Vec<OsString>) -> anyhow::Result<Finish> {
     let state_fd = sys::adopt_inherited(resume.state_fd)
         .map_err(|e| anyhow::anyhow!("--deserialize {}: {e}", resume.state_fd))?;
-    let prepared = match prepare(&state_fd, &paths) {
+    let prepared = match prepare(&state_fd, &paths, &resume.came) {
         Ok(prepared) => prepared,
         Err(why) => {
             log::manager(format_args!("cannot take over: {why}"));
@@ -352,7 +379,7 @@ pub fn resume(resume: Resume, paths: Paths<'_>, args: Vec<OsString>) -> anyhow::
     let (manager, client) = Manager::adopt(prepared, paths, args)?;
     Ok(manager.serve(Some(Takeover {
         old,
-        failed: resume.failed,
+        came: resume.came,
         took: Duration::from_nanos(monotonic_ns().saturating_sub(written_ns)),
         client,
     })))
@@ -378,10 +405,17 @@ fn fall_back(fallback: RawFd, state_fd: OwnedFd, args: &[OsString], why: &str) -
 }
 
 /// Reads and checks everything, acquiring nothing that a fall-back would have to give back.
-fn prepare(state_fd: &OwnedFd, paths: &Paths<'_>) -> Result<Prepared, TakeoverError> {
+fn prepare(state_fd: &OwnedFd, paths: &Paths<'_>, came: &Came) -> Result<Prepared, TakeoverError> {
     let bytes = read_all(state_fd).map_err(TakeoverError::Read)?;
-    let state =
+    let mut state =
         saved::decode(&bytes, crate::build().state_version).map_err(TakeoverError::Decode)?;
+    if let Came::Recovered(_) = came {
+        for fd in forget_closed(&mut state) {
+            log::manager(format_args!(
+                "fd {fd} of the snapshot was closed by the event that panicked; going on without it"
+            ));
+        }
+    }
     let sources: Vec<(PathBuf, String)> = state
         .config
         .iter()
@@ -432,6 +466,41 @@ fn prepare(state_fd: &OwnedFd, paths: &Paths<'_>) -> Result<Prepared, TakeoverEr
         spawner,
         fds,
     })
+}
+
+/// A panic snapshot names the fds as of the last event fully handled: the one that panicked
+/// may have closed some. Each is dropped from the state (a pipe of a process gone, most
+/// likely); returns their numbers.
+fn forget_closed(state: &mut saved::ManagerState) -> Vec<RawFd> {
+    let mut gone = Vec::new();
+    let mut open = |fd: RawFd| {
+        let ok = sys::inherited(fd);
+        if !ok {
+            gone.push(fd);
+        }
+        ok
+    };
+    if state.notify_fd.is_some_and(|fd| !open(fd)) {
+        state.notify_fd = None;
+    }
+    for s in &mut state.services {
+        s.sockets.retain(|&(_, fd)| open(fd));
+        s.pipes.retain(|p| open(p.fd));
+        if s.writers.is_some_and(|[o, e]| !open(o) | !open(e)) {
+            s.writers = None;
+        }
+        s.status_pipes.retain(|&(_, fd)| open(fd));
+        if s.parked_fd.is_some_and(|fd| !open(fd)) {
+            s.parked_fd = None;
+        }
+        if s.ready_fd.is_some_and(|(_, fd)| !open(fd)) {
+            s.ready_fd = None;
+        }
+        for instance in &mut s.instances {
+            instance.pipes.retain(|p| open(p.fd));
+        }
+    }
+    gone
 }
 
 fn read_all(fd: &OwnedFd) -> io::Result<Vec<u8>> {
@@ -554,8 +623,20 @@ impl Manager {
         // Processes that exited while no manager was looking are zombies now, their SIGCHLD
         // pending in the inherited (blocked) mask: reap them before anything else.
         self.reap();
-        let reply = match takeover.failed {
-            Some(why) => {
+        let reply = match takeover.came {
+            Came::Recovered(what) => {
+                log::manager(format_args!(
+                    "version {} recovered from a panic ({what}) in {:.1} ms (pid {}, {} services); the services' last log lines were not kept",
+                    crate::version(),
+                    takeover.took.as_secs_f64() * 1000.0,
+                    std::process::id(),
+                    self.registry.len()
+                ));
+                self.forget_the_gone();
+                // The config on disk is not re-read: nobody asked for a change.
+                return;
+            }
+            Came::FellBack(why) => {
                 log::manager(format_args!(
                     "version {} is back (pid {}, {} services) after a failed reexec: {why}",
                     crate::version(),
@@ -569,7 +650,7 @@ impl Manager {
                     ),
                 }
             }
-            None => {
+            Came::Upgrade => {
                 log::manager(format_args!(
                     "version {} took over from version {} in {:.1} ms (pid {}, {} services)",
                     crate::version(),

@@ -187,6 +187,7 @@ impl Manager {
         match self.apply(plan, refused) {
             Ok(reply) => {
                 self.config_sources = sources;
+                self.head_changed = true;
                 reply
             }
             Err(e) => {

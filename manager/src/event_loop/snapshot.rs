@@ -1,0 +1,51 @@
+//! The panic-recovery snapshot (see `crate::recovery`): after every event the loop handles,
+//! the units the registry handed out to change are saved again, so that a panic finds the
+//! state as it was before the event that panicked.
+
+use std::time::Instant;
+
+use super::Manager;
+use crate::recovery::{self, Snapshot};
+use crate::supervisor::Timer;
+use crate::unit::Output;
+
+impl Manager {
+    /// Saves again what changed since the last call; nearly free when nothing did.
+    pub(super) fn snapshot(&mut self) {
+        let changed = self.registry.take_changed();
+        let head_changed = std::mem::take(&mut self.head_changed);
+        let stop_jobs = self.saved_stop_jobs();
+        let now = Instant::now();
+        recovery::update(|slot| {
+            if head_changed || slot.is_none() {
+                let units = slot.take().map(|s| s.units).unwrap_or_default();
+                *slot = Some(Snapshot {
+                    head: self.head(),
+                    units,
+                    exe: self.upgrade.exe.clone().into_os_string(),
+                    args: self.upgrade.args.clone(),
+                });
+            }
+            let Some(snapshot) = slot.as_mut() else {
+                return;
+            };
+            if snapshot.head.stop_jobs != stop_jobs {
+                snapshot.head.stop_jobs = stop_jobs;
+            }
+            for id in changed {
+                let Some(unit) = self.registry.get(id) else {
+                    snapshot.units.remove(&id);
+                    continue;
+                };
+                let timers = Timer::ALL
+                    .into_iter()
+                    .filter_map(|t| Some((t, self.timers.deadline(id, t)?)))
+                    .collect();
+                // The fds are named by number in the saved unit; the hook hands them over.
+                let mut keep = Vec::new();
+                let saved = unit.save(now, &[], &mut keep, Output::Without);
+                snapshot.units.insert(id, (saved, timers));
+            }
+        });
+    }
+}
