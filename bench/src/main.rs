@@ -10,6 +10,7 @@
 
 mod accept;
 mod codec;
+mod fdstore;
 mod memory;
 mod plot;
 mod ready;
@@ -25,8 +26,8 @@ use anyhow::{Context, bail};
 
 use crate::util::{Ctx, Section};
 
-const SCENARIOS: [&str; 9] = [
-    "spawn", "cow", "accept", "lazy", "respawn", "ready", "memory", "reexec", "codec",
+const SCENARIOS: [&str; 10] = [
+    "spawn", "cow", "accept", "lazy", "respawn", "ready", "memory", "reexec", "fdstore", "codec",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             "ready" => ready::run(&ctx),
             "memory" => memory::run(&ctx),
             "reexec" => reexec::run(&ctx),
+            "fdstore" => fdstore::run(&ctx),
             "codec" => codec::run(&ctx),
             _ => unreachable!("checked above"),
         }
@@ -100,7 +102,7 @@ struct Target {
     unit: &'static str,
 }
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 11] = [
     Target {
         key: "spawn.ratio",
         what: "executor path ÷ bare posix_spawn, p50 (worst manager size)",
@@ -137,6 +139,13 @@ const TARGETS: [Target; 9] = [
         unit: " µs",
     },
     Target {
+        key: "ready.ping_us",
+        what: "the manager's CPU per watchdog ping (`WATCHDOG=1`)",
+        target: 2.0,
+        at_most: true,
+        unit: " µs",
+    },
+    Target {
         key: "ready.graph_ratio",
         what: "8-service boot graph wall time ÷ its critical path, p50",
         target: 1.1,
@@ -161,6 +170,13 @@ const TARGETS: [Target; 9] = [
         key: "reexec.p90_ms",
         what: "longest gap a client sees during a reexec (p90 over reexecs)",
         target: 10.0,
+        at_most: true,
+        unit: " ms",
+    },
+    Target {
+        key: "fdstore.gap_p99_ms",
+        what: "a client's wait across a service restart with the fd store, p99 (none failed)",
+        target: 2.0,
         at_most: true,
         unit: " ms",
     },

@@ -100,7 +100,7 @@ impl ExecutorOnly {
             path: tiny.clone(),
             argv: vec![tiny],
             env: vec![],
-            listen_pid: false,
+            pid_vars: Vec::new(),
             stdio: [
                 steward_protocol::Stdio::Null,
                 steward_protocol::Stdio::Fd(stdout.as_raw_fd()),

@@ -12,6 +12,8 @@
  *   steward-tiny stamp    write the CLOCK_MONOTONIC time (ns) to fd 1, wait for a signal
  *   steward-tiny sleep-exit MS     sleep MS milliseconds, exit 0      (a setup task)
  *   steward-tiny sleep-notify MS   sleep MS milliseconds, then as `notify`
+ *   steward-tiny ping N [US]   send READY=1, then N times WATCHDOG=1 (US microseconds apart),
+ *                         then STATUS=pinged, to $NOTIFY_SOCKET; wait for a signal
  *
  * x86_64 Linux only.
  */
@@ -40,6 +42,7 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 #define SYS_socket 41
 #define SYS_accept 43
 #define SYS_sendto 44
+#define SYS_connect 42
 #define SYS_clock_gettime 228
 #define SYS_exit_group 231
 
@@ -93,8 +96,8 @@ static const char *getenv_k(const char **envp, const char *name) {
     return 0;
 }
 
-/* READY=1 to $NOTIFY_SOCKET, then the time it was sent on fd 1, then stay. */
-static void notify(const char **envp) {
+/* A datagram socket connected to $NOTIFY_SOCKET. */
+static long notify_socket(const char **envp) {
     struct {
         unsigned short family;
         char path[108];
@@ -106,9 +109,35 @@ static void notify(const char **envp) {
         len++;
     }
     long fd = sys3(SYS_socket, 1 /* AF_UNIX */, 2 /* SOCK_DGRAM */, 0);
+    sys3(SYS_connect, fd, (long)&addr, 2 + len + 1);
+    return fd;
+}
+
+static void say(long fd, const char *text) {
+    int len = 0;
+    while (text[len]) len++;
+    sys6(SYS_sendto, fd, (long)text, len, 0, 0, 0);
+}
+
+/* READY=1 to $NOTIFY_SOCKET, then the time it was sent on fd 1, then stay. */
+static void notify(const char **envp) {
+    long fd = notify_socket(envp);
     long sent = now_ns();
-    sys6(SYS_sendto, fd, (long)"READY=1", 7, 0, (long)&addr, 2 + len + 1);
+    say(fd, "READY=1");
     write_number(sent);
+    pause_forever();
+}
+
+/* READY=1, N pings (a pause of US microseconds after each), STATUS=pinged. */
+static void ping(const char **envp, long n, long us) {
+    long fd = notify_socket(envp);
+    struct timespec_k t = {0, us * 1000L};
+    say(fd, "READY=1");
+    for (long i = 0; i < n; i++) {
+        say(fd, "WATCHDOG=1");
+        if (us) sys3(SYS_nanosleep, (long)&t, 0, 0);
+    }
+    say(fd, "STATUS=pinged");
     pause_forever();
 }
 
@@ -132,6 +161,8 @@ __attribute__((used)) static void start(long *sp) {
     const char **envp = (const char **)(sp + argc + 2);
     if (same(mode, "notify")) {
         notify(envp);
+    } else if (same(mode, "ping")) {
+        ping(envp, number(arg), argc > 3 ? number((const char *)sp[4]) : 0);
     } else if (same(mode, "sleep-notify")) {
         sleep_ms(number(arg));
         notify(envp);

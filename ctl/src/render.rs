@@ -108,6 +108,13 @@ pub fn status_details(service: &ServiceStatus, now: u64) -> String {
     if !service.waiting_for.is_empty() {
         lines.push(format!("  waiting for: {}", service.waiting_for.join(", ")));
     }
+    if !service.stored_fds.is_empty() {
+        lines.push(format!(
+            "  fd store: {} ({})",
+            service.stored_fds.len(),
+            stored_names(&service.stored_fds)
+        ));
+    }
     for socket in &service.sockets {
         lines.push(format!("  socket {}: {}", socket.name, socket.address));
     }
@@ -310,7 +317,27 @@ fn service_json(service: &ServiceStatus) -> Value {
         "status_text": service.status_text,
         "waiting_for": service.waiting_for,
         "retry_at": service.retry_at,
+        "stored_fds": service.stored_fds,
     })
+}
+
+/// The names of stored fds, each once with its count: `listener, client ×50`.
+fn stored_names(names: &[String]) -> String {
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for name in names {
+        match counted.iter_mut().find(|(n, _)| n == name) {
+            Some((_, count)) => *count += 1,
+            None => counted.push((name, 1)),
+        }
+    }
+    counted
+        .iter()
+        .map(|(name, count)| match count {
+            1 => name.to_string(),
+            n => format!("{name} ×{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `NAME: STATE`, or `NAME: failed: REASON`: one service of a waiting command, settled.
@@ -367,6 +394,7 @@ mod tests {
             status_text: None,
             waiting_for: vec![],
             retry_at: None,
+            stored_fds: vec![],
             log_tail: vec![],
         }
     }
@@ -472,6 +500,12 @@ mod tests {
         assert_eq!(
             status_details(&cooling, NOW),
             "\nsshd:\n  next try: in 4m32s (start_limit_cooldown)\n"
+        );
+        let mut holding = service("echo", "running", Some(7));
+        holding.stored_fds = ["listener", "client", "client"].map(String::from).to_vec();
+        assert_eq!(
+            status_details(&holding, NOW),
+            "\necho:\n  fd store: 3 (listener, client ×2)\n"
         );
     }
 
@@ -640,7 +674,7 @@ mod tests {
                         "instances": [{"name": "web@1", "pid": 500}],
                         "last_exit": {"signal": 9},
                         "failure": {"step": null, "reason": "killed by SIGKILL", "status": null},
-                        "status_text": "serving 3 clients", "waiting_for": [], "retry_at": null,
+                        "status_text": "serving 3 clients", "waiting_for": [], "retry_at": null, "stored_fds": [],
                     },
                     {
                         "name": "once", "state": "failed", "pid": null, "since": NOW - 312,
@@ -648,13 +682,13 @@ mod tests {
                         "last_exit": {"code": 203},
                         "failure": {"step": "exec", "reason": "No such file or directory",
                                     "status": 203},
-                        "status_text": null, "waiting_for": [], "retry_at": null,
+                        "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                     },
                     {
                         "name": "idle", "state": "inactive", "pid": null, "since": NOW - 312,
                         "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
                         "last_exit": null, "failure": null,
-                        "status_text": null, "waiting_for": [], "retry_at": null,
+                        "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                     },
                 ],
             })

@@ -194,6 +194,7 @@ fn sample_status(log_tail: bool) -> Status {
                 status_text: None,
                 waiting_for: vec![],
                 retry_at: None,
+                stored_fds: vec![],
                 log_tail: if log_tail {
                     vec![log(
                         1_700_000_000_000_001,
@@ -224,6 +225,7 @@ fn sample_status(log_tail: bool) -> Status {
                 status_text: None,
                 waiting_for: vec![],
                 retry_at: None,
+                stored_fds: vec![],
                 log_tail: vec![],
             },
         ],
@@ -290,7 +292,7 @@ fn status_json_has_the_documented_shape() {
                     "sockets": [{"name": "http", "address": "127.0.0.1:8080"}],
                     "instances": [{"name": "web@1", "pid": 51234}],
                     "last_exit": null, "failure": null,
-                    "status_text": null, "waiting_for": [], "retry_at": null,
+                    "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                 },
                 {
                     "name": "once", "state": "failed", "pid": null, "since": once_since,
@@ -298,7 +300,7 @@ fn status_json_has_the_documented_shape() {
                     "last_exit": {"code": 203},
                     "failure": {"step": "exec", "reason": "No such file or directory",
                                 "status": 203},
-                    "status_text": null, "waiting_for": [], "retry_at": null,
+                    "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                 },
             ],
         })

@@ -11,17 +11,20 @@ use steward_protocol::Step;
 use crate::failure::Failure;
 use crate::sys::{self, Errno};
 
-/// The environment the service gets: the manager's, plus `LISTEN_PID` when it has sockets.
-/// `LISTEN_PID` names this process, which only the executor knows; a stale one (the manager's
-/// own, when it was socket-activated itself) is dropped rather than shadowing ours.
-pub fn environment(env: &[String], listen_pid: Option<i32>) -> Vec<String> {
-    let Some(pid) = listen_pid else {
-        return env.to_vec();
+/// The environment the service gets: the manager's, plus each of `pid_vars` (`LISTEN_PID`,
+/// `WATCHDOG_PID`) set to `pid`, this process, which only the executor knows. A stale one (the
+/// manager's own, when it was socket-activated itself) is dropped rather than shadowing ours.
+pub fn environment(env: &[String], pid_vars: &[String], pid: i32) -> Vec<String> {
+    let stale = |var: &String| {
+        pid_vars.iter().any(|name| {
+            var.strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('='))
+        })
     };
     env.iter()
-        .filter(|var| !var.starts_with("LISTEN_PID="))
+        .filter(|var| !stale(var))
         .cloned()
-        .chain([format!("LISTEN_PID={pid}")])
+        .chain(pid_vars.iter().map(|name| format!("{name}={pid}")))
         .collect()
 }
 
@@ -56,21 +59,26 @@ mod tests {
     }
 
     #[test]
-    fn listen_pid_is_added_only_when_asked() {
+    fn pid_variables_are_added_only_when_asked() {
         let env = strings(&["PATH=/bin", "LISTEN_FDS=1"]);
-        assert_eq!(environment(&env, None), env);
+        assert_eq!(environment(&env, &[], 42), env);
         assert_eq!(
-            environment(&env, Some(42)),
-            strings(&["PATH=/bin", "LISTEN_FDS=1", "LISTEN_PID=42"])
+            environment(&env, &strings(&["LISTEN_PID", "WATCHDOG_PID"]), 42),
+            strings(&[
+                "PATH=/bin",
+                "LISTEN_FDS=1",
+                "LISTEN_PID=42",
+                "WATCHDOG_PID=42"
+            ])
         );
     }
 
     #[test]
-    fn a_stale_listen_pid_is_replaced() {
-        let env = strings(&["LISTEN_PID=1", "A=1", "LISTEN_PIDX=2"]);
+    fn a_stale_pid_variable_is_replaced() {
+        let env = strings(&["LISTEN_PID=1", "A=1", "LISTEN_PIDX=2", "WATCHDOG_PID=3"]);
         assert_eq!(
-            environment(&env, Some(7)),
-            strings(&["A=1", "LISTEN_PIDX=2", "LISTEN_PID=7"])
+            environment(&env, &strings(&["LISTEN_PID", "WATCHDOG_PID"]), 7),
+            strings(&["A=1", "LISTEN_PIDX=2", "LISTEN_PID=7", "WATCHDOG_PID=7"])
         );
     }
 

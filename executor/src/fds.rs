@@ -316,7 +316,7 @@ mod tests {
             path: "/bin/true".into(),
             argv: vec!["true".into()],
             env: vec![],
-            listen_pid: true,
+            pid_vars: vec!["LISTEN_PID".into()],
             stdio,
             fds: fds.to_vec(),
             status_fd,

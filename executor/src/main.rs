@@ -146,6 +146,6 @@ fn run(
     if let Some(credentials) = &state.credentials {
         credentials::switch(credentials)?;
     }
-    let env = exec::environment(&state.env, state.listen_pid.then_some(pid));
+    let env = exec::environment(&state.env, &state.pid_vars, pid);
     exec::exec(&state.path, &state.argv, &env)
 }

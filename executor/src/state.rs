@@ -123,7 +123,7 @@ mod tests {
             path: "/bin/true".into(),
             argv: vec!["true".into()],
             env: vec![],
-            listen_pid: false,
+            pid_vars: Vec::new(),
             stdio: [
                 steward_protocol::Stdio::Inherit,
                 steward_protocol::Stdio::Null,

@@ -115,7 +115,7 @@ fn state(path: &str, argv: &[&str]) -> SpawnState {
         path: path.into(),
         argv: argv.iter().map(|a| a.to_string()).collect(),
         env: vec!["PATH=/usr/bin:/bin".into()],
-        listen_pid: false,
+        pid_vars: Vec::new(),
         stdio: [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
         fds: vec![],
         status_fd: 3,
@@ -299,7 +299,7 @@ fn service_sees_what_the_state_says() {
 
     let mut s = state("/bin/sh", &["sh", "-c", REPORT_SCRIPT]);
     s.env.push("GREETING=hello world".into());
-    s.listen_pid = true;
+    s.pid_vars = vec!["LISTEN_PID".into()];
     s.stdio = [
         Stdio::Null,
         Stdio::Path(out_path.display().to_string()),

@@ -9,6 +9,7 @@ mod cgroups;
 mod config;
 mod control;
 mod event_loop;
+mod fd_store;
 mod log;
 mod notify;
 mod output;
@@ -21,6 +22,7 @@ mod supervisor;
 mod sys;
 mod unit;
 mod users;
+mod watchdog;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -296,7 +298,8 @@ fn run(args: &Args) -> anyhow::Result<pid1::Finish> {
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot tell where the steward binary is: {e}"))?;
     let upgrade = event_loop::Upgrade::new(exe, args.given.clone());
-    let manager = event_loop::Manager::new(config, sources, paths, upgrade)?;
+    let watchdog = hardware_watchdog(&config.config.manager);
+    let manager = event_loop::Manager::new(config, sources, paths, upgrade, watchdog)?;
     Ok(manager.run())
 }
 
@@ -321,6 +324,20 @@ fn ballast() -> anyhow::Result<Option<Vec<u8>>> {
         bytes >> 20
     ));
     Ok(Some(ballast))
+}
+
+/// `[manager] watchdog_device`, opened right after the config was read: PID 1 only (a
+/// manager that is not init has no machine to reset).
+fn hardware_watchdog(settings: &config::ManagerSettings) -> Option<watchdog::Watchdog> {
+    let device = settings.watchdog_device.as_deref()?;
+    if !pid1::is_init() {
+        log::manager(format_args!(
+            "watchdog_device {} is for steward as PID 1; ignored",
+            device.display()
+        ));
+        return None;
+    }
+    watchdog::Watchdog::open(device, settings.watchdog_timeout)
 }
 
 /// `--check`: the whole config, or every error of it.

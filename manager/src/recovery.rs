@@ -165,6 +165,7 @@ fn recover(what: &str) -> String {
     };
     let mut fds = vec![state.control_fd, memfd.as_raw_fd()];
     fds.extend(state.notify_fd);
+    fds.extend(state.watchdog_fd);
     for s in &state.services {
         fds.extend(crate::unit::named_fds(s));
     }

@@ -15,6 +15,7 @@ use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio, Step};
 
 use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
+use crate::fd_store::Stored;
 use crate::sockets::{Connection, Listener, takeover_key};
 use crate::supervisor::Pid;
 use crate::users::{ResolveError, Resolved, UserDb};
@@ -155,6 +156,8 @@ pub struct Extras<'a> {
     pub log: Option<[BorrowedFd<'a>; 2]>,
     /// `ready = "fd:N"`: the write end of the readiness pipe, for fd N.
     pub ready: Option<BorrowedFd<'a>>,
+    /// The fd store, handed back after the sockets.
+    pub stored: &'a [Stored],
 }
 
 impl Spawner {
@@ -317,6 +320,7 @@ impl Spawner {
             vec![memfd.as_fd(), status_write.as_fd(), self.pinned.as_fd()];
         keep.extend(passed_fds(passing, extras.log).filter(|fd| named.contains(&fd.as_raw_fd())));
         keep.extend(extras.ready);
+        keep.extend(handed_back(service, extras).map(|s| s.fd.as_fd()));
         let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         if let Some((_, cgroup)) = &into {
@@ -471,17 +475,36 @@ pub fn spawn_state(
             }
         }
     }
+    // The stored fds follow the sockets, at fixed numbers: the executor places them without
+    // touching their flags (they are the service's own, O_NONBLOCK or not).
+    let mut fds_at = Vec::new();
+    if let Passing::Sockets(_) = passing {
+        let first = 3 + fds.len();
+        for (i, stored) in handed_back(service, extras).enumerate() {
+            let target = (first + i) as i32;
+            fds_at.push(steward_protocol::FdAt {
+                source: stored.fd.as_raw_fd(),
+                target,
+            });
+            // In the map, a stored fd is keyed by its name: the map passes every fd that
+            // LISTEN_FDS counts.
+            let key = match service.takeover_env {
+                TakeoverEnv::Flag => String::new(),
+                TakeoverEnv::Map => format!("{}:{target}", stored.name),
+            };
+            passed.push((stored.name.clone(), key));
+        }
+    }
     let mut socket_env = socket_environment(service.takeover_env, &passed);
     if let Some(path) = notify {
         socket_env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
     }
-    let fds_at = match (service.ready, extras.ready) {
-        (config::Ready::Fd(n), Some(fd)) => vec![steward_protocol::FdAt {
+    if let (config::Ready::Fd(n), Some(fd)) = (service.ready, extras.ready) {
+        fds_at.push(steward_protocol::FdAt {
             source: fd.as_raw_fd(),
             target: n as i32,
-        }],
-        _ => Vec::new(),
-    };
+        });
+    }
     SpawnState {
         name: service.name.clone(),
         path: service.exec[0].clone(),
@@ -493,7 +516,7 @@ pub fn spawn_state(
             &socket_env,
             &remote,
         ),
-        listen_pid: !fds.is_empty(),
+        pid_vars: pid_vars(service, !passed.is_empty()),
         stdio,
         fds,
         status_fd: status_fd.as_raw_fd(),
@@ -515,8 +538,18 @@ pub fn spawn_state(
     }
 }
 
-/// `LISTEN_FDS`, `LISTEN_FDNAMES` and `SOCKET_TAKEOVER` for the passed sockets, given as
-/// (name, map entry); nothing when there are none. `LISTEN_PID` is the executor's to add.
+/// The stored fds a spawn hands back: at most `fd_store` (a reload may have lowered it since
+/// they were stored; the loop closes the rest).
+fn handed_back<'a>(
+    service: &config::Service,
+    extras: Extras<'a>,
+) -> impl Iterator<Item = &'a Stored> {
+    extras.stored.iter().take(service.fd_store as usize)
+}
+
+/// `LISTEN_FDS`, `LISTEN_FDNAMES` and `SOCKET_TAKEOVER` for the passed fds, given as (name,
+/// map entry: empty for a connection, which has none); nothing when there are none.
+/// `LISTEN_PID` is the executor's to add.
 fn socket_environment(form: TakeoverEnv, passed: &[(String, String)]) -> Vec<(String, String)> {
     if passed.is_empty() {
         return Vec::new();
@@ -559,7 +592,10 @@ fn environment(
             // The manager's own socket variables (it may itself be socket-activated) are not
             // the service's.
             if let (Some(k), Some(v)) = (utf8(&k), utf8(&v)) {
-                if !k.starts_with("LISTEN_") && k != "SOCKET_TAKEOVER" {
+                if !k.starts_with("LISTEN_")
+                    && !k.starts_with("WATCHDOG_")
+                    && k != "SOCKET_TAKEOVER"
+                {
                     set(k, v);
                 }
             }
@@ -578,10 +614,26 @@ fn environment(
     for (k, v) in remote {
         set(k, v);
     }
+    if let Some(interval) = service.watchdog {
+        set("WATCHDOG_USEC", &interval.as_micros().to_string());
+    }
     for (k, v) in &service.environment {
         set(k, v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The variables the executor sets to its own pid: `LISTEN_PID` for a service that gets fds,
+/// `WATCHDOG_PID` for one with a watchdog.
+fn pid_vars(service: &config::Service, fds: bool) -> Vec<String> {
+    let mut vars = Vec::new();
+    if fds {
+        vars.push("LISTEN_PID".to_string());
+    }
+    if service.watchdog.is_some() {
+        vars.push("WATCHDOG_PID".to_string());
+    }
+    vars
 }
 
 fn utf8(s: &OsStr) -> Option<&str> {
@@ -652,7 +704,7 @@ mod tests {
         );
         assert_eq!(state.stdio, [Stdio::Null, Stdio::Null, Stdio::Null]);
         assert!(state.credentials.is_none());
-        assert!(!state.listen_pid);
+        assert!(state.pid_vars.is_empty());
         assert!(!state.env.iter().any(|e| e.starts_with("LISTEN_")));
     }
 
@@ -674,6 +726,7 @@ mod tests {
         let extras = Extras {
             log: Some([out.as_fd(), err.as_fd()]),
             ready: None,
+            stored: &[],
         };
         let state = spawn_state(
             &s,
@@ -689,7 +742,7 @@ mod tests {
             [Stdio::Fd(fd), Stdio::Fd(fd), Stdio::Fd(err.as_raw_fd())]
         );
         assert!(state.fds.is_empty(), "nothing at fd 3");
-        assert!(!state.listen_pid);
+        assert!(state.pid_vars.is_empty());
         assert!(
             !state
                 .env
@@ -698,6 +751,71 @@ mod tests {
             "{:?}",
             state.env
         );
+    }
+
+    #[test]
+    fn stored_fds_follow_the_sockets_at_fixed_numbers_named_in_both_forms() {
+        let config = |form: &str| {
+            service(&format!(
+                "exec = [\"/bin/x\"]\nfd_store = 2\ntakeover_env = \"{form}\"\n[[service.s.socket]]\npath = \"/run/s.sock\"\nname = \"web\"\n"
+            ))
+        };
+        let (_, status) = rustix::pipe::pipe().unwrap();
+        let (socket, _) = rustix::pipe::pipe().unwrap();
+        let stored: Vec<Stored> = ["conn", "conn", "over"]
+            .iter()
+            .map(|name| Stored {
+                name: name.to_string(),
+                fd: rustix::pipe::pipe().unwrap().0,
+                poll: crate::fd_store::Poll::Watched,
+            })
+            .collect();
+        for (form, takeover) in [
+            ("flag", "SOCKET_TAKEOVER=1".to_string()),
+            (
+                "map",
+                "SOCKET_TAKEOVER=/run/s.sock:3;conn:4;conn:5".to_string(),
+            ),
+        ] {
+            let s = config(form);
+            let listeners = [Listener {
+                config: s.sockets[0].clone(),
+                fd: socket.try_clone().unwrap(),
+                owner: (None, None),
+            }];
+            let extras = Extras {
+                stored: &stored,
+                ..Extras::default()
+            };
+            let state = spawn_state(
+                &s,
+                None,
+                Passing::Sockets(&listeners),
+                status.as_fd(),
+                extras,
+                None,
+            );
+            assert_eq!(state.fds, [listeners[0].fd.as_raw_fd()]);
+            // At most fd_store of them (a reload may have lowered it), at 4 and 5, their
+            // flags untouched (fds_at, not the socket list the executor makes blocking).
+            let at: Vec<(i32, i32)> = state.fds_at.iter().map(|a| (a.source, a.target)).collect();
+            assert_eq!(
+                at,
+                [(stored[0].fd.as_raw_fd(), 4), (stored[1].fd.as_raw_fd(), 5)]
+            );
+            for var in [
+                "LISTEN_FDS=3",
+                "LISTEN_FDNAMES=web:conn:conn",
+                takeover.as_str(),
+            ] {
+                assert!(
+                    state.env.iter().any(|e| e == var),
+                    "{var} in {:?}",
+                    state.env
+                );
+            }
+            assert_eq!(state.pid_vars, ["LISTEN_PID"]);
+        }
     }
 
     #[test]

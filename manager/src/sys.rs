@@ -149,6 +149,65 @@ pub fn inherited(fd: RawFd) -> bool {
     flags >= 0 && flags & libc::FD_CLOEXEC == 0
 }
 
+/// `WDIOC_SETTIMEOUT`, `WDIOC_GETTIMEOUT` and `WDIOC_KEEPALIVE` of linux/watchdog.h:
+/// `_IOWR('W', 6, int)`, `_IOR('W', 7, int)`, `_IOR('W', 5, int)`.
+const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+const WDIOC_GETTIMEOUT: libc::c_ulong = 0x8004_5707;
+const WDIOC_KEEPALIVE: libc::c_ulong = 0x8004_5705;
+
+/// Asks a watchdog device for a timeout of `secs`; returns what the driver granted.
+pub fn watchdog_set_timeout(fd: BorrowedFd<'_>, secs: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = secs;
+    // SAFETY: WDIOC_SETTIMEOUT reads and writes one int through the pointer, which points
+    // at a live local of that type for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), WDIOC_SETTIMEOUT, &mut value) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// The timeout a watchdog device runs with.
+pub fn watchdog_timeout(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: WDIOC_GETTIMEOUT writes one int through the pointer, which points at a live
+    // local of that type for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), WDIOC_GETTIMEOUT, &mut value) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Pings a watchdog device.
+pub fn watchdog_keepalive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut unused: libc::c_int = 0;
+    // SAFETY: WDIOC_KEEPALIVE takes (and ignores) an int pointer, which points at a live
+    // local of that type for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), WDIOC_KEEPALIVE, &mut unused) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are the same open file (kcmp KCMP_FILE), as systemd asks before it
+/// stores an fd twice. A kernel without kcmp says no: the fd is then stored again.
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = std::process::id() as libc::c_long;
+    // SAFETY: kcmp compares two fd numbers of our own process and touches no memory of ours;
+    // both are open for the call (borrowed).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            a.as_raw_fd() as libc::c_long,
+            b.as_raw_fd() as libc::c_long,
+        )
+    };
+    rc == 0
+}
+
 /// Clears FD_CLOEXEC on fd number `fd`, so that it crosses the next exec: the panic hook's way
 /// of handing over the fds its snapshot names, which it knows by number only (the `OwnedFd`s
 /// are out of its reach, somewhere up the panicking stack). A number that is not open is

@@ -10,6 +10,7 @@ use steward_protocol::reexec as saved;
 
 use crate::cgroups::Prepared;
 use crate::config;
+use crate::fd_store::{Poll, Stored};
 use crate::output::{Pipe, Ring, Splitter};
 use crate::sockets::{Connection, Listener};
 use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
@@ -68,6 +69,8 @@ pub struct Io {
     /// `ready = "fd:N"`: the read end of the readiness pipe of this process, until it said it
     /// is ready (or closed the pipe).
     pub ready_pipe: Option<(Pid, OwnedFd)>,
+    /// Its fd store, in the order stored: kept across restarts, emptied by a stop.
+    pub stored: Vec<Stored>,
 }
 
 impl Unit {
@@ -99,6 +102,7 @@ impl Unit {
                 status_text: None,
                 errno: None,
                 ready_pipe: None,
+                stored: Vec::new(),
             },
         }
     }
@@ -166,6 +170,15 @@ impl Unit {
         out.status_text = io.status_text.clone();
         out.errno = io.errno;
         out.ready_fd = io.ready_pipe.as_ref().map(|(pid, f)| (pid.raw(), fd(f)));
+        out.stored_fds = io
+            .stored
+            .iter()
+            .map(|s| saved::StoredFd {
+                name: s.name.clone(),
+                fd: fd(&s.fd),
+                poll: s.poll.asked(),
+            })
+            .collect();
         out.cgroup_to_remove = io.cgroup == Cgroup::Lingering;
         out.parked_fd = io.parked.as_ref().map(|c| fd(&c.fd));
         out.since_unix_ns = io
@@ -241,6 +254,16 @@ impl Unit {
                 ready_pipe: s
                     .ready_fd
                     .and_then(|(pid, fd)| Some((Pid::new(pid)?, take(fd)))),
+                // Watched again by the loop, in its own epoll set.
+                stored: s
+                    .stored_fds
+                    .iter()
+                    .map(|f| Stored {
+                        name: f.name.clone(),
+                        fd: take(f.fd),
+                        poll: if f.poll { Poll::Unpollable } else { Poll::Off },
+                    })
+                    .collect(),
             },
         }
     }
@@ -273,6 +296,7 @@ pub fn named_fds(s: &saved::Service) -> Vec<RawFd> {
     fds.extend(s.status_pipes.iter().map(|&(_, fd)| fd));
     fds.extend(s.parked_fd);
     fds.extend(s.ready_fd.map(|(_, fd)| fd));
+    fds.extend(s.stored_fds.iter().map(|f| f.fd));
     for instance in &s.instances {
         fds.extend(instance.pipes.iter().map(|p| p.fd));
     }

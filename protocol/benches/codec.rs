@@ -20,7 +20,7 @@ fn spawn_state() -> SpawnState {
             "HOME=/var/lib/echo".into(),
             "USER=echo".into(),
         ],
-        listen_pid: true,
+        pid_vars: vec!["LISTEN_PID".into()],
         stdio: [Stdio::Null, Stdio::Fd(7), Stdio::Fd(8)],
         fds: vec![5, 6],
         status_fd: 9,

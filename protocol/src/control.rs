@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::DecodeError;
 
 /// Bumped whenever [`Request`] or [`Reply`] changes shape.
-pub const CONTROL_VERSION: u32 = 2;
+pub const CONTROL_VERSION: u32 = 3;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -194,6 +194,8 @@ pub struct ServiceStatus {
     /// A service failed at its start limit: seconds since the epoch when it is tried again
     /// (`start_limit_cooldown`).
     pub retry_at: Option<u64>,
+    /// Its fd store: the name of each stored fd, in the order they were stored.
+    pub stored_fds: Vec<String>,
     /// The last log lines (only when the service was named).
     pub log_tail: Vec<LogLine>,
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every encoded spawn state.
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] changes shape; the executor refuses any other.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -78,11 +78,11 @@ pub struct SpawnState {
     pub path: String,
     /// The argument vector, `argv[0]` included.
     pub argv: Vec<String>,
-    /// The complete environment as `KEY=VALUE`, except `LISTEN_PID`, which only the executor
-    /// can know.
+    /// The complete environment as `KEY=VALUE`, except the variables in `pid_vars`.
     pub env: Vec<String>,
-    /// Whether to add `LISTEN_PID=<the executor's own pid>` (set when the service gets sockets).
-    pub listen_pid: bool,
+    /// Variables to set to the executor's own pid, which only it can know: `LISTEN_PID` (when
+    /// the service gets sockets), `WATCHDOG_PID` (with a `watchdog`).
+    pub pid_vars: Vec<String>,
     /// What fds 0, 1 and 2 become.
     pub stdio: [Stdio; 3],
     /// Executor fds to place at 3, 4, … in this order, with FD_CLOEXEC and O_NONBLOCK clear.
@@ -456,7 +456,7 @@ mod tests {
             path: "/usr/libexec/echo-server".into(),
             argv: vec!["/usr/libexec/echo-server".into(), "--verbose".into()],
             env: vec!["PATH=/usr/bin:/bin".into(), "LISTEN_FDS=2".into()],
-            listen_pid: true,
+            pid_vars: vec!["LISTEN_PID".into()],
             stdio: [Stdio::Null, Stdio::Fd(7), Stdio::Path("/dev/tty1".into())],
             fds: vec![9, 10],
             status_fd: 11,
@@ -497,7 +497,7 @@ mod tests {
             path: "/bin/true".into(),
             argv: vec!["/bin/true".into()],
             env: vec![],
-            listen_pid: false,
+            pid_vars: Vec::new(),
             stdio: [Stdio::Inherit, Stdio::Inherit, Stdio::Inherit],
             fds: vec![],
             status_fd: 3,

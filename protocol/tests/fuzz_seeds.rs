@@ -20,7 +20,7 @@ fn spawn_states() -> Vec<SpawnState> {
         path: "/usr/bin/echo-server".into(),
         argv: vec!["/usr/bin/echo-server".into(), "--idle".into(), "5".into()],
         env: vec!["PATH=/usr/bin:/bin".into(), "LISTEN_FDS=1".into()],
-        listen_pid: true,
+        pid_vars: vec!["LISTEN_PID".into()],
         stdio: [Stdio::Null, Stdio::Fd(7), Stdio::Fd(8)],
         fds: vec![5],
         status_fd: 9,

@@ -17,10 +17,30 @@
 //!
 //! [`take`] accepts systemd's `LISTEN_PID` / `LISTEN_FDS` / `LISTEN_FDNAMES` and both forms of
 //! `SOCKET_TAKEOVER` (the flag `1`, and SerenityOS's map `KEY:FD;KEY:FD`); see [`parse`] for the
-//! exact rules. It refuses variables meant for another process and fds that are not open
-//! sockets. Once it succeeded, every passed fd is close-on-exec (the service's own children do
-//! not inherit it) and the four variables are gone from the environment (they do not describe
-//! the children either).
+//! exact rules. It refuses variables meant for another process and fds that are not open; the
+//! typed getters refuse an fd that is not the socket asked for. (A passed fd need not be a
+//! socket: what the service kept in the manager's fd store, [`store`], comes back among them,
+//! and may be a pipe or a memfd.) Once it succeeded, every passed fd is close-on-exec (the
+//! service's own children do not inherit it) and the four variables are gone from the
+//! environment (they do not describe the children either).
+//!
+//! A service that must not lose its connections across a restart stores them:
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut passed = takeover::take()?;
+//!     let listener = passed.tcp_listener("web")?;
+//!     // The connections an earlier process of this service stored, if any.
+//!     let mut clients: Vec<std::net::TcpStream> =
+//!         passed.take_all("client").into_iter().map(Into::into).collect();
+//!     let (client, _) = listener.accept()?;
+//!     takeover::store("client", &[client.as_fd()])?;
+//!     clients.push(client);
+//!     Ok(())
+//! }
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -31,7 +51,7 @@ mod sockets;
 mod sys;
 
 pub use error::Error;
-pub use notify::notify;
+pub use notify::{MAX_FDS_PER_MESSAGE, notify, store, store_unpolled, unstore};
 pub use parse::{FIRST_FD, UNKNOWN, parse};
 pub use sockets::{Listener, Sockets, Stream};
 
@@ -76,15 +96,19 @@ mod tests {
     }
 
     #[test]
-    fn a_regular_file_is_not_a_socket() {
+    fn a_regular_file_passes_as_an_fd_but_not_as_a_socket() {
         let file = File::open(std::env::current_exe().unwrap()).unwrap();
-        let err = sys::check("file", file.as_raw_fd()).unwrap_err();
-        assert!(matches!(err, Error::NotSocket { .. }), "{err:?}");
+        sys::check("file", file.as_raw_fd()).unwrap();
         let fd = file.as_raw_fd();
+        let mut passed = Sockets::new(vec![("file".to_string(), file.into())]);
+        let err = passed.unix_listener("file").unwrap_err();
+        assert!(matches!(err, Error::NotSocket { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
             format!("fd {fd} (\"file\") was announced but is not a socket")
         );
+        // Refused, it stays: the fd store may hand back any kind of fd.
+        assert!(passed.take_fd("file").is_some());
     }
 
     #[test]
@@ -111,13 +135,12 @@ mod tests {
     #[test]
     fn adopting_checks_every_fd_before_touching_any() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let file = File::open(std::env::current_exe().unwrap()).unwrap();
         let passed = vec![
             ("a".to_string(), a.as_raw_fd()),
-            ("f".to_string(), file.as_raw_fd()),
+            ("gone".to_string(), 1_000_000_000),
         ];
         let err = sys::adopt(passed).unwrap_err();
-        assert!(matches!(err, Error::NotSocket { .. }), "{err:?}");
+        assert!(matches!(err, Error::NotOpen { .. }), "{err:?}");
         // `a` was not adopted (it would have been closed twice by now) and is still usable.
         sys::check("a", a.as_raw_fd()).unwrap();
     }

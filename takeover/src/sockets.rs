@@ -45,6 +45,16 @@ impl Sockets {
         Some(self.fds.remove(i).1)
     }
 
+    /// Takes every fd named `name`, of whatever kind, in passing order: what the fd store
+    /// hands back under one name (see [`store`](crate::store)).
+    pub fn take_all(&mut self, name: &str) -> Vec<OwnedFd> {
+        let (taken, kept) = std::mem::take(&mut self.fds)
+            .into_iter()
+            .partition(|(n, _)| n == name);
+        self.fds = kept;
+        taken.into_iter().map(|(_, fd)| fd).collect()
+    }
+
     /// All the sockets left, with their names, in passing order.
     pub fn into_fds(self) -> Vec<(String, OwnedFd)> {
         self.fds
@@ -115,7 +125,14 @@ impl Sockets {
             .iter()
             .position(|(n, _)| n == name)
             .ok_or_else(missing)?;
-        let shape = Shape::of(name, self.fds[i].1.as_fd())?;
+        let fd = self.fds[i].1.as_fd();
+        if !sys::is_socket(fd) {
+            return Err(Error::NotSocket {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+                name: name.to_string(),
+            });
+        }
+        let shape = Shape::of(name, fd)?;
         let kind = wanted
             .iter()
             .find(|k| k.matches(&shape))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
-/// Checks that `fd`, passed under `name`, is an open socket.
+/// Checks that `fd`, passed under `name`, is open.
 pub(crate) fn check(name: &str, fd: RawFd) -> Result<(), Error> {
     let mut stat = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fstat` only writes a `struct stat` into the buffer it is given, which is valid
@@ -31,13 +31,62 @@ pub(crate) fn check(name: &str, fd: RawFd) -> Result<(), Error> {
             },
         });
     }
+    Ok(())
+}
+
+/// Whether `fd` is a socket.
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fstat` only writes a `struct stat` into the buffer it is given, which is valid
+    // and large enough; `fd` is borrowed, so open.
+    if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } == -1 {
+        return false;
+    }
     // SAFETY: `fstat` returned 0, so it filled in the whole struct.
     let stat = unsafe { stat.assume_init() };
-    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(Error::NotSocket {
-            fd,
-            name: name.to_string(),
-        });
+    stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
+/// Sends one datagram on the connected `socket` with `fds` attached (SCM_RIGHTS).
+pub(crate) fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let payload = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as libc::c_uint) } as usize;
+    // u64s: aligned for a cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one; the fields we need are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds CMSG_SPACE(payload) bytes, room for one header
+        // and the fd numbers; CMSG_FIRSTHDR of a buffer that size is not null.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as libc::c_uint) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: `msg` describes live buffers: `bytes` (only read, despite the mutable pointer
+    // the iovec type wants) and `control`; the fds are borrowed, so open for the call.
+    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n == -1 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

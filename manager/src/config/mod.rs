@@ -69,12 +69,20 @@ pub struct Config {
 pub struct ManagerSettings {
     /// `log_buffer`, default `"64K"`: bytes kept per service in its log ring.
     pub log_buffer: u64,
+    /// `watchdog_device`, default none: as PID 1, a hardware watchdog (`/dev/watchdog0`)
+    /// opened at start, set to `watchdog_timeout` and pinged at half of it from the loop for
+    /// as long as it runs, shutdown included, so that a manager that stops looping is reset.
+    pub watchdog_device: Option<PathBuf>,
+    /// `watchdog_timeout`, default `"30s"`: the hardware watchdog's timeout.
+    pub watchdog_timeout: Duration,
 }
 
 impl Default for ManagerSettings {
     fn default() -> Self {
         ManagerSettings {
             log_buffer: 64 * 1024,
+            watchdog_device: None,
+            watchdog_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -155,6 +163,15 @@ pub struct Service {
     pub requires: Vec<Dependency>,
     /// `notify_access`, default `"main"`: whose sd_notify messages count.
     pub notify_access: NotifyAccess,
+    /// `watchdog`, default none: once ready, the service must send `WATCHDOG=1` at least this
+    /// often, or it is stopped with `watchdog_signal` and handled as crashed.
+    pub watchdog: Option<Duration>,
+    /// `watchdog_signal`, default `"SIGABRT"`: what a missed watchdog sends.
+    pub watchdog_signal: Signal,
+    /// `fd_store`, default `0`: how many fds steward keeps for the service (sd_notify
+    /// `FDSTORE=1`), across its restarts and steward's reexecs, and hands to its next process
+    /// after its sockets; `stop` empties the store.
+    pub fd_store: u32,
     /// `[[service.NAME.socket]]`, default none: the sockets, in order; they become fds 3, 4, …
     pub sockets: Vec<SocketConfig>,
 }
@@ -192,6 +209,9 @@ impl Service {
             after: Vec::new(),
             requires: Vec::new(),
             notify_access: NotifyAccess::Main,
+            watchdog: None,
+            watchdog_signal: Signal::ABRT,
+            fd_store: 0,
             sockets: Vec::new(),
         }
     }
@@ -206,7 +226,7 @@ impl Service {
 
     /// Whether this service needs `NOTIFY_SOCKET`.
     pub fn notifies(&self) -> bool {
-        self.ready == Ready::Notify
+        self.ready == Ready::Notify || self.watchdog.is_some() || self.fd_store > 0
     }
 
     /// Whether `other` is the same service but for where it was written.

@@ -20,6 +20,9 @@ use crate::users::{ResolveError, UserDb, UserEntry};
 type Key<'i> = Spanned<DeString<'i>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
+/// The largest `fd_store`: each stored fd is one of the manager's, under its RLIMIT_NOFILE.
+pub const FD_STORE_MAX: i64 = 4096;
+
 const NAME_RULE: &str = "names are 1 to 64 characters of A-Z a-z 0-9 _ . -";
 
 /// Parses every file and applies the rules that span files (unique names, one `[manager]`).
@@ -385,6 +388,16 @@ impl Cx<'_> {
         parsed
     }
 
+    /// A duration that must not be zero (a watchdog that fires at once would be no use).
+    fn positive_duration(&mut self, key: &str, value: &Value) -> Option<Duration> {
+        let d = self.duration(key, value)?;
+        if d.is_zero() {
+            self.error(value.span(), format!("`{key}` must be longer than 0"));
+            return None;
+        }
+        Some(d)
+    }
+
     fn absolute_path(&mut self, key: &str, value: &Value) -> Option<String> {
         let text = self.string(key, value)?;
         if !text.starts_with('/') {
@@ -495,9 +508,21 @@ impl Cx<'_> {
                         settings.log_buffer = size;
                     }
                 }
+                "watchdog_device" => {
+                    if let Some(path) = self.absolute_path("watchdog_device", value) {
+                        settings.watchdog_device = Some(PathBuf::from(path));
+                    }
+                }
+                "watchdog_timeout" => {
+                    if let Some(d) = self.positive_duration("watchdog_timeout", value) {
+                        settings.watchdog_timeout = d;
+                    }
+                }
                 other => self.error(
                     key.span(),
-                    format!("unknown key `{other}` in [manager] (known: log_buffer)"),
+                    format!(
+                        "unknown key `{other}` in [manager] (known: log_buffer, watchdog_device, watchdog_timeout)"
+                    ),
                 ),
             }
         }
@@ -599,6 +624,16 @@ impl Cx<'_> {
                 "after" => set(&mut s.after, self.dependencies(k, value)),
                 "requires" => set(&mut s.requires, self.dependencies(k, value)),
                 "notify_access" => set(&mut s.notify_access, self.notify_access(value)),
+                "watchdog" => {
+                    s.watchdog = self.positive_duration(k, value);
+                    true
+                }
+                "watchdog_signal" => set(&mut s.watchdog_signal, self.signal(value)),
+                "fd_store" => set(
+                    &mut s.fd_store,
+                    self.integer(k, value, 0..FD_STORE_MAX + 1)
+                        .map(|n| n as u32),
+                ),
                 "socket" => {
                     sockets = Some(value);
                     true
@@ -632,6 +667,21 @@ impl Cx<'_> {
     fn rules(&mut self, s: &mut Service, spans: &HashMap<String, Range<usize>>) {
         let at = |key: &str| spans.get(key).cloned().unwrap_or(0..0);
         let n = s.name.clone();
+        // An accept service has no main process to watch: its instances come and go.
+        if s.accept && s.watchdog.is_some() {
+            self.error(
+                at("watchdog"),
+                format!("service `{n}`: `watchdog` cannot be combined with `accept`"),
+            );
+        }
+        // An accept instance serves one connection and is gone: there is no next process of it
+        // to hand stored fds to.
+        if s.accept && s.fd_store > 0 {
+            self.error(
+                at("fd_store"),
+                format!("service `{n}`: `fd_store` cannot be combined with `accept`"),
+            );
+        }
         // Accept mode spawns per connection, so it is lazy by nature and never kept alive.
         if s.accept {
             s.lazy = true;
@@ -710,6 +760,19 @@ impl Cx<'_> {
                         "service `{n}`: ready = \"fd:{fd}\" is one of its socket fds (3 to {}); pick {} or above",
                         2 + socket_fds,
                         3 + socket_fds
+                    ),
+                );
+            }
+            // Stored fds follow the sockets, up to `fd_store` of them.
+            Ready::Fd(fd)
+                if s.fd_store > 0 && (fd as usize) < 3 + socket_fds + s.fd_store as usize =>
+            {
+                self.error(
+                    at("ready"),
+                    format!(
+                        "service `{n}`: ready = \"fd:{fd}\" is where its stored fds go (up to {}); pick {} or above",
+                        2 + socket_fds + s.fd_store as usize,
+                        3 + socket_fds + s.fd_store as usize
                     ),
                 );
             }
@@ -1565,6 +1628,31 @@ path = \"/run/late\"
                 "t.toml:3:1: service `a`: ready = \"exit\" cannot be combined with `keep_alive`",
                 "t.toml:7:1: service `b`: ready = \"fd:3\" is one of its socket fds (3 to 3); pick 4 or above",
                 "t.toml:12:9: `ready` must be \"exec\", \"notify\", \"exit\" or \"fd:N\" with N from 3 up, not \"sometime\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn fd_store_rules() {
+        let good = load_str(
+            "t.toml",
+            "[service.a]\nexec=[\"/bin/x\"]\nfd_store = 16\nready = \"fd:20\"\n[[service.a.socket]]\npath = \"/run/a\"\n",
+        );
+        assert!(good.diagnostics.is_empty(), "{:?}", good.diagnostics);
+        let services = good.config.unwrap().services;
+        assert_eq!(services[0].fd_store, 16);
+        assert!(services[0].notifies(), "FDSTORE=1 comes on NOTIFY_SOCKET");
+        let errs = errors(
+            "[service.a]\nexec=[\"/bin/x\"]\naccept = true\nfd_store = 4\n[[service.a.socket]]\npath = \"/run/a\"\n\
+             [service.b]\nexec=[\"/bin/x\"]\nfd_store = 2\nready = \"fd:5\"\n[[service.b.socket]]\npath = \"/run/b\"\n\
+             [service.c]\nexec=[\"/bin/x\"]\nfd_store = 5000\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:4:1: service `a`: `fd_store` cannot be combined with `accept`",
+                "t.toml:10:1: service `b`: ready = \"fd:5\" is where its stored fds go (up to 5); pick 6 or above",
+                "t.toml:15:12: `fd_store` must be between 0 and 4096",
             ]
         );
     }

@@ -46,6 +46,8 @@ impl Signal {
     pub const TERM: Signal = Signal(15);
     /// SIGKILL.
     pub const KILL: Signal = Signal(9);
+    /// SIGABRT.
+    pub const ABRT: Signal = Signal(6);
     /// SIGCONT.
     pub const CONT: Signal = Signal(18);
     /// SIGCHLD.

@@ -439,6 +439,7 @@ impl Manager {
             }),
             status_text: unit.io.status_text.clone(),
             retry_at: self.retry_at(id),
+            stored_fds: unit.io.stored.iter().map(|s| s.name.clone()).collect(),
             waiting_for: match s.state() {
                 State::Waiting => self
                     .blocking(id)

@@ -119,6 +119,11 @@ impl UnitSpawn<'_> {
         let extras = Extras {
             log,
             ready: ready.as_ref().map(|(_, write)| write.as_fd()),
+            // The main process gets the store back; an accept instance has none.
+            stored: match connection {
+                Some(_) => &[],
+                None => &self.io.stored,
+            },
         };
         let (pid, status) = self
             .spawner
@@ -282,6 +287,16 @@ impl Manager {
         self.sync_watch(id);
         if reconfiguring {
             self.open_log_pipes(id);
+            self.trim_store(id);
+        }
+        // A stop (not a restart, which never passes through inactive) empties the store.
+        if before != "inactive"
+            && self
+                .registry
+                .get(id)
+                .is_some_and(|u| *u.supervisor.state() == State::Inactive)
+        {
+            self.empty_store(id);
         }
         if at_rest && !was_at_rest {
             self.settled(id);
@@ -390,6 +405,11 @@ impl Manager {
         }
         if let Some((_, fd)) = &unit.io.ready_pipe {
             self.unwatch_fd(fd);
+        }
+        for stored in &unit.io.stored {
+            if stored.poll == crate::fd_store::Poll::Watched {
+                self.unwatch_fd(&stored.fd);
+            }
         }
         if unit.io.watched {
             for listener in &unit.io.sockets {

@@ -11,6 +11,7 @@
 mod commands;
 mod deps;
 mod dispatch;
+mod fd_store;
 mod jobs;
 mod notify;
 mod pipes;
@@ -44,6 +45,8 @@ use crate::spawn::Spawner;
 use crate::supervisor::Event;
 use crate::unit::Unit;
 use timers::TimerSet;
+
+use crate::watchdog::Watchdog;
 use token::Token;
 
 /// Why the manager could not be set up.
@@ -141,6 +144,8 @@ pub struct Manager {
     log_buffer: u64,
     /// What a `reexec` needs.
     upgrade: Upgrade,
+    /// The hardware watchdog, as PID 1 with `watchdog_device`.
+    watchdog: Option<Watchdog>,
     phase: Phase,
     /// The sd_notify socket, with its path (given to services as `NOTIFY_SOCKET`).
     notify: notify::NotifySocket,
@@ -228,6 +233,7 @@ impl Manager {
         sources: Vec<(PathBuf, String)>,
         paths: Paths<'_>,
         upgrade: Upgrade,
+        watchdog: Option<Watchdog>,
     ) -> Result<Manager, SetupError> {
         let config::Confined { config, broken } = confined;
         let spawner = Spawner::pin(paths.executor)?;
@@ -284,6 +290,7 @@ impl Manager {
             sources,
             config.manager.log_buffer,
             upgrade,
+            watchdog,
         )?;
         for id in manager.registry.ids() {
             manager.open_log_pipes(id);
@@ -302,6 +309,7 @@ impl Manager {
         config_sources: Vec<(PathBuf, String)>,
         log_buffer: u64,
         upgrade: Upgrade,
+        watchdog: Option<Watchdog>,
     ) -> Result<Manager, SetupError> {
         epoll::add(
             &fds.epoll,
@@ -337,6 +345,7 @@ impl Manager {
             head_changed: true,
             log_buffer,
             upgrade,
+            watchdog,
             phase: Phase::Running,
             notify,
             moved: Vec::new(),
@@ -369,6 +378,10 @@ impl Manager {
         self.snapshot();
         while let Some(timeout) = self.next_wait() {
             let n = self.wait(&mut events, timeout);
+            // Every turn, however busy: a loop that turns is a manager that is alive.
+            if let Some(watchdog) = &mut self.watchdog {
+                watchdog.tick(Instant::now());
+            }
             let reap = self.dispatch_events(&events[..n]);
             if reap {
                 self.reap();
@@ -429,6 +442,7 @@ impl Manager {
                 Some(Token::Socket(id)) => self.dispatch(id, Event::Connection),
                 Some(Token::Notify) => self.on_notify(),
                 Some(Token::Ready(id, pid)) => self.on_ready_pipe(id, pid),
+                Some(Token::Stored(id, fd)) => self.on_stored_hangup(id, fd as i32),
                 Some(Token::Control) => self.on_control(),
                 Some(Token::Client(id)) => self.on_client(id),
                 Some(Token::Log(id, stream)) => self.on_log(id, stream),
@@ -454,10 +468,14 @@ impl Manager {
     }
 
     fn arm_timer(&mut self) {
-        let next = [self.timers.next(), self.control.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.timers.next(),
+            self.control.next_deadline(),
+            self.watchdog.as_ref().map(Watchdog::due),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if next == self.armed {
             return;
         }

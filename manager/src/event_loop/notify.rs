@@ -54,7 +54,7 @@ impl NotifySocket {
     }
 
     /// Whether this complaint is new (and so worth a log line).
-    fn first(&mut self, unit: Option<UnitId>, reason: &'static str) -> bool {
+    pub(super) fn first(&mut self, unit: Option<UnitId>, reason: &'static str) -> bool {
         self.said.insert((unit, reason))
     }
 }
@@ -184,6 +184,7 @@ impl Manager {
                 format_args!("sent fds without FDSTORE=1; they are closed"),
             );
         }
+        self.store_message(id, &name, &message, datagram.fds);
         self.apply_message(id, &name, message);
     }
 
@@ -251,6 +252,15 @@ impl Manager {
         }
         if let Some(usec) = message.extend_timeout_usec {
             events.push(ProcessEvent::ExtendTimeout(Duration::from_micros(usec)));
+        }
+        // A new interval first: `WATCHDOG_USEC=N` with `WATCHDOG=1` pings against it.
+        if let Some(usec) = message.watchdog_usec {
+            events.push(ProcessEvent::WatchdogInterval(Duration::from_micros(usec)));
+        }
+        match message.watchdog {
+            Some(notify::Watchdog::Ping) => events.push(ProcessEvent::WatchdogPing),
+            Some(notify::Watchdog::Trigger) => events.push(ProcessEvent::WatchdogTrigger),
+            None => {}
         }
         let mut pid = main;
         for event in events {

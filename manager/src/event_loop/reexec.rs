@@ -42,6 +42,7 @@ use crate::spawn::{self, PinError, Spawner};
 use crate::supervisor::Timer;
 use crate::sys;
 use crate::unit::{self, Unit};
+use crate::watchdog::Watchdog;
 
 /// What the manager keeps so that it can re-execute itself.
 pub struct Upgrade {
@@ -131,6 +132,7 @@ fn named_fds(state: &saved::ManagerState) -> Vec<RawFd> {
     let mut fds = vec![state.control_fd];
     fds.extend(state.client_fd);
     fds.extend(state.notify_fd);
+    fds.extend(state.watchdog_fd);
     for s in &state.services {
         fds.extend(unit::named_fds(s));
     }
@@ -301,6 +303,7 @@ impl Manager {
             .collect();
         keep.push(self.control.listener.as_fd());
         keep.push(self.notify.fd.as_fd());
+        keep.extend(self.watchdog.as_ref().map(|w| w.fd()));
         state.client_fd = client
             .and_then(|id| self.control.clients.get(&id))
             .map(|c| {
@@ -324,7 +327,7 @@ impl Manager {
             control_fd: self.control.listener.as_raw_fd(),
             client_fd: None,
             notify_fd: Some(self.notify.fd.as_raw_fd()),
-            watchdog_fd: None,
+            watchdog_fd: self.watchdog.as_ref().map(|w| w.raw_fd()),
             stop_jobs: self.saved_stop_jobs(),
             services: Vec::new(),
         }
@@ -483,6 +486,9 @@ fn forget_closed(state: &mut saved::ManagerState) -> Vec<RawFd> {
     if state.notify_fd.is_some_and(|fd| !open(fd)) {
         state.notify_fd = None;
     }
+    if state.watchdog_fd.is_some_and(|fd| !open(fd)) {
+        state.watchdog_fd = None;
+    }
     for s in &mut state.services {
         s.sockets.retain(|&(_, fd)| open(fd));
         s.pipes.retain(|p| open(p.fd));
@@ -496,6 +502,7 @@ fn forget_closed(state: &mut saved::ManagerState) -> Vec<RawFd> {
         if s.ready_fd.is_some_and(|(_, fd)| !open(fd)) {
             s.ready_fd = None;
         }
+        s.stored_fds.retain(|f| open(f.fd));
         for instance in &mut s.instances {
             instance.pipes.retain(|p| open(p.fd));
         }
@@ -544,6 +551,8 @@ impl Manager {
         };
         let cgroups = Cgroups::set_up(&super::cgroup_dir());
         let upgrade = Upgrade::new(PathBuf::from(OsString::from_vec(state.exe.clone())), args);
+        // Pinged again at once: the exec took some of its time.
+        let watchdog = state.watchdog_fd.map(|fd| Watchdog::adopt(take(fd)));
         let log_buffer = config.config.manager.log_buffer;
         let mut manager = Manager::assemble(
             Registry::default(),
@@ -555,6 +564,7 @@ impl Manager {
             sources,
             log_buffer,
             upgrade,
+            watchdog,
         )?;
         let now = Instant::now();
         for s in state.services {
@@ -614,6 +624,7 @@ impl Manager {
         for &(timer, left) in timers {
             self.timers.set(id, timer, now + left);
         }
+        self.watch_store(id);
         self.sync_watch(id);
     }
 

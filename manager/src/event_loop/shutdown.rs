@@ -91,6 +91,9 @@ impl Manager {
             ));
         }
         self.control.remove_file();
+        if let Some(watchdog) = self.watchdog {
+            watchdog.last_ping();
+        }
         if finish == Finish::Exit {
             log::manager(format_args!("all services stopped; exiting"));
         } else {

@@ -29,9 +29,13 @@ pub enum Token {
     InstanceLog(UnitId, Pid, Stream),
     /// The readiness pipe (`ready = "fd:N"`) of this unit's process with this pid.
     Ready(UnitId, Pid),
+    /// A stored fd of this unit (fd store), by its number.
+    Stored(UnitId, u32),
 }
 
 const LOW: u64 = (1 << 56) - 1;
+/// Bits for a stored fd's number, below the unit id: 32 + 24 = 56.
+const FD_BITS: u32 = 24;
 /// Bits for a pid: Linux's PID_MAX_LIMIT is 2^22.
 const PID_BITS: u32 = 23;
 const PID_MASK: u64 = (1 << PID_BITS) - 1;
@@ -57,6 +61,13 @@ fn unit_pid_stream(id: UnitId, pid: Pid, bit: u64) -> u64 {
 }
 
 impl Token {
+    /// The token of unit `id`'s stored fd `fd`; `None` for a number too big to pack (above
+    /// 2^24, where the default fs.nr_open is 2^20).
+    pub fn stored(id: UnitId, fd: std::os::fd::RawFd) -> Option<Token> {
+        let fd = u32::try_from(fd).ok().filter(|&fd| fd < 1 << FD_BITS)?;
+        Some(Token::Stored(id, fd))
+    }
+
     /// The epoll data.
     pub fn to_u64(self) -> u64 {
         let (kind, low): (u64, u64) = match self {
@@ -70,6 +81,7 @@ impl Token {
             Token::Status(id, pid) => (4, unit_pid_stream(id, pid, 0)),
             Token::InstanceLog(id, pid, s) => (5, unit_pid_stream(id, pid, stream_bit(s))),
             Token::Ready(id, pid) => (6, unit_pid_stream(id, pid, 0)),
+            Token::Stored(id, fd) => (7, (id.raw() as u64) << FD_BITS | fd as u64),
         };
         kind << 56 | (low & LOW)
     }
@@ -90,6 +102,10 @@ impl Token {
             4 => Some(Token::Status(unit(low), pid(low)?)),
             5 => Some(Token::InstanceLog(unit(low), pid(low)?, stream(low))),
             6 => Some(Token::Ready(unit(low), pid(low)?)),
+            7 => Some(Token::Stored(
+                UnitId::from_raw((low >> FD_BITS) as u32),
+                (low & ((1 << FD_BITS) - 1)) as u32,
+            )),
             _ => None,
         }
     }
@@ -118,6 +134,8 @@ mod tests {
             Token::Status(UnitId::from_raw(3), Pid::new(1).unwrap()),
             Token::InstanceLog(unit, pid, Stream::Stderr),
             Token::InstanceLog(UnitId::from_raw(9), Pid::new(77).unwrap(), Stream::Stdout),
+            Token::stored(unit, (1 << 24) - 1).unwrap(),
+            Token::stored(UnitId::from_raw(0), 3).unwrap(),
         ];
         for token in tokens {
             assert_eq!(Token::from_u64(token.to_u64()), Some(token), "{token:?}");
@@ -127,7 +145,9 @@ mod tests {
     #[test]
     fn data_no_token_makes_is_refused() {
         assert_eq!(Token::from_u64(4), None);
-        assert_eq!(Token::from_u64(7 << 56), None);
+        assert_eq!(Token::from_u64(8 << 56), None);
+        assert_eq!(Token::stored(UnitId::from_raw(1), 1 << 24), None);
+        assert_eq!(Token::stored(UnitId::from_raw(1), -1), None);
         assert_eq!(Token::from_u64(u64::MAX), None);
         // A status token without a pid.
         assert_eq!(Token::from_u64(4 << 56), None);

@@ -373,6 +373,10 @@ pub enum Timer {
     StartTimeout,
     /// `start_limit_cooldown`: a service failed at its start limit tries again then.
     Cooldown,
+    /// `watchdog`: a ready service's last `WATCHDOG=1` must be younger than its interval. Set
+    /// at readiness and, since pings only move [`Supervisor`]'s record of the last one, when it
+    /// fires early (at most once an interval): a ping costs no timer syscall.
+    Watchdog,
 }
 
 /// Something that happened to a process of the service.
@@ -394,6 +398,12 @@ pub enum ProcessEvent {
     MainPid(Pid),
     /// It asked for more time to become ready or to stop (`EXTEND_TIMEOUT_USEC=`).
     ExtendTimeout(Duration),
+    /// `WATCHDOG=1`: alive.
+    WatchdogPing,
+    /// `WATCHDOG=trigger`: handle it as a missed ping, now.
+    WatchdogTrigger,
+    /// `WATCHDOG_USEC=N`: a new interval for this run (zero: none).
+    WatchdogInterval(Duration),
 }
 
 /// Something that happened to a service.
@@ -488,6 +498,40 @@ pub struct Supervisor {
     instances: BTreeMap<Pid, Instance>,
     /// Accept mode: the number the next instance gets.
     next_instance: u32,
+    /// The watchdog of the current run.
+    watchdog: Watchdog,
+}
+
+/// A run's watchdog: its interval (`watchdog`, or what the service set with `WATCHDOG_USEC=`)
+/// and, once it is ready, when it last said it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watchdog {
+    /// None configured, or the service turned it off (`WATCHDOG_USEC=0`).
+    Off,
+    /// An interval, not enforced yet: the service is not ready.
+    Waiting(Duration),
+    /// Enforced: a ping is due within `interval` of `last`.
+    Watching {
+        /// The interval.
+        interval: Duration,
+        /// The last ping (or readiness).
+        last: Instant,
+    },
+}
+
+impl Watchdog {
+    /// The interval of a fresh run of `config`.
+    fn of(config: &config::Service) -> Watchdog {
+        config.watchdog.map_or(Watchdog::Off, Watchdog::Waiting)
+    }
+
+    /// The interval, if there is one.
+    pub fn interval(self) -> Option<Duration> {
+        match self {
+            Watchdog::Off => None,
+            Watchdog::Waiting(interval) | Watchdog::Watching { interval, .. } => Some(interval),
+        }
+    }
 }
 
 impl Supervisor {
@@ -502,6 +546,7 @@ impl Supervisor {
             last_failure: None,
             instances: BTreeMap::new(),
             next_instance: 1,
+            watchdog: Watchdog::Off,
         }
     }
 
@@ -867,6 +912,14 @@ impl Supervisor {
                     Listening { intake }
                 }
             }
+            (
+                Running {
+                    pid,
+                    since,
+                    serving,
+                },
+                Event::Timer(Timer::Watchdog),
+            ) => self.watchdog_due(pid, since, serving, fx),
             (Starting { main }, Event::Timer(Timer::StartTimeout)) => {
                 let waited = self
                     .config
@@ -922,6 +975,13 @@ impl Supervisor {
             // Gone: nothing reaches it any more.
             (Retired, _) => Retired,
         };
+        // Only a running service is watched, whichever way it stopped running.
+        if !matches!(self.state, Running { .. })
+            && matches!(self.watchdog, Watchdog::Watching { .. })
+        {
+            fx.timers.cancel(Timer::Watchdog);
+            self.watchdog = Watchdog::Off;
+        }
     }
 
     /// What a process of a starting service did.
@@ -959,12 +1019,95 @@ impl Supervisor {
                 fx.timers.extend(Timer::StartTimeout, by);
                 State::Starting { main }
             }
+            ProcessEvent::WatchdogInterval(interval) => {
+                self.set_watchdog_interval(interval, false, fx);
+                State::Starting { main }
+            }
+            // Not ready yet: `start_timeout` is what watches it.
+            ProcessEvent::WatchdogPing | ProcessEvent::WatchdogTrigger => State::Starting { main },
         }
     }
 
-    /// Ready: running.
+    /// `WATCHDOG_USEC=N`: the interval of this run from now on (zero turns it off); when
+    /// `watching`, the next ping is due that long from now.
+    fn set_watchdog_interval(&mut self, interval: Duration, watching: bool, fx: &mut Effects<'_>) {
+        self.watchdog = match (interval.is_zero(), watching) {
+            (true, _) => {
+                fx.timers.cancel(Timer::Watchdog);
+                Watchdog::Off
+            }
+            (false, false) => Watchdog::Waiting(interval),
+            (false, true) => {
+                fx.timers.set(Timer::Watchdog, interval);
+                Watchdog::Watching {
+                    interval,
+                    last: fx.clock.now(),
+                }
+            }
+        };
+    }
+
+    /// The watchdog timer fired: early, when a ping came since it was set (set again for
+    /// the rest), else a timeout.
+    fn watchdog_due(
+        &mut self,
+        pid: Pid,
+        since: Instant,
+        serving: Serving,
+        fx: &mut Effects<'_>,
+    ) -> State {
+        if let Watchdog::Watching { interval, last } = self.watchdog {
+            let due = last + interval;
+            let now = fx.clock.now();
+            if due > now {
+                fx.timers.set(Timer::Watchdog, due - now);
+            } else {
+                let missed = format!("no WATCHDOG=1 for {}", format_duration(interval));
+                return self.watchdog_timeout(pid, &missed, fx);
+            }
+        }
+        State::Running {
+            pid,
+            since,
+            serving,
+        }
+    }
+
+    /// A missed (or triggered) watchdog: `watchdog_signal`, SIGKILL after `stop_timeout`, and
+    /// the exit handled as a crash.
+    fn watchdog_timeout(&mut self, pid: Pid, why: &str, fx: &mut Effects<'_>) -> State {
+        fx.timers.cancel(Timer::Watchdog);
+        self.watchdog = Watchdog::Off;
+        let signal = self.config.watchdog_signal;
+        fx.log.log(
+            &self.config.name,
+            format_args!("watchdog timeout ({why}); sending {signal}"),
+        );
+        self.last_failure = Some(Failure {
+            step: None,
+            reason: "watchdog timeout".into(),
+            exit: None,
+        });
+        let main = Process::running(pid);
+        self.signal_all(Some(main), signal, fx);
+        fx.timers.set(Timer::StopTimeout, self.config.stop_timeout);
+        State::Stopping {
+            main: Some(main),
+            killed: false,
+            then: AfterStop::Fail(Cause::Own),
+        }
+    }
+
+    /// Ready: running, and from now on watched.
     fn ready(&mut self, pid: Pid, fx: &mut Effects<'_>) -> State {
         fx.timers.cancel(Timer::StartTimeout);
+        if let Some(interval) = self.watchdog.interval() {
+            self.watchdog = Watchdog::Watching {
+                interval,
+                last: fx.clock.now(),
+            };
+            fx.timers.set(Timer::Watchdog, interval);
+        }
         State::Running {
             pid,
             since: fx.clock.now(),
@@ -993,9 +1136,23 @@ impl Supervisor {
             ProcessEvent::Ready => Serving::Ready,
             ProcessEvent::Reloading => Serving::Reloading,
             ProcessEvent::Stopping => Serving::Stopping,
-            ProcessEvent::Execd | ProcessEvent::StepFailed(_) | ProcessEvent::ExtendTimeout(_) => {
+            ProcessEvent::WatchdogPing => {
+                if let Watchdog::Watching { last, .. } = &mut self.watchdog {
+                    *last = fx.clock.now();
+                }
                 serving
             }
+            ProcessEvent::WatchdogTrigger if self.watchdog != Watchdog::Off => {
+                return self.watchdog_timeout(pid, "WATCHDOG=trigger", fx);
+            }
+            ProcessEvent::WatchdogInterval(interval) => {
+                self.set_watchdog_interval(interval, true, fx);
+                serving
+            }
+            ProcessEvent::Execd
+            | ProcessEvent::StepFailed(_)
+            | ProcessEvent::ExtendTimeout(_)
+            | ProcessEvent::WatchdogTrigger => serving,
         };
         State::Running {
             pid,
@@ -1023,6 +1180,10 @@ impl Supervisor {
                 self.log_step_failure(&self.config.name, report, fx);
                 main.report(report);
             }
+            // Being stopped: no longer watched.
+            ProcessEvent::WatchdogPing
+            | ProcessEvent::WatchdogTrigger
+            | ProcessEvent::WatchdogInterval(_) => {}
             ProcessEvent::Exited(exit) => {
                 match then {
                     // The failure that made it stop is the one to remember.
@@ -1081,7 +1242,10 @@ impl Supervisor {
                 | ProcessEvent::Reloading
                 | ProcessEvent::Stopping
                 | ProcessEvent::MainPid(_)
-                | ProcessEvent::ExtendTimeout(_),
+                | ProcessEvent::ExtendTimeout(_)
+                | ProcessEvent::WatchdogPing
+                | ProcessEvent::WatchdogTrigger
+                | ProcessEvent::WatchdogInterval(_),
             ) => {}
             (_, ProcessEvent::Exited(exit)) => {
                 self.instances.remove(&pid);
@@ -1210,6 +1374,8 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, fx: &mut Effects<'_>) -> State {
+        // A new run: the configured interval again, whatever the last one set.
+        self.watchdog = Watchdog::of(&self.config);
         match fx.spawn.spawn(&self.config) {
             Ok(pid) => {
                 fx.log

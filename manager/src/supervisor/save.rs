@@ -10,7 +10,7 @@ use steward_protocol::{StatusReport, Step};
 
 use super::{
     AfterStop, Cause, Exec, Exit, Failure, Instance, Intake, Pid, Process, Resume, Serving, State,
-    Supervisor, Timer,
+    Supervisor, Timer, Watchdog,
 };
 use crate::config::{self, Signal};
 
@@ -108,12 +108,13 @@ pub struct Listening {
 
 impl Timer {
     /// Every purpose.
-    pub const ALL: [Timer; 5] = [
+    pub const ALL: [Timer; 6] = [
         Timer::RestartDelay,
         Timer::StopTimeout,
         Timer::Backoff,
         Timer::StartTimeout,
         Timer::Cooldown,
+        Timer::Watchdog,
     ];
 
     /// Its name in the manager state.
@@ -124,6 +125,7 @@ impl Timer {
             Timer::Backoff => "backoff",
             Timer::StartTimeout => "start_timeout",
             Timer::Cooldown => "cooldown",
+            Timer::Watchdog => "watchdog",
         }
     }
 
@@ -157,6 +159,11 @@ impl Supervisor {
             })
             .collect();
         out.next_instance = self.next_instance;
+        // Only an interval the service set itself: the configured one is in the config.
+        out.watchdog_usec = match self.watchdog.interval() {
+            interval if interval == self.config.watchdog => None,
+            interval => Some(interval.map_or(0, |i| i.as_micros().min(u64::MAX as u128) as u64)),
+        };
     }
 
     fn save_state(&self, now: Instant) -> saved::State {
@@ -224,8 +231,8 @@ impl Supervisor {
                 ))
             })
             .collect();
+        let watchdog = restored_watchdog(&config, s, &state, now);
         Supervisor {
-            config,
             state,
             restarts: s.restarts,
             recent_restarts: s
@@ -241,7 +248,32 @@ impl Supervisor {
             }),
             instances,
             next_instance: s.next_instance,
+            watchdog,
+            config,
         }
+    }
+}
+
+/// The watchdog of a restored run: the interval it had; a running one is watched from now
+/// (the ping it sent while no manager listened is not held against it).
+fn restored_watchdog(
+    config: &config::Service,
+    s: &saved::Service,
+    state: &State,
+    now: Instant,
+) -> Watchdog {
+    let interval = match s.watchdog_usec {
+        None => config.watchdog,
+        Some(0) => None,
+        Some(usec) => Some(Duration::from_micros(usec)),
+    };
+    match (interval, state) {
+        (None, _) => Watchdog::Off,
+        (Some(interval), State::Running { .. }) => Watchdog::Watching {
+            interval,
+            last: now,
+        },
+        (Some(interval), _) => Watchdog::Waiting(interval),
     }
 }
 

@@ -953,3 +953,95 @@ fn a_failed_dependency_fails_its_dependents_and_a_start_brings_them_back() {
         "the reason it stopped, not how"
     );
 }
+
+/// The main process says something on the notify socket.
+fn says(s: &mut Supervisor, fx: &mut Fake, what: ProcessEvent) {
+    let p = pid(s);
+    fx.handle(s, Event::Process(p, what));
+}
+
+#[test]
+fn a_watchdog_is_enforced_from_readiness_and_pings_cost_no_timer() {
+    let mut fx = Fake::new();
+    let mut s = service(
+        "keep_alive = true\nwatchdog = \"2s\"\nready = \"notify\"\nrestart_delay = \"0\"\n",
+    );
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    // Not ready yet: start_timeout watches it, not the watchdog.
+    says(&mut s, &mut fx, ProcessEvent::WatchdogPing);
+    assert_eq!(fx.timer(Timer::Watchdog), None);
+    says(&mut s, &mut fx, ProcessEvent::Ready);
+    assert_eq!(fx.timer(Timer::Watchdog), Some(Duration::from_secs(2)));
+    // Pings move nothing but the record of the last one.
+    fx.timers.0.remove(&Timer::Watchdog);
+    fx.clock.0 += Duration::from_millis(1500);
+    says(&mut s, &mut fx, ProcessEvent::WatchdogPing);
+    assert_eq!(fx.timer(Timer::Watchdog), None);
+    // The timer fires at 2 s: the ping at 1.5 s makes it early, set again for the rest.
+    fx.clock.0 += Duration::from_millis(500);
+    fx.handle(&mut s, Event::Timer(Timer::Watchdog));
+    assert_eq!(fx.timer(Timer::Watchdog), Some(Duration::from_millis(1500)));
+    assert_eq!(s.state.name(), "running");
+    // No ping since: at 3.5 s it is a timeout.
+    let main = pid(&s);
+    fx.clock.0 += Duration::from_millis(1500);
+    fx.handle(&mut s, Event::Timer(Timer::Watchdog));
+    assert_eq!(s.state.name(), "stopping");
+    assert_eq!(fx.signals.0.last(), Some(&(main.raw(), 6)), "SIGABRT");
+    assert_eq!(s.last_failure().unwrap().reason, "watchdog timeout");
+    assert!(
+        fx.log
+            .0
+            .iter()
+            .any(|l| l.starts_with("watchdog timeout (no WATCHDOG=1 for 2s)"))
+    );
+    // Handled as a crash: restarted, and the failure stays.
+    exit(&mut s, &mut fx, Exit::Signal(Signal(6)));
+    assert_eq!(s.state, State::Restarting);
+    assert_eq!(s.last_failure().unwrap().reason, "watchdog timeout");
+    assert_eq!(fx.timer(Timer::Watchdog), None);
+}
+
+#[test]
+fn watchdog_trigger_and_a_new_interval() {
+    let mut fx = Fake::new();
+    let mut s = service("watchdog = \"10s\"\nwatchdog_signal = \"SIGTERM\"\n");
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(fx.timer(Timer::Watchdog), Some(Duration::from_secs(10)));
+    says(
+        &mut s,
+        &mut fx,
+        ProcessEvent::WatchdogInterval(Duration::from_secs(3)),
+    );
+    assert_eq!(fx.timer(Timer::Watchdog), Some(Duration::from_secs(3)));
+    // Zero turns it off for this run.
+    says(
+        &mut s,
+        &mut fx,
+        ProcessEvent::WatchdogInterval(Duration::ZERO),
+    );
+    assert_eq!(fx.timer(Timer::Watchdog), None);
+    says(&mut s, &mut fx, ProcessEvent::WatchdogTrigger);
+    assert_eq!(s.state.name(), "running", "no watchdog, nothing to trigger");
+    says(
+        &mut s,
+        &mut fx,
+        ProcessEvent::WatchdogInterval(Duration::from_secs(3)),
+    );
+    let main = pid(&s);
+    says(&mut s, &mut fx, ProcessEvent::WatchdogTrigger);
+    assert_eq!(s.state.name(), "stopping");
+    assert_eq!(fx.signals.0.last(), Some(&(main.raw(), 15)));
+    // Not kept alive: a crash ends failed.
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state, State::Failed(Cause::Own));
+    // The next run has the configured interval again.
+    fx.handle(&mut s, Event::Start);
+    exec_ok(&mut s, &mut fx);
+    assert_eq!(fx.timer(Timer::Watchdog), Some(Duration::from_secs(10)));
+    // Stopped: no longer watched.
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(fx.timer(Timer::Watchdog), None);
+}
