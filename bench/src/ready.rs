@@ -213,9 +213,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              A service with a `watchdog` sending {pings} `WATCHDOG=1` as fast as the notify \
              socket takes them: the manager's CPU time for the run (schedstat; user mode from \
              /proc/PID/stat, in 10 ms ticks), less that of the same run without pings, per \
-             ping. Most of it is the kernel's receive path (recvmsg with SCM_CREDENTIALS, and \
-             waking the sender, whom the socket's 10-datagram queue keeps blocking), which any \
-             sd_notify receiver pays; user mode is steward's own code.\n\n\
+             ping. Most of it is the kernel's receive path (steward takes up to 16 datagrams \
+             per recvmmsg, each with SCM_CREDENTIALS, and wakes the sender, whom the socket's \
+             10-datagram queue keeps blocking), which any sd_notify receiver pays; user mode \
+             is steward's own code (a bare ping is not saved into the recovery snapshot).\n\n\
              | manager CPU per ping | of it in user mode |\n|---|---|\n| **{per_ping:.2} µs** | {per_ping_user:.2} µs |\n",
             us(gap.p50),
             us(gap.p99),

@@ -101,6 +101,18 @@ impl Registry {
         std::mem::take(&mut self.changed)
     }
 
+    /// Whether unit `id` was handed out to change since the last [`Registry::take_changed`].
+    pub fn is_changed(&self, id: UnitId) -> bool {
+        self.changed.contains(&id)
+    }
+
+    /// Takes back the mark [`Registry::get_mut`] left: for a change the snapshot does not
+    /// carry (a watchdog ping moves only its time, which a restored run starts afresh), so
+    /// that a service pinging hard does not have itself saved again at every ping.
+    pub fn unmark(&mut self, id: UnitId) {
+        self.changed.remove(&id);
+    }
+
     /// How many units there are.
     pub fn len(&self) -> usize {
         self.units.len()

@@ -556,6 +556,38 @@ mod tests {
         assert_eq!(errno_text(2), "No such file or directory");
         assert_eq!(errno_text(13), "Permission denied");
     }
+
+    #[test]
+    fn datagrams_come_a_batch_at_a_time_with_their_senders_and_lengths() {
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixDatagram;
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        rustix::net::sockopt::set_socket_passcred(&ours, true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        // Past the queue's default 10 on a socketpair: send what fits, read, send the rest.
+        let mut batch = Batch::new(8);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut sent = 0;
+        while got.len() < BATCH + 4 {
+            while sent < BATCH + 4 && theirs.send(format!("m{sent}").as_bytes()).is_ok() {
+                sent += 1;
+            }
+            let datagrams = recv_datagrams(ours.as_fd(), &mut batch).unwrap();
+            assert!(!datagrams.is_empty() && datagrams.len() <= BATCH);
+            for (i, d) in datagrams.iter().enumerate() {
+                assert_eq!(d.credentials.unwrap().pid, std::process::id() as i32);
+                assert!(!d.truncated && d.fds.is_empty());
+                got.push(batch.data(i, d).to_vec());
+            }
+        }
+        let want: Vec<Vec<u8>> = (0..BATCH + 4).map(|i| format!("m{i}").into_bytes()).collect();
+        assert_eq!(got, want);
+        theirs.send(b"0123456789").unwrap();
+        let long = recv_datagrams(ours.as_fd(), &mut batch).unwrap();
+        assert!(long[0].truncated && long[0].len == 8);
+        let empty = recv_datagrams(ours.as_fd(), &mut batch).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+    }
 }
 
 /// The kernel's credentials of a datagram's sender (SCM_CREDENTIALS). The pid is 0 when the
@@ -585,37 +617,94 @@ pub struct Datagram {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Receives one datagram without blocking: its bytes into `buf`, its fds and the sender's
-/// credentials (the socket has SO_PASSCRED). rustix's credentials type cannot hold the pid 0
-/// the kernel gives for a sender in another pid namespace, hence this.
-pub fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
-    // Room for the credentials and SCM_MAX_FD fds, aligned for cmsghdr.
-    let mut control = [0u64; 256];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty one; the fields we need are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: recvmsg writes at most iov_len bytes into `buf` and at most msg_controllen bytes
-    // into `control`, both live buffers the msghdr describes; MSG_CMSG_CLOEXEC makes every fd
-    // it installs close-on-exec.
+/// How many datagrams one [`recv_datagrams`] takes at most.
+pub const BATCH: usize = 16;
+
+/// Room for the credentials and SCM_MAX_FD fds, in u64s (aligned for cmsghdr).
+const CONTROL_WORDS: usize = 256;
+
+/// The buffers of one [`recv_datagrams`], made once and reused: [`BATCH`] data buffers of
+/// `len` bytes and their control buffers. Only the bytes the kernel writes are ever touched.
+/// The default has no room (and allocates nothing): a stand-in while the real one is lent out.
+#[derive(Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    control: Vec<u64>,
+    len: usize,
+}
+
+impl Batch {
+    /// Buffers for datagrams of up to `len` bytes (a longer one is MSG_TRUNC).
+    pub fn new(len: usize) -> Batch {
+        Batch {
+            data: vec![0; len * BATCH],
+            control: vec![0; CONTROL_WORDS * BATCH],
+            len,
+        }
+    }
+
+    /// The bytes of the `i`-th datagram of the last receive.
+    pub fn data(&self, i: usize, datagram: &Datagram) -> &[u8] {
+        &self.data[i * self.len..][..datagram.len]
+    }
+}
+
+/// Receives up to [`BATCH`] datagrams without blocking, in one recvmmsg(2): their bytes into
+/// `batch`, their fds and their senders' credentials (the socket has SO_PASSCRED). An empty
+/// queue is WouldBlock. rustix's credentials type cannot hold the pid 0 the kernel gives for a
+/// sender in another pid namespace, hence this.
+pub fn recv_datagrams(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<Vec<Datagram>> {
+    let len = batch.len;
+    let mut iovs: Vec<libc::iovec> = batch
+        .data
+        .chunks_exact_mut(len)
+        .map(|buf| libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .zip(batch.control.chunks_exact_mut(CONTROL_WORDS))
+        .map(|(iov, control)| {
+            // SAFETY: an all-zero msghdr is a valid empty one; the fields we need are set here.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(control) as _;
+            libc::mmsghdr {
+                msg_hdr: msg,
+                msg_len: 0,
+            }
+        })
+        .collect();
+    // SAFETY: each header describes one live data buffer of `len` bytes and one live control
+    // buffer of the size it names, both inside `batch`, borrowed mutably for the call;
+    // recvmmsg writes no more than that into each. MSG_CMSG_CLOEXEC makes every fd it installs
+    // close-on-exec; a null timeout with MSG_DONTWAIT returns what is queued.
     let n = unsafe {
-        libc::recvmsg(
+        libc::recvmmsg(
             fd.as_raw_fd(),
-            &mut msg,
+            headers.as_mut_ptr(),
+            headers.len() as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            std::ptr::null_mut(),
         )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(headers[..n as usize]
+        .iter()
+        .map(|h| received(&h.msg_hdr, h.msg_len as usize, len))
+        .collect())
+}
+
+/// What the kernel wrote into one message header: its length, flags, fds and credentials.
+fn received(msg: &libc::msghdr, n: usize, capacity: usize) -> Datagram {
     let mut datagram = Datagram {
-        len: (n as usize).min(buf.len()),
+        len: n.min(capacity),
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
         credentials: None,
@@ -623,12 +712,13 @@ pub fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram>
     };
     // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
     // msg_controllen; each header's length was written by the kernel.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
     while !cmsg.is_null() {
-        // SAFETY: `cmsg` points at a complete header inside `control` (CMSG_NXTHDR checks).
+        // SAFETY: `cmsg` points at a complete header inside the control buffer (CMSG_NXTHDR
+        // checks).
         let (level, kind, len) =
             unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
-        // SAFETY: the payload starts right after the header, inside `control`.
+        // SAFETY: the payload starts right after the header, inside the control buffer.
         let data = unsafe { libc::CMSG_DATA(cmsg) };
         // SAFETY: CMSG_LEN(0) is the header's own size: no memory is read.
         let header = unsafe { libc::CMSG_LEN(0) } as usize;
@@ -658,7 +748,7 @@ pub fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram>
             _ => {}
         }
         // SAFETY: advances within the buffer the msghdr describes, or returns null at its end.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    Ok(datagram)
+    datagram
 }

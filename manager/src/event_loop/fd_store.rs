@@ -16,13 +16,11 @@ use crate::registry::UnitId;
 impl Manager {
     /// The fd-store part of a message from unit `id`: its fds stored, or closed (they close
     /// when `fds` drops, unless kept).
-    pub(super) fn store_message(
-        &mut self,
-        id: UnitId,
-        name: &str,
-        message: &Message,
-        fds: Vec<OwnedFd>,
-    ) {
+    pub(super) fn store_message(&mut self, id: UnitId, message: &Message, fds: Vec<OwnedFd>) {
+        let Some(name) = self.registry.get(id).map(|u| u.name().to_string()) else {
+            return;
+        };
+        let name = name.as_str();
         if message.fd_store_remove {
             match message.fd_name.as_deref() {
                 Some(fd_name) => {

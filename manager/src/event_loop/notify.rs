@@ -27,6 +27,8 @@ pub struct NotifySocket {
     pub path: PathBuf,
     /// (service, reason) pairs already logged; `None` for senders no service claims.
     said: HashSet<(Option<UnitId>, &'static str)>,
+    /// The buffers datagrams are read into, a batch at a time.
+    batch: crate::sys::Batch,
 }
 
 impl NotifySocket {
@@ -50,6 +52,7 @@ impl NotifySocket {
             fd,
             path: path.to_path_buf(),
             said: HashSet::new(),
+            batch: crate::sys::Batch::new(notify::MAX_MESSAGE + 1),
         }
     }
 
@@ -87,22 +90,35 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 impl Manager {
-    /// Reads what is waiting on the notify socket (up to the budget).
+    /// Reads what is waiting on the notify socket (up to the budget), a batch per syscall: a
+    /// service pinging its watchdog hard costs one recvmmsg per batch, not a recvmsg per ping
+    /// and one more to find the queue empty.
     pub(super) fn on_notify(&mut self) {
-        let mut buf = [0u8; notify::MAX_MESSAGE + 1];
-        for _ in 0..BUDGET {
-            match crate::sys::recv_datagram(self.notify.fd.as_fd(), &mut buf) {
-                Ok(datagram) => self.notified(datagram, &buf),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        // Lent out of `self.notify` while its datagrams are handled (which needs all of us).
+        let mut batch = std::mem::take(&mut self.notify.batch);
+        for _ in 0..BUDGET.div_ceil(crate::sys::BATCH) {
+            match crate::sys::recv_datagrams(self.notify.fd.as_fd(), &mut batch) {
+                Ok(datagrams) => {
+                    let full = datagrams.len() == crate::sys::BATCH;
+                    for (i, datagram) in datagrams.into_iter().enumerate() {
+                        let bytes = batch.data(i, &datagram);
+                        self.notified(datagram, bytes);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if self.notify.first(None, "recvmsg") {
                         log::manager(format_args!("notify socket: {e}"));
                     }
-                    return;
+                    break;
                 }
             }
         }
+        self.notify.batch = batch;
     }
 
     /// One datagram: attributed, checked, applied. Its fds close at the end unless the fd
@@ -125,14 +141,12 @@ impl Manager {
             }
             return;
         };
-        let name = self
-            .registry
-            .get(id)
-            .map(|u| u.name().to_string())
-            .unwrap_or_default();
+        // The name only for a complaint: a service pinging its watchdog hard must not cost an
+        // allocation per ping.
         let complain = |m: &mut Manager, reason: &'static str, what: std::fmt::Arguments<'_>| {
             if m.notify.first(Some(id), reason) {
-                log::service(&name, format_args!("{what} (said once)"));
+                let name = m.registry.get(id).map(|u| u.name()).unwrap_or_default();
+                log::service(name, format_args!("{what} (said once)"));
             }
         };
         if datagram.truncated {
@@ -184,8 +198,10 @@ impl Manager {
                 format_args!("sent fds without FDSTORE=1; they are closed"),
             );
         }
-        self.store_message(id, &name, &message, datagram.fds);
-        self.apply_message(id, &name, message);
+        if !datagram.fds.is_empty() || message.fd_store_remove {
+            self.store_message(id, &message, datagram.fds);
+        }
+        self.apply_message(id, message);
     }
 
     /// The unit a sender belongs to: by its pid (a main process or an instance), else by its
@@ -214,17 +230,29 @@ impl Manager {
     }
 
     /// What a message says, to the unit's state machine and its status.
-    fn apply_message(&mut self, id: UnitId, name: &str, message: Message) {
-        let Some(unit) = self.registry.get_mut(id) else {
-            return;
+    fn apply_message(&mut self, id: UnitId, message: Message) {
+        let ping = Message {
+            watchdog: Some(notify::Watchdog::Ping),
+            ..Message::default()
         };
-        if let Some(text) = message.status {
-            unit.io.status_text = Some(text);
+        // A bare `WATCHDOG=1` changes nothing a snapshot carries.
+        let quiet = message == ping && !self.registry.is_changed(id);
+        if message.status.is_some() || message.errno.is_some() {
+            let Some(unit) = self.registry.get_mut(id) else {
+                return;
+            };
+            if let Some(text) = message.status {
+                unit.io.status_text = Some(text);
+            }
+            if let Some(errno) = message.errno {
+                unit.io.errno = Some(errno);
+            }
         }
-        if let Some(errno) = message.errno {
-            unit.io.errno = Some(errno);
-        }
-        let Some(main) = unit.supervisor.state().pid() else {
+        let Some(main) = self
+            .registry
+            .get(id)
+            .and_then(|u| u.supervisor.state().pid())
+        else {
             return;
         };
         let mut events = Vec::new();
@@ -233,6 +261,7 @@ impl Manager {
                 Ok(pid) => events.push(ProcessEvent::MainPid(pid)),
                 Err(why) => {
                     if self.notify.first(Some(id), "main pid") {
+                        let name = self.registry.get(id).map(|u| u.name()).unwrap_or_default();
                         log::service(
                             name,
                             format_args!("MAINPID={new} refused: {why} (said once)"),
@@ -279,6 +308,9 @@ impl Manager {
                 continue;
             }
             self.dispatch(id, Event::Process(pid, event));
+        }
+        if quiet {
+            self.registry.unmark(id);
         }
     }
 
