@@ -8,6 +8,7 @@
 mod cgroups;
 mod config;
 mod control;
+mod directories;
 mod event_loop;
 mod fd_store;
 mod log;
