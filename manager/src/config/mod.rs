@@ -9,6 +9,7 @@
 mod man;
 mod parse;
 mod values;
+pub mod written;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -548,6 +549,12 @@ pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
     let mut loaded = parse::parse_files(&sources, &mut UserDb::system());
     loaded.sources = sources;
     loaded
+}
+
+/// Checks config files already read, as (path, text), as `steward --check` does: every error
+/// and warning, in file order.
+pub fn check(sources: Vec<(PathBuf, String)>) -> Vec<Diagnostic> {
+    parse(sources).diagnostics
 }
 
 /// Parses config text as if it were the file `name`; for tests.
