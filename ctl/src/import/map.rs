@@ -73,6 +73,8 @@ pub struct MappedService {
     pub layout: Layout,
     /// Each socket's layout, in the order of `table.socket`.
     pub socket_layouts: Vec<Layout>,
+    /// The unit file it was made from.
+    pub source: std::path::PathBuf,
 }
 
 /// The whole import.
@@ -184,6 +186,7 @@ pub fn map(imports: &[Import], root: &Path) -> Result<Mapped, Error> {
             table: m.table,
             layout: m.layout,
             socket_layouts: m.socket_layouts,
+            source: import.service.fragment.clone(),
         });
     }
     // `Before=X` is X's `After=` this one.
@@ -862,11 +865,12 @@ impl Mapper<'_> {
             return not_imported("its specifiers do not resolve");
         };
         let names: Vec<String> = value.split_ascii_whitespace().map(String::from).collect();
+        // steward's rule: relative, plain components (no `..`, `.` or empty ones).
         if names
             .iter()
-            .any(|n| n.starts_with('/') || n.contains(':') || n.split('/').any(|c| c == ".."))
+            .any(|n| n.contains(':') || n.split('/').any(|c| c.is_empty() || c == "." || c == ".."))
         {
-            return not_imported("steward takes relative names");
+            return not_imported("steward takes relative names of plain components");
         }
         extend(slot, names);
         carried(key)
@@ -877,16 +881,14 @@ impl Mapper<'_> {
     fn stdio(&mut self, unit: &Unit) {
         let get = |key: &str| unit.last(&Section::Service, key).map(|e| e.value.as_str());
         let input = get("StandardInput").unwrap_or("null");
-        let output = get("StandardOutput").unwrap_or(if input.starts_with("tty") {
-            "inherit"
-        } else {
-            "journal"
-        });
+        // Output follows a tty or socket input by default (systemd.exec(5)).
+        let follows = input.starts_with("tty") || input == "socket";
+        let output = get("StandardOutput").unwrap_or(if follows { "inherit" } else { "journal" });
         let error = get("StandardError").unwrap_or("inherit");
-        let output = if output == "inherit" && input.starts_with("tty") {
-            "tty"
-        } else {
-            output
+        let output = match output {
+            "inherit" if input.starts_with("tty") => "tty",
+            "inherit" if input == "socket" => "socket",
+            other => other,
         };
         let error = if error == "inherit" { output } else { error };
         let logged = |s: &str| {
@@ -903,6 +905,7 @@ impl Mapper<'_> {
         let tty = unit
             .last(&Section::Service, "TTYPath")
             .and_then(|e| unit.expand(e).ok())
+            .filter(|path| path.starts_with('/'))
             .unwrap_or_else(|| "/dev/console".into());
         self.table.stdio = match (input, output, error) {
             ("null", o, e) if logged(o) && logged(e) => None,
@@ -1061,6 +1064,7 @@ impl Mapper<'_> {
             table: task,
             layout,
             socket_layouts: Vec::new(),
+            source: self.import.service.fragment.clone(),
         });
         Ok(Carried(Some(dependency), notes))
     }
@@ -1201,12 +1205,20 @@ impl Mapper<'_> {
                 .next()
                 .is_some();
         let mut accept = false;
+        // Accept mode hands each connection of one listener to an instance: steward's takes
+        // exactly one stream or seqpacket socket.
+        let mut accepting_taken = false;
         for (rank, socket) in import.sockets.iter().enumerate() {
+            let accepting = socket
+                .last(&Section::Socket, "Accept")
+                .and_then(|e| parse_boolean(&e.value))
+                == Some(true);
             let u = rank + 1;
             let first_table = self.table.socket.len();
             let mode = socket
                 .last(&Section::Socket, "SocketMode")
                 .and_then(|e| u32::from_str_radix(&e.value, 8).ok())
+                .filter(|m| *m <= 0o777)
                 .map(|m| format!("{m:04o}"));
             let user = socket
                 .last(&Section::Socket, "SocketUser")
@@ -1254,6 +1266,17 @@ impl Mapper<'_> {
                 if kind == "seqpacket" && matches!(address, Address::Inet(_)) {
                     fates.push((i, not_imported("seqpacket is for unix sockets"), None));
                     continue;
+                }
+                if accepting || accepting_taken {
+                    if accepting_taken || kind == "datagram" {
+                        fates.push((
+                            i,
+                            not_imported("steward's accept mode takes exactly one stream or seqpacket socket"),
+                            None,
+                        ));
+                        continue;
+                    }
+                    accepting_taken = true;
                 }
                 let mut table = SocketTable {
                     kind: (kind != "stream").then(|| kind.to_string()),
@@ -1374,8 +1397,78 @@ impl Mapper<'_> {
         Ok(())
     }
 
+    /// Keys that steward refuses together, as the units combined them: the one steward
+    /// cannot honour goes, said as not imported.
+    fn rules(&mut self) {
+        let refuse = |m: &mut Mapper, what: &str, why: &str| {
+            m.not_imported += 1;
+            m.added += 1;
+            m.layout.comment(
+                Position::added(m.added),
+                format!("not imported: {what}: {why}"),
+            );
+        };
+        let t = &self.table;
+        let accept = t.accept == Some(true);
+        let exit = t.ready.as_deref() == Some("exit");
+        if exit && accept {
+            self.table.accept = None;
+            refuse(
+                self,
+                "accept = true",
+                "a oneshot (ready = \"exit\") is not spawned per connection",
+            );
+        }
+        if exit && self.table.lazy == Some(true) {
+            self.table.lazy = None;
+            refuse(
+                self,
+                "lazy = true",
+                "a oneshot (ready = \"exit\") starts at start, not on a connection",
+            );
+        }
+        if exit && self.table.keep_alive == Some(true) {
+            self.table.keep_alive = None;
+            refuse(
+                self,
+                "keep_alive = true",
+                "steward does not restart a oneshot (ready = \"exit\")",
+            );
+        }
+        let accept = self.table.accept == Some(true);
+        if accept && self.table.watchdog.is_some() {
+            self.table.watchdog = None;
+            refuse(
+                self,
+                "watchdog",
+                "an accept service has no main process to watch",
+            );
+        }
+        if accept && self.table.fd_store.is_some_and(|n| n > 0) {
+            self.table.fd_store = None;
+            refuse(
+                self,
+                "fd_store",
+                "an accept instance has no next process to hand fds to",
+            );
+        }
+        let lazy = self.table.lazy == Some(true);
+        if self.table.stdio.as_deref() == Some("socket")
+            && !accept
+            && !(lazy && self.table.socket.len() == 1)
+        {
+            self.table.stdio = None;
+            refuse(
+                self,
+                "stdio = \"socket\"",
+                "steward gives a socket as stdin only to an accept service, or a lazy one with exactly one socket",
+            );
+        }
+    }
+
     /// Copies what the setup tasks share with their service (they run as it would).
     fn finish(&mut self) {
+        self.rules();
         let t = &self.table;
         for task in &mut self.pre {
             let s = &mut task.table;
@@ -1411,12 +1504,6 @@ impl Mapper<'_> {
             ] {
                 task.layout.key(at(0, 1, 2), key);
             }
-        }
-        if self.table.exec.is_none() {
-            self.layout.comment(
-                Position::added(usize::MAX),
-                "no ExecStart= was imported: steward needs `exec`",
-            );
         }
     }
 }

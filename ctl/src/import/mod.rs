@@ -210,6 +210,11 @@ pub struct Printed {
 pub enum ImportError {
     /// A unit could not be read: exit status 2.
     Unit(Error),
+    /// A service without a command steward could run: no `ExecStart=`, or none carried over.
+    NoExec {
+        /// Its unit file.
+        unit: PathBuf,
+    },
     /// The config made does not check (a bug of the importer).
     Render(render::RenderError),
 }
@@ -218,6 +223,11 @@ impl std::fmt::Display for ImportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ImportError::Unit(e) => write!(f, "{e}"),
+            ImportError::NoExec { unit } => write!(
+                f,
+                "{}: no ExecStart= that steward can run (steward needs `exec`)",
+                unit.display()
+            ),
             ImportError::Render(e) => write!(f, "{e}"),
         }
     }
@@ -227,6 +237,7 @@ impl std::error::Error for ImportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ImportError::Unit(e) => Some(e),
+            ImportError::NoExec { .. } => None,
             ImportError::Render(e) => Some(e),
         }
     }
@@ -236,6 +247,11 @@ impl std::error::Error for ImportError {
 pub fn import(request: &Request) -> Result<Printed, ImportError> {
     let loaded = load(request).map_err(ImportError::Unit)?;
     let mapped = map::map(&loaded.imports, &request.root).map_err(ImportError::Unit)?;
+    if let Some(s) = mapped.services.iter().find(|s| s.table.exec.is_none()) {
+        return Err(ImportError::NoExec {
+            unit: s.source.clone(),
+        });
+    }
     let text = render::render(&mapped).map_err(ImportError::Render)?;
     Ok(Printed {
         text,
