@@ -98,6 +98,66 @@ directory_mode = "0750"
     wait_until("the service wrote its pid file again", || {
         run.join("pid").exists()
     });
+
+    // Shutting steward down stops it: the runtime directory goes again.
+    let mut s = s;
+    s.terminate();
+    assert!(!run.exists(), "the runtime directory outlived the shutdown");
+    assert!(state.join("data").exists());
+}
+
+/// A setup task's runtime directory is gone once it has exited, and a failed one's once it
+/// failed: both have come to rest.
+#[test]
+#[ignore = "needs root"]
+fn runtime_directories_go_when_a_service_exits_or_fails() {
+    let name = format!("steward-test-rest-{}", std::process::id());
+    let ok = Path::new("/run").join(format!("{name}-ok"));
+    let bad = Path::new("/run").join(format!("{name}-bad"));
+    let _cleanup = Cleanup(vec![ok.clone(), bad.clone()]);
+    let s = Steward::start(&format!(
+        r#"
+[service.ok]
+exec = ["/bin/sh", "-c", "test -d /run/{name}-ok"]
+ready = "exit"
+runtime_directory = ["{name}-ok"]
+
+[service.bad]
+exec = ["/bin/sh", "-c", "test -d /run/{name}-bad && exit 3"]
+runtime_directory = ["{name}-bad"]
+"#
+    ));
+    // Each checked its directory was there: exit 0 for `ok`, 3 (not 1) for `bad`.
+    s.wait_state("ok", "exited");
+    s.wait_for("bad: exited with status 3");
+    s.wait_state("bad", "failed");
+    wait_until("both runtime directories are removed", || {
+        !ok.exists() && !bad.exists()
+    });
+}
+
+/// An automatic restart is no rest: what the first run left in its runtime directory is
+/// there for the second, which only then stays up.
+#[test]
+#[ignore = "needs root"]
+fn an_automatic_restart_keeps_the_runtime_directory() {
+    let name = format!("steward-test-crash-{}", std::process::id());
+    let run = Path::new("/run").join(&name);
+    let _cleanup = Cleanup(vec![run.clone()]);
+    let s = Steward::start(&format!(
+        r#"
+[service.crash]
+exec = ["/bin/sh", "-c", "test -e /run/{name}/marker && exec sleep 1000; touch /run/{name}/marker; exit 1"]
+keep_alive = true
+restart_delay = "0"
+runtime_directory = ["{name}"]
+"#
+    ));
+    wait_until("the second run is up", || {
+        let json = s.service("crash");
+        json["state"] == "running" && json["restarts"] == 1
+    });
+    assert!(run.join("marker").exists());
 }
 
 #[test]
