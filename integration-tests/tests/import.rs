@@ -425,3 +425,24 @@ fn every_carried_directive_becomes_its_key() {
         assert!(out.contains(want), "no {want:?} in:\n{out}");
     }
 }
+
+/// `--unit-path DIR` is searched before the system's directories: its unit shadows theirs,
+/// and a partner it lacks is still found in them.
+#[test]
+fn a_unit_path_is_searched_first() {
+    let root = Root::new();
+    root.unit("svc.service", "[Service]\nExecStart=/usr/bin/system-one\n");
+    root.unit("svc.socket", "[Socket]\nListenStream=/run/svc.sock\n");
+    let extra = temp_dir();
+    std::fs::write(
+        extra.path().join("svc.service"),
+        "[Service]\nExecStart=/usr/bin/mine\n",
+    )
+    .unwrap();
+    let (code, out, err) =
+        root.import(&["--unit-path", extra.path().to_str().unwrap(), "svc.socket"]);
+    assert!(code == 0 || code == 1, "{err}\n{out}");
+    assert!(out.contains("exec = [\"/usr/bin/mine\"]"), "{out}");
+    assert!(out.contains("path = \"/run/svc.sock\""), "{out}");
+    assert!(!out.contains("system-one"), "{out}");
+}
