@@ -551,8 +551,14 @@ impl Mapper<'_> {
             "TimeoutSec" => {
                 let start = self.start_timeout(v);
                 match (start, self.stop_timeout(v)) {
-                    (Carried(..), Carried(..)) => Carried(Some("start_timeout"), Vec::new()),
-                    _ => not_imported("not a time span steward takes"),
+                    (Carried(..), Carried(..)) => Carried(
+                        Some("start_timeout"),
+                        vec!["and stop_timeout, below".into()],
+                    ),
+                    (Carried(..), NotImported(why)) => {
+                        not_imported(format!("start_timeout carried, not stop_timeout: {why}"))
+                    }
+                    (_, _) => not_imported("not a time span steward takes"),
                 }
             }
             "KillSignal" => {
