@@ -28,6 +28,8 @@ pub enum Parsed {
     Help(String),
     /// `--version`: the client's own version, no manager needed.
     ClientVersion,
+    /// `import`: read systemd units and print a config; no manager needed.
+    Import(stewardctl::import::Request),
 }
 
 /// A command and where to send it.
@@ -97,6 +99,7 @@ enum Kind {
     Poweroff,
     Reboot,
     Version,
+    Import,
     Debug,
 }
 
@@ -225,6 +228,28 @@ const COMMANDS: &[Spec] = &[
         summary: "show the client's and the manager's versions",
         details: "Print the client's version, then the manager's and its control protocol.",
         options: &[],
+    },
+    Spec {
+        kind: Kind::Import,
+        name: "import",
+        args: "[--root DIR] [--unit-path DIR]... UNIT...",
+        summary: "print a steward config for systemd unit files",
+        details: "Read each UNIT (a name such as ssh.service, ssh.socket or getty@ttyS0.service, \
+                  searched in /etc/systemd/system, /lib/systemd/system and \
+                  /usr/lib/systemd/system under DIR; or a path) with its drop-ins and its \
+                  socket or service, and print one steward config (TOML) for them on \
+                  stdout.\nEvery directive appears as a comment naming its file and line, \
+                  followed by the key it became; one that cannot be carried over is a \
+                  `# not imported:` comment, and makes the exit status 1. An unreadable or \
+                  malformed unit is an error naming the file and line: exit status 2. Needs no \
+                  running manager.",
+        options: &[
+            ("--root DIR", "the system the units belong to (default /)"),
+            (
+                "--unit-path DIR",
+                "also search DIR, before the system's directories (repeatable)",
+            ),
+        ],
     },
     Spec {
         kind: Kind::Debug,
@@ -392,6 +417,10 @@ pub fn parse(
         }
     };
 
+    if kind == Kind::Import {
+        return import_arguments(parser.args);
+    }
+
     // The command's own arguments; global options may still appear.
     let mut words = Vec::new();
     let mut lines = None;
@@ -472,6 +501,7 @@ pub fn parse(
         Kind::Poweroff => no_words(kind, words, Command::Poweroff)?,
         Kind::Reboot => no_words(kind, words, Command::Reboot)?,
         Kind::Version => no_words(kind, words, Command::Version)?,
+        Kind::Import => unreachable!("import's arguments are parsed above"),
         Kind::Debug => {
             let fault = match words.as_slice() {
                 [word] if word == "panic" => Fault::Panic,
@@ -499,6 +529,57 @@ pub fn parse(
         Kind::List => Ok(Parsed::List(invocation)),
         _ => Ok(Parsed::Run(invocation)),
     }
+}
+
+/// `import`'s arguments: its options and the units; no global option applies to it.
+fn import_arguments(args: impl Iterator<Item = OsString>) -> Result<Parsed, UsageError> {
+    let kind = Kind::Import;
+    let mut request = stewardctl::import::Request::default();
+    let mut args = args.peekable();
+    let mut only_units = false;
+    while let Some(arg) = args.next() {
+        let arg_text = arg.to_string_lossy().into_owned();
+        if only_units || !arg_text.starts_with('-') || arg_text == "-" {
+            request.units.push(utf8(arg)?);
+            continue;
+        }
+        let (option, inline) = match arg_text.split_once('=') {
+            Some((option, value)) => (option.to_string(), Some(OsString::from(value))),
+            None => (arg_text.clone(), None),
+        };
+        match option.as_str() {
+            "--" => only_units = true,
+            "-h" | "--help" => return Ok(Parsed::Help(command_help(kind))),
+            "--root" | "--unit-path" => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => args.next().ok_or_else(|| {
+                        UsageError::command(kind, format!("{option} needs a directory"))
+                    })?,
+                };
+                if value.is_empty() {
+                    return Err(UsageError::command(
+                        kind,
+                        format!("{option} needs a directory"),
+                    ));
+                }
+                match option.as_str() {
+                    "--root" => request.root = PathBuf::from(value),
+                    _ => request.unit_path.push(PathBuf::from(value)),
+                }
+            }
+            _ => {
+                return Err(UsageError::command(
+                    kind,
+                    format!("unknown option for import: {arg_text}"),
+                ));
+            }
+        }
+    }
+    if request.units.is_empty() {
+        return Err(UsageError::command(kind, "import needs at least one unit"));
+    }
+    Ok(Parsed::Import(request))
 }
 
 /// `stewardctl help [COMMAND]`.

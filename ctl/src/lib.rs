@@ -18,9 +18,49 @@ pub fn fuzz_unit_file(data: &[u8]) {
     let lines = data.split(|&b| b == b'\n' || b == b'\r').count().max(1);
     let name = import::UnitName::parse("fuzz@in\\x2dstance.service").expect("a valid name");
     let specifiers = import::Specifiers::new(&name);
+    let mut service_entries = None;
     for kind in [import::UnitKind::Service, import::UnitKind::Socket] {
         match import::syntax::parse(data, &file, kind) {
             Ok(entries) => {
+                // The mapping and the printed TOML too: any entries with a command give a
+                // config that checks (render's self-check failing is the importer's bug).
+                let unit = |name: &str, entries: Vec<import::Entry>| {
+                    let name = import::UnitName::parse(name).expect("a valid name");
+                    import::Unit {
+                        specifiers: import::Specifiers::new(&name),
+                        name,
+                        aliases: Vec::new(),
+                        fragment: file.to_path_buf(),
+                        dropins: Vec::new(),
+                        entries,
+                        wanted_by: Vec::new(),
+                    }
+                };
+                let import = match kind {
+                    import::UnitKind::Service => {
+                        service_entries = Some(entries.clone());
+                        import::Import {
+                            requested: "fuzz.service".into(),
+                            service: unit("fuzz.service", entries.clone()),
+                            sockets: Vec::new(),
+                        }
+                    }
+                    import::UnitKind::Socket => import::Import {
+                        requested: "fuzz.socket".into(),
+                        service: unit("fuzz.service", service_entries.clone().unwrap_or_default()),
+                        sockets: vec![unit("fuzz.socket", entries.clone())],
+                    },
+                };
+                // A root without files: environment files are missing there.
+                let root = Path::new("/nonexistent/stewardctl-fuzz");
+                if let Ok(mapped) = import::map::map(&[import], root) {
+                    // Without `exec` the import stops before printing (a clear error).
+                    if mapped.services.iter().all(|s| s.table.exec.is_some()) {
+                        if let Err(e) = import::render::render(&mapped) {
+                            panic!("a mapped config does not check: {e}");
+                        }
+                    }
+                }
                 for entry in &entries {
                     assert!(entry.origin.line >= 1 && entry.origin.line <= lines);
                     assert!(!entry.key.is_empty());

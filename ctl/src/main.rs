@@ -135,6 +135,7 @@ fn main() -> ExitCode {
         Ok(Parsed::List(invocation)) => list(&invocation),
         Ok(Parsed::Help(text)) => write_stdout(&text),
         Ok(Parsed::ClientVersion) => write_stdout(&format!("stewardctl {VERSION}\n")),
+        Ok(Parsed::Import(request)) => return import(&request),
         Err(usage) => {
             eprintln!("{usage}");
             return ExitCode::from(Exit::Usage as u8);
@@ -391,6 +392,38 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `stewardctl import`: the config on stdout; exit 1 when something was not imported, 2 when
+/// a unit could not be read.
+fn import(request: &stewardctl::import::Request) -> ExitCode {
+    match stewardctl::import::import(request) {
+        Ok(printed) => {
+            if let Err(e) = write_stdout(&printed.text) {
+                for line in e.message() {
+                    eprintln!("{line}");
+                }
+                return ExitCode::from(e.exit() as u8);
+            }
+            if printed.not_imported > 0 {
+                let n = printed.not_imported;
+                let noun = if n == 1 {
+                    "directive was"
+                } else {
+                    "directives were"
+                };
+                eprintln!(
+                    "stewardctl: {n} {noun} not imported (see the `# not imported:` comments)"
+                );
+                return ExitCode::from(Exit::Failed as u8);
+            }
+            ExitCode::from(Exit::Done as u8)
+        }
+        Err(e) => {
+            eprintln!("stewardctl: {e}");
+            ExitCode::from(Exit::Usage as u8)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,12 @@
 
 mod cgroups;
 mod config;
+/// The config as written, for tools that write steward configs (`stewardctl import`): they
+/// serialize these structs and check the text with [`check_config_text`].
+pub use config::written;
+pub use config::{Diagnostic, Origin, check as check_config_text};
 mod control;
+mod directories;
 mod event_loop;
 mod fd_store;
 mod log;

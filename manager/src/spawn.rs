@@ -38,6 +38,9 @@ pub enum SpawnError {
     /// Its user or groups do not resolve now (reported at the executor's step for them).
     #[error("{0}")]
     Credentials(#[source] ResolveError),
+    /// A directory it asks for could not be made (reported at the step of its kind).
+    #[error("{0}")]
+    Directory(#[source] crate::directories::DirectoryError),
     /// The service's cgroup could not be made or its limits written.
     #[error("cannot set up its cgroup: {0}")]
     Cgroup(#[source] CgroupError),
@@ -70,6 +73,7 @@ impl SpawnError {
     pub fn step(&self) -> Option<Step> {
         match self {
             SpawnError::Credentials(e) => Some(e.step()),
+            SpawnError::Directory(e) => Some(e.kind.step()),
             SpawnError::Cgroup(_)
             | SpawnError::Pipe(_)
             | SpawnError::LogPipe(_)
@@ -147,6 +151,8 @@ pub struct Spawner {
     notify_socket: Option<PathBuf>,
     /// `/etc/passwd` and `/etc/group`, parsed again only when they change.
     users: UserDb,
+    /// Where `runtime_directory` and the other directory keys are made.
+    directories: crate::directories::Roots,
 }
 
 /// What a spawn hands over beyond the service's config and sockets.
@@ -225,7 +231,13 @@ impl Spawner {
             ignored_signals: crate::sys::ignored_signals(),
             notify_socket: None,
             users: UserDb::system(),
+            directories: crate::directories::Roots::system(),
         })
+    }
+
+    /// Where the directory keys' directories are made and removed.
+    pub fn directories(&self) -> &crate::directories::Roots {
+        &self.directories
     }
 
     /// Where services that speak sd_notify send their messages (`NOTIFY_SOCKET`).
@@ -258,6 +270,19 @@ impl Spawner {
             ),
             None => None,
         };
+        // Made at every spawn, so one removed meanwhile (by hand, or a runtime one at a stop)
+        // is there again; owned by whom the service runs as at this spawn.
+        let (uid, gid) = credentials.as_ref().map_or_else(
+            || {
+                (
+                    rustix::process::getuid().as_raw(),
+                    rustix::process::getgid().as_raw(),
+                )
+            },
+            |c| (c.uid, c.gid),
+        );
+        crate::directories::prepare(&self.directories, service, uid, gid)
+            .map_err(SpawnError::Directory)?;
         // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
         // only joins the v1 hierarchies, if any.
         let into = unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {

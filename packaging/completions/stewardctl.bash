@@ -39,15 +39,16 @@ _stewardctl() {
 
     local commands global_options value_options options='' names=0
     # BEGIN GENERATED from ctl/src/args.rs by STEWARD_WRITE_MAN=1 cargo test -p stewardctl man_page
-    commands="status list start stop restart logs reload reexec shutdown poweroff reboot version debug help"
+    commands="status list start stop restart logs reload reexec shutdown poweroff reboot version import debug help"
     global_options="--control --json -h --help --version"
-    value_options="--lines -n"
+    value_options="--lines --root --unit-path -n"
     case $command in
         status) options="" names=1 ;;
         start) options="--no-block" names=1 ;;
         stop) options="--no-block" names=1 ;;
         restart) options="--no-block" names=1 ;;
         logs) options="-n --lines -f --follow" names=1 ;;
+        import) options="--root --unit-path" names=0 ;;
     esac
     # END GENERATED
 

@@ -21,7 +21,7 @@ end
 
 complete -c stewardctl -f
 # BEGIN GENERATED from ctl/src/args.rs by STEWARD_WRITE_MAN=1 cargo test -p stewardctl man_page
-set -l commands status list start stop restart logs reload reexec shutdown poweroff reboot version debug help
+set -l commands status list start stop restart logs reload reexec shutdown poweroff reboot version import debug help
 complete -c stewardctl -l control -r -F -d 'the manager\'s control socket (default: $STEWARD_CONTROL, else /run/steward/control)'
 complete -c stewardctl -l json -d 'print JSON instead of text'
 complete -c stewardctl -s h -l help -d 'show help (after a command: that command\'s)'
@@ -38,6 +38,7 @@ complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a shutdow
 complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a poweroff -d 'as PID 1: stop everything and power off'
 complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a reboot -d 'as PID 1: stop everything and reboot'
 complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a version -d 'show the client\'s and the manager\'s versions'
+complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a import -d 'print a steward config for systemd unit files'
 complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a debug -d 'for tests: make the manager panic, or stop its loop'
 complete -c stewardctl -n "not __fish_seen_subcommand_from $commands" -a help -d 'show the list of commands, or a command\'s help'
 complete -c stewardctl -n '__fish_seen_subcommand_from help' -a "$commands"
@@ -51,4 +52,6 @@ complete -c stewardctl -n '__fish_seen_subcommand_from restart' -a '(__stewardct
 complete -c stewardctl -n '__fish_seen_subcommand_from logs' -s n -l lines -x -d 'only the last N lines'
 complete -c stewardctl -n '__fish_seen_subcommand_from logs' -s f -l follow -d 'keep printing new lines until interrupted'
 complete -c stewardctl -n '__fish_seen_subcommand_from logs' -a '(__stewardctl_services)'
+complete -c stewardctl -n '__fish_seen_subcommand_from import' -l root -x -d 'the system the units belong to (default /)'
+complete -c stewardctl -n '__fish_seen_subcommand_from import' -l unit-path -x -d 'also search DIR, before the system\'s directories (repeatable)'
 # END GENERATED

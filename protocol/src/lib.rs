@@ -187,10 +187,18 @@ pub enum Step {
     User,
     /// Executing the service.
     Exec,
+    /// The manager's, just before the spawn: making the service's `runtime_directory`.
+    RuntimeDirectory,
+    /// The manager's: making its `state_directory`.
+    StateDirectory,
+    /// The manager's: making its `cache_directory`.
+    CacheDirectory,
+    /// The manager's: making its `logs_directory`.
+    LogsDirectory,
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 17] = [
         Step::Deserialize,
         Step::Fds,
         Step::Signals,
@@ -204,6 +212,10 @@ impl Step {
         Step::Group,
         Step::User,
         Step::Exec,
+        Step::RuntimeDirectory,
+        Step::StateDirectory,
+        Step::CacheDirectory,
+        Step::LogsDirectory,
     ];
 
     /// The exit status of an executor that failed at this step (systemd's `EXIT_*` numbers).
@@ -222,6 +234,10 @@ impl Step {
             Step::Cgroup => 219,
             Step::Setsid => 220,
             Step::Stderr => 222,
+            Step::RuntimeDirectory => 233,
+            Step::StateDirectory => 238,
+            Step::CacheDirectory => 239,
+            Step::LogsDirectory => 240,
         }
     }
 
@@ -241,6 +257,10 @@ impl Step {
             Step::Group => "group",
             Step::User => "user",
             Step::Exec => "exec",
+            Step::RuntimeDirectory => "runtime_directory",
+            Step::StateDirectory => "state_directory",
+            Step::CacheDirectory => "cache_directory",
+            Step::LogsDirectory => "logs_directory",
         }
     }
 
@@ -613,5 +633,9 @@ mod tests {
         assert_eq!(Step::Group.exit_code(), 216);
         assert_eq!(Step::User.exit_code(), 217);
         assert_eq!(Step::Cgroup.exit_code(), 219);
+        assert_eq!(Step::RuntimeDirectory.exit_code(), 233);
+        assert_eq!(Step::StateDirectory.exit_code(), 238);
+        assert_eq!(Step::CacheDirectory.exit_code(), 239);
+        assert_eq!(Step::LogsDirectory.exit_code(), 240);
     }
 }

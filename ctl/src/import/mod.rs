@@ -13,7 +13,9 @@ mod error;
 pub mod exec;
 mod fs;
 pub mod lookup;
+pub mod map;
 pub mod name;
+pub mod render;
 pub mod specifiers;
 pub mod syntax;
 pub mod words;
@@ -192,4 +194,67 @@ pub fn load(request: &Request) -> Result<Loaded, Error> {
         });
     }
     Ok(Loaded { imports })
+}
+
+/// What `stewardctl import` prints, and how many entries it could not carry over.
+#[derive(Debug, Clone)]
+pub struct Printed {
+    /// The TOML document.
+    pub text: String,
+    /// Entries listed as `# not imported:` (the exit status is 1 when any).
+    pub not_imported: usize,
+}
+
+/// Why an import did not print a config.
+#[derive(Debug)]
+pub enum ImportError {
+    /// A unit could not be read: exit status 2.
+    Unit(Error),
+    /// A service without a command steward could run: no `ExecStart=`, or none carried over.
+    NoExec {
+        /// Its unit file.
+        unit: PathBuf,
+    },
+    /// The config made does not check (a bug of the importer).
+    Render(render::RenderError),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Unit(e) => write!(f, "{e}"),
+            ImportError::NoExec { unit } => write!(
+                f,
+                "{}: no ExecStart= that steward can run (steward needs `exec`)",
+                unit.display()
+            ),
+            ImportError::Render(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ImportError::Unit(e) => Some(e),
+            ImportError::NoExec { .. } => None,
+            ImportError::Render(e) => Some(e),
+        }
+    }
+}
+
+/// Reads the units of `request`, maps them and prints the config: `stewardctl import`.
+pub fn import(request: &Request) -> Result<Printed, ImportError> {
+    let loaded = load(request).map_err(ImportError::Unit)?;
+    let mapped = map::map(&loaded.imports, &request.root).map_err(ImportError::Unit)?;
+    if let Some(s) = mapped.services.iter().find(|s| s.table.exec.is_none()) {
+        return Err(ImportError::NoExec {
+            unit: s.source.clone(),
+        });
+    }
+    let text = render::render(&mapped).map_err(ImportError::Render)?;
+    Ok(Printed {
+        text,
+        not_imported: mapped.not_imported,
+    })
 }

@@ -247,6 +247,19 @@ fn replaced(page: &str, section: &str) -> Result<String, String> {
     Ok(format!("{}{section}{}", &page[..begin], &page[end..]))
 }
 
+/// The TOML names each table's struct documents, by the table's header: what the parser
+/// knows, for [`super::written`]'s test that its schema has the same keys.
+pub(super) fn documented_keys() -> std::collections::HashMap<String, Vec<String>> {
+    let tables = tables(SOURCE).unwrap_or_else(|errors| panic!("{}", errors.join("\n")));
+    tables
+        .into_iter()
+        .map(|t| {
+            let names = t.keys.into_iter().flat_map(|k| k.names).collect();
+            (t.header, names)
+        })
+        .collect()
+}
+
 #[test]
 fn man_page_lists_every_config_key_as_the_doc_comments_say() {
     let tables = tables(SOURCE).unwrap_or_else(|errors| panic!("{}", errors.join("\n")));

@@ -9,6 +9,7 @@
 mod man;
 mod parse;
 mod values;
+pub mod written;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -172,6 +173,18 @@ pub struct Service {
     /// `FDSTORE=1`), across its restarts and steward's reexecs, and hands to its next process
     /// after its sockets; `stop` empties the store.
     pub fd_store: u32,
+    /// `runtime_directory`, default `[]`: names (relative, no `..`) of directories made under
+    /// /run before each spawn, owned by the service's user and group with `directory_mode`,
+    /// and removed with what they hold when the service stops (not on a restart).
+    pub runtime_directory: Vec<String>,
+    /// `state_directory`, default `[]`: likewise under /var/lib; kept.
+    pub state_directory: Vec<String>,
+    /// `cache_directory`, default `[]`: likewise under /var/cache; kept.
+    pub cache_directory: Vec<String>,
+    /// `logs_directory`, default `[]`: likewise under /var/log; kept.
+    pub logs_directory: Vec<String>,
+    /// `directory_mode`, default `"0755"`: the mode of those directories.
+    pub directory_mode: u32,
     /// `[[service.NAME.socket]]`, default none: the sockets, in order; they become fds 3, 4, …
     pub sockets: Vec<SocketConfig>,
 }
@@ -212,6 +225,11 @@ impl Service {
             watchdog: None,
             watchdog_signal: Signal::ABRT,
             fd_store: 0,
+            runtime_directory: Vec::new(),
+            state_directory: Vec::new(),
+            cache_directory: Vec::new(),
+            logs_directory: Vec::new(),
+            directory_mode: 0o755,
             sockets: Vec::new(),
         }
     }
@@ -531,6 +549,12 @@ pub fn parse(sources: Vec<(PathBuf, String)>) -> Loaded {
     let mut loaded = parse::parse_files(&sources, &mut UserDb::system());
     loaded.sources = sources;
     loaded
+}
+
+/// Checks config files already read, as (path, text), as `steward --check` does: every error
+/// and warning, in file order.
+pub fn check(sources: Vec<(PathBuf, String)>) -> Vec<Diagnostic> {
+    parse(sources).diagnostics
 }
 
 /// Parses config text as if it were the file `name`; for tests.

@@ -634,6 +634,11 @@ impl Cx<'_> {
                     self.integer(k, value, 0..FD_STORE_MAX + 1)
                         .map(|n| n as u32),
                 ),
+                "runtime_directory" => set(&mut s.runtime_directory, self.directories(k, value)),
+                "state_directory" => set(&mut s.state_directory, self.directories(k, value)),
+                "cache_directory" => set(&mut s.cache_directory, self.directories(k, value)),
+                "logs_directory" => set(&mut s.logs_directory, self.directories(k, value)),
+                "directory_mode" => set(&mut s.directory_mode, self.mode(k, value)),
                 "socket" => {
                     sockets = Some(value);
                     true
@@ -821,6 +826,38 @@ impl Cx<'_> {
         Some(argv)
     }
 
+    /// A directory key: names relative to its root (/run, /var/lib, …), each of plain
+    /// components, so that no name can reach outside it or name the root itself.
+    fn directories(&mut self, key: &str, value: &Value) -> Option<Vec<String>> {
+        let items = self.array(key, value)?;
+        let mut names: Vec<String> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(name) = self.string(key, item) else {
+                ok = false;
+                continue;
+            };
+            let problem = if name.starts_with('/') {
+                Some("must be relative to its root, not absolute")
+            } else if name.split('/').any(|c| c == "..") {
+                Some("must not contain `..`")
+            } else if name.split('/').any(|c| c.is_empty() || c == ".") {
+                Some("must be names joined by single `/`, without `.` or empty parts")
+            } else {
+                None
+            };
+            match problem {
+                Some(problem) => {
+                    self.error(item.span(), format!("`{key}`: \"{name}\" {problem}"));
+                    ok = false;
+                }
+                None if names.iter().any(|n| n == name) => {}
+                None => names.push(name.to_string()),
+            }
+        }
+        ok.then_some(names)
+    }
+
     fn groups(&mut self, value: &Value) -> Option<Vec<WrittenId>> {
         let items = self.array("supplementary_groups", value)?;
         let mut groups = Vec::new();
@@ -929,6 +966,19 @@ impl Cx<'_> {
                 return None;
             }
         })
+    }
+
+    /// A directory's mode: octal, special bits allowed (a setgid directory is common).
+    fn mode(&mut self, key: &str, value: &Value) -> Option<u32> {
+        let text = self.string(key, value)?;
+        let mode = parse_mode(text);
+        if mode.is_none() {
+            self.error(
+                value.span(),
+                format!("`{key}` must be octal like \"0755\", not \"{text}\""),
+            );
+        }
+        mode
     }
 
     fn umask(&mut self, value: &Value) -> Option<u32> {
@@ -1260,6 +1310,47 @@ mod tests {
         assert_eq!(s.stdio, StdioMode::Log);
         assert_eq!(s.origin.line, 1);
         assert_eq!(s.origin.column, 10);
+    }
+
+    #[test]
+    fn directory_keys_take_relative_names() {
+        let loaded = load_str(
+            "t.toml",
+            "[service.a]\nexec = [\"/bin/true\"]\nruntime_directory = [\"sshd\", \"a/b\", \"sshd\"]\nstate_directory = [\"x\"]\ncache_directory = [\"y\"]\nlogs_directory = [\"z\"]\ndirectory_mode = \"2750\"\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let s = &loaded.config.unwrap().services[0];
+        assert_eq!(s.runtime_directory, ["sshd", "a/b"]);
+        assert_eq!(s.state_directory, ["x"]);
+        assert_eq!(s.cache_directory, ["y"]);
+        assert_eq!(s.logs_directory, ["z"]);
+        assert_eq!(s.directory_mode, 0o2750);
+        let defaults = load_str("t.toml", "[service.a]\nexec = [\"/bin/true\"]\n");
+        assert_eq!(defaults.config.unwrap().services[0].directory_mode, 0o755);
+    }
+
+    #[test]
+    fn directory_names_cannot_leave_their_root() {
+        let text = "\
+[service.a]
+exec = [\"/bin/true\"]
+runtime_directory = [\"/run/sshd\"]
+state_directory = [\"../etc\"]
+cache_directory = [\"a//b\", \"ok\", \"./c\"]
+logs_directory = \"z\"
+directory_mode = \"rwx\"
+";
+        assert_eq!(
+            errors(text),
+            [
+                "t.toml:3:22: `runtime_directory`: \"/run/sshd\" must be relative to its root, not absolute",
+                "t.toml:4:20: `state_directory`: \"../etc\" must not contain `..`",
+                "t.toml:5:20: `cache_directory`: \"a//b\" must be names joined by single `/`, without `.` or empty parts",
+                "t.toml:5:34: `cache_directory`: \"./c\" must be names joined by single `/`, without `.` or empty parts",
+                "t.toml:6:18: `logs_directory` must be an array, not string",
+                "t.toml:7:18: `directory_mode` must be octal like \"0755\", not \"rwx\"",
+            ]
+        );
     }
 
     #[test]

@@ -374,6 +374,15 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
+        // Not on a restart: that never comes to rest.
+        for e in
+            crate::directories::remove_runtime(self.spawner.directories(), unit.supervisor.config())
+        {
+            log::service(
+                unit.name(),
+                format_args!("cannot remove its runtime directory {e}"),
+            );
+        }
         if self.cgroups.remove(&unit.supervisor.config().name) {
             unit.io.cgroup = Cgroup::Absent;
         } else {

@@ -1630,7 +1630,11 @@ impl Supervisor {
             | Step::Signals
             | Step::Setsid
             | Step::Limits
-            | Step::Cgroup => None,
+            | Step::Cgroup
+            | Step::RuntimeDirectory
+            | Step::StateDirectory
+            | Step::CacheDirectory
+            | Step::LogsDirectory => None,
         };
         let reason = errno_text(report.errno);
         match subject {
