@@ -580,7 +580,9 @@ mod tests {
                 got.push(batch.data(i, d).to_vec());
             }
         }
-        let want: Vec<Vec<u8>> = (0..BATCH + 4).map(|i| format!("m{i}").into_bytes()).collect();
+        let want: Vec<Vec<u8>> = (0..BATCH + 4)
+            .map(|i| format!("m{i}").into_bytes())
+            .collect();
         assert_eq!(got, want);
         theirs.send(b"0123456789").unwrap();
         let long = recv_datagrams(ours.as_fd(), &mut batch).unwrap();
