@@ -11,6 +11,7 @@ use steward_protocol::reexec as saved;
 use crate::cgroups::Prepared;
 use crate::config;
 use crate::fd_store::{Poll, Stored};
+use crate::logfile::LogFile;
 use crate::output::{Pipe, Ring, Splitter};
 use crate::sockets::{Connection, Listener};
 use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
@@ -47,6 +48,8 @@ pub struct Io {
     pub oom_baseline: Option<u64>,
     /// Its captured output.
     pub output: Ring,
+    /// Its log file in `log_dir`, once a line was written there.
+    pub disk: Option<LogFile>,
     /// Read ends of its stdout and stderr pipes (services that log, but not accept mode, whose
     /// instances get pipes of their own). Kept across restarts.
     pub pipes: Vec<Pipe>,
@@ -93,6 +96,7 @@ impl Unit {
                 cgroup: Cgroup::Absent,
                 oom_baseline: None,
                 output: Ring::new(log_buffer),
+                disk: None,
                 pipes: Vec::new(),
                 writers: None,
                 status: BTreeMap::new(),
@@ -243,6 +247,8 @@ impl Unit {
                 },
                 oom_baseline: s.oom_baseline,
                 output: Ring::restore(log_buffer, lines, s.log_dropped),
+                // Opened again by its path: see `event_loop::reexec`.
+                disk: None,
                 pipes: s.pipes.iter().map(|p| load_pipe(p, take(p.fd))).collect(),
                 writers: s.writers.map(|[o, e]| [take(o), take(e)]),
                 status,

@@ -1,5 +1,8 @@
 //! The services' output pipes: made for services that log to the manager, read a bounded
-//! amount per turn, cut into lines, kept in each unit's ring, echoed, and sent to followers.
+//! amount per turn, cut into lines, kept in each unit's ring and log file (`log_dir`), echoed,
+//! and sent to followers.
+
+use std::time::Instant;
 
 use steward_protocol::control::{LogLine, Reply, Stream};
 
@@ -88,7 +91,8 @@ impl Manager {
         self.keep_lines(id, lines);
     }
 
-    /// Keeps lines in the service's ring, echoes them, and sends them to its followers.
+    /// Keeps lines in the service's ring and log file, echoes them, and sends them to its
+    /// followers.
     fn keep_lines(&mut self, id: UnitId, lines: Vec<LogLine>) {
         if lines.is_empty() {
             return;
@@ -104,6 +108,7 @@ impl Manager {
             let reply = Reply::Logs {
                 lines: lines.clone(),
                 dropped: 0,
+                files: Vec::new(),
             };
             for cid in followers {
                 self.control.send(cid, &reply, false);
@@ -113,9 +118,22 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        for line in lines {
+        let mut at = vec![None; lines.len()];
+        if let Some(settings) = &self.log_files {
+            let name = &unit.supervisor.config().name;
+            let file = unit
+                .io
+                .disk
+                .get_or_insert_with(|| settings.service_file(name));
+            let (written, note) = file.append(&lines, Instant::now());
+            if let Some(note) = note {
+                log::warning(format_args!("{name}: {note}"));
+            }
+            at = written.into_iter().map(Some).collect();
+        }
+        for (line, at) in lines.into_iter().zip(at) {
             log::output(&line.name, &line.text);
-            unit.io.output.push(line);
+            unit.io.output.push(line, at);
         }
     }
 }
