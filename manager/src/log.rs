@@ -236,3 +236,41 @@ fn write_stderr(line: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_gets_level_prefixed_records_at_the_kernels_rate() {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let start = Instant::now();
+        let mut kmsg = Kmsg {
+            fd: write,
+            tokens: KMSG_BURST,
+            refilled: start,
+            suppressed: 0,
+        };
+        for i in 0..30 {
+            kmsg.send(Level::Info, &format!("steward: line {i}"), start);
+        }
+        kmsg.send(
+            Level::Warning,
+            "steward: later",
+            start + Duration::from_secs(1),
+        );
+        let mut buf = vec![0u8; 4096];
+        let n = rustix::io::read(&read, &mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let records: Vec<&str> = text.split('<').skip(1).collect();
+        assert_eq!(records.len(), 12, "{text}");
+        assert_eq!(records[0], "30>steward: line 0");
+        assert_eq!(records[9], "30>steward: line 9");
+        assert_eq!(
+            records[10],
+            "28>steward: 20 log lines were not sent to the kernel log (rate limit)"
+        );
+        assert_eq!(records[11], "28>steward: later");
+    }
+}
