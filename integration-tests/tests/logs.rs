@@ -273,3 +273,59 @@ exec = ["/bin/sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 99; e
     assert_eq!(s.count("dropping lines"), 1);
     assert_eq!(s.service("chatty")["state"], "running");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_read_only_log_dir_at_boot_is_written_once_it_is_remounted_read_write() {
+    // As on a board whose root is read-only until a boot step remounts it.
+    let dir = temp_dir();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&logs)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(logs.clone());
+    let config = dir.path().join("steward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[manager]\nlog_dir = \"{}\"\n\n[service.ticker]\nexec = [\"/bin/sh\", \"-c\", \"while :; do echo tick; sleep 0.05; done\"]\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let s = Steward::start_at(&config, dir);
+    let said = s.wait_for("ticker: log file");
+    assert!(
+        said.contains("Read-only file system; dropping lines"),
+        "{said}"
+    );
+    s.wait_for_nth("ticker: tick", 30);
+    assert_eq!(s.count("ticker: log file"), 1);
+
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&logs)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let resumed = s.wait_for("ticker.log: writing again");
+    assert!(resumed.contains("lines were dropped"), "{resumed}");
+    wait_until("ticks are in the file", || {
+        read(&logs.join("ticker.log")).contains("] stdout: tick")
+    });
+    // The manager's own log too, once it has something to say.
+    s.wait_for("steward.log: writing again");
+    let own = read(&logs.join("steward.log"));
+    assert!(own.contains("] stderr: ticker: log file"), "{own}\n{:?}", s.lines());
+    assert_eq!(s.service("ticker")["state"], "running");
+}

@@ -86,7 +86,7 @@ pub enum Trouble {
 impl fmt::Display for Trouble {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Trouble::Failed(e) => write!(f, "{e}"),
+            Trouble::Failed(e) => write!(f, "{}", crate::sys::errno_text(e.raw_os_error())),
             Trouble::Slow(took) => write!(f, "a write took {} ms", took.as_millis()),
         }
     }
