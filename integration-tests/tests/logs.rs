@@ -87,6 +87,13 @@ autostart = false
     let before = rss_kib(s.pid());
     let (code, _, err) = s.ctl(&["start", "flood"]);
     assert_eq!(code, 0, "{err}");
+    // Asked while the files rotate under it: still one run of lines, none twice or missing.
+    wait_until("flood.log is rotated", || logs.join("flood.log.1").exists());
+    let (code, out, err) = s.ctl(&["logs", "flood", "-n", "20000"]);
+    assert_eq!(code, 0, "{err}");
+    let during = numbers(&out);
+    assert!(during.len() == 20_000 || during[0] == 1, "{} lines", during.len());
+    assert_run(&during, during[0], during[0] + during.len() as u64 - 1);
     s.wait_for(&format!("flood: line {LINES:07}"));
     let after = rss_kib(s.pid());
     eprintln!("manager RSS: {before} KiB before the flood, {after} KiB after 50 MB");
@@ -326,6 +333,10 @@ fn a_read_only_log_dir_at_boot_is_written_once_it_is_remounted_read_write() {
     // The manager's own log too, once it has something to say.
     s.wait_for("steward.log: writing again");
     let own = read(&logs.join("steward.log"));
-    assert!(own.contains("] stderr: ticker: log file"), "{own}\n{:?}", s.lines());
+    assert!(
+        own.contains("] stderr: ticker: log file"),
+        "{own}\n{:?}",
+        s.lines()
+    );
     assert_eq!(s.service("ticker")["state"], "running");
 }

@@ -83,6 +83,16 @@ pub enum Trouble {
     Slow(Duration),
 }
 
+impl Trouble {
+    /// How long lines are dropped before the file is tried again.
+    fn retry(self) -> Duration {
+        match self {
+            Trouble::Failed(_) => RETRY,
+            Trouble::Slow(_) => SLOW_RETRY,
+        }
+    }
+}
+
 impl fmt::Display for Trouble {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -237,47 +247,41 @@ impl LogFile {
     /// Appends `lines`; returns where each one starts in the log's byte count (a dropped one:
     /// where it would have), and what to say about the disk, if anything.
     pub fn append(&mut self, lines: &[LogLine], now: Instant) -> (Vec<u64>, Option<Note>) {
-        let mut note = None;
-        if let Disk::Dropping { retry, dropped } = &mut self.disk {
-            if now < *retry {
+        // The lines dropped so far, when an episode is going on and it is time to try again.
+        let episode = match &mut self.disk {
+            Disk::Dropping { retry, dropped } if now < *retry => {
                 *dropped += lines.len() as u64;
                 return (vec![self.end; lines.len()], None);
             }
-            let dropped = *dropped;
+            Disk::Dropping { dropped, .. } => Some(*dropped),
+            Disk::Closed | Disk::Open(_) => None,
+        };
+        if episode.is_some() {
             self.disk = Disk::Closed;
-            note = Some(Note::Resumed {
-                path: self.path.clone(),
-                dropped,
-            });
         }
         let mut at = Vec::with_capacity(lines.len());
         let result = self.write(lines, &mut at);
         let written = at.len();
         at.resize(lines.len(), self.end);
-        match result {
-            Ok(()) => (at, note),
-            Err(trouble) => {
-                let dropped = (lines.len() - written) as u64;
-                let was_dropping = note.take().map(|n| match n {
-                    Note::Resumed { dropped, .. } => dropped,
-                    Note::Dropping { .. } => 0,
-                });
-                let retry = match trouble {
-                    Trouble::Failed(_) => RETRY,
-                    Trouble::Slow(_) => SLOW_RETRY,
-                };
+        let note = match (result, episode) {
+            (Ok(()), None) => None,
+            (Ok(()), Some(dropped)) => Some(Note::Resumed {
+                path: self.path.clone(),
+                dropped,
+            }),
+            (Err(trouble), episode) => {
                 self.disk = Disk::Dropping {
-                    retry: now + retry,
-                    dropped: dropped + was_dropping.unwrap_or(0),
+                    retry: now + trouble.retry(),
+                    dropped: episode.unwrap_or(0) + (lines.len() - written) as u64,
                 };
-                // Still the same episode when the retry failed too.
-                let note = was_dropping.is_none().then(|| Note::Dropping {
+                // A retry that fails too is the same episode, said once.
+                episode.is_none().then(|| Note::Dropping {
                     path: self.path.clone(),
                     trouble,
-                });
-                (at, note)
+                })
             }
-        }
+        };
+        (at, note)
     }
 
     /// Writes the lines, rotating as needed; pushes the position of each line written.

@@ -1,6 +1,7 @@
 //! The services' captured output (not the manager's own log, which is `log`): read from their
 //! stdout and stderr pipes, cut into lines, kept in a bounded ring per service (oldest lines
-//! dropped, and counted), and echoed to the manager's own stderr.
+//! dropped, and counted), and echoed to the manager's own stderr (`logfile` writes them to
+//! disk).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
