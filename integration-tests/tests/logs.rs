@@ -92,7 +92,11 @@ autostart = false
     let (code, out, err) = s.ctl(&["logs", "flood", "-n", "20000"]);
     assert_eq!(code, 0, "{err}");
     let during = numbers(&out);
-    assert!(during.len() == 20_000 || during[0] == 1, "{} lines", during.len());
+    assert!(
+        during.len() == 20_000 || during[0] == 1,
+        "{} lines",
+        during.len()
+    );
     assert_run(&during, during[0], during[0] + during.len() as u64 - 1);
     s.wait_for(&format!("flood: line {LINES:07}"));
     let after = rss_kib(s.pid());

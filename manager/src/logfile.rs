@@ -31,8 +31,9 @@ use crate::config::ManagerSettings;
 /// or read-only disk fails at once, so trying costs next to nothing.
 const RETRY: Duration = Duration::from_secs(1);
 /// A write (or the fsync of a rotation) that takes this long means a disk too slow for the
-/// loop to wait on: lines are dropped for [`SLOW_RETRY`].
-const SLOW: Duration = Duration::from_millis(250);
+/// loop to wait on: lines are dropped for [`SLOW_RETRY`]. Wall-clock time, so it includes
+/// being descheduled: on a busy machine a quarter of a second of that is no sign of a disk.
+const SLOW: Duration = Duration::from_millis(500);
 /// How long a slow disk is left alone.
 const SLOW_RETRY: Duration = Duration::from_secs(10);
 

@@ -60,6 +60,9 @@ pub struct Io {
     /// Output pipes of accept instances, until their end of file (which may come after the
     /// instance was reaped).
     pub instance_pipes: BTreeMap<(Pid, Stream), Pipe>,
+    /// The `NAME@N` each accept instance's lines are tagged with, while it has pipes: the
+    /// last lines of an instance are often read after it was reaped.
+    pub instance_tags: BTreeMap<Pid, String>,
     /// Accept mode: a connection accepted while its instance could not be spawned, served
     /// first when spawning works again. A resource, not a state: it outlives a stop.
     pub parked: Option<Connection>,
@@ -101,6 +104,7 @@ impl Unit {
                 writers: None,
                 status: BTreeMap::new(),
                 instance_pipes: BTreeMap::new(),
+                instance_tags: BTreeMap::new(),
                 parked: None,
                 since: SystemTime::now(),
                 status_text: None,
@@ -217,12 +221,15 @@ impl Unit {
                 Some(Listener::adopt(socket, fd))
             })
             .collect();
+        let name = config.name.clone();
         let supervisor = Supervisor::restore(config, &s, listening, now);
         let mut instance_pipes = BTreeMap::new();
+        let mut instance_tags = BTreeMap::new();
         for instance in &s.instances {
             let Some(pid) = Pid::new(instance.pid) else {
                 continue;
             };
+            instance_tags.insert(pid, format!("{name}@{}", instance.number));
             for p in &instance.pipes {
                 let pipe = load_pipe(p, take(p.fd));
                 instance_pipes.insert((pid, pipe.stream), pipe);
@@ -253,6 +260,7 @@ impl Unit {
                 writers: s.writers.map(|[o, e]| [take(o), take(e)]),
                 status,
                 instance_pipes,
+                instance_tags,
                 parked: s.parked_fd.map(|fd| Connection::adopt(take(fd))),
                 since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
                 status_text: s.status_text,

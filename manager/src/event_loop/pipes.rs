@@ -73,18 +73,21 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        let number = unit.supervisor.instances().get(&pid).map(|i| i.number);
-        let config = unit.supervisor.config();
-        let name = match number {
-            Some(n) => format!("{}@{n}", config.name),
-            None => config.name.clone(),
+        // Tagged as when it was spawned: it may have been reaped since.
+        let name = match unit.io.instance_tags.get(&pid) {
+            Some(tag) => tag.clone(),
+            None => unit.supervisor.config().name.clone(),
         };
         let Some(pipe) = unit.io.instance_pipes.get_mut(&(pid, stream)) else {
             return;
         };
         let (lines, ended) = read_lines(pipe, &name, pid.raw());
         if ended {
-            if let Some(pipe) = unit.io.instance_pipes.remove(&(pid, stream)) {
+            let pipe = unit.io.instance_pipes.remove(&(pid, stream));
+            if !unit.io.instance_pipes.keys().any(|&(p, _)| p == pid) {
+                unit.io.instance_tags.remove(&pid);
+            }
+            if let Some(pipe) = pipe {
                 self.unwatch_fd(&pipe.fd);
             }
         }
