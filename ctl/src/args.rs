@@ -174,7 +174,11 @@ const COMMANDS: &[Spec] = &[
         details: "Print the lines the service wrote, oldest first, as\n  \
                   TIMESTAMP NAME[PID] stdout|stderr: text\nWith --json, one JSON object per line.",
         options: &[
-            ("-n, --lines N", "only the last N lines"),
+            (
+                "-n, --lines N",
+                "only the last N lines; more than the manager keeps in memory are read from \
+                 the files of log_dir",
+            ),
             ("-f, --follow", "keep printing new lines until interrupted"),
         ],
     },

@@ -203,6 +203,7 @@ mod tests {
         let second = Reply::Logs {
             lines: vec![],
             dropped: 3,
+            files: vec![],
         };
         let mut bytes = encode_frame(&first);
         bytes.extend_from_slice(&encode_frame(&second));

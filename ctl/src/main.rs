@@ -4,6 +4,7 @@
 
 mod args;
 mod client;
+mod logfiles;
 mod render;
 
 use std::env;
@@ -306,19 +307,46 @@ fn settle(invocation: &Invocation, out: &mut impl Write) -> Result<(), Failure> 
 }
 
 /// Prints the replies of `logs` as they come; with `-f` that is until the manager closes the
-/// connection or the user interrupts us (SIGINT's default action ends the process).
+/// connection or the user interrupts us (SIGINT's default action ends the process). When the
+/// manager's ring held fewer lines than `-n` asked for, its first reply names the parts of
+/// its log files that hold the older ones: those are read here and printed first.
 fn logs(invocation: &Invocation, follow: bool, out: &mut impl Write) -> Result<(), Failure> {
+    let asked = match &invocation.command {
+        Command::Logs { lines, .. } => *lines,
+        _ => None,
+    };
     let mut replies = client::send(&invocation.control, &invocation.command)?;
     let mut reply = Some(first_reply(&mut replies, invocation)?);
     let mut first = true;
     while let Some(current) = reply {
-        let (lines, dropped) = match current {
-            Reply::Logs { lines, dropped } => (lines, dropped),
+        let (lines, dropped, files) = match current {
+            Reply::Logs {
+                lines,
+                dropped,
+                files,
+            } => (lines, dropped, files),
             Reply::Error { message } => return Err(Failure::Refused(message)),
             other => return Err(Failure::unexpected(&other)),
         };
         if first && dropped > 0 {
             eprintln!("{}", render::dropped_note(dropped));
+        }
+        if first && !files.is_empty() {
+            let want = asked.map_or(0, |n| (n as usize).saturating_sub(lines.len()));
+            let (older, error) = logfiles::last_lines(&files, want);
+            if let Some(e) = error {
+                eprintln!("stewardctl: {e}");
+            }
+            for text in &older {
+                if invocation.json {
+                    // A line that does not read back (written by hand?) is left out.
+                    if let Some(line) = steward_protocol::control::LogLine::parse(text) {
+                        writeln!(out, "{}", render::log_json(&line))?;
+                    }
+                } else {
+                    writeln!(out, "{text}")?;
+                }
+            }
         }
         for line in &lines {
             if invocation.json {

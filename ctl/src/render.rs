@@ -220,46 +220,9 @@ pub fn memory(bytes: Option<u64>) -> String {
     }
 }
 
-/// Days since 1970-01-01 as a proleptic Gregorian (year, month, day), after Howard Hinnant's
-/// `civil_from_days`: shift the year to start in March so the leap day is the last day of it,
-/// then count 400-year eras (146097 days each), years within the era, and days within the year.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1st
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Microseconds since the epoch as UTC `YYYY-MM-DDTHH:MM:SS.mmmmmmZ`.
-pub fn timestamp(time_us: u64) -> String {
-    let secs = time_us / 1_000_000;
-    let micros = time_us % 1_000_000;
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let of_day = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
 /// `TIMESTAMP NAME[PID] stdout|stderr: text`.
 pub fn log_line(line: &LogLine) -> String {
-    format!(
-        "{} {}[{}] {}: {}",
-        timestamp(line.time_us),
-        line.name,
-        line.pid,
-        line.stream.name(),
-        line.text
-    )
+    line.render()
 }
 
 /// One log line for `logs --json`.
@@ -375,7 +338,9 @@ pub fn reloaded_json(added: &[String], removed: &[String], restarted: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use steward_protocol::control::{InstanceStatus, SocketStatus, Stream};
+    use steward_protocol::control::{
+        InstanceStatus, SocketStatus, Stream, civil_from_days, timestamp,
+    };
 
     const NOW: u64 = 1_700_000_000;
 

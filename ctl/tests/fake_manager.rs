@@ -313,7 +313,11 @@ fn logs_with_a_count() {
         log(1_709_251_199_999_999, "web", 412, Stream::Stdout, "out 4"),
         log(1_709_251_200_000_000, "web", 412, Stream::Stderr, "err 5"),
     ];
-    let fake = Fake::replying(vec![Reply::Logs { lines, dropped: 17 }]);
+    let fake = Fake::replying(vec![Reply::Logs {
+        lines,
+        dropped: 17,
+        files: vec![],
+    }]);
     let run = stewardctl(&fake.control(), &["logs", "web", "-n", "2"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
@@ -340,6 +344,7 @@ fn logs_json_is_one_object_per_line() {
             log(6, "echo@2", 77, Stream::Stderr, "b \"quoted\""),
         ],
         dropped: 0,
+        files: vec![],
     }]);
     let run = stewardctl(&fake.control(), &["logs", "echo", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -363,6 +368,7 @@ fn logs_follow_prints_lines_as_they_arrive() {
         let first = Reply::Logs {
             lines: vec![log(0, "web", 1, Stream::Stdout, "kept")],
             dropped: 0,
+            files: vec![],
         };
         send_in_pieces(stream, &first);
         // The test reads "kept" before it lets the next line come.
@@ -370,6 +376,7 @@ fn logs_follow_prints_lines_as_they_arrive() {
         let later = Reply::Logs {
             lines: vec![log(1_000_000, "web", 1, Stream::Stdout, "new")],
             dropped: 0,
+            files: vec![],
         };
         send_in_pieces(stream, &later);
         // Then stay connected until the client is gone.
@@ -411,10 +418,12 @@ fn logs_follow_ends_when_the_manager_closes() {
         Reply::Logs {
             lines: vec![log(0, "web", 1, Stream::Stdout, "one")],
             dropped: 0,
+            files: vec![],
         },
         Reply::Logs {
             lines: vec![log(0, "web", 1, Stream::Stdout, "two")],
             dropped: 0,
+            files: vec![],
         },
     ]);
     let run = stewardctl(&fake.control(), &["logs", "-f", "web"]);

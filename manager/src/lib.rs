@@ -16,6 +16,7 @@ mod directories;
 mod event_loop;
 mod fd_store;
 mod log;
+mod logfile;
 mod notify;
 mod output;
 mod pid1;
@@ -235,6 +236,7 @@ pub fn main(build: Build) -> ExitCode {
         pid1::early_setup();
     } else if init {
         log::nonblocking();
+        pid1::kmsg();
     }
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(args)) => args,

@@ -1,6 +1,7 @@
 //! The services' captured output (not the manager's own log, which is `log`): read from their
 //! stdout and stderr pipes, cut into lines, kept in a bounded ring per service (oldest lines
-//! dropped, and counted), and echoed to the manager's own stderr.
+//! dropped, and counted), and echoed to the manager's own stderr (`logfile` writes them to
+//! disk).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -19,7 +20,8 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// A service's kept lines, bounded in bytes.
 #[derive(Debug)]
 pub struct Ring {
-    lines: VecDeque<LogLine>,
+    /// Each with where it starts in the service's log files (`crate::logfile`), when known.
+    lines: VecDeque<(LogLine, Option<u64>)>,
     bytes: usize,
     capacity: usize,
     /// Lines dropped to stay within the bound.
@@ -48,16 +50,17 @@ impl Ring {
         self.trim();
     }
 
-    /// Keeps a line, dropping the oldest to make room.
-    pub fn push(&mut self, line: LogLine) {
+    /// Keeps a line (with its position in the log files, if it has one), dropping the oldest
+    /// to make room.
+    pub fn push(&mut self, line: LogLine, at: Option<u64>) {
         self.bytes += cost(&line);
-        self.lines.push_back(line);
+        self.lines.push_back((line, at));
         self.trim();
     }
 
     fn trim(&mut self) {
         while self.bytes > self.capacity {
-            let Some(old) = self.lines.pop_front() else {
+            let Some((old, _)) = self.lines.pop_front() else {
                 break;
             };
             self.bytes -= cost(&old);
@@ -65,11 +68,34 @@ impl Ring {
         }
     }
 
+    /// How many lines it holds.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The lines from the oldest one with a position in the log files on, and that position
+    /// (`None`, with no lines, when none has one): what the files do not hold before it.
+    pub fn since_positioned(&self) -> (Vec<LogLine>, Option<u64>) {
+        let Some(first) = self.lines.iter().position(|(_, at)| at.is_some()) else {
+            return (Vec::new(), None);
+        };
+        let lines = self.lines.iter().skip(first).map(|(l, _)| l.clone());
+        (lines.collect(), self.lines[first].1)
+    }
+
+    /// Forgets every position: the log files were opened anew (a reload).
+    pub fn forget_positions(&mut self) {
+        for (_, at) in &mut self.lines {
+            *at = None;
+        }
+    }
+
     /// A ring holding `lines` (oldest first), as a `reexec` hands it over.
     pub fn restore(capacity: u64, lines: Vec<LogLine>, dropped: u64) -> Ring {
         let mut ring = Ring::new(capacity);
+        // Where they are in the log files is not known: those are the next manager's.
         for line in lines {
-            ring.push(line);
+            ring.push(line, None);
         }
         ring.dropped += dropped;
         ring
@@ -81,7 +107,7 @@ impl Ring {
         self.lines
             .iter()
             .skip(self.lines.len() - n)
-            .cloned()
+            .map(|(line, _)| line.clone())
             .collect()
     }
 }
@@ -189,7 +215,7 @@ mod tests {
     fn the_ring_keeps_the_newest_lines_within_its_bound() {
         let mut ring = Ring::new(200);
         for i in 0..100 {
-            ring.push(line(&format!("line {i}")));
+            ring.push(line(&format!("line {i}")), (i >= 50).then_some(i));
         }
         let kept = ring.tail(None);
         assert!(ring.bytes <= 200);
@@ -202,6 +228,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["line 98", "line 99"]
         );
+        let (since, at) = ring.since_positioned();
+        assert_eq!(since, kept);
+        assert_eq!(at, Some(100 - kept.len() as u64));
+        ring.forget_positions();
+        assert_eq!(ring.since_positioned(), (vec![], None));
         ring.set_capacity(0);
         assert!(ring.tail(None).is_empty());
     }

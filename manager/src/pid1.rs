@@ -175,6 +175,7 @@ pub fn early_setup() {
         });
     }
     console_on_closed_stdio();
+    kmsg();
     said.extend(mount_cgroup2());
     for line in said {
         log::manager(format_args!("{line}"));
@@ -183,6 +184,14 @@ pub fn early_setup() {
     // (In a child pid namespace this is refused, and there is no such key anyway.)
     let _ = rustix::system::reboot(RebootCommand::CadOff);
     log::nonblocking();
+}
+
+/// The machine's init logs to the kernel's log too (once /dev is there); a container's init
+/// does not: it would write to its host's.
+pub fn kmsg() {
+    if initial_namespace() {
+        log::kmsg();
+    }
 }
 
 /// fds 0, 1 and 2 that are closed become /dev/console (or /dev/null without one).
@@ -279,7 +288,7 @@ fn unmount_all() {
 /// kernel passes `KEY=VALUE` words of its command line to init as environment), else an
 /// endless loop that reaps orphans and says why once a minute. Never returns.
 pub fn emergency(why: &str) -> ! {
-    log::manager(format_args!("cannot go on as PID 1: {why}"));
+    log::warning(format_args!("cannot go on as PID 1: {why}"));
     if let Some(shell) = std::env::var_os("STEWARD_EMERGENCY_SHELL") {
         log::manager(format_args!(
             "starting the emergency shell {}",

@@ -110,7 +110,7 @@ pub fn install_hook() {
             Some(at) => format!("at {at}: {}", payload(info)),
             None => payload(info),
         };
-        log::manager(format_args!("panic {what}"));
+        log::warning(format_args!("panic {what}"));
         let why = recover(&what);
         if pid1::is_init() {
             pid1::emergency(&format!("panicked ({what}) and cannot recover: {why}"));

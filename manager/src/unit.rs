@@ -11,6 +11,7 @@ use steward_protocol::reexec as saved;
 use crate::cgroups::Prepared;
 use crate::config;
 use crate::fd_store::{Poll, Stored};
+use crate::logfile::LogFile;
 use crate::output::{Pipe, Ring, Splitter};
 use crate::sockets::{Connection, Listener};
 use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
@@ -47,6 +48,8 @@ pub struct Io {
     pub oom_baseline: Option<u64>,
     /// Its captured output.
     pub output: Ring,
+    /// Its log file in `log_dir`, once a line was written there.
+    pub disk: Option<LogFile>,
     /// Read ends of its stdout and stderr pipes (services that log, but not accept mode, whose
     /// instances get pipes of their own). Kept across restarts.
     pub pipes: Vec<Pipe>,
@@ -57,6 +60,9 @@ pub struct Io {
     /// Output pipes of accept instances, until their end of file (which may come after the
     /// instance was reaped).
     pub instance_pipes: BTreeMap<(Pid, Stream), Pipe>,
+    /// The `NAME@N` each accept instance's lines are tagged with, while it has pipes: the
+    /// last lines of an instance are often read after it was reaped.
+    pub instance_tags: BTreeMap<Pid, String>,
     /// Accept mode: a connection accepted while its instance could not be spawned, served
     /// first when spawning works again. A resource, not a state: it outlives a stop.
     pub parked: Option<Connection>,
@@ -93,10 +99,12 @@ impl Unit {
                 cgroup: Cgroup::Absent,
                 oom_baseline: None,
                 output: Ring::new(log_buffer),
+                disk: None,
                 pipes: Vec::new(),
                 writers: None,
                 status: BTreeMap::new(),
                 instance_pipes: BTreeMap::new(),
+                instance_tags: BTreeMap::new(),
                 parked: None,
                 since: SystemTime::now(),
                 status_text: None,
@@ -213,12 +221,15 @@ impl Unit {
                 Some(Listener::adopt(socket, fd))
             })
             .collect();
+        let name = config.name.clone();
         let supervisor = Supervisor::restore(config, &s, listening, now);
         let mut instance_pipes = BTreeMap::new();
+        let mut instance_tags = BTreeMap::new();
         for instance in &s.instances {
             let Some(pid) = Pid::new(instance.pid) else {
                 continue;
             };
+            instance_tags.insert(pid, format!("{name}@{}", instance.number));
             for p in &instance.pipes {
                 let pipe = load_pipe(p, take(p.fd));
                 instance_pipes.insert((pid, pipe.stream), pipe);
@@ -243,10 +254,13 @@ impl Unit {
                 },
                 oom_baseline: s.oom_baseline,
                 output: Ring::restore(log_buffer, lines, s.log_dropped),
+                // Opened again by its path: see `event_loop::reexec`.
+                disk: None,
                 pipes: s.pipes.iter().map(|p| load_pipe(p, take(p.fd))).collect(),
                 writers: s.writers.map(|[o, e]| [take(o), take(e)]),
                 status,
                 instance_pipes,
+                instance_tags,
                 parked: s.parked_fd.map(|fd| Connection::adopt(take(fd))),
                 since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
                 status_text: s.status_text,

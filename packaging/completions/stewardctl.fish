@@ -49,7 +49,7 @@ complete -c stewardctl -n '__fish_seen_subcommand_from stop' -l no-block -d 'ret
 complete -c stewardctl -n '__fish_seen_subcommand_from stop' -a '(__stewardctl_services)'
 complete -c stewardctl -n '__fish_seen_subcommand_from restart' -l no-block -d 'return at once, without waiting'
 complete -c stewardctl -n '__fish_seen_subcommand_from restart' -a '(__stewardctl_services)'
-complete -c stewardctl -n '__fish_seen_subcommand_from logs' -s n -l lines -x -d 'only the last N lines'
+complete -c stewardctl -n '__fish_seen_subcommand_from logs' -s n -l lines -x -d 'only the last N lines; more than the manager keeps in memory are read from the files of log_dir'
 complete -c stewardctl -n '__fish_seen_subcommand_from logs' -s f -l follow -d 'keep printing new lines until interrupted'
 complete -c stewardctl -n '__fish_seen_subcommand_from logs' -a '(__stewardctl_services)'
 complete -c stewardctl -n '__fish_seen_subcommand_from import' -l root -x -d 'the system the units belong to (default /)'

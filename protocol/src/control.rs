@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::DecodeError;
 
 /// Bumped whenever [`Request`] or [`Reply`] changes shape.
-pub const CONTROL_VERSION: u32 = 3;
+pub const CONTROL_VERSION: u32 = 4;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -111,6 +111,10 @@ pub enum Reply {
         lines: Vec<LogLine>,
         /// Lines dropped from the ring since the service started (oldest first).
         dropped: u64,
+        /// When more lines were asked for than the ring holds, and `log_dir` has files: the
+        /// parts of them that hold the older lines, oldest first, for the client to read
+        /// itself (a slow disk then stalls the client, never the manager).
+        files: Vec<LogFilePart>,
     },
     /// The config was re-read and applied.
     Reloaded {
@@ -272,6 +276,117 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// The start of one of the manager's log files, whose lines are all older than those sent
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilePart {
+    /// The file's path when the reply was made (`NAME.log` or `NAME.log.N` in `log_dir`).
+    pub path: String,
+    /// Its inode: a rotation since the reply may have renamed it to a later `NAME.log.N`.
+    pub inode: u64,
+    /// How many bytes from its start hold those lines.
+    pub len: u64,
+}
+
+impl LogLine {
+    /// `TIMESTAMP NAME[PID] stdout|stderr: text`: as `stewardctl logs` prints it, and as the
+    /// log files of `log_dir` hold it.
+    pub fn render(&self) -> String {
+        alloc::format!(
+            "{} {}[{}] {}: {}",
+            timestamp(self.time_us),
+            self.name,
+            self.pid,
+            self.stream.name(),
+            self.text
+        )
+    }
+
+    /// Reads back a line [`LogLine::render`] wrote.
+    pub fn parse(line: &str) -> Option<LogLine> {
+        let (time, rest) = line.split_once(' ')?;
+        let time_us = parse_timestamp(time)?;
+        let (name, rest) = rest.split_once('[')?;
+        let (pid, rest) = rest.split_once("] ")?;
+        let (stream, text) = rest.split_once(": ")?;
+        let stream = match stream {
+            "stdout" => Stream::Stdout,
+            "stderr" => Stream::Stderr,
+            _ => return None,
+        };
+        Some(LogLine {
+            time_us,
+            name: name.to_string(),
+            pid: pid.parse().ok()?,
+            stream,
+            text: text.to_string(),
+        })
+    }
+}
+
+/// Days since 1970-01-01 as a proleptic Gregorian (year, month, day): Howard Hinnant's
+/// `civil_from_days`: shift the year to start in March so the leap day is the last day of it,
+/// then count 400-year eras (146097 days each), years within the era, and days within the year.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1st
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The inverse of [`civil_from_days`] (Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since the epoch as UTC `YYYY-MM-DDTHH:MM:SS.mmmmmmZ`.
+pub fn timestamp(time_us: u64) -> String {
+    let secs = time_us / 1_000_000;
+    let micros = time_us % 1_000_000;
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let of_day = secs % 86_400;
+    alloc::format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// Reads back a [`timestamp`].
+fn parse_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' {
+        return None;
+    }
+    let num = |range: core::ops::Range<usize>| -> Option<u64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, s, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !text.ends_with('Z') || !(1..=12).contains(&month) || day == 0 || day > 31 {
+        return None;
+    }
+    let days = days_from_civil(year as i64, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    Some(secs * 1_000_000 + us)
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME>()
 }
@@ -357,6 +472,32 @@ mod tests {
         let frame = encode_frame(&reply);
         let (back, _): (Reply, usize) = decode_frame(&frame).unwrap().unwrap();
         assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn log_lines_read_back_as_rendered() {
+        let line = LogLine {
+            time_us: 1_790_000_123_456_789,
+            name: "echo@7".into(),
+            pid: 412,
+            stream: Stream::Stderr,
+            text: "a: b [c] d".into(),
+        };
+        let text = line.render();
+        assert_eq!(
+            text,
+            "2026-09-21T14:15:23.456789Z echo@7[412] stderr: a: b [c] d"
+        );
+        assert_eq!(LogLine::parse(&text), Some(line));
+        for days in [-1, 0, 59, 11_016, 19_782, 47_541] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(LogLine::parse("not a line"), None);
+        assert_eq!(
+            LogLine::parse("2026-13-21T14:15:23.456789Z a[1] stdout: x"),
+            None
+        );
     }
 
     #[test]

@@ -70,6 +70,19 @@ pub struct Config {
 pub struct ManagerSettings {
     /// `log_buffer`, default `"64K"`: bytes kept per service in its log ring.
     pub log_buffer: u64,
+    /// `log_dir`, default none: also write each service's captured lines (an accept
+    /// instance's tagged `NAME@N`) to `DIR/NAME.log`, and the manager's own log to
+    /// `DIR/steward.log`, in the line format of `stewardctl logs`; the directory is created
+    /// 0755, the files 0640. A full, read-only or failing disk drops lines (counted, and said
+    /// once) and never stalls the manager; writing resumes by itself.
+    pub log_dir: Option<PathBuf>,
+    /// `log_max_size`, default `"1M"`: a log file that a line would take past this size is
+    /// fsynced and rotated first: `NAME.log` becomes `NAME.log.1`, `.1` becomes `.2`, and so
+    /// on.
+    pub log_max_size: u64,
+    /// `log_keep`, default `5`: rotated files kept per log (`NAME.log.1` … `NAME.log.K`); the
+    /// oldest is deleted. `0` keeps none.
+    pub log_keep: u32,
     /// `watchdog_device`, default none: as PID 1, a hardware watchdog (`/dev/watchdog0`)
     /// opened at start, set to `watchdog_timeout` and pinged at half of it from the loop for
     /// as long as it runs, shutdown included, so that a manager that stops looping is reset.
@@ -82,6 +95,9 @@ impl Default for ManagerSettings {
     fn default() -> Self {
         ManagerSettings {
             log_buffer: 64 * 1024,
+            log_dir: None,
+            log_max_size: 1024 * 1024,
+            log_keep: 5,
             watchdog_device: None,
             watchdog_timeout: Duration::from_secs(30),
         }

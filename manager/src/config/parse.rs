@@ -508,6 +508,21 @@ impl Cx<'_> {
                         settings.log_buffer = size;
                     }
                 }
+                "log_dir" => {
+                    if let Some(path) = self.absolute_path("log_dir", value) {
+                        settings.log_dir = Some(PathBuf::from(path));
+                    }
+                }
+                "log_max_size" => match self.size("log_max_size", value) {
+                    Some(0) => self.error(value.span(), "`log_max_size` must be more than 0"),
+                    Some(size) => settings.log_max_size = size,
+                    None => {}
+                },
+                "log_keep" => {
+                    if let Some(n) = self.integer("log_keep", value, 0..1001) {
+                        settings.log_keep = n as u32;
+                    }
+                }
                 "watchdog_device" => {
                     if let Some(path) = self.absolute_path("watchdog_device", value) {
                         settings.watchdog_device = Some(PathBuf::from(path));
@@ -521,7 +536,7 @@ impl Cx<'_> {
                 other => self.error(
                     key.span(),
                     format!(
-                        "unknown key `{other}` in [manager] (known: log_buffer, watchdog_device, watchdog_timeout)"
+                        "unknown key `{other}` in [manager] (known: log_buffer, log_dir, log_max_size, log_keep, watchdog_device, watchdog_timeout)"
                     ),
                 ),
             }

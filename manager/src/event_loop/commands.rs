@@ -246,20 +246,40 @@ impl Manager {
         }
     }
 
-    /// `logs NAME`: the reply, or `None` when the client now follows the service.
+    /// `logs NAME`: the reply, or `None` when the client now follows the service. When more
+    /// lines are asked for than the ring holds, the reply names the parts of the log files
+    /// that hold the older ones, for the client to read.
     fn logs(&mut self, id: u64, name: &str, lines: Option<u32>, follow: bool) -> Option<Reply> {
-        let Some((unit, ring)) = self
+        let Some((unit, found)) = self
             .registry
             .find(name)
-            .and_then(|unit| Some((unit, &self.registry.get(unit)?.io.output)))
+            .and_then(|unit| Some((unit, self.registry.get_mut(unit)?)))
         else {
             return Some(Reply::Error {
                 message: format!("unknown service: {name}"),
             });
         };
-        let reply = Reply::Logs {
-            lines: ring.tail(lines),
-            dropped: ring.dropped,
+        let ring = &found.io.output;
+        let short = lines.is_some_and(|n| ring.len() < n as usize);
+        let reply = match &self.log_files {
+            Some(settings) if short => {
+                let file = found
+                    .io
+                    .disk
+                    .get_or_insert_with(|| settings.service_file(name));
+                file.learn();
+                let (lines, from) = found.io.output.since_positioned();
+                Reply::Logs {
+                    lines,
+                    dropped: 0,
+                    files: file.parts_before(from.unwrap_or(file.end())),
+                }
+            }
+            _ => Reply::Logs {
+                lines: ring.tail(lines),
+                dropped: ring.dropped,
+                files: Vec::new(),
+            },
         };
         if !follow {
             return Some(reply);

@@ -324,6 +324,13 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
+        if let (Some(instance), false) = (
+            unit.supervisor.instances().get(&pid),
+            instance_pipes.is_empty(),
+        ) {
+            let tag = format!("{}@{}", unit.supervisor.config().name, instance.number);
+            unit.io.instance_tags.insert(pid, tag);
+        }
         for pipe in instance_pipes {
             unit.io.instance_pipes.insert((pid, pipe.stream), pipe);
         }

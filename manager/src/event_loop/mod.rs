@@ -142,6 +142,8 @@ pub struct Manager {
     head_changed: bool,
     /// `[manager] log_buffer` as last loaded.
     log_buffer: u64,
+    /// `[manager] log_dir` and its companions as last loaded.
+    log_files: Option<crate::logfile::Settings>,
     /// What a `reexec` needs.
     upgrade: Upgrade,
     /// The hardware watchdog, as PID 1 with `watchdog_device`.
@@ -292,6 +294,7 @@ impl Manager {
             upgrade,
             watchdog,
         )?;
+        manager.set_log_files(crate::logfile::Settings::of(&config.manager));
         for id in manager.registry.ids() {
             manager.open_log_pipes(id);
         }
@@ -344,6 +347,7 @@ impl Manager {
             config_sources,
             head_changed: true,
             log_buffer,
+            log_files: None,
             upgrade,
             watchdog,
             phase: Phase::Running,
@@ -516,6 +520,37 @@ impl Manager {
                 false
             }
         }
+    }
+
+    /// Writes the logs to the files `settings` names from now on (none: to no file). Every
+    /// file is opened again by its path at its next line, as after a `reexec`: a reload
+    /// also picks up a file that was moved away (logrotate) or a disk mounted since.
+    fn set_log_files(&mut self, settings: Option<crate::logfile::Settings>) {
+        for unit in self.registry.units_mut() {
+            unit.io.disk = None;
+            unit.io.output.forget_positions();
+        }
+        log::set_file(
+            settings
+                .as_ref()
+                .map(crate::logfile::Settings::manager_file),
+        );
+        self.log_files = settings;
+    }
+
+    /// fsyncs every log file (at shutdown).
+    fn sync_log_files(&self) {
+        for (_, unit) in self.registry.iter() {
+            if let Some(file) = &unit.io.disk {
+                if let Err(e) = file.sync() {
+                    log::warning(format_args!(
+                        "fsync of {} failed: {e}",
+                        file.path().display()
+                    ));
+                }
+            }
+        }
+        log::sync();
     }
 
     /// Takes `fd` out of the epoll set (it is about to close, or must stop waking us).

@@ -1,5 +1,8 @@
 //! The services' output pipes: made for services that log to the manager, read a bounded
-//! amount per turn, cut into lines, kept in each unit's ring, echoed, and sent to followers.
+//! amount per turn, cut into lines, kept in each unit's ring and log file (`log_dir`), echoed,
+//! and sent to followers.
+
+use std::time::Instant;
 
 use steward_protocol::control::{LogLine, Reply, Stream};
 
@@ -70,25 +73,29 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        let number = unit.supervisor.instances().get(&pid).map(|i| i.number);
-        let config = unit.supervisor.config();
-        let name = match number {
-            Some(n) => format!("{}@{n}", config.name),
-            None => config.name.clone(),
+        // Tagged as when it was spawned: it may have been reaped since.
+        let name = match unit.io.instance_tags.get(&pid) {
+            Some(tag) => tag.clone(),
+            None => unit.supervisor.config().name.clone(),
         };
         let Some(pipe) = unit.io.instance_pipes.get_mut(&(pid, stream)) else {
             return;
         };
         let (lines, ended) = read_lines(pipe, &name, pid.raw());
         if ended {
-            if let Some(pipe) = unit.io.instance_pipes.remove(&(pid, stream)) {
+            let pipe = unit.io.instance_pipes.remove(&(pid, stream));
+            if !unit.io.instance_pipes.keys().any(|&(p, _)| p == pid) {
+                unit.io.instance_tags.remove(&pid);
+            }
+            if let Some(pipe) = pipe {
                 self.unwatch_fd(&pipe.fd);
             }
         }
         self.keep_lines(id, lines);
     }
 
-    /// Keeps lines in the service's ring, echoes them, and sends them to its followers.
+    /// Keeps lines in the service's ring and log file, echoes them, and sends them to its
+    /// followers.
     fn keep_lines(&mut self, id: UnitId, lines: Vec<LogLine>) {
         if lines.is_empty() {
             return;
@@ -104,6 +111,7 @@ impl Manager {
             let reply = Reply::Logs {
                 lines: lines.clone(),
                 dropped: 0,
+                files: Vec::new(),
             };
             for cid in followers {
                 self.control.send(cid, &reply, false);
@@ -113,9 +121,22 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        for line in lines {
+        let mut at = vec![None; lines.len()];
+        if let Some(settings) = &self.log_files {
+            let name = &unit.supervisor.config().name;
+            let file = unit
+                .io
+                .disk
+                .get_or_insert_with(|| settings.service_file(name));
+            let (written, note) = file.append(&lines, Instant::now());
+            if let Some(note) = note {
+                log::warning(format_args!("{name}: {note}"));
+            }
+            at = written.into_iter().map(Some).collect();
+        }
+        for (line, at) in lines.into_iter().zip(at) {
             log::output(&line.name, &line.text);
-            unit.io.output.push(line);
+            unit.io.output.push(line, at);
         }
     }
 }

@@ -581,6 +581,13 @@ impl Manager {
             let id = manager.registry.insert(unit);
             manager.adopted(id, &timers, now);
         }
+        // The log files are opened again by their paths, not handed over: the old manager
+        // wrote every line it read before it exec'd (plain writes, nothing buffered), what it
+        // did not read is still in the pipes we were handed, and a half-read line crossed in
+        // the state; so appending at the end of what the paths name now continues exactly
+        // where it stopped, no line lost or twice. (A file someone moved away since is not
+        // written behind their back, as a reload would not either.)
+        manager.set_log_files(crate::logfile::Settings::of(&config.config.manager));
         for (name, restart) in state.stop_jobs {
             if let Some(id) = manager.registry.find(&name) {
                 let job = if restart { Job::Restart } else { Job::Stop };

@@ -32,6 +32,8 @@ pub struct Plan {
     pub change: Vec<(UnitId, config::Service)>,
     /// `[manager] log_buffer`.
     pub log_buffer: u64,
+    /// `[manager] log_dir` and its companions.
+    pub log_files: Option<crate::logfile::Settings>,
 }
 
 /// Why a reload cannot be planned now.
@@ -82,6 +84,7 @@ pub fn plan(
         remove,
         change,
         log_buffer: config.manager.log_buffer,
+        log_files: crate::logfile::Settings::of(&config.manager),
     })
 }
 
@@ -273,6 +276,7 @@ impl Manager {
             remove,
             change,
             log_buffer,
+            log_files,
         } = plan;
         let broken = |name: &str| refused.iter().find(|b| b.name == name);
         let (add_refused, add): (Vec<_>, Vec<_>) =
@@ -286,6 +290,7 @@ impl Manager {
         let changed_sockets = committed.split_off(add.len());
 
         self.set_log_buffer(log_buffer);
+        self.set_log_files(log_files);
         let name = |id: &UnitId| self.registry.get(*id).map(|u| u.name().to_string());
         let removed: Vec<String> = remove.iter().filter_map(name).collect();
         let restarted: Vec<String> = change.iter().map(|(_, s)| s.name.clone()).collect();

@@ -91,6 +91,7 @@ impl Manager {
             ));
         }
         self.control.remove_file();
+        self.sync_log_files();
         if let Some(watchdog) = self.watchdog {
             watchdog.last_ping();
         }
@@ -99,6 +100,8 @@ impl Manager {
         } else {
             log::manager(format_args!("all services stopped"));
         }
+        // The last line too: PID 1 syncs everything before reboot(2), but a plain exit not.
+        log::sync();
         finish
     }
 
