@@ -16,6 +16,7 @@ impl Errno {
     pub const EBADF: Errno = Errno::from_rustix(rustix::io::Errno::BADF);
     pub const EINVAL: Errno = Errno::from_rustix(rustix::io::Errno::INVAL);
     pub const ENOSYS: Errno = Errno::from_rustix(rustix::io::Errno::NOSYS);
+    pub const EMSGSIZE: Errno = Errno::from_rustix(rustix::io::Errno::MSGSIZE);
 
     const fn from_rustix(errno: rustix::io::Errno) -> Errno {
         Errno(errno.raw_os_error())

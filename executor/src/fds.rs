@@ -209,6 +209,34 @@ pub fn place(plan: &FdPlan, table: &mut impl FdTable, status: &mut RawFd) -> Res
     Ok(placed)
 }
 
+/// A pooled executor's received fds: each `(received, number)` goes to the number the manager
+/// had for it, whatever the received numbers are (two of them may sit on each other's target),
+/// by way of copies above every number involved.
+pub fn settle(moves: &[(RawFd, RawFd)], table: &mut impl FdTable) -> Result<(), Errno> {
+    let above = moves
+        .iter()
+        .flat_map(|&(from, to)| [from, to])
+        .max()
+        .map_or(3, |highest| highest.saturating_add(1).max(3));
+    let mut copies = Vec::with_capacity(moves.len());
+    for &(from, to) in moves {
+        let copy = table.dup_above(from, above)?;
+        close_one(table, from)?;
+        copies.push((copy, to));
+    }
+    for (copy, to) in copies {
+        // `copy` is above every target, so this never dups an fd onto itself.
+        table.dup2(copy, to)?;
+        close_one(table, copy)?;
+    }
+    Ok(())
+}
+
+fn close_one(table: &mut impl FdTable, fd: RawFd) -> Result<(), Errno> {
+    let fd = u32::try_from(fd).map_err(|_| Errno::EBADF)?;
+    table.close_range(fd, fd)
+}
+
 fn close_all_but(table: &mut impl FdTable, first: RawFd, keep: &[RawFd]) -> Result<(), Errno> {
     for (first, last) in close_ranges(first, keep) {
         table.close_range(first, last)?;
@@ -308,6 +336,35 @@ mod tests {
                 .retain(|&fd, _| !u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd)));
             Ok(())
         }
+    }
+
+    #[test]
+    fn settle_puts_every_received_fd_at_its_number_even_on_each_others() {
+        // Received at 3, 4, 5 (the pool socket at 6); the manager had them at 4, 3, 9 and its
+        // end of the pool socket at 5, which becomes the status fd.
+        let mut table = Model::with(&[
+            (0, 'i'),
+            (1, 'o'),
+            (2, 'e'),
+            (3, 'a'),
+            (4, 'b'),
+            (5, 'c'),
+            (6, 'p'),
+        ]);
+        settle(&[(3, 4), (4, 3), (5, 9), (6, 5)], &mut table).unwrap();
+        assert_eq!(
+            table.after_exec(),
+            [
+                (0, 'i'),
+                (1, 'o'),
+                (2, 'e'),
+                (3, 'b'),
+                (4, 'a'),
+                (5, 'p'),
+                (9, 'c')
+            ]
+        );
+        assert_eq!(table.fds.len(), 7, "no copy left behind: {:?}", table.fds);
     }
 
     fn state(fds: &[RawFd], stdio: [Stdio; 3], status_fd: RawFd) -> SpawnState {

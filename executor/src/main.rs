@@ -1,7 +1,9 @@
 //! `steward-executor`: everything between the manager's posix_spawn and the service's execve.
 //!
 //! The manager starts it as `steward-executor --deserialize FD`. It reads the spawn state from
-//! that memfd, applies it step by step, and execs the service. It never returns into anyone's
+//! that memfd, applies it step by step, and execs the service. A pooled executor, started ahead
+//! of need as `steward-executor --pooled FD`, waits on that socket for the one message that
+//! carries its spawn state and fds, then goes on exactly as a fresh one. It never returns into anyone's
 //! code: a failed step is reported on the status pipe and ends the process with systemd's exit
 //! status for that step.
 //!
@@ -51,6 +53,7 @@ const BY_HAND: &str =
 enum Command {
     Version,
     Deserialize(String),
+    Pooled(String),
     Usage,
 }
 
@@ -61,6 +64,9 @@ fn parse_args(args: &[&[u8]]) -> Command {
         // Not yet checked as a number: a bad one gets the "cannot read" message, naming it.
         [flag, fd] if *flag == b"--deserialize" => {
             Command::Deserialize(String::from_utf8_lossy(fd).into_owned())
+        }
+        [flag, fd] if *flag == b"--pooled" => {
+            Command::Pooled(String::from_utf8_lossy(fd).into_owned())
         }
         _ => Command::Usage,
     }
@@ -101,35 +107,57 @@ fn executor_main(args: &[&[u8]]) -> ! {
             sys::exit(1);
         }
         Command::Deserialize(fd) => fd,
+        Command::Pooled(fd) => pooled_main(&fd),
     };
     let loaded = state::parse_fd(&fd_arg).and_then(|fd| state::read(fd).map(|state| (fd, state)));
     let (fd, state) = match loaded {
         Ok(loaded) => loaded,
-        Err(e) => {
-            say(
-                2,
-                &format!("steward-executor: cannot read the spawn state from fd {fd_arg}: {e}"),
-            );
-            sys::exit(1);
-        }
+        Err(e) => cannot_read(&fd_arg, &e),
     };
     // From here on every failure goes to the status pipe, never back through main.
     let mut status = StatusPipe {
         fd: state.status_fd,
     };
-    let Err(failure) = run(&state, fd, &mut status);
+    let Err(failure) = run(&state, Some(fd), &mut status);
     status.fail(failure)
+}
+
+/// A pooled executor: waits for its spawn state on the socket `fd_arg`, then runs it.
+fn pooled_main(fd_arg: &str) -> ! {
+    let handed = state::parse_fd(fd_arg).and_then(state::receive);
+    let state = match handed {
+        Ok(state::Handed::State(state)) => state,
+        // Retired unused (a reload, a stop, a reexec): nothing to say, nothing went wrong.
+        Ok(state::Handed::Retired) => sys::exit(0),
+        Err(e) => cannot_read(fd_arg, &e),
+    };
+    let mut status = StatusPipe {
+        fd: state.status_fd,
+    };
+    let Err(failure) = run(&state, None, &mut status);
+    status.fail(failure)
+}
+
+/// Before there is a status pipe to report on, a failure goes to stderr, exit status 1.
+fn cannot_read(fd_arg: &str, e: &state::ReadError) -> ! {
+    say(
+        2,
+        &format!("steward-executor: cannot read the spawn state from fd {fd_arg}: {e}"),
+    );
+    sys::exit(1)
 }
 
 /// The steps, in order. Returns only on failure, with the step and errno to report.
 fn run(
     state: &SpawnState,
-    state_fd: RawFd,
+    state_fd: Option<RawFd>,
     status: &mut StatusPipe,
 ) -> Result<Infallible, Failure> {
     // The state is read; its memfd must not reach the service. Closing it here rather than
     // leaving it to placement also covers a memfd the manager put at 0, 1 or 2.
-    sys::close(state_fd).at(Step::Fds)?;
+    if let Some(state_fd) = state_fd {
+        sys::close(state_fd).at(Step::Fds)?;
+    }
     let mut table = fds::Kernel;
     let placed = fds::place(&fds::plan(state), &mut table, &mut status.fd).at(Step::Fds)?;
     process::reset_signals(&state.reset_signals)?;

@@ -1,4 +1,5 @@
-//! Reading the spawn state from the memfd the manager passed.
+//! Reading the spawn state from the memfd the manager passed, or, for a pooled executor, from
+//! the one message the manager sends it.
 
 use alloc::vec;
 use core::fmt;
@@ -24,6 +25,10 @@ pub enum ReadError {
     ShortRead { size: u64, read: u64 },
     /// The bytes are not a spawn state of our protocol version.
     Decode(DecodeError),
+    /// A handover's fds are not the ones its numbers announce.
+    FdCount { announced: usize, received: usize },
+    /// The received fds could not be put at their numbers.
+    Renumber(Errno),
 }
 
 impl fmt::Display for ReadError {
@@ -41,6 +46,11 @@ impl fmt::Display for ReadError {
                 write!(f, "ended after {read} of {size} bytes")
             }
             ReadError::Decode(e) => write!(f, "{e}"),
+            ReadError::FdCount {
+                announced,
+                received,
+            } => write!(f, "{announced} fds announced, {received} received"),
+            ReadError::Renumber(errno) => write!(f, "renumbering the received fds: {errno}"),
         }
     }
 }
@@ -82,6 +92,52 @@ pub fn read(fd: RawFd) -> Result<SpawnState, ReadError> {
         }
     }
     steward_protocol::decode(&bytes).map_err(ReadError::Decode)
+}
+
+/// What a pooled executor's wait ended with.
+pub enum Handed {
+    /// Its spawn state, with every fd it names at the manager's number for it.
+    State(alloc::boxed::Box<SpawnState>),
+    /// The manager closed the pool socket without sending: this executor is not needed.
+    Retired,
+}
+
+/// Waits on the pool socket `socket` for the manager's [`steward_protocol::handover`], then puts
+/// each received fd at the number the manager had for it, and the socket itself at the status
+/// fd's number: from here on, the process is what a fresh executor is after reading its memfd.
+pub fn receive(socket: RawFd) -> Result<Handed, ReadError> {
+    let mut buf = vec![0u8; steward_protocol::MAX_HANDOVER];
+    let Some((len, received)) = sys::receive_with_fds(socket, &mut buf).map_err(ReadError::Os)?
+    else {
+        return Ok(Handed::Retired);
+    };
+    let parsed = steward_protocol::split_handover(&buf[..len])
+        .map_err(ReadError::Decode)
+        .and_then(|(numbers, encoded)| {
+            let state = steward_protocol::decode(encoded).map_err(ReadError::Decode)?;
+            if numbers.len() != received.len() {
+                return Err(ReadError::FdCount {
+                    announced: numbers.len(),
+                    received: received.len(),
+                });
+            }
+            Ok((numbers, state))
+        });
+    let (numbers, state) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            for fd in received {
+                let _ = sys::close(fd);
+            }
+            return Err(e);
+        }
+    };
+    let mut moves: alloc::vec::Vec<(RawFd, RawFd)> = received.into_iter().zip(numbers).collect();
+    // The status reports go back on the pool socket: the manager watches its end as it would
+    // a fresh executor's status pipe, and our end closes at the service's exec.
+    moves.push((socket, state.status_fd));
+    crate::fds::settle(&moves, &mut crate::fds::Kernel).map_err(ReadError::Renumber)?;
+    Ok(Handed::State(alloc::boxed::Box::new(state)))
 }
 
 #[cfg(test)]

@@ -131,6 +131,48 @@ pub fn clear_nonblock(fd: RawFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Receives one message on `socket` into `buf`, with the fds that came with it
+/// (close-on-exec, in the order they were sent). `Ok(None)`: the other end closed without
+/// sending. A message or fd list cut short by a buffer too small is refused whole (the fds
+/// that did arrive close).
+pub fn receive_with_fds(
+    socket: RawFd,
+    buf: &mut [u8],
+) -> Result<Option<(usize, Vec<RawFd>)>, Errno> {
+    use core::mem::MaybeUninit;
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let socket = borrow(socket)?;
+    let mut space = [MaybeUninit::<u8>::uninit();
+        rustix::cmsg_space!(ScmRights(steward_protocol::MAX_HANDOVER_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        let mut iov = [rustix::io::IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights.map(IntoRawFd::into_raw_fd));
+        }
+    }
+    if received
+        .flags
+        .intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC)
+    {
+        for fd in fds {
+            let _ = close(fd);
+        }
+        return Err(Errno::EMSGSIZE);
+    }
+    if received.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((received.bytes, fds)))
+}
+
 /// Closes every fd in `first..=last`.
 pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // SAFETY: close_range takes integers (no flags) and touches no memory. The callers keep every

@@ -20,6 +20,7 @@ mod logfile;
 mod notify;
 mod output;
 mod pid1;
+mod pool;
 mod recovery;
 mod registry;
 mod sockets;

@@ -16,6 +16,7 @@ use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio, Step};
 use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
 use crate::fd_store::Stored;
+use crate::pool::{Birth, Pool, Pooled};
 use crate::sockets::{Connection, Listener, takeover_key};
 use crate::supervisor::Pid;
 use crate::users::{ResolveError, Resolved, UserDb};
@@ -143,7 +144,7 @@ pub struct Spawner {
     /// refusal.
     clone_into_cgroup: bool,
     /// The stack the clone3 child runs on.
-    stack: crate::sys::ChildStack,
+    stack: crate::sys::Launcher,
     /// The signals we ignore, which the executor must set back to their default (asked once:
     /// the manager never changes a disposition after start-up).
     ignored_signals: Vec<i32>,
@@ -153,6 +154,9 @@ pub struct Spawner {
     users: UserDb,
     /// Where `runtime_directory` and the other directory keys are made.
     directories: crate::directories::Roots,
+    /// The manager's own uid and gid, which own the directories of a service without a user
+    /// (asked once: the manager never changes them).
+    own_ids: (u32, u32),
 }
 
 /// What a spawn hands over beyond the service's config and sockets.
@@ -227,11 +231,15 @@ impl Spawner {
             argv0: CString::new("steward-executor").expect("no NUL"),
             notes: note.into_iter().collect(),
             clone_into_cgroup: true,
-            stack: crate::sys::ChildStack::default(),
+            stack: crate::sys::Launcher::default(),
             ignored_signals: crate::sys::ignored_signals(),
             notify_socket: None,
             users: UserDb::system(),
             directories: crate::directories::Roots::system(),
+            own_ids: (
+                rustix::process::getuid().as_raw(),
+                rustix::process::getgid().as_raw(),
+            ),
         })
     }
 
@@ -251,8 +259,8 @@ impl Spawner {
     }
 
     /// Spawns the executor for `service` into the cgroup directories `cgroups` (of which
-    /// `unified`, if any, is the v2 one); returns its pid and the read end of its status pipe
-    /// (non-blocking, close-on-exec).
+    /// `unified`, if any, is the v2 one), or hands the spawn to an idle executor of `pool`;
+    /// returns its pid and the read end of its status pipe (non-blocking, close-on-exec).
     pub fn spawn(
         &mut self,
         service: &config::Service,
@@ -260,6 +268,7 @@ impl Spawner {
         cgroups: &[PathBuf],
         unified: Option<&Path>,
         extras: Extras<'_>,
+        pool: &mut Pool,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
         // Names are resolved now, not at load: a user created since works without a reload.
         let credentials = match &service.credentials {
@@ -272,46 +281,50 @@ impl Spawner {
         };
         // Made at every spawn, so one removed meanwhile (by hand, or a runtime one at a stop)
         // is there again; owned by whom the service runs as at this spawn.
-        let (uid, gid) = credentials.as_ref().map_or_else(
-            || {
-                (
-                    rustix::process::getuid().as_raw(),
-                    rustix::process::getgid().as_raw(),
-                )
-            },
-            |c| (c.uid, c.gid),
-        );
+        let (uid, gid) = credentials
+            .as_ref()
+            .map_or(self.own_ids, |c| (c.uid, c.gid));
         crate::directories::prepare(&self.directories, service, uid, gid)
             .map_err(SpawnError::Directory)?;
-        // Born in its v2 cgroup (CLONE_INTO_CGROUP) where the kernel can: then the executor
-        // only joins the v1 hierarchies, if any.
-        let into = unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {
-            rustix::fs::open(
-                dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-            .map(|fd| (dir, fd))
-        });
-        let (status_read, status_write) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-        )
-        .map_err(SpawnError::Pipe)?;
-        // Only our end is non-blocking: the executor's single report write must not fail.
-        rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
-
-        let notify = self.notify_socket.as_deref().filter(|_| service.notifies());
-        let mut state = spawn_state(
+        let notify = self.notify_socket.clone().filter(|_| service.notifies());
+        let prepared = Prepared {
             service,
-            credentials.as_ref(),
+            credentials: credentials.as_ref(),
             passing,
-            status_write.as_fd(),
             extras,
-            notify,
+            notify: notify.as_deref(),
+            cgroups,
+            unified,
+        };
+        while let Some(pooled) = pool.take() {
+            match self.hand_over(&prepared, pooled) {
+                Ok(spawned) => return Ok(spawned),
+                // Too big for one message: a fresh executor takes this one, the idle one waits
+                // for the next.
+                Err(HandOver::Unfit(pooled)) => {
+                    pool.put(pooled);
+                    break;
+                }
+                // It is gone (killed while idle): the next one, or a fresh one.
+                Err(HandOver::Gone) => {}
+                Err(HandOver::Failed(e)) => return Err(e),
+            }
+        }
+        self.spawn_fresh(&prepared)
+    }
+
+    /// The spawn state for `prepared`, reporting on `status`, for an executor born as `birth`.
+    fn state(&self, prepared: &Prepared<'_>, status: BorrowedFd<'_>, birth: Birth) -> SpawnState {
+        let mut state = spawn_state(
+            prepared.service,
+            prepared.credentials,
+            prepared.passing,
+            status,
+            prepared.extras,
+            prepared.notify,
         );
         state.reset_signals.clone_from(&self.ignored_signals);
-        if into.is_none() {
+        if birth == Birth::Spawned {
             // glibc's posix_spawn leaves its own internal signals (32 and 33) ignored in the
             // child; they survive exec, so the executor must set them back too.
             for internal in [32, 33] {
@@ -320,18 +333,22 @@ impl Spawner {
                 }
             }
         }
-        state.cgroups = cgroups
+        let born_in = match birth {
+            Birth::InCgroup => prepared.unified,
+            Birth::Spawned => None,
+        };
+        state.cgroups = prepared
+            .cgroups
             .iter()
-            .filter(|d| into.as_ref().is_none_or(|(dir, _)| d.as_path() != *dir))
+            .filter(|d| born_in.is_none_or(|dir| d.as_path() != dir))
             .map(|d| d.display().to_string())
             .collect();
-        let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
-            .map_err(SpawnError::Memfd)?;
+        state
+    }
 
-        // Exactly these fds cross into the executor, at the numbers the spawn state names;
-        // everything else the manager holds is close-on-exec. The pinned executor crosses too:
-        // an interpreter started for a script executor opens it by its /proc/self/fd path
-        // after the exec. The real executor closes it.
+    /// The fds of the service that cross into its executor, at the numbers its spawn state
+    /// names them by.
+    fn service_fds<'a>(prepared: &Prepared<'a>, state: &SpawnState) -> Vec<BorrowedFd<'a>> {
         let named: Vec<i32> = state
             .fds
             .iter()
@@ -341,37 +358,234 @@ impl Spawner {
                 _ => None,
             }))
             .collect();
+        let extras = prepared.extras;
+        let mut fds: Vec<BorrowedFd<'a>> = passed_fds(prepared.passing, extras.log)
+            .filter(|fd| named.contains(&fd.as_raw_fd()))
+            .collect();
+        fds.extend(extras.ready);
+        fds.extend(handed_back(prepared.service, extras).map(|s| s.fd.as_fd()));
+        fds
+    }
+
+    /// Sends an idle executor its spawn state and fds.
+    fn hand_over(
+        &self,
+        prepared: &Prepared<'_>,
+        pooled: Pooled,
+    ) -> Result<(Pid, OwnedFd), HandOver> {
+        // The executor reports on the pool socket: its end goes to the number of ours, which no
+        // fd the state names can have.
+        let state = self.state(prepared, pooled.socket.as_fd(), pooled.birth);
+        let fds = Self::service_fds(prepared, &state);
+        let encoded = steward_protocol::encode(&state)
+            .map_err(|e| HandOver::Failed(SpawnError::Encode(e)))?;
+        let numbers: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let message = steward_protocol::handover(&numbers, &encoded);
+        if message.len() > steward_protocol::MAX_HANDOVER
+            || fds.len() > steward_protocol::MAX_HANDOVER_FDS
+        {
+            return Err(HandOver::Unfit(pooled));
+        }
+        match send_with_fds(pooled.socket.as_fd(), &message, &fds) {
+            Ok(()) => Ok((pooled.pid, pooled.socket)),
+            Err(rustix::io::Errno::MSGSIZE | rustix::io::Errno::NOBUFS) => {
+                Err(HandOver::Unfit(pooled))
+            }
+            Err(_) => Err(HandOver::Gone),
+        }
+    }
+
+    /// Clones a fresh executor with its spawn state in a sealed memfd.
+    fn spawn_fresh(&mut self, prepared: &Prepared<'_>) -> Result<(Pid, OwnedFd), SpawnError> {
+        let into = self.cgroup_fd(prepared.unified);
+        let (status_read, status_write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(SpawnError::Pipe)?;
+        // Only our end is non-blocking: the executor's single report write must not fail.
+        rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
+        let birth = match into {
+            Some(_) => Birth::InCgroup,
+            None => Birth::Spawned,
+        };
+        let state = self.state(prepared, status_write.as_fd(), birth);
+        let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
+            .map_err(SpawnError::Memfd)?;
+
+        // Exactly these fds cross into the executor, at the numbers the spawn state names;
+        // everything else the manager holds is close-on-exec. The pinned executor crosses too:
+        // an interpreter started for a script executor opens it by its /proc/self/fd path
+        // after the exec. The real executor closes it.
         let mut keep: Vec<BorrowedFd<'_>> =
             vec![memfd.as_fd(), status_write.as_fd(), self.pinned.as_fd()];
-        keep.extend(passed_fds(passing, extras.log).filter(|fd| named.contains(&fd.as_raw_fd())));
-        keep.extend(extras.ready);
-        keep.extend(handed_back(service, extras).map(|s| s.fd.as_fd()));
+        keep.extend(Self::service_fds(prepared, &state));
         let fd_arg = CString::new(memfd.as_raw_fd().to_string()).expect("no NUL in a number");
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
-        if let Some((_, cgroup)) = &into {
-            match crate::sys::spawn_into_cgroup(
-                &self.exec_path,
-                &argv,
-                &keep,
-                cgroup.as_fd(),
-                &mut self.stack,
-            ) {
-                Ok(pid) => return Ok((new_pid(pid)?, status_read)),
-                // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7):
-                // posix_spawn from now on, with the executor joining every cgroup.
-                Err(e) if is_unsupported(&e) => {
-                    self.clone_into_cgroup = false;
-                    self.notes.push(format!(
-                        "clone3 with CLONE_INTO_CGROUP is not available ({e}): services join their cgroups after they start"
-                    ));
-                    return self.spawn(service, passing, cgroups, None, extras);
-                }
-                Err(e) => return Err(SpawnError::Spawn(e)),
+        match clone_executor(
+            &self.exec_path,
+            &mut self.stack,
+            &argv,
+            &keep,
+            into.as_ref(),
+        ) {
+            Ok(pid) => Ok((pid, status_read)),
+            // clone3 into a cgroup is not available: posix_spawn, as from now on.
+            Err(Cloned::Unsupported(e)) => {
+                drop(keep);
+                self.unsupported(&e);
+                self.spawn_fresh(prepared)
+            }
+            Err(Cloned::Failed(e)) => Err(SpawnError::Spawn(e)),
+        }
+    }
+
+    /// An O_PATH fd on the v2 cgroup directory `unified`, to be born in (CLONE_INTO_CGROUP),
+    /// where the kernel can: then the executor only joins the v1 hierarchies, if any.
+    fn cgroup_fd(&self, unified: Option<&Path>) -> Option<OwnedFd> {
+        unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {
+            rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        })
+    }
+
+    /// clone3 with CLONE_INTO_CGROUP was refused for want of kernel support (`e`).
+    fn unsupported(&mut self, e: &std::io::Error) {
+        self.clone_into_cgroup = false;
+        self.notes.push(format!(
+            "clone3 with CLONE_INTO_CGROUP is not available ({e}): services join their cgroups after they start"
+        ));
+    }
+
+    /// Adds one idle executor to `pool`, born in the cgroup `unified` (the service's v2 one)
+    /// where the kernel can.
+    pub fn fill(&mut self, pool: &mut Pool, unified: Option<&Path>) -> Result<(), SpawnError> {
+        let into = self.cgroup_fd(unified);
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(SpawnError::Pipe)?;
+        // Ours only: the executor blocks on its end until its state comes.
+        rustix::fs::fcntl_setfl(&ours, OFlags::NONBLOCK).map_err(SpawnError::Pipe)?;
+        let birth = match into {
+            Some(_) => Birth::InCgroup,
+            None => Birth::Spawned,
+        };
+        let fd_arg = CString::new(theirs.as_raw_fd().to_string()).expect("no NUL in a number");
+        let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--pooled", fd_arg.as_c_str()];
+        let keep = [theirs.as_fd(), self.pinned.as_fd()];
+        let pid = match clone_executor(
+            &self.exec_path,
+            &mut self.stack,
+            &argv,
+            &keep,
+            into.as_ref(),
+        ) {
+            Ok(pid) => pid,
+            Err(Cloned::Unsupported(e)) => {
+                self.unsupported(&e);
+                return self.fill(pool, unified);
+            }
+            Err(Cloned::Failed(e)) => return Err(SpawnError::Spawn(e)),
+        };
+        pool.put(Pooled {
+            pid,
+            socket: ours,
+            birth,
+        });
+        Ok(())
+    }
+}
+
+/// What a spawn knows before it picks an executor.
+struct Prepared<'a> {
+    service: &'a config::Service,
+    credentials: Option<&'a Resolved>,
+    passing: Passing<'a>,
+    extras: Extras<'a>,
+    notify: Option<&'a Path>,
+    cgroups: &'a [PathBuf],
+    unified: Option<&'a Path>,
+}
+
+/// Why an idle executor did not take a spawn.
+enum HandOver {
+    /// The state or its fds do not fit one message; the executor is still good.
+    Unfit(Pooled),
+    /// Its socket is closed: it died while idle.
+    Gone,
+    /// The spawn cannot be made by any executor.
+    Failed(SpawnError),
+}
+
+/// Why cloning an executor failed.
+enum Cloned {
+    /// clone3 into a cgroup is not available here; the spawner uses posix_spawn from now on.
+    Unsupported(std::io::Error),
+    Failed(std::io::Error),
+}
+
+/// Clones the executor at `exec_path` with `argv`, passing `keep`: born in the cgroup `into`
+/// (clone3 on `stack`) if given, else by posix_spawn.
+fn clone_executor(
+    exec_path: &CStr,
+    stack: &mut crate::sys::Launcher,
+    argv: &[&CStr],
+    keep: &[BorrowedFd<'_>],
+    into: Option<&OwnedFd>,
+) -> Result<Pid, Cloned> {
+    let pid = match into {
+        Some(cgroup) => {
+            match crate::sys::spawn_into_cgroup(exec_path, argv, keep, cgroup.as_fd(), stack) {
+                Ok(pid) => pid,
+                // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7).
+                Err(e) if is_unsupported(&e) => return Err(Cloned::Unsupported(e)),
+                Err(e) => return Err(Cloned::Failed(e)),
             }
         }
-        let pid =
-            crate::sys::posix_spawn(&self.exec_path, &argv, &keep).map_err(SpawnError::Spawn)?;
-        Ok((new_pid(pid)?, status_read))
+        None => crate::sys::posix_spawn(exec_path, argv, keep).map_err(Cloned::Failed)?,
+    };
+    Pid::new(pid).ok_or_else(|| Cloned::Failed(no_pid()))
+}
+
+fn no_pid() -> std::io::Error {
+    std::io::Error::other("no pid")
+}
+
+/// Sends `message` with `fds` on `socket` as one datagram, without blocking and without
+/// SIGPIPE when the other end is gone.
+fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    message: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), rustix::io::Errno> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space =
+        vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(rustix::io::Errno::NOBUFS);
+    }
+    let iov = [std::io::IoSlice::new(message)];
+    loop {
+        match rustix::net::sendmsg(
+            socket,
+            &iov,
+            &mut control,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        ) {
+            Ok(n) if n == message.len() => return Ok(()),
+            // A datagram goes whole or not at all.
+            Ok(_) => return Err(rustix::io::Errno::MSGSIZE),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -398,10 +612,6 @@ fn is_unsupported(e: &std::io::Error) -> bool {
     ]
     .iter()
     .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
-}
-
-fn new_pid(raw: i32) -> Result<Pid, SpawnError> {
-    Pid::new(raw).ok_or_else(|| SpawnError::Spawn(std::io::Error::other("no pid")))
 }
 
 /// A memfd holding `bytes`, sealed: whoever holds it can trust that what it reads is what we

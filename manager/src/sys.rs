@@ -343,8 +343,7 @@ pub fn posix_spawn(path: &CStr, argv: &[&CStr], keep: &[BorrowedFd<'_>]) -> io::
 }
 
 /// What the child of [`spawn_into_cgroup`] needs, in memory it shares with the parent
-/// (CLONE_VM). The parent is suspended (CLONE_VFORK) until the child has exec'd or exited, so
-/// every pointer here stays valid for as long as the child uses it.
+/// (CLONE_VM): in its [`Slot`], which nothing touches until the child has exec'd or exited.
 #[repr(C)]
 struct ChildData {
     path: *const libc::c_char,
@@ -352,28 +351,77 @@ struct ChildData {
     envp: *const *const libc::c_char,
     keep: *const RawFd,
     keep_len: usize,
-    /// Set by the child when execve fails.
+    /// Set by the child when it cannot exec.
     errno: i32,
 }
 
+/// A raw system call with up to three arguments, returning the kernel's result (-errno on
+/// failure). The child of a clone shares our memory and our thread pointer, so it must not
+/// touch libc's `errno` (our thread's): it calls the kernel through this alone.
+///
+/// # Safety
+///
+/// As for the system call `nr` with those arguments.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the call itself; the asm clobbers only what the kernel's
+    // calling convention says it does.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr as usize,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            options(nostack),
+        );
+    }
+    ret
+}
+
 /// The child's whole life: clear close-on-exec on the fds it must pass on, exec. Runs on its
-/// own stack in the parent's memory, with every signal blocked, so it calls nothing but raw
-/// system calls (no allocation, no locks, nothing that could touch state the parent relies on).
+/// own stack in the parent's memory, with every signal blocked, while the parent goes on (or
+/// is suspended, for a CLONE_VFORK child), so it makes raw system calls and nothing else: no
+/// allocation, no locks, no `errno`, nothing that could touch state the parent relies on.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" fn child(data: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `data` is the parent's live `ChildData` (see its comment); the fds and strings it
-    // points to are owned by the suspended parent. Raw syscalls only touch the kernel's view.
+    // SAFETY: `data` is the `ChildData` of this child's slot (see `Slot`), which the parent
+    // leaves alone until the kernel has told it the child exec'd or exited; the strings and
+    // fds it points to live in the same slot (or the spawner, for the path).
     unsafe {
         let data = &mut *data.cast::<ChildData>();
         for i in 0..data.keep_len {
             let fd = *data.keep.add(i);
-            if libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, 0) < 0 {
-                data.errno = *libc::__errno_location();
-                libc::syscall(libc::SYS_exit, 127);
+            let rc = raw_syscall(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0);
+            if rc < 0 {
+                data.errno = -rc as i32;
+                raw_syscall(libc::SYS_exit, 127, 0, 0);
             }
         }
-        libc::syscall(libc::SYS_execve, data.path, data.argv, data.envp);
-        data.errno = *libc::__errno_location();
-        libc::syscall(libc::SYS_exit, 127);
+        let rc = raw_syscall(
+            libc::SYS_execve,
+            data.path as usize,
+            data.argv as usize,
+            data.envp as usize,
+        );
+        data.errno = -rc as i32;
+        raw_syscall(libc::SYS_exit, 127, 0, 0);
     }
     127
 }
@@ -452,53 +500,145 @@ unsafe extern "C" {
     ) -> libc::c_long;
 }
 
-/// The child's stack: the parent is suspended while the child runs, so one is enough.
-pub struct ChildStack(Box<[u128]>);
+/// One child's stack and everything it reads, owned by the child from the clone until the
+/// kernel zeroes `busy` (CLONE_CHILD_CLEARTID: at the child's exec, or its exit).
+#[repr(C)]
+struct Slot {
+    busy: std::sync::atomic::AtomicU32,
+    data: ChildData,
+    argv: Vec<std::ffi::CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp: [*const libc::c_char; 1],
+    keep: Vec<RawFd>,
+    stack: Box<[u128]>,
+}
 
-impl Default for ChildStack {
-    fn default() -> Self {
-        // 64 KiB: the child makes a few system calls and nothing else.
-        ChildStack(vec![0u128; 4096].into_boxed_slice())
+impl Slot {
+    fn new() -> Box<Slot> {
+        Box::new(Slot {
+            busy: std::sync::atomic::AtomicU32::new(0),
+            data: ChildData {
+                path: std::ptr::null(),
+                argv: std::ptr::null(),
+                envp: std::ptr::null(),
+                keep: std::ptr::null(),
+                keep_len: 0,
+                errno: 0,
+            },
+            argv: Vec::new(),
+            argv_ptrs: Vec::new(),
+            envp: [std::ptr::null()],
+            keep: Vec::new(),
+            // 16 KiB: the child makes a few system calls and nothing else.
+            stack: vec![0u128; 1024].into_boxed_slice(),
+        })
+    }
+
+    fn free(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 }
 
-/// posix_spawn's CLONE_VM|CLONE_VFORK spawn, plus CLONE_INTO_CGROUP: the child is born in the
-/// cgroup `cgroup` (a v2 directory), so nobody has to migrate it there. (A migration takes the
-/// kernel's cgroup threadgroup lock for writing, which can wait out an RCU grace period: many
-/// milliseconds.) `keep` are the fds that must survive the exec (FD_CLOEXEC cleared in the
-/// child only). Returns the pid, or the errno of clone3 or of the child's execve; an error
-/// from clone3 itself (ENOSYS before Linux 5.3, E2BIG/EINVAL before 5.7) means: use
-/// posix_spawn.
+/// The clones in flight: children of [`spawn_into_cgroup`] that have not exec'd yet, each on
+/// a slot of its own. At most [`Launcher::SLOTS`]; when all are taken, the next clone waits for
+/// its exec (CLONE_VFORK) on the slot kept for that.
+pub struct Launcher {
+    /// Boxed: a child's kernel holds the address of its slot's `busy`, which must not move
+    /// when the vector grows.
+    #[allow(clippy::vec_box)]
+    slots: Vec<Box<Slot>>,
+    vfork: Box<Slot>,
+}
+
+impl Default for Launcher {
+    fn default() -> Self {
+        Launcher {
+            slots: Vec::new(),
+            vfork: Slot::new(),
+        }
+    }
+}
+
+impl Launcher {
+    const SLOTS: usize = 8;
+
+    /// A free slot for a child that runs beside us; `None`: wait for this one's exec.
+    fn free_slot(&mut self) -> Option<&mut Slot> {
+        if let Some(i) = self.slots.iter().position(|slot| slot.free()) {
+            return Some(&mut self.slots[i]);
+        }
+        if self.slots.len() < Self::SLOTS {
+            self.slots.push(Slot::new());
+            return self.slots.last_mut().map(|slot| &mut **slot);
+        }
+        None
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // A child still before its exec would have the kernel write into a freed slot when it
+        // gets there: those slots are left to the process's end instead.
+        for slot in std::mem::take(&mut self.slots) {
+            if !slot.free() {
+                std::mem::forget(slot);
+            }
+        }
+    }
+}
+
+/// posix_spawn's CLONE_VM spawn (no page of ours is copied, however large we are), plus
+/// CLONE_INTO_CGROUP: the child is born in the cgroup `cgroup` (a v2 directory), so nobody has
+/// to migrate it there. (A migration takes the kernel's cgroup threadgroup lock for writing,
+/// which can wait out an RCU grace period: many milliseconds.) Unlike posix_spawn, we do not
+/// wait for the child's exec (no CLONE_VFORK) while a slot is free: the child execs on another
+/// core while the loop goes on with the next event. `keep` are the fds that must survive the
+/// exec (FD_CLOEXEC cleared in the child only). Returns the pid, or the errno of clone3 (or,
+/// when it waited for the exec, of the child's execve; else a failed exec is the child's exit
+/// status 127). An error from clone3 itself (ENOSYS before Linux 5.3, E2BIG/EINVAL before 5.7)
+/// means: use posix_spawn.
 pub fn spawn_into_cgroup(
     path: &CStr,
     argv: &[&CStr],
     keep: &[BorrowedFd<'_>],
     cgroup: BorrowedFd<'_>,
-    stack: &mut ChildStack,
+    launcher: &mut Launcher,
 ) -> io::Result<i32> {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        let _ = (path, argv, keep, cgroup, stack);
+        let _ = (path, argv, keep, cgroup, launcher);
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let argv_ptrs = pointers(argv);
-        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-        let keep: Vec<RawFd> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
-        let mut data = ChildData {
+        let (slot, waits) = match launcher.free_slot() {
+            Some(slot) => (slot, false),
+            None => (&mut *launcher.vfork, true),
+        };
+        slot.argv = argv.iter().map(|a| (*a).to_owned()).collect();
+        slot.argv_ptrs = slot
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        slot.keep = keep.iter().map(|fd| fd.as_raw_fd()).collect();
+        slot.data = ChildData {
             path: path.as_ptr(),
-            argv: argv_ptrs.as_ptr(),
-            envp: envp.as_ptr(),
-            keep: keep.as_ptr(),
-            keep_len: keep.len(),
+            argv: slot.argv_ptrs.as_ptr(),
+            envp: slot.envp.as_ptr(),
+            keep: slot.keep.as_ptr(),
+            keep_len: slot.keep.len(),
             errno: 0,
         };
-        let stack_bytes = std::mem::size_of_val(&*stack.0);
+        slot.busy.store(1, std::sync::atomic::Ordering::Release);
+        let stack_bytes = std::mem::size_of_val(&*slot.stack);
+        let vfork = if waits { libc::CLONE_VFORK as u64 } else { 0 };
         let args = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+            flags: (libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID) as u64 | vfork | CLONE_INTO_CGROUP,
+            child_tid: slot.busy.as_ptr() as u64,
             exit_signal: libc::SIGCHLD as u64,
-            stack: stack.0.as_mut_ptr() as u64,
+            stack: slot.stack.as_mut_ptr() as u64,
             stack_size: stack_bytes as u64,
             cgroup: cgroup.as_raw_fd() as u64,
             ..CloneArgs::default()
@@ -514,34 +654,34 @@ pub fn spawn_into_cgroup(
             libc::sigfillset(all.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
         }
-        // SAFETY: `args` describes a stack we own exclusively (the parent is suspended until the
-        // child execs or exits, so the stack and `data` outlive the child's use of them);
-        // `child` only makes raw system calls on what `data` points to.
+        let data: *mut ChildData = &mut slot.data;
+        // SAFETY: `args` describes the slot's stack, which only this child uses: the slot is
+        // not handed out again until the kernel clears `busy` at the child's exec or exit
+        // (CLONE_CHILD_CLEARTID), and the launcher never frees a busy slot. `child` only makes
+        // raw system calls on what the slot holds.
         let ret = unsafe {
-            steward_clone3_call(
-                &args,
-                std::mem::size_of::<CloneArgs>(),
-                child,
-                (&mut data as *mut ChildData).cast(),
-            )
+            steward_clone3_call(&args, std::mem::size_of::<CloneArgs>(), child, data.cast())
         };
         // SAFETY: restores the mask saved above, initialised by the earlier call.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
         }
         if ret < 0 {
+            slot.busy.store(0, std::sync::atomic::Ordering::Release);
             return Err(io::Error::from_raw_os_error(-ret as i32));
         }
         let pid = ret as i32;
-        // The child is gone or exec'd by now (CLONE_VFORK); reading what it wrote is ordered
-        // after its exit by the vfork completion.
-        // SAFETY: `data` is our live local; volatile because the write came from the child.
-        let errno = unsafe { std::ptr::read_volatile(&data.errno) };
-        if errno != 0 {
-            let mut status = 0;
-            // SAFETY: reaps our own failed child; `status` is a live local.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            return Err(io::Error::from_raw_os_error(errno));
+        if waits {
+            // The child is gone or exec'd by now (CLONE_VFORK); reading what it wrote is
+            // ordered after its exit by the vfork completion.
+            // SAFETY: the slot is ours again; volatile because the write came from the child.
+            let errno = unsafe { std::ptr::read_volatile(&slot.data.errno) };
+            if errno != 0 {
+                let mut status = 0;
+                // SAFETY: reaps our own failed child; `status` is a live local.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                return Err(io::Error::from_raw_os_error(errno));
+            }
         }
         Ok(pid)
     }

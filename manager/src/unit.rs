@@ -13,6 +13,7 @@ use crate::config;
 use crate::fd_store::{Poll, Stored};
 use crate::logfile::LogFile;
 use crate::output::{Pipe, Ring, Splitter};
+use crate::pool::Pool;
 use crate::sockets::{Connection, Listener};
 use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
 
@@ -77,6 +78,9 @@ pub struct Io {
     pub ready_pipe: Option<(Pid, OwnedFd)>,
     /// Its fd store, in the order stored: kept across restarts, emptied by a stop.
     pub stored: Vec<Stored>,
+    /// Its idle executors (`executor_pool`), while its state wants them. Not carried across a
+    /// reexec: they see their sockets close and exit, and the new image fills the pool again.
+    pub pool: Pool,
 }
 
 impl Unit {
@@ -111,6 +115,7 @@ impl Unit {
                 errno: None,
                 ready_pipe: None,
                 stored: Vec::new(),
+                pool: Pool::default(),
             },
         }
     }
@@ -278,6 +283,7 @@ impl Unit {
                         poll: if f.poll { Poll::Unpollable } else { Poll::Off },
                     })
                     .collect(),
+                pool: Pool::default(),
             },
         }
     }

@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 
 /// The first bytes of every encoded spawn state.
 pub const MAGIC: [u8; 4] = *b"STWD";
-/// Bumped whenever [`SpawnState`] changes shape; the executor refuses any other.
-pub const VERSION: u32 = 4;
+/// Bumped whenever [`SpawnState`] or the [`handover`] changes shape; the executor refuses any
+/// other.
+pub const VERSION: u32 = 5;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -400,6 +401,51 @@ pub(crate) fn with_header(magic: [u8; 4], version: u32, payload: &[u8]) -> Vec<u
     out
 }
 
+/// The most fds one [`handover`] carries: the kernel passes at most 253 in one message
+/// (`SCM_MAX_FD`).
+pub const MAX_HANDOVER_FDS: usize = 250;
+
+/// The largest [`handover`] message: it travels as one datagram of a socket pair, which the
+/// socket's buffer must hold whole. A bigger spawn state goes to a fresh executor in a memfd.
+pub const MAX_HANDOVER: usize = 64 * 1024;
+
+/// The one message a pooled executor (`steward-executor --pooled FD`) receives: the count and
+/// the manager's numbers of the fds that come with it, in the order they travel, then the
+/// encoded spawn state. The numbers tell the executor where each received fd belongs, since the
+/// spawn state names fds by the manager's numbers: after renumbering, the executor sees what a
+/// freshly spawned one would.
+pub fn handover(numbers: &[i32], state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 4 * numbers.len() + state.len());
+    out.extend_from_slice(&(numbers.len() as u32).to_le_bytes());
+    for n in numbers {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(state);
+    out
+}
+
+/// Splits a [`handover`] into the fd numbers and the encoded spawn state.
+pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, &[u8]), DecodeError> {
+    let truncated = |needed| DecodeError::Truncated {
+        needed,
+        got: bytes.len(),
+    };
+    let count = u32::from_le_bytes(bytes.get(..4).ok_or(truncated(4))?.try_into().expect("4"));
+    let count = count as usize;
+    if count > MAX_HANDOVER_FDS {
+        return Err(DecodeError::Malformed {
+            reason: alloc::format!("{count} fds announced, more than {MAX_HANDOVER_FDS}"),
+        });
+    }
+    let end = 4 + 4 * count;
+    let numbers = bytes.get(4..end).ok_or(truncated(end))?;
+    let numbers = numbers
+        .chunks_exact(4)
+        .map(|n| i32::from_le_bytes(n.try_into().expect("4 bytes")))
+        .collect();
+    Ok((numbers, &bytes[end..]))
+}
+
 /// Checks a header and returns the payload length it announces; the executor calls this on the
 /// first [`HEADER_LEN`] bytes before reading the rest.
 pub fn decode_header(header: &[u8]) -> Result<usize, DecodeError> {
@@ -508,6 +554,27 @@ mod tests {
         let state = sample();
         let bytes = encode(&state).unwrap();
         assert_eq!(decode(&bytes).unwrap(), state);
+    }
+
+    #[test]
+    fn handover_round_trip_and_refusals() {
+        let state = encode(&sample()).unwrap();
+        let message = handover(&[7, 12, 40], &state);
+        let (numbers, rest) = split_handover(&message).unwrap();
+        assert_eq!(numbers, [7, 12, 40]);
+        assert_eq!(decode(rest).unwrap(), sample());
+        assert!(matches!(
+            split_handover(&message[..6]),
+            Err(DecodeError::Truncated { needed: 16, .. })
+        ));
+        assert!(matches!(
+            split_handover(&9999u32.to_le_bytes()),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            split_handover(b""),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]

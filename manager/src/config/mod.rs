@@ -128,6 +128,13 @@ pub struct Service {
     pub accept: bool,
     /// `max_connections`, default `64`: accept mode, how many instances may run at once.
     pub max_connections: u32,
+    /// `executor_pool`, default `1` for a lazy or accept service without `tasks_max`, else
+    /// `0`: how many executors wait, exec'd already and in the service's cgroup, for the
+    /// connection that spawns it (0 to 16). A connection then costs one message to one of
+    /// them instead of starting an executor. Each idle one is a process of about 100 KiB,
+    /// counted in the service's `memory_max` and `tasks_max`. Only for lazy and accept
+    /// services.
+    pub executor_pool: u32,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;
     /// `group` defaults to the user's primary group.
@@ -217,6 +224,7 @@ impl Service {
             lazy: false,
             accept: false,
             max_connections: 64,
+            executor_pool: 0,
             credentials: None,
             working_directory: "/".into(),
             environment: Vec::new(),

@@ -23,6 +23,9 @@ type Value<'i> = Spanned<DeValue<'i>>;
 /// The largest `fd_store`: each stored fd is one of the manager's, under its RLIMIT_NOFILE.
 pub const FD_STORE_MAX: i64 = 4096;
 
+/// The most idle executors one service may keep (`executor_pool`).
+const EXECUTOR_POOL_MAX: i64 = 16;
+
 const NAME_RULE: &str = "names are 1 to 64 characters of A-Z a-z 0-9 _ . -";
 
 /// Parses every file and applies the rules that span files (unique names, one `[manager]`).
@@ -579,6 +582,7 @@ impl Cx<'_> {
         let mut group = None;
         let mut supplementary = None;
         let mut sockets = None;
+        let mut pool = None;
         for (key, value) in table.iter() {
             let k = key.get_ref().as_ref();
             let known = match k {
@@ -596,6 +600,12 @@ impl Cx<'_> {
                     &mut s.max_connections,
                     self.integer(k, value, 1..65_536).map(|n| n as u32),
                 ),
+                "executor_pool" => {
+                    pool = self
+                        .integer(k, value, 0..EXECUTOR_POOL_MAX + 1)
+                        .map(|n| n as u32);
+                    true
+                }
                 "user" => {
                     user = self.id(k, value);
                     true
@@ -680,7 +690,31 @@ impl Cx<'_> {
             s.sockets = self.sockets(&n, value, owner);
         }
         self.rules(&mut s, &spans);
+        self.pool(&mut s, pool, &spans);
         s
+    }
+
+    /// `executor_pool`, once `lazy` is settled (accept mode implies it).
+    fn pool(
+        &mut self,
+        s: &mut Service,
+        written: Option<u32>,
+        spans: &HashMap<String, Range<usize>>,
+    ) {
+        // A task limit is the operator's count of the service's processes: an idle executor
+        // would take one of them unasked.
+        let default = u32::from(s.lazy && s.tasks_max.is_none());
+        s.executor_pool = written.unwrap_or(default);
+        if s.executor_pool > 0 && !s.lazy {
+            let at = spans.get("executor_pool").cloned().unwrap_or(0..0);
+            self.error(
+                at,
+                format!(
+                    "service `{}`: `executor_pool` needs `lazy` or `accept`: only a connection spawns ahead of time",
+                    s.name
+                ),
+            );
+        }
     }
 
     /// The rules that tie keys of one service together.

@@ -18,6 +18,7 @@ use crate::cgroups::{Cgroups, Limits};
 use crate::config::{self, Signal, StdioMode};
 use crate::log;
 use crate::output::{self, Pipe};
+use crate::pool::Filling;
 use crate::registry::UnitId;
 use crate::sockets::{self, Listener};
 use crate::spawn::{Extras, Passing, SpawnError, Spawner};
@@ -59,24 +60,7 @@ impl UnitSpawn<'_> {
         service: &config::Service,
         connection: Option<&sockets::Connection>,
     ) -> Result<Pid, SpawnError> {
-        let limits = Limits {
-            memory_max: service.memory_max,
-            tasks_max: service.tasks_max,
-        };
-        // Made once, and again only when a reload changed the limits: an accept service
-        // spawns per connection and must not mkdir and write its limits each time.
-        let dirs = match &self.io.cgroup {
-            Cgroup::Made(prepared) if prepared.limits == limits => prepared.dirs.clone(),
-            Cgroup::Absent | Cgroup::Made(_) | Cgroup::Lingering => {
-                let prepared = self
-                    .cgroups
-                    .prepare(&service.name, limits)
-                    .map_err(SpawnError::Cgroup)?;
-                let dirs = prepared.dirs.clone();
-                self.io.cgroup = Cgroup::Made(prepared);
-                dirs
-            }
-        };
+        let dirs = cgroup_dirs(self.cgroups, self.io, service)?;
         // Only a memory-limited service has a memory cgroup whose OOM kills can be counted.
         self.io.oom_baseline = service
             .memory_max
@@ -84,15 +68,21 @@ impl UnitSpawn<'_> {
         // An accept instance gets pipes of its own, so its lines carry its name.
         let mut instance_pipes = Vec::new();
         let mut instance_writers = Vec::new();
-        if connection.is_some() && matches!(service.stdio, StdioMode::Log | StdioMode::Socket) {
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                let (pipe, write) = output::pipe(stream).map_err(SpawnError::LogPipe)?;
-                instance_pipes.push(pipe);
-                instance_writers.push(write);
-            }
+        let streams: &[Stream] = match (connection, &service.stdio) {
+            (Some(_), StdioMode::Log) => &[Stream::Stdout, Stream::Stderr],
+            // The connection is its stdout.
+            (Some(_), StdioMode::Socket) => &[Stream::Stderr],
+            _ => &[],
+        };
+        for &stream in streams {
+            let (pipe, write) = output::pipe(stream).map_err(SpawnError::LogPipe)?;
+            instance_pipes.push(pipe);
+            instance_writers.push(write);
         }
         let log: Option<[BorrowedFd<'_>; 2]> = match (&instance_writers[..], &self.io.writers) {
             ([out, err], _) => Some([out.as_fd(), err.as_fd()]),
+            // stdio = "socket": the spawn state names only the stderr pipe.
+            ([err], _) => Some([err.as_fd(), err.as_fd()]),
             (_, Some([out, err])) if connection.is_none() => Some([out.as_fd(), err.as_fd()]),
             _ => None,
         };
@@ -125,12 +115,13 @@ impl UnitSpawn<'_> {
                 None => &self.io.stored,
             },
         };
-        let (pid, status) = self
-            .spawner
-            .spawn(service, passing, &dirs, unified, extras)?;
+        let (pid, status) =
+            self.spawner
+                .spawn(service, passing, &dirs, unified, extras, &mut self.io.pool)?;
         // Our copies of the instance's write ends (and of the readiness pipe's) close here, so
         // those pipes end with the process.
         drop(instance_writers);
+
         self.spawned.push(Spawned {
             pid,
             status,
@@ -138,6 +129,31 @@ impl UnitSpawn<'_> {
             ready: ready.map(|(read, _)| read),
         });
         Ok(pid)
+    }
+}
+
+/// The service's cgroup directories: made once, and again only when a reload changed the
+/// limits (an accept service spawns per connection and must not mkdir and write its limits
+/// each time).
+fn cgroup_dirs(
+    cgroups: &Cgroups,
+    io: &mut Io,
+    service: &config::Service,
+) -> Result<Vec<PathBuf>, SpawnError> {
+    let limits = Limits {
+        memory_max: service.memory_max,
+        tasks_max: service.tasks_max,
+    };
+    match &io.cgroup {
+        Cgroup::Made(prepared) if prepared.limits == limits => Ok(prepared.dirs.clone()),
+        Cgroup::Absent | Cgroup::Made(_) | Cgroup::Lingering => {
+            let prepared = cgroups
+                .prepare(&service.name, limits)
+                .map_err(SpawnError::Cgroup)?;
+            let dirs = prepared.dirs.clone();
+            io.cgroup = Cgroup::Made(prepared);
+            Ok(dirs)
+        }
     }
 }
 
@@ -286,6 +302,13 @@ impl Manager {
         }
         self.sync_watch(id);
         if reconfiguring {
+            // Idle executors were made for the old config (its cgroup, its limits).
+            if let Some(unit) = self.registry.get_mut(id) {
+                unit.io.pool.truncate(0);
+            }
+        }
+        self.sync_pool(id);
+        if reconfiguring {
             self.open_log_pipes(id);
             self.trim_store(id);
         }
@@ -373,6 +396,54 @@ impl Manager {
             }
         }
         unit.io.watched = wants;
+    }
+
+    /// Retires the unit's idle executors beyond what its state wants; notes a pool that is
+    /// short, for the loop to fill when it is idle.
+    pub(super) fn sync_pool(&mut self, id: UnitId) {
+        let Some(unit) = self.registry.get_mut(id) else {
+            self.short_pools.remove(&id);
+            return;
+        };
+        let wanted = unit.supervisor.wants_pool();
+        unit.io.pool.truncate(wanted);
+        if unit.io.pool.len() < wanted {
+            self.short_pools.insert(id);
+        } else {
+            self.short_pools.remove(&id);
+        }
+    }
+
+    /// Fills every short pool.
+    pub(super) fn fill_pools(&mut self) {
+        for id in std::mem::take(&mut self.short_pools) {
+            let Some(unit) = self.registry.get_mut(id) else {
+                continue;
+            };
+            let wanted = unit.supervisor.wants_pool();
+            let service = unit.supervisor.config();
+            let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|dirs| {
+                let unified = self.cgroups.unified(&dirs);
+                while unit.io.pool.len() < wanted {
+                    self.spawner.fill(&mut unit.io.pool, unified)?;
+                }
+                Ok(())
+            });
+            let pool = &mut unit.io.pool;
+            match (filled, pool.filling) {
+                (Ok(()), _) => pool.filling = Filling::Works,
+                (Err(e), Filling::Works) => {
+                    pool.filling = Filling::Fails;
+                    log::service(
+                        unit.name(),
+                        format_args!(
+                            "cannot start an idle executor ({e}); spawning each one fresh"
+                        ),
+                    );
+                }
+                (Err(_), Filling::Fails) => {}
+            }
+        }
     }
 
     /// The unit came to rest: its cgroup goes (once the last of its processes is reaped), and

@@ -153,6 +153,10 @@ pub struct Manager {
     notify: notify::NotifySocket,
     /// Units whose state moved this turn: their consequences are applied at its end.
     moved: Vec<crate::registry::UnitId>,
+    /// Units whose pool of idle executors is short, filled when the loop has nothing else to
+    /// do: under a storm of connections each spawns fresh (an idle executor would only add a
+    /// wakeup), between connections the next one finds an executor waiting.
+    short_pools: std::collections::BTreeSet<crate::registry::UnitId>,
     /// Stops waiting for what depends on their unit to stop first.
     stop_jobs: std::collections::BTreeMap<crate::registry::UnitId, jobs::Job>,
     /// Control clients waiting for services to settle.
@@ -353,6 +357,7 @@ impl Manager {
             phase: Phase::Running,
             notify,
             moved: Vec::new(),
+            short_pools: std::collections::BTreeSet::new(),
             stop_jobs: Default::default(),
             waiters: Vec::new(),
         })
@@ -381,7 +386,16 @@ impl Manager {
         self.settle();
         self.snapshot();
         while let Some(timeout) = self.next_wait() {
-            let n = self.wait(&mut events, timeout);
+            let n = match self.short_pools.is_empty() {
+                true => self.wait(&mut events, timeout),
+                false => match self.wait(&mut events, Some(Duration::ZERO)) {
+                    0 => {
+                        self.fill_pools();
+                        self.wait(&mut events, timeout)
+                    }
+                    n => n,
+                },
+            };
             // Every turn, however busy: a loop that turns is a manager that is alive.
             if let Some(watchdog) = &mut self.watchdog {
                 watchdog.tick(Instant::now());

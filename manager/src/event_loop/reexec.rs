@@ -633,6 +633,7 @@ impl Manager {
         }
         self.watch_store(id);
         self.sync_watch(id);
+        self.sync_pool(id);
     }
 
     /// The first turn after taking over: what happened during the exec, the reply the client

@@ -615,6 +615,29 @@ impl Supervisor {
         }
     }
 
+    /// How many idle executors it should have now: its `executor_pool` while it listens for
+    /// the connection that spawns it (a lazy service at rest, an accept service at any time,
+    /// even at `max_connections`: an instance ending makes room at once), none otherwise.
+    pub fn wants_pool(&self) -> usize {
+        match self.state {
+            State::Listening {
+                intake: Intake::Open | Intake::Retrying,
+            } => self.config.executor_pool as usize,
+            State::Listening {
+                intake: Intake::BackingOff,
+            }
+            | State::Inactive
+            | State::Waiting
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Exited
+            | State::Restarting
+            | State::Stopping { .. }
+            | State::Failed(_)
+            | State::Retired => 0,
+        }
+    }
+
     /// A refused service whose table still has errors: these, now.
     pub fn refuse_again(&mut self, reason: &str) {
         if self.state == State::Failed(Cause::Config) {

@@ -1,0 +1,43 @@
+//! The executor tests of executor.rs, each spawn made the way the manager uses an idle executor
+//! of a service's `executor_pool`: `steward-executor --pooled FD` started ahead, then handed the
+//! spawn state and its fds in one message. A pooled executor must leave the service exactly
+//! what a fresh one leaves it.
+
+/// Every spawn goes through a pooled executor.
+const POOLED: bool = true;
+
+include!("executor/common.rs");
+
+#[test]
+fn a_pool_socket_closed_unused_ends_the_executor_quietly() {
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    drop(ours);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_handover_whose_fds_do_not_match_is_refused_clearly() {
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let state = steward_protocol::encode(&state("/bin/true", &["true"])).unwrap();
+    // Two fds announced, none sent.
+    send_with_fds(&ours, &steward_protocol::handover(&[5, 6], &state), &[]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the spawn state from fd 40: 2 fds announced, 0 received"),
+        "{stderr}"
+    );
+}

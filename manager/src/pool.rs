@@ -1,0 +1,73 @@
+//! Executors spawned ahead of need (`executor_pool`): each is the pinned executor, exec'd
+//! already and born in its service's cgroup, blocked reading its end of a socket pair. A spawn
+//! then sends it the spawn state and the fds in one message instead of cloning and exec'ing an
+//! executor on the way to the service, and the pool is filled again after the spawn, off the
+//! client's path.
+//!
+//! An idle executor runs no code of the service and holds none of its fds: closing our end of
+//! its socket (dropping its [`Pooled`]) is all it takes to retire it; it exits 0 and is reaped
+//! like any child nobody claims.
+
+use std::os::fd::OwnedFd;
+
+use crate::supervisor::Pid;
+
+/// One idle executor.
+pub struct Pooled {
+    /// Its pid, the service's once it has its state.
+    pub pid: Pid,
+    /// Our end of its socket pair (non-blocking, close-on-exec). The spawn state goes out on
+    /// it; then it is watched as a fresh executor's status pipe is: a report on failure, end of
+    /// file at the service's exec.
+    pub socket: OwnedFd,
+    /// How it came to be, which decides what its spawn state must still ask of it.
+    pub birth: Birth,
+}
+
+/// How an idle executor was spawned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Birth {
+    /// clone3 into the service's v2 cgroup: it only joins v1 hierarchies, if any.
+    InCgroup,
+    /// posix_spawn: it joins every cgroup itself, and glibc's internal signals are still
+    /// ignored in it.
+    Spawned,
+}
+
+/// Whether filling the pool works now, so that a pool that cannot be filled (the cgroup's
+/// `tasks_max` reached, out of memory) says so once, not at every spawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Filling {
+    #[default]
+    Works,
+    Fails,
+}
+
+/// A service's idle executors.
+#[derive(Default)]
+pub struct Pool {
+    idle: Vec<Pooled>,
+    pub filling: Filling,
+}
+
+impl Pool {
+    /// How many wait.
+    pub fn len(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The one that has waited longest.
+    pub fn take(&mut self) -> Option<Pooled> {
+        (!self.idle.is_empty()).then(|| self.idle.remove(0))
+    }
+
+    /// One more, or one taken that could not be used for this spawn after all.
+    pub fn put(&mut self, pooled: Pooled) {
+        self.idle.push(pooled);
+    }
+
+    /// Retires all but `keep` of them.
+    pub fn truncate(&mut self, keep: usize) {
+        self.idle.truncate(keep);
+    }
+}
