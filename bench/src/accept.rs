@@ -445,5 +445,12 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
     section
         .figures
         .insert("lazy.systemd.p50_us".into(), d.p50.as_secs_f64() * 1e6);
+    if !d.p50.is_zero() {
+        let ratio = s.p50.as_secs_f64() / d.p50.as_secs_f64();
+        section.markdown.push_str(&format!(
+            "\nsteward ÷ systemd-socket-activate, p50: {ratio:.2}×.\n"
+        ));
+        section.figures.insert("lazy.ratio_systemd".into(), ratio);
+    }
     Ok(section)
 }
