@@ -27,10 +27,17 @@ start_limit_interval = "1s"
 const WINDOWS: usize = 3;
 
 /// Cycles per second of the bare loop over `window`: posix_spawn the tiny service with its
-/// stdio on /dev/null (as `stdio = "null"` gives it), wait for it, again.
-fn bare_rate(ctx: &Ctx, window: Duration) -> anyhow::Result<f64> {
-    let path = CString::new(ctx.tiny().as_os_str().as_bytes())?;
-    let argv = [path.clone()];
+/// stdio on /dev/null (as `stdio = "null"` gives it), wait for it, again. `via_stub`: spawn
+/// it through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the floor of a
+/// manager/executor split.
+fn bare_rate(ctx: &Ctx, window: Duration, via_stub: bool) -> anyhow::Result<f64> {
+    let tiny = CString::new(ctx.tiny().as_os_str().as_bytes())?;
+    let (path, argv) = if via_stub {
+        let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
+        (stub.clone(), vec![stub, tiny])
+    } else {
+        (tiny.clone(), vec![tiny])
+    };
     let envp: [CString; 0] = [];
     let null = std::fs::File::options()
         .read(true)
@@ -83,19 +90,25 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     }
     // Stopped before the bare loop runs: on two cores, a respawning steward would slow it.
     drop(manager);
-    bare_rate(ctx, Duration::from_millis(200))?; // warm-up: page cache, the kernel's caches
-    let mut bare = Vec::new();
+    // Warm-up: page cache, the kernel's caches.
+    bare_rate(ctx, Duration::from_millis(200), false)?;
+    bare_rate(ctx, Duration::from_millis(200), true)?;
+    let (mut bare, mut two) = (Vec::new(), Vec::new());
+    // Interleaved, so that a burst of other work on the machine falls on both.
     for _ in 0..WINDOWS {
-        bare.push(bare_rate(ctx, window)?);
+        bare.push(bare_rate(ctx, window, false)?);
+        two.push(bare_rate(ctx, window, true)?);
     }
     let steward = median(&mut rates);
-    let bare_median = median(&mut bare);
     let cycle_ms = 1000.0 / steward;
-    let bare_ms = 1000.0 / bare_median;
+    let bare_ms = 1000.0 / median(&mut bare);
+    let two_ms = 1000.0 / median(&mut two);
     let ratio = cycle_ms / bare_ms;
+    let floor = two_ms / bare_ms;
     println!(
-        "respawn: steward {steward:.0} cycles/s, {cycle_ms:.3} ms per cycle; \
-         bare posix_spawn+wait {bare_median:.0} cycles/s, {bare_ms:.3} ms; ratio {ratio:.2}×"
+        "respawn: steward {cycle_ms:.3} ms per cycle; bare posix_spawn+wait {bare_ms:.3} ms; \
+         through the exec-only stub {two_ms:.3} ms; steward ÷ bare {ratio:.2}×, \
+         stub ÷ bare {floor:.2}×"
     );
     let mut section = Section {
         markdown: format!(
@@ -106,13 +119,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              Beside it, after steward has stopped, the least any supervisor does per respawn: \
              the benchmark process itself posix_spawns the same service (stdio on /dev/null, \
              as `stdio = \"null\"` gives it) and waits for it, back to back, over the same \
-             windows.\n\n\
+             windows; and the same loop spawning the exec-only stub of `bench/floor/`, which \
+             execs the service: two execs per cycle, the floor of steward's split (manager, \
+             executor, service) without any of its work.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
-             | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\n\
-             steward ÷ bare loop, per cycle: **{ratio:.2}×**.\n",
+             | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
+             | the same through the exec-only stub (two execs) | {} | {two_ms:.3} ms |\n\n\
+             steward ÷ bare loop, per cycle: **{ratio:.2}×**; the two-exec floor ÷ bare loop: \
+             {floor:.2}×.\n",
             list(&rates),
             list(&bare),
+            list(&two),
             secs = window.as_secs(),
         ),
         ..Section::default()
@@ -120,5 +138,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.figures.insert("respawn.ms".into(), cycle_ms);
     section.figures.insert("respawn.bare_ms".into(), bare_ms);
     section.figures.insert("respawn.ratio_bare".into(), ratio);
+    section.figures.insert("respawn.two_exec_ms".into(), two_ms);
+    section.figures.insert("respawn.floor_ratio".into(), floor);
     Ok(section)
 }

@@ -193,6 +193,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let mut executor_only = ExecutorOnly::new(ctx)?;
     let alone = Stats::of(&sample(300, budget, || executor_only.once())?);
     println!("spawn: executor alone (no manager) p50 {}", us(alone.p50));
+    // The floor of any split into a spawner and a service: two execs, the first of a static
+    // stub that does nothing else (`bench/floor/stub.c`).
+    let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
+    let stub_argv = [stub.clone(), path.clone()];
+    let two_exec = Stats::of(&sample(300, budget, || {
+        local_once(Local::PosixSpawn, &stub, &stub_argv)
+    })?);
+    println!("spawn: two execs (exec-only stub) p50 {}", us(two_exec.p50));
     let mut rows = Vec::new();
     for size in sizes(ctx) {
         let name = size_name(size);
@@ -256,6 +264,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .insert(key("steward"), steward.p50.as_secs_f64() * 1e6);
     }
     section.figures.insert("spawn.ratio".into(), worst);
+    // posix_spawn's cost does not grow with the process: the smallest size's is the one.
+    let floor_ratio = rows.first().map_or(0.0, |(_, _, spawn, _)| {
+        two_exec.p50.as_secs_f64() / spawn.p50.as_secs_f64()
+    });
+    section
+        .figures
+        .insert("spawn.floor_ratio".into(), floor_ratio);
+    section.figures.insert(
+        "spawn.two_exec.p50_us".into(),
+        two_exec.p50.as_secs_f64() * 1e6,
+    );
     section.figures.insert(
         "spawn.executor_alone.p50_us".into(),
         alone.p50.as_secs_f64() * 1e6,
@@ -263,9 +282,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     md.push_str(&format!(
         "\nThe executor alone, posix_spawned by this process on a prepared spawn state (no \
          manager, no socket): p50 {} / p99 {}. What steward adds on top of that is the accept \
-         and its own bookkeeping.\n",
+         and its own bookkeeping. The floor of any such split, two execs and nothing else (this \
+         process posix_spawns a static, libc-free stub, `bench/floor/stub.c`, that only execs \
+         the tiny service): p50 {} / p99 {}, {floor_ratio:.2}× the bare posix_spawn.\n",
         us(alone.p50),
-        us(alone.p99)
+        us(alone.p99),
+        us(two_exec.p50),
+        us(two_exec.p99),
     ));
     md.push_str("\n![spawn latency against manager size](spawn.svg)\n");
     let series = |name: &str, pick: fn(&(usize, Stats, Stats, Stats)) -> Duration| {
