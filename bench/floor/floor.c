@@ -5,6 +5,7 @@
  *
  *   steward-floor spawn MIB SOCKET PROGRAM [ARG...]
  *   steward-floor fork  MIB SOCKET PROGRAM [ARG...]
+ *   steward-floor lazy  MIB SOCKET PROGRAM [ARG...]
  *
  * Listens on the unix socket SOCKET (backlog 128); for each connection, starts PROGRAM with the
  * connection as its fds 0 and 1, closes its own copy and reaps whatever has exited (waitpid
@@ -12,9 +13,13 @@
  * posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK), no page tables copied); `fork` with fork and
  * execve in the child, the classic inetd way. Before listening it holds MIB MiB of touched
  * anonymous memory (0 for none): what a large server pays per fork.
+ *
+ * `lazy` is the floor of a lazy service instead: it waits (poll) until the listener is readable,
+ * posix_spawns PROGRAM with the listener as its fd 3 and waits for it to exit; again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -52,11 +57,12 @@ static void reap(int block) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: steward-floor spawn|fork MIB SOCKET PROGRAM [ARG...]\n");
+        fprintf(stderr, "usage: steward-floor spawn|fork|lazy MIB SOCKET PROGRAM [ARG...]\n");
         return 100;
     }
     int use_fork = strcmp(argv[1], "fork") == 0;
-    if (!use_fork && strcmp(argv[1], "spawn") != 0) die("mode must be spawn or fork");
+    int lazy = strcmp(argv[1], "lazy") == 0;
+    if (!use_fork && !lazy && strcmp(argv[1], "spawn") != 0) die("mode must be spawn, fork or lazy");
     size_t bytes = (size_t)strtoul(argv[2], NULL, 10) << 20;
     if (bytes) {
         char *ballast = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -85,6 +91,25 @@ int main(int argc, char **argv) {
     sigaddset(&defaults, SIGPIPE);
     posix_spawnattr_setsigdefault(&attr, &defaults);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+
+    while (lazy) {
+        struct pollfd ready = {.fd = listener, .events = POLLIN};
+        if (poll(&ready, 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            die("poll");
+        }
+        pid_t pid;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, listener, 3);
+        int err = posix_spawn(&pid, child_argv[0], &actions, &attr, child_argv, environ);
+        posix_spawn_file_actions_destroy(&actions);
+        if (err) {
+            errno = err;
+            die("posix_spawn");
+        }
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
 
     for (;;) {
         if (live >= MAX_CHILDREN) reap(1);

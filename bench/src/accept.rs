@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::plot;
-use crate::util::{Ctx, Manager, Peer, Section, Stats, accepts, unix_listening, us, wait_until};
+use crate::util::{
+    Ctx, Manager, Peer, Section, Stats, accepts, children, unix_listening, us, wait_until,
+};
 
 /// Accept mode, inetd style. `max_connections` well above the clients so that c=8 is not
 /// throttled (64 is also the default).
@@ -550,6 +552,50 @@ fn lazy_systemd(ctx: &Ctx, rounds: usize) -> anyhow::Result<Cold> {
     Ok(cold)
 }
 
+/// The floor of steward's lazy path (`bench/floor/`): a C server polls the listener and, once
+/// it is readable, posix_spawns the exec-only stub, which execs the tiny service with the
+/// listener as fd 3; each connection waits until that process has exited.
+fn lazy_floor(ctx: &Ctx, rounds: usize) -> anyhow::Result<Cold> {
+    let dir = ctx.scratch("lazy-floor")?;
+    let path: PathBuf = dir.join("lz.sock");
+    let sock = path.to_str().context("UTF-8 path")?;
+    let (floor, stub, tiny) = (
+        ctx.bin("steward-floor"),
+        ctx.bin("steward-floor-stub"),
+        ctx.tiny(),
+    );
+    let (floor, stub, tiny) = (
+        floor.to_str().context("UTF-8 path")?,
+        stub.to_str().context("UTF-8 path")?,
+        tiny.to_str().context("UTF-8 path")?,
+    );
+    let peer = Peer::start(
+        "floor-lazy",
+        floor,
+        &["lazy", "0", sock, stub, tiny, "accept"],
+    )?;
+    wait_until("floor-lazy to listen", Duration::from_secs(10), || {
+        unix_listening(&path)
+    })?;
+    let mut cold = Cold::default();
+    for round in 0..=rounds {
+        std::thread::sleep(SETTLE);
+        let began = Instant::now();
+        let result = exchange(&path);
+        if round > 0 {
+            cold.record(began, result, "floor-lazy");
+        }
+        wait_until(
+            "the floor's service to exit",
+            Duration::from_secs(10),
+            || children(peer.pid()).is_empty(),
+        )?;
+    }
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(cold)
+}
+
 /// Lazy first-connection latency, cold.
 pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
     let rounds = if ctx.quick { 10 } else { 50 };
@@ -569,6 +615,14 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
         us(d.p99),
         us(d.max)
     );
+    let floor = lazy_floor(ctx, rounds).context("lazy: floor")?;
+    let f = Stats::of(&floor.samples);
+    println!(
+        "lazy: floor (C, two execs): p50 {}, p99 {}, max {}",
+        us(f.p50),
+        us(f.p99),
+        us(f.max)
+    );
     let mut section = Section {
         markdown: format!(
             "## Lazy: the first connection, cold\n\n\
@@ -579,11 +633,16 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
              until steward has logged the previous process's exit. \
              systemd-socket-activate: `systemd-socket-activate -l PATH steward-tiny accept` \
              started fresh each round, measured once `/proc/net/unix` shows it listening; \
-             it execs the service on the first connection. Both listeners get \
+             it execs the service on the first connection. *floor*: the least steward's \
+             design can do, in C (`bench/floor/`): a server polls the listener and, once it is \
+             readable, posix_spawns a static stub that only execs the tiny service (two execs, \
+             as manager → executor → service), with the listener as fd 3; each connection \
+             waits until that process has exited. All listeners get \
              {} ms to settle before each connection.\n\n\
              | | p50 | p99 | max | failures |\n|---|---|---|---|---|\n\
              | steward | **{}** | {} | {} | {} |\n\
-             | systemd-socket-activate | {} | {} | {} | {} |\n",
+             | systemd-socket-activate | {} | {} | {} | {} |\n\
+             | *floor* (C: poll + posix_spawn of an exec-only stub) | {} | {} | {} | {} |\n",
             SETTLE.as_millis(),
             us(s.p50),
             us(s.p99),
@@ -593,6 +652,10 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
             us(d.p99),
             us(d.max),
             systemd.failures,
+            us(f.p50),
+            us(f.p99),
+            us(f.max),
+            floor.failures,
         ),
         ..Section::default()
     };
@@ -605,9 +668,15 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
     if !d.p50.is_zero() {
         let ratio = s.p50.as_secs_f64() / d.p50.as_secs_f64();
         section.markdown.push_str(&format!(
-            "\nsteward ÷ systemd-socket-activate, p50: {ratio:.2}×.\n"
+            "\nsteward ÷ systemd-socket-activate, p50: {ratio:.2}×; the floor ÷ \
+             systemd-socket-activate: {:.2}×.\n",
+            f.p50.as_secs_f64() / d.p50.as_secs_f64()
         ));
         section.figures.insert("lazy.ratio_systemd".into(), ratio);
+        section.figures.insert(
+            "lazy.floor_ratio".into(),
+            f.p50.as_secs_f64() / d.p50.as_secs_f64(),
+        );
     }
     Ok(section)
 }

@@ -137,7 +137,7 @@ const TARGETS: [Target; 12] = [
         target: 0.6,
         at_most: true,
         unit: "×",
-        floor: None,
+        floor: Some("lazy.floor_ratio"),
     },
     Target {
         key: "respawn.ratio_bare",
