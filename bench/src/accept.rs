@@ -17,7 +17,7 @@ use crate::util::{
     Ctx, Manager, Peer, Section, Stats, accepts, children, unix_listening, us, wait_until,
 };
 
-/// Accept mode, inetd style. `max_connections` well above the clients so that c=8 is not
+/// Accept mode, inetd style. `max_connections` well above the clients so that c=32 is not
 /// throttled (64 is also the default).
 const ACCEPT_CONFIG: &str = r#"
 [service.tiny]
@@ -67,6 +67,7 @@ const CONCURRENCY: [usize; 3] = [1, 8, 32];
 /// each holding this much touched memory, to show what fork costs at that size against the
 /// split.
 const BALLAST: &str = "4G";
+/// The same, as `steward-floor` takes it.
 const BALLAST_MIB: &str = "4096";
 const BALLAST_TOOLS: [(&str, &str); 2] = [
     ("steward_4g", "steward (accept mode), manager holding 4 GiB"),
@@ -269,24 +270,76 @@ fn bench_tool(
 /// One tool's conn/s at each concurrency, for the plot.
 type Group = (String, Vec<f64>);
 
-/// One table row per tool: conn/s and latency at each concurrency (`–` where not measured),
-/// failures; the figures go to `section` as `accept.KEY.cC`.
-fn table_rows(
+/// Measurements per tool, then per concurrency.
+type Results = Vec<Vec<Measured>>;
+
+/// One round: every tool of `tools`, one after the other, at each of `concurrency`.
+fn round(
     ctx: &Ctx,
     tools: &[(&str, &str)],
     concurrency: &[usize],
     window: Duration,
+) -> anyhow::Result<Results> {
+    tools
+        .iter()
+        .map(|&(key, label)| {
+            bench_tool(ctx, key, concurrency, window).with_context(|| format!("accept: {label}"))
+        })
+        .collect()
+}
+
+/// Of several rounds, per tool and concurrency, the one with the median conn/s, carrying the
+/// failures of every round.
+fn median_round(rounds: Vec<Results>) -> Results {
+    let mut per_tool: Vec<Vec<Vec<Measured>>> = Vec::new();
+    for results in rounds {
+        for (t, per_c) in results.into_iter().enumerate() {
+            if per_tool.len() <= t {
+                per_tool.push(Vec::new());
+            }
+            for (c, m) in per_c.into_iter().enumerate() {
+                if per_tool[t].len() <= c {
+                    per_tool[t].push(Vec::new());
+                }
+                per_tool[t][c].push(m);
+            }
+        }
+    }
+    per_tool
+        .into_iter()
+        .map(|per_c| {
+            per_c
+                .into_iter()
+                .map(|mut all| {
+                    let failures = all.iter().map(|m| m.failures).sum();
+                    let first_error = all.iter().find_map(|m| m.first_error.clone());
+                    all.sort_by(|a, b| a.conns_per_s.total_cmp(&b.conns_per_s));
+                    let mid = all.len() / 2;
+                    let mut m = all.swap_remove(mid);
+                    m.failures = failures;
+                    m.first_error = first_error;
+                    m
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// One table row per tool: conn/s and latency at each of `concurrency`, failures; the
+/// figures go to `section` as `accept.KEY.cC`.
+fn table_rows(
+    tools: &[(&str, &str)],
+    concurrency: &[usize],
+    measured: &Results,
     section: &mut Section,
     errors: &mut String,
-) -> anyhow::Result<(String, Vec<Group>)> {
+) -> (String, Vec<Group>) {
     let mut rows = String::new();
     let mut groups = Vec::new();
-    for &(key, label) in tools {
-        let results = bench_tool(ctx, key, concurrency, window)
-            .with_context(|| format!("accept: {label}"))?;
+    for (&(key, label), results) in tools.iter().zip(measured) {
         let failures: usize = results.iter().map(|m| m.failures).sum();
         rows.push_str(&format!("| {label} |"));
-        for (&c, m) in concurrency.iter().zip(&results) {
+        for (&c, m) in concurrency.iter().zip(results) {
             rows.push_str(&format!(
                 " {:.0} | {} / {} |",
                 m.conns_per_s,
@@ -312,7 +365,7 @@ fn table_rows(
             results.iter().map(|m| m.conns_per_s).collect(),
         ));
     }
-    Ok((rows, groups))
+    (rows, groups)
 }
 
 /// Inserts `accept.NAME.cC` = tool ÷ base in conn/s at each concurrency both were measured at.
@@ -355,22 +408,29 @@ fn header(concurrency: &[usize]) -> String {
 
 /// Accept throughput and latency at each concurrency, then the 4 GiB servers.
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let window = if ctx.quick {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(3)
-    };
+    let window = Duration::from_secs(1);
+    let rounds = if ctx.quick { 1 } else { 3 };
+    let (mut plain, mut large) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain.push(round(ctx, &TOOLS, &CONCURRENCY, window)?);
+        large.push(round(ctx, &BALLAST_TOOLS, &BALLAST_CONCURRENCY, window)?);
+    }
     let mut section = Section::default();
     let mut errors = String::new();
-    let (rows, groups) = table_rows(ctx, &TOOLS, &CONCURRENCY, window, &mut section, &mut errors)?;
-    let (ballast_rows, _) = table_rows(
-        ctx,
-        &BALLAST_TOOLS,
-        &BALLAST_CONCURRENCY,
-        window,
+    let (rows, groups) = table_rows(
+        &TOOLS,
+        &CONCURRENCY,
+        &median_round(plain),
         &mut section,
         &mut errors,
-    )?;
+    );
+    let (ballast_rows, _) = table_rows(
+        &BALLAST_TOOLS,
+        &BALLAST_CONCURRENCY,
+        &median_round(large),
+        &mut section,
+        &mut errors,
+    );
     ratios(&mut section, "ratio_s6", "steward", "s6");
     ratios(&mut section, "floor_spawn.ratio_s6", "floor_spawn", "s6");
     ratios(
@@ -418,9 +478,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          service once per connection with the connection as its fds 0 and 1; it writes \"x\\n\" \
          and exits. Clients ({conc} threads) connect back to back for {secs} s each, read every \
          reply to EOF and check it is exactly \"x\\n\"; a wrong or missing reply is a failure. \
-         Latency is connect to EOF. Concurrency limits are {MAX_CONN} instances everywhere \
-         (steward's `max_connections`, `-c` for s6-ipcserver and unixserver, the floor \
-         servers' own; systemd-socket-activate has none) and backlogs {BACKLOG} \
+         Latency is connect to EOF. {rounds_text}Concurrency limits are {MAX_CONN} instances \
+         everywhere (steward's `max_connections`, `-c` for s6-ipcserver and unixserver, the \
+         floor servers' own; systemd-socket-activate has none) and backlogs {BACKLOG} \
          (systemd-socket-activate: its own). See `accept.svg`.\n\n\
          The *floor* rows are the least each design can do, written in C for this benchmark \
          (`bench/floor/`, built by `make release`): *floor-spawn* is an accept loop that \
@@ -456,6 +516,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             .collect::<Vec<_>>()
             .join(", then "),
         secs = window.as_secs(),
+        rounds_text = if rounds > 1 {
+            format!(
+                "The whole measurement is made {rounds} times, the tools taking turns, so that \
+                 a burst of other work on the machine falls on one round of several tools \
+                 rather than on one tool; each figure is the round with the median conn/s \
+                 (failures: all rounds). "
+            )
+        } else {
+            String::new()
+        },
         r_s6 = ratio_text(&section, "ratio_s6", &CONCURRENCY),
         r_fs = ratio_text(&section, "floor_spawn.ratio_s6", &CONCURRENCY),
         r_f2 = ratio_text(&section, "floor_two_exec.ratio_s6", &CONCURRENCY),

@@ -73,29 +73,28 @@ fn list(rates: &[f64]) -> String {
 
 /// Runs the scenario.
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let manager = Manager::start(ctx, "respawn", CONFIG, &[])?;
-    manager.wait_for_nth("started (pid", 100, Duration::from_secs(20))?;
     let window = if ctx.quick {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(3)
     };
-    let mut rates = Vec::new();
+    // Warm-up: page cache, the kernel's caches.
+    bare_rate(ctx, Duration::from_millis(200), false)?;
+    bare_rate(ctx, Duration::from_millis(200), true)?;
+    let (mut rates, mut bare, mut two) = (Vec::new(), Vec::new(), Vec::new());
+    // The three take turns, window by window, so that a burst of other work on this shared
+    // machine falls on one window of each rather than on all of one.
     for _ in 0..WINDOWS {
+        let manager = Manager::start(ctx, "respawn", CONFIG, &[])?;
+        manager.wait_for_nth("started (pid", 100, Duration::from_secs(20))?;
         let before = manager.count("started (pid");
         let began = Instant::now();
         std::thread::sleep(window);
         let cycles = manager.count("started (pid") - before;
         rates.push(cycles as f64 / began.elapsed().as_secs_f64());
-    }
-    // Stopped before the bare loop runs: on two cores, a respawning steward would slow it.
-    drop(manager);
-    // Warm-up: page cache, the kernel's caches.
-    bare_rate(ctx, Duration::from_millis(200), false)?;
-    bare_rate(ctx, Duration::from_millis(200), true)?;
-    let (mut bare, mut two) = (Vec::new(), Vec::new());
-    // Interleaved, so that a burst of other work on the machine falls on both.
-    for _ in 0..WINDOWS {
+        // Stopped before the bare loops run: on two cores, a respawning steward would slow
+        // them.
+        drop(manager);
         bare.push(bare_rate(ctx, window, false)?);
         two.push(bare_rate(ctx, window, true)?);
     }
@@ -114,14 +113,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         markdown: format!(
             "## Respawn\n\n\
              One keep-alive service (the tiny static one, exiting at once) with \
-             `restart_delay = \"0\"`: started lines counted over {secs} s, {WINDOWS} windows, \
-             median. Each cycle is reap → state machine → spawn state → executor → exec → exit. \
-             Beside it, after steward has stopped, the least any supervisor does per respawn: \
-             the benchmark process itself posix_spawns the same service (stdio on /dev/null, \
-             as `stdio = \"null\"` gives it) and waits for it, back to back, over the same \
-             windows; and the same loop spawning the exec-only stub of `bench/floor/`, which \
-             execs the service: two execs per cycle, the floor of steward's split (manager, \
-             executor, service) without any of its work.\n\n\
+             `restart_delay = \"0\"`: started lines counted over {secs} s, {WINDOWS} windows \
+             (a fresh steward for each), median. Each cycle is reap → state machine → spawn \
+             state → executor → exec → exit. Beside it, while no steward runs, the least any \
+             supervisor does per respawn: the benchmark process itself posix_spawns the same \
+             service (stdio on /dev/null, as `stdio = \"null\"` gives it) and waits for it, \
+             back to back, for the same time after each of steward's windows; and the same \
+             loop spawning the exec-only stub of `bench/floor/`, which execs the service: two \
+             execs per cycle, the floor of steward's split (manager, executor, service) \
+             without any of its work.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
              | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
