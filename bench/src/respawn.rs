@@ -23,21 +23,20 @@ start_limit_burst = 999999
 start_limit_interval = "1s"
 "#;
 
-/// Windows per measurement; the median is reported.
-const WINDOWS: usize = 3;
+/// The bare loops alternate in slices this long, so that both see the same machine.
+const SLICE: Duration = Duration::from_millis(20);
 
-/// Cycles per second of the bare loop over `window`: posix_spawn the tiny service with its
-/// stdio on /dev/null (as `stdio = "null"` gives it), wait for it, again. `via_stub`: spawn
-/// it through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the floor of a
-/// manager/executor split.
-fn bare_rate(ctx: &Ctx, window: Duration, via_stub: bool) -> anyhow::Result<f64> {
+/// Cycles per second of the bare loops, each run for `window` in all: posix_spawn the tiny
+/// service with its stdio on /dev/null (as `stdio = "null"` gives it), wait for it, again;
+/// and the same through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the
+/// floor of a manager/executor split.
+fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<(f64, f64)> {
     let tiny = CString::new(ctx.tiny().as_os_str().as_bytes())?;
-    let (path, argv) = if via_stub {
-        let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
-        (stub.clone(), vec![stub, tiny])
-    } else {
-        (tiny.clone(), vec![tiny])
-    };
+    let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
+    let programs = [
+        (tiny.clone(), vec![tiny.clone()]),
+        (stub.clone(), vec![stub, tiny]),
+    ];
     let envp: [CString; 0] = [];
     let null = std::fs::File::options()
         .read(true)
@@ -48,14 +47,20 @@ fn bare_rate(ctx: &Ctx, window: Duration, via_stub: bool) -> anyhow::Result<f64>
         actions.add_dup2(null.as_raw_fd(), fd)?;
     }
     let attr = PosixSpawnAttr::init()?;
-    let began = Instant::now();
-    let mut cycles = 0u64;
-    while began.elapsed() < window {
-        let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)?;
-        waitpid(pid, None)?;
-        cycles += 1;
+    let (mut cycles, mut spent) = ([0u64; 2], [Duration::ZERO; 2]);
+    while spent.iter().any(|&t| t < window) {
+        for (i, (path, argv)) in programs.iter().enumerate() {
+            let began = Instant::now();
+            while began.elapsed() < SLICE {
+                let pid = posix_spawn(path.as_c_str(), &actions, &attr, argv, &envp)?;
+                waitpid(pid, None)?;
+                cycles[i] += 1;
+            }
+            spent[i] += began.elapsed();
+        }
     }
-    Ok(cycles as f64 / began.elapsed().as_secs_f64())
+    let rate = |i: usize| cycles[i] as f64 / spent[i].as_secs_f64();
+    Ok((rate(0), rate(1)))
 }
 
 fn median(rates: &mut [f64]) -> f64 {
@@ -73,18 +78,16 @@ fn list(rates: &[f64]) -> String {
 
 /// Runs the scenario.
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
-    let window = if ctx.quick {
-        Duration::from_secs(1)
+    let (windows, window) = if ctx.quick {
+        (3, Duration::from_secs(1))
     } else {
-        Duration::from_secs(3)
+        (5, Duration::from_secs(2))
     };
-    // Warm-up: page cache, the kernel's caches.
-    bare_rate(ctx, Duration::from_millis(200), false)?;
-    bare_rate(ctx, Duration::from_millis(200), true)?;
+    bare_rates(ctx, Duration::from_millis(200))?; // warm-up: page cache, the kernel's caches
     let (mut rates, mut bare, mut two) = (Vec::new(), Vec::new(), Vec::new());
-    // The three take turns, window by window, so that a burst of other work on this shared
-    // machine falls on one window of each rather than on all of one.
-    for _ in 0..WINDOWS {
+    // steward and the bare loops take turns, window by window, so that a burst of other work
+    // on this shared machine falls on one window of each rather than on all of one.
+    for _ in 0..windows {
         let manager = Manager::start(ctx, "respawn", CONFIG, &[])?;
         manager.wait_for_nth("started (pid", 100, Duration::from_secs(20))?;
         let before = manager.count("started (pid");
@@ -95,8 +98,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         // Stopped before the bare loops run: on two cores, a respawning steward would slow
         // them.
         drop(manager);
-        bare.push(bare_rate(ctx, window, false)?);
-        two.push(bare_rate(ctx, window, true)?);
+        let (one, both) = bare_rates(ctx, window)?;
+        bare.push(one);
+        two.push(both);
     }
     let steward = median(&mut rates);
     let cycle_ms = 1000.0 / steward;
@@ -113,7 +117,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         markdown: format!(
             "## Respawn\n\n\
              One keep-alive service (the tiny static one, exiting at once) with \
-             `restart_delay = \"0\"`: started lines counted over {secs} s, {WINDOWS} windows \
+             `restart_delay = \"0\"`: started lines counted over {secs} s, {windows} windows \
              (a fresh steward for each), median. Each cycle is reap → state machine → spawn \
              state → executor → exec → exit. Beside it, while no steward runs, the least any \
              supervisor does per respawn: the benchmark process itself posix_spawns the same \
@@ -121,7 +125,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              back to back, for the same time after each of steward's windows; and the same \
              loop spawning the exec-only stub of `bench/floor/`, which execs the service: two \
              execs per cycle, the floor of steward's split (manager, executor, service) \
-             without any of its work.\n\n\
+             without any of its work. The two loops alternate in {slice} ms slices.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
              | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
@@ -132,6 +136,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             list(&bare),
             list(&two),
             secs = window.as_secs(),
+            slice = SLICE.as_millis(),
         ),
         ..Section::default()
     };
