@@ -81,11 +81,14 @@ fuzz:
 chaos: build
 	STEWARD_CHAOS_SECS=60 $(CARGO) test -p steward-integration-tests --test chaos -- --nocapture
 
-# The release binaries the benchmarks measure, and the tiny static service they run.
+# The release binaries the benchmarks measure, the tiny static service they run, and the C
+# floor experiments the accept benchmark sets beside them (bench/floor/).
 release:
 	$(CARGO) build --release --workspace --exclude steward-executor --bins
 	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
+	gcc -O2 -Wall -o target/release/steward-floor bench/floor/floor.c
+	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-floor-stub bench/floor/stub.c
 
 # Installing. `make install` (PREFIX=/usr/local, DESTDIR for staging) puts the release builds,
 # the man pages, the shell completions and the example config in place; an installed

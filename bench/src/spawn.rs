@@ -181,6 +181,9 @@ stdio = "socket"
 path = "@DIR@/tiny.sock"
 "#;
 
+/// One manager size: fork+exec, posix_spawn, steward, two execs.
+type Row = (usize, Stats, Stats, Stats, Stats);
+
 /// Spawn latency against manager size.
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let path = CString::new(ctx.tiny().as_os_str().as_bytes())?;
@@ -193,6 +196,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let mut executor_only = ExecutorOnly::new(ctx)?;
     let alone = Stats::of(&sample(300, budget, || executor_only.once())?);
     println!("spawn: executor alone (no manager) p50 {}", us(alone.p50));
+    // The floor of any split into a spawner and a service: two execs, the first of a static
+    // stub that does nothing else (`bench/floor/stub.c`).
+    let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
+    let stub_argv = [stub.clone(), path.clone()];
     let mut rows = Vec::new();
     for size in sizes(ctx) {
         let name = size_name(size);
@@ -205,6 +212,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             local_once(Local::PosixSpawn, &path, &argv)
         })?);
         println!("spawn: {name}: posix_spawn p50 {}", us(spawn.p50));
+        let two_exec = Stats::of(&sample(300, budget, || {
+            local_once(Local::PosixSpawn, &stub, &stub_argv)
+        })?);
+        println!("spawn: {name}: two execs p50 {}", us(two_exec.p50));
         drop(held);
         let manager = Manager::start(ctx, "spawn", CONFIG, &[("STEWARD_BENCH_BALLAST", &name)])?;
         let socket = manager.dir.join("tiny.sock");
@@ -216,7 +227,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             us(steward.p50),
             rss >> 20
         );
-        rows.push((size, fork, spawn, steward));
+        rows.push((size, fork, spawn, steward, two_exec));
     }
 
     let mut md = String::from(
@@ -225,17 +236,23 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          *posix_spawn* are done by the benchmark process itself while it holds that much \
          touched memory; *steward* is the real path (a connection to an accept-mode socket: \
          accept → spawn state in a sealed memfd → posix_spawn of the executor → exec of the \
-         service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`).\n\n\
-         | manager size | fork+exec p50 / p99 | posix_spawn p50 / p99 | steward p50 / p99 | steward ÷ posix_spawn (p50) |\n\
-         |---|---|---|---|---|\n",
+         service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`). \
+         *two execs* is the floor of any split into a spawner and a service: this process \
+         posix_spawns a static, libc-free stub (`bench/floor/stub.c`) that only execs the tiny \
+         service.\n\n\
+         | manager size | fork+exec p50 / p99 | posix_spawn p50 / p99 | steward p50 / p99 | \
+         steward ÷ posix_spawn (p50) | two execs p50 / p99 | two execs ÷ posix_spawn (p50) |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     let mut section = Section::default();
-    let mut worst: f64 = 0.0;
-    for (size, fork, spawn, steward) in &rows {
+    let (mut worst, mut worst_floor): (f64, f64) = (0.0, 0.0);
+    for (size, fork, spawn, steward, two_exec) in &rows {
         let ratio = steward.p50.as_secs_f64() / spawn.p50.as_secs_f64();
         worst = worst.max(ratio);
+        let floor = two_exec.p50.as_secs_f64() / spawn.p50.as_secs_f64();
+        worst_floor = worst_floor.max(floor);
         md.push_str(&format!(
-            "| {} | {} / {} | {} / {} | {} / {} | {ratio:.2}× |\n",
+            "| {} | {} / {} | {} / {} | {} / {} | {ratio:.2}× | {} / {} | {floor:.2}× |\n",
             size_name(*size),
             us(fork.p50),
             us(fork.p99),
@@ -243,6 +260,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             us(spawn.p99),
             us(steward.p50),
             us(steward.p99),
+            us(two_exec.p50),
+            us(two_exec.p99),
         ));
         let key = |what: &str| format!("spawn.{what}.{}.p50_us", size_name(*size));
         section
@@ -254,8 +273,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         section
             .figures
             .insert(key("steward"), steward.p50.as_secs_f64() * 1e6);
+        section
+            .figures
+            .insert(key("two_exec"), two_exec.p50.as_secs_f64() * 1e6);
     }
     section.figures.insert("spawn.ratio".into(), worst);
+    // The same aggregate as the figure's, worst size.
+    section
+        .figures
+        .insert("spawn.floor_ratio".into(), worst_floor);
     section.figures.insert(
         "spawn.executor_alone.p50_us".into(),
         alone.p50.as_secs_f64() * 1e6,
@@ -263,12 +289,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     md.push_str(&format!(
         "\nThe executor alone, posix_spawned by this process on a prepared spawn state (no \
          manager, no socket): p50 {} / p99 {}. What steward adds on top of that is the accept \
-         and its own bookkeeping.\n",
+         and its own bookkeeping; what the executor adds to the two execs is its reading of the \
+         spawn state and setting the service up.\n",
         us(alone.p50),
-        us(alone.p99)
+        us(alone.p99),
     ));
     md.push_str("\n![spawn latency against manager size](spawn.svg)\n");
-    let series = |name: &str, pick: fn(&(usize, Stats, Stats, Stats)) -> Duration| {
+    let series = |name: &str, pick: fn(&Row) -> Duration| {
         (
             name.to_string(),
             rows.iter()
@@ -285,6 +312,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             series("fork+exec", |r| r.1.p50),
             series("posix_spawn", |r| r.2.p50),
             series("steward (executor path)", |r| r.3.p50),
+            series("two execs (the floor of a split)", |r| r.4.p50),
         ],
     )?;
     section.markdown = md;

@@ -1,0 +1,33 @@
+/*
+ * steward-floor-stub: an executor that does nothing but exec, for the two-exec floor row:
+ * `steward-floor spawn 0 SOCKET steward-floor-stub PROGRAM [ARG...]` execs twice per connection,
+ * as steward's split does (executor, then service), without any of the executor's work. Linked
+ * static without a C library, like steward's executor: its start-up is the kernel's exec.
+ *
+ * x86_64 Linux only.
+ */
+
+#define SYS_execve 59
+#define SYS_exit_group 231
+
+static long sys3(long n, long a, long b, long c) {
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return ret;
+}
+
+__attribute__((used)) static void start(long *sp) {
+    long argc = sp[0];
+    char **argv = (char **)(sp + 1);
+    char **envp = (char **)(sp + argc + 2);
+    if (argc > 1) sys3(SYS_execve, (long)argv[1], (long)(argv + 1), (long)envp);
+    sys3(SYS_exit_group, 127, 0, 0);
+}
+
+/* The kernel enters here with the stack pointer at argc; align it and call start(sp). */
+__asm__(".globl _start\n"
+        "_start:\n"
+        "  mov %rsp, %rdi\n"
+        "  and $-16, %rsp\n"
+        "  call start\n"
+        "  hlt\n");
