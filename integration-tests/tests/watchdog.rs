@@ -21,7 +21,7 @@ fn a_service_that_stops_pinging_is_killed_with_sigabrt_within_its_interval_and_r
     let s = Steward::start(
         r#"
 [service.quiet]
-exec = ["/bin/sh", "-c", "env > @DIR@/env.$$; trap 'date +%s%6N > @DIR@/k; mv @DIR@/k @DIR@/killed; exit 134' ABRT; systemd-notify --ready; for i in 1 2 3; do date +%s%6N > @DIR@/last; systemd-notify WATCHDOG=1; sleep 0.2; done; sleep 1000 & wait"]
+exec = ["/bin/sh", "-c", "env > @DIR@/env.$$; trap 'date +%s%6N > @DIR@/k.$$; mv @DIR@/k.$$ @DIR@/killed.$$; exit 134' ABRT; systemd-notify --ready; for i in 1 2 3; do date +%s%6N > @DIR@/l.$$; mv @DIR@/l.$$ @DIR@/last.$$; systemd-notify WATCHDOG=1; sleep 0.2; done; sleep 1000 & wait"]
 ready = "notify"
 notify_access = "all"
 watchdog = "1s"
@@ -31,13 +31,15 @@ restart_delay = "0"
     );
     let first = s.wait_state("quiet", "running")["pid"].as_i64().unwrap();
     let dir = s.dir.path();
-    wait_until("the SIGABRT", || dir.join("killed").exists());
+    // Its own files (by pid, each written whole): the restarted process writes its own at once.
+    let killed = dir.join(format!("killed.{first}"));
+    wait_until("the SIGABRT", || killed.exists());
     let quiet = s.wait_for("quiet: watchdog timeout");
     assert!(
         quiet.contains("no WATCHDOG=1 for 1s") && quiet.contains("SIGABRT"),
         "{quiet}"
     );
-    let waited = stamp(&dir.join("killed")) - stamp(&dir.join("last"));
+    let waited = stamp(&killed) - stamp(&dir.join(format!("last.{first}")));
     // The interval after the last ping, and a little: the timer is checked on the loop's
     // one timerfd, no later than its deadline.
     assert!(

@@ -1,7 +1,9 @@
-//! The spawn path: a service's config becomes a spawn state in a sealed memfd (its user and
-//! groups resolved to numbers at that moment), and the pinned executor is spawned with it. The manager never forks: the executor is cloned with
-//! CLONE_VM|CLONE_VFORK (clone3 straight into its cgroup, or glibc's posix_spawn on older
-//! kernels), so no page of the manager is copied, however large it has grown.
+//! The spawn path: a service's config becomes a spawn state (its user and groups resolved to
+//! numbers at that moment), handed to an idle executor of the service's pool in one message, or
+//! written to a sealed memfd for a fresh executor. The manager never forks: a fresh executor is
+//! cloned with CLONE_VM (clone3 straight into its cgroup, without waiting for its exec; or
+//! glibc's posix_spawn on older kernels), so no page of the manager is copied, however large it
+//! has grown.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;

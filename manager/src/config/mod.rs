@@ -131,9 +131,9 @@ pub struct Service {
     /// `executor_pool`, default `1` for a lazy or accept service without `tasks_max`, else
     /// `0`: how many executors wait, exec'd already and in the service's cgroup, for the
     /// connection that spawns it (0 to 16). A connection then costs one message to one of
-    /// them instead of starting an executor. Each idle one is a process of about 100 KiB,
-    /// counted in the service's `memory_max` and `tasks_max`. Only for lazy and accept
-    /// services.
+    /// them instead of starting an executor. Each idle one is a process of about 180 KiB of
+    /// PSS (half of it the executor's text, shared), counted in the service's `memory_max` and
+    /// `tasks_max`. Only for lazy and accept services.
     pub executor_pool: u32,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;

@@ -407,6 +407,13 @@ impl Manager {
             }
             self.settle();
             self.snapshot();
+            // Timers that fell due in this turn (a `restart_delay` of 0) run now, not after a
+            // trip through the timerfd and another epoll_wait; once per turn, so that a zero
+            // delay that keeps failing cannot starve the other events.
+            if self.fire_due_timers() {
+                self.settle();
+                self.snapshot();
+            }
         }
         self.finish()
     }
@@ -478,11 +485,19 @@ impl Manager {
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(&self.timerfd, &mut buf);
         self.armed = None;
+        self.fire_due_timers();
+        self.control_timers(Instant::now());
+    }
+
+    /// Dispatches every unit timer that is due; says whether there was one.
+    fn fire_due_timers(&mut self) -> bool {
         let now = Instant::now();
+        let mut fired = false;
         while let Some((id, timer)) = self.timers.pop_due(now) {
             self.dispatch(id, Event::Timer(timer));
+            fired = true;
         }
-        self.control_timers(now);
+        fired
     }
 
     fn arm_timer(&mut self) {
@@ -494,8 +509,13 @@ impl Manager {
         .into_iter()
         .flatten()
         .min();
-        if next == self.armed {
-            return;
+        // Armed for the same time or earlier (a timer was cancelled since): left as it is. An
+        // early expiry finds nothing due and arms for what is next then; a respawn or an exec
+        // that cancels its timer at once costs no system call.
+        match (self.armed, next) {
+            (Some(armed), Some(next)) if armed <= next => return,
+            (Some(_), None) | (None, None) => return,
+            (Some(_) | None, Some(_)) => {}
         }
         let zero = Timespec {
             tv_sec: 0,
