@@ -336,7 +336,14 @@ impl Manager {
             ready,
         } = process;
         self.registry.claim(pid, id);
-        let watched = self.watch_fd(&status, Token::Status(id, pid));
+        // An accept instance's status is read when it is reaped, not watched: its exec only
+        // moves it from pending to done, which nothing waits for, and a failed step ends it at
+        // once. That saves every connection two epoll_ctl calls and a turn of the loop.
+        let instance = self
+            .registry
+            .get(id)
+            .is_some_and(|u| u.supervisor.instances().contains_key(&pid));
+        let watched = instance || self.watch_fd(&status, Token::Status(id, pid));
         let ready = ready.filter(|fd| self.watch_fd(fd, Token::Ready(id, pid)));
         let mut instance_pipes = Vec::new();
         for pipe in pipes {

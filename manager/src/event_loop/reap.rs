@@ -180,10 +180,12 @@ impl Manager {
                 ProcessEvent::Execd
             }
         };
+        let instance = unit.supervisor.instances().contains_key(&pid);
         if let Some(fd) = self
             .registry
             .get_mut(id)
             .and_then(|u| u.io.status.remove(&pid))
+            .filter(|_| !instance)
         {
             self.unwatch_fd(&fd);
         }
