@@ -41,8 +41,9 @@ pub const QUIET: Duration = Duration::from_secs(60);
 pub struct Snapshot {
     /// Everything but the services (their list is empty here).
     pub head: saved::ManagerState,
-    /// Each unit as saved at its last change, with when its timers are due.
-    pub units: BTreeMap<UnitId, (saved::Service, Vec<(Timer, Instant)>)>,
+    /// Each unit as saved at its last change, with when its timers are due. Boxed, as the
+    /// registry's units are: inline, the B-tree's half-empty nodes would cost up to twice.
+    pub units: BTreeMap<UnitId, Box<(saved::Service, Vec<(Timer, Instant)>)>>,
     /// What to execute (argv[0] too) and its command line, without the flags a takeover adds.
     pub exe: OsString,
     /// The command line.
@@ -57,7 +58,8 @@ impl Snapshot {
         state.services = self
             .units
             .values()
-            .map(|(service, timers)| {
+            .map(|saved| {
+                let (service, timers) = &**saved;
                 let mut service = service.clone();
                 service.timers = timers
                     .iter()

@@ -44,7 +44,7 @@ impl Manager {
                 // The fds are named by number in the saved unit; the hook hands them over.
                 let mut keep = Vec::new();
                 let saved = unit.save(now, &[], &mut keep, Output::Without);
-                snapshot.units.insert(id, (saved, timers));
+                snapshot.units.insert(id, Box::new((saved, timers)));
             }
         });
     }
