@@ -37,13 +37,17 @@ use crate::sys;
 /// A panic this soon after the last recovery is not recovered from: it would likely repeat.
 pub const QUIET: Duration = Duration::from_secs(60);
 
+/// A unit in the snapshot: encoded, and when its timers are due.
+pub type SavedUnit = (Box<[u8]>, Vec<(Timer, Instant)>);
+
 /// The manager state as of the last event fully handled.
 pub struct Snapshot {
     /// Everything but the services (their list is empty here).
     pub head: saved::ManagerState,
-    /// Each unit as saved at its last change, with when its timers are due. Boxed, as the
-    /// registry's units are: inline, the B-tree's half-empty nodes would cost up to twice.
-    pub units: BTreeMap<UnitId, Box<(saved::Service, Vec<(Timer, Instant)>)>>,
+    /// Each unit as saved at its last change ([`saved::encode_service`]: encoded, a unit
+    /// costs a tenth of its decoded size, which every unit would cost all the time for a
+    /// panic that may never come), with when its timers are due.
+    pub units: BTreeMap<UnitId, SavedUnit>,
     /// What to execute (argv[0] too) and its command line, without the flags a takeover adds.
     pub exe: OsString,
     /// The command line.
@@ -52,15 +56,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The state to hand over, its timers counted from `now`.
-    fn state(&self, now: Instant) -> saved::ManagerState {
+    fn state(&self, now: Instant) -> Result<saved::ManagerState, saved::DecodeError> {
         let mut state = self.head.clone();
         state.written_ns = monotonic_ns();
         state.services = self
             .units
             .values()
-            .map(|saved| {
-                let (service, timers) = &**saved;
-                let mut service = service.clone();
+            .map(|(service, timers)| {
+                let mut service = saved::decode_service(service)?;
                 service.timers = timers
                     .iter()
                     .map(|&(timer, at)| {
@@ -69,10 +72,10 @@ impl Snapshot {
                         (timer.name().to_string(), ns)
                     })
                     .collect();
-                service
+                Ok(service)
             })
-            .collect();
-        state
+            .collect::<Result<_, _>>()?;
+        Ok(state)
     }
 }
 
@@ -156,6 +159,10 @@ fn recover(what: &str) -> String {
     });
     let Some((state, exe, args)) = taken else {
         return "no snapshot of the state (the panic came before the loop ran, or while the snapshot was being taken)".into();
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => return format!("cannot decode the snapshot: {e}"),
     };
     let bytes = match saved::encode(&state) {
         Ok(bytes) => bytes,

@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
+use steward_protocol::reexec as saved;
+
 use super::Manager;
+use crate::log;
 use crate::recovery::{self, Snapshot};
 use crate::supervisor::Timer;
 use crate::unit::Output;
@@ -44,7 +47,19 @@ impl Manager {
                 // The fds are named by number in the saved unit; the hook hands them over.
                 let mut keep = Vec::new();
                 let saved = unit.save(now, &[], &mut keep, Output::Without);
-                snapshot.units.insert(id, Box::new((saved, timers)));
+                match saved::encode_service(&saved) {
+                    Ok(bytes) => {
+                        snapshot
+                            .units
+                            .insert(id, (bytes.into_boxed_slice(), timers));
+                    }
+                    // Cannot happen (the encoding has no limit a unit could reach); if it
+                    // did, a recovery would find the unit as it was at its last change.
+                    Err(e) => log::service(
+                        unit.name(),
+                        format_args!("cannot save the unit for panic recovery: {e}"),
+                    ),
+                }
             }
         });
     }
