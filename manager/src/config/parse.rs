@@ -827,7 +827,7 @@ impl Cx<'_> {
             );
             return None;
         }
-        let mut argv = Vec::new();
+        let mut argv = Vec::with_capacity(items.len());
         for item in items {
             argv.push(self.string("exec", item)?.to_string());
         }
