@@ -131,7 +131,8 @@ pub struct Service {
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;
     /// `group` defaults to the user's primary group.
-    pub credentials: Option<Credentials>,
+    // Boxed: most services have none, and inline it would cost every unit 150 bytes.
+    pub credentials: Option<Box<Credentials>>,
     /// `working_directory`, default `"/"`.
     pub working_directory: String,
     /// `environment`, default none: added on top of the base environment, overriding it, in

@@ -671,7 +671,9 @@ impl Cx<'_> {
             self.error(name.span(), format!("service `{n}` has no `exec`"));
         }
 
-        s.credentials = self.credentials(user, group, supplementary, &spans);
+        s.credentials = self
+            .credentials(user, group, supplementary, &spans)
+            .map(Box::new);
         let owner = match &s.credentials {
             Some(credentials) => self.check_credentials(credentials),
             None => SocketOwner::default(),
