@@ -21,7 +21,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -42,8 +44,10 @@ pub type SavedUnit = (Box<[u8]>, Vec<(Timer, Instant)>);
 
 /// The manager state as of the last event fully handled.
 pub struct Snapshot {
-    /// Everything but the services (their list is empty here).
+    /// Everything but the services and the config files (both lists are empty here).
     pub head: saved::ManagerState,
+    /// The config files, shared with the manager.
+    pub config: Rc<[(PathBuf, String)]>,
     /// Each unit as saved at its last change ([`saved::encode_service`]: encoded, a unit
     /// costs a tenth of its decoded size, which every unit would cost all the time for a
     /// panic that may never come), with when its timers are due.
@@ -58,6 +62,7 @@ impl Snapshot {
     /// The state to hand over, its timers counted from `now`.
     fn state(&self, now: Instant) -> Result<saved::ManagerState, saved::DecodeError> {
         let mut state = self.head.clone();
+        state.config = saved_config(&self.config);
         state.written_ns = monotonic_ns();
         state.services = self
             .units
@@ -77,6 +82,14 @@ impl Snapshot {
             .collect::<Result<_, _>>()?;
         Ok(state)
     }
+}
+
+/// The config files as a saved state holds them.
+pub fn saved_config(sources: &[(PathBuf, String)]) -> Vec<(Vec<u8>, String)> {
+    sources
+        .iter()
+        .map(|(path, text)| (path.as_os_str().as_bytes().to_vec(), text.clone()))
+        .collect()
 }
 
 thread_local! {

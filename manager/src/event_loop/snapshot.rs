@@ -2,6 +2,7 @@
 //! the units the registry handed out to change are saved again, so that a panic finds the
 //! state as it was before the event that panicked.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use steward_protocol::reexec as saved;
@@ -23,7 +24,8 @@ impl Manager {
             if head_changed || slot.is_none() {
                 let units = slot.take().map(|s| s.units).unwrap_or_default();
                 *slot = Some(Snapshot {
-                    head: self.head(),
+                    head: self.bare_head(),
+                    config: Rc::clone(&self.config_sources),
                     units,
                     exe: self.upgrade.exe.clone().into_os_string(),
                     args: self.upgrade.args.clone(),
