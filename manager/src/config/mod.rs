@@ -13,6 +13,7 @@ pub mod written;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::users::UserDb;
@@ -22,8 +23,8 @@ pub use values::{Signal, format_duration, parse_size};
 /// Where a config item was written.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin {
-    /// The file.
-    pub file: PathBuf,
+    /// The file: shared by everything read from it, as every service keeps its origin.
+    pub file: Arc<Path>,
     /// 1-based line.
     pub line: usize,
     /// 1-based column, in characters.

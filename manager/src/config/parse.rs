@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -34,7 +35,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &mut UserDb) -> Loaded 
     let mut manager: Option<(ManagerSettings, Origin)> = None;
     for (path, text) in sources {
         let mut cx = Cx {
-            file: path,
+            file: Arc::from(path.as_path()),
             line_starts: line_starts(text),
             diagnostics: &mut diagnostics,
             users: &mut *users,
@@ -264,7 +265,7 @@ fn line_starts(text: &str) -> Vec<usize> {
 
 /// The walk of one file.
 struct Cx<'a> {
-    file: &'a Path,
+    file: Arc<Path>,
     line_starts: Vec<usize>,
     diagnostics: &'a mut Vec<Diagnostic>,
     users: &'a mut UserDb,
@@ -287,7 +288,7 @@ impl Cx<'_> {
             .partition_point(|&start| start <= span.start);
         let start = self.line_starts[line - 1];
         Origin {
-            file: self.file.to_path_buf(),
+            file: Arc::clone(&self.file),
             line,
             column: span.start - start + 1,
         }
