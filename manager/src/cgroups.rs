@@ -249,7 +249,7 @@ impl Cgroups {
                 joined.push(h);
             }
         }
-        let mut dirs = Vec::new();
+        let mut dirs = Vec::with_capacity(joined.len());
         for dir in joined.iter().map(|h| h.base.join(name)) {
             match fs::create_dir(&dir) {
                 Ok(()) => {}

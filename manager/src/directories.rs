@@ -179,7 +179,7 @@ mod tests {
         let mut s = Service::new(
             "svc".into(),
             Origin {
-                file: "t.toml".into(),
+                file: std::path::Path::new("t.toml").into(),
                 line: 1,
                 column: 1,
             },

@@ -21,7 +21,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -37,12 +39,19 @@ use crate::sys;
 /// A panic this soon after the last recovery is not recovered from: it would likely repeat.
 pub const QUIET: Duration = Duration::from_secs(60);
 
+/// A unit in the snapshot: encoded, and when its timers are due.
+pub type SavedUnit = (Box<[u8]>, Vec<(Timer, Instant)>);
+
 /// The manager state as of the last event fully handled.
 pub struct Snapshot {
-    /// Everything but the services (their list is empty here).
+    /// Everything but the services and the config files (both lists are empty here).
     pub head: saved::ManagerState,
-    /// Each unit as saved at its last change, with when its timers are due.
-    pub units: BTreeMap<UnitId, (saved::Service, Vec<(Timer, Instant)>)>,
+    /// The config files, shared with the manager.
+    pub config: Rc<[(PathBuf, String)]>,
+    /// Each unit as saved at its last change ([`saved::encode_service`]: encoded, a unit
+    /// costs a tenth of its decoded size, which every unit would cost all the time for a
+    /// panic that may never come), with when its timers are due.
+    pub units: BTreeMap<UnitId, SavedUnit>,
     /// What to execute (argv[0] too) and its command line, without the flags a takeover adds.
     pub exe: OsString,
     /// The command line.
@@ -51,14 +60,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The state to hand over, its timers counted from `now`.
-    fn state(&self, now: Instant) -> saved::ManagerState {
+    fn state(&self, now: Instant) -> Result<saved::ManagerState, saved::DecodeError> {
         let mut state = self.head.clone();
+        state.config = saved_config(&self.config);
         state.written_ns = monotonic_ns();
         state.services = self
             .units
             .values()
             .map(|(service, timers)| {
-                let mut service = service.clone();
+                let mut service = saved::decode_service(service)?;
                 service.timers = timers
                     .iter()
                     .map(|&(timer, at)| {
@@ -67,11 +77,19 @@ impl Snapshot {
                         (timer.name().to_string(), ns)
                     })
                     .collect();
-                service
+                Ok(service)
             })
-            .collect();
-        state
+            .collect::<Result<_, _>>()?;
+        Ok(state)
     }
+}
+
+/// The config files as a saved state holds them.
+pub fn saved_config(sources: &[(PathBuf, String)]) -> Vec<(Vec<u8>, String)> {
+    sources
+        .iter()
+        .map(|(path, text)| (path.as_os_str().as_bytes().to_vec(), text.clone()))
+        .collect()
 }
 
 thread_local! {
@@ -154,6 +172,10 @@ fn recover(what: &str) -> String {
     });
     let Some((state, exe, args)) = taken else {
         return "no snapshot of the state (the panic came before the loop ran, or while the snapshot was being taken)".into();
+    };
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => return format!("cannot decode the snapshot: {e}"),
     };
     let bytes = match saved::encode(&state) {
         Ok(bytes) => bytes,

@@ -33,7 +33,9 @@ impl fmt::Display for UnitId {
 /// The units.
 #[derive(Default)]
 pub struct Registry {
-    units: BTreeMap<UnitId, Unit>,
+    /// Boxed: a B-tree node holds eleven values inline and is half full at worst, so a unit
+    /// (over a kilobyte) kept inline would cost up to twice its size.
+    units: BTreeMap<UnitId, Box<Unit>>,
     names: HashMap<String, UnitId>,
     /// Which unit each live process (a main process or an accept instance) belongs to.
     pids: HashMap<Pid, UnitId>,
@@ -49,7 +51,7 @@ impl Registry {
         let id = UnitId(self.next);
         self.next += 1;
         self.names.insert(unit.supervisor.config().name.clone(), id);
-        self.units.insert(id, unit);
+        self.units.insert(id, Box::new(unit));
         self.changed.insert(id);
         id
     }
@@ -60,19 +62,19 @@ impl Registry {
         self.changed.insert(id);
         self.names.remove(&unit.supervisor.config().name);
         self.pids.retain(|_, owner| *owner != id);
-        Some(unit)
+        Some(*unit)
     }
 
     /// The unit with this id.
     pub fn get(&self, id: UnitId) -> Option<&Unit> {
-        self.units.get(&id)
+        self.units.get(&id).map(|unit| &**unit)
     }
 
     /// The unit with this id, to change.
     pub fn get_mut(&mut self, id: UnitId) -> Option<&mut Unit> {
         let unit = self.units.get_mut(&id)?;
         self.changed.insert(id);
-        Some(unit)
+        Some(&mut **unit)
     }
 
     /// The unit of that name.
@@ -87,13 +89,13 @@ impl Registry {
 
     /// Every unit with its id, in order.
     pub fn iter(&self) -> impl Iterator<Item = (UnitId, &Unit)> {
-        self.units.iter().map(|(id, unit)| (*id, unit))
+        self.units.iter().map(|(id, unit)| (*id, &**unit))
     }
 
     /// Every unit, to change.
     pub fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
         self.changed.extend(self.units.keys().copied());
-        self.units.values_mut()
+        self.units.values_mut().map(|unit| &mut **unit)
     }
 
     /// The units that may have changed since the last call (some may be gone).

@@ -1,6 +1,6 @@
 //! The manager's only unsafe code, and its only use of libc: what rustix (the manager's one
 //! syscall layer) does not cover — the signal mask and signalfd, posix_spawn, clone3 into a
-//! cgroup, execv, strerror, malloc_trim, signal numbers beyond rustix's named ones — and taking
+//! cgroup, execv, strerror, malloc_trim, madvise, signal numbers beyond rustix's named ones — and taking
 //! ownership of the fds a `reexec` hands over by number.
 #![allow(unsafe_code)]
 
@@ -44,6 +44,64 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim only walks glibc's own allocator state, under its own lock.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Unmaps the pages of the manager's own code, and of its read-only data before the code, that
+/// start-up touched (the config parser, the first spawns): the kernel maps a binary's pages
+/// 64 KiB around each fault, so by now nearly the whole binary is resident, and each page of
+/// it counts against the manager for as long as it stays mapped. The pages stay in the page
+/// cache: what the loop runs is mapped again from there on first use, with no I/O. The
+/// relocated read-only data (RELRO) is not touched: it differs from the file.
+pub fn release_startup_code() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let here = release_startup_code as fn() as usize;
+    let mut mappings = Vec::new();
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(offset), Some(_), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        mappings.push((start, end, perms, offset, inode));
+    }
+    let Some(&(_, _, _, _, ours)) = mappings
+        .iter()
+        .find(|&&(start, end, _, _, _)| (start..end).contains(&here))
+    else {
+        return;
+    };
+    for &(start, end, perms, offset, inode) in &mappings {
+        let code = perms == "r-xp";
+        // The first segment (headers, relocations, constants) is at offset 0; RELRO is not.
+        let headers = perms == "r--p" && offset.bytes().all(|b| b == b'0');
+        if inode != ours || !(code || headers) {
+            continue;
+        }
+        // SAFETY: the range is a whole mapping of the manager's own executable, private and
+        // never written (code, or the read-only segment at the file's start): MADV_DONTNEED
+        // only drops the page table entries, and the next access maps the same bytes from the
+        // file again. The code running this call is mapped back as it returns.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
     }
 }
 

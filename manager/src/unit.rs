@@ -49,8 +49,9 @@ pub struct Io {
     pub oom_baseline: Option<u64>,
     /// Its captured output.
     pub output: Ring,
-    /// Its log file in `log_dir`, once a line was written there.
-    pub disk: Option<LogFile>,
+    /// Its log file in `log_dir`, once a line was written there. Boxed: a hundred bytes a
+    /// unit that logs nothing would pay for.
+    pub disk: Option<Box<LogFile>>,
     /// Read ends of its stdout and stderr pipes (services that log, but not accept mode, whose
     /// instances get pipes of their own). Kept across restarts.
     pub pipes: Vec<Pipe>,

@@ -415,7 +415,7 @@ mod tests {
         WrittenId {
             id,
             origin: Origin {
-                file: "t.toml".into(),
+                file: std::path::Path::new("t.toml").into(),
                 line: 1,
                 column: 1,
             },

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -37,7 +38,7 @@ pub fn parse_files(sources: &[(PathBuf, String)], users: &mut UserDb) -> Loaded 
     let mut manager: Option<(ManagerSettings, Origin)> = None;
     for (path, text) in sources {
         let mut cx = Cx {
-            file: path,
+            file: Arc::from(path.as_path()),
             line_starts: line_starts(text),
             diagnostics: &mut diagnostics,
             users: &mut *users,
@@ -267,7 +268,7 @@ fn line_starts(text: &str) -> Vec<usize> {
 
 /// The walk of one file.
 struct Cx<'a> {
-    file: &'a Path,
+    file: Arc<Path>,
     line_starts: Vec<usize>,
     diagnostics: &'a mut Vec<Diagnostic>,
     users: &'a mut UserDb,
@@ -290,7 +291,7 @@ impl Cx<'_> {
             .partition_point(|&start| start <= span.start);
         let start = self.line_starts[line - 1];
         Origin {
-            file: self.file.to_path_buf(),
+            file: Arc::clone(&self.file),
             line,
             column: span.start - start + 1,
         }
@@ -681,7 +682,9 @@ impl Cx<'_> {
             self.error(name.span(), format!("service `{n}` has no `exec`"));
         }
 
-        s.credentials = self.credentials(user, group, supplementary, &spans);
+        s.credentials = self
+            .credentials(user, group, supplementary, &spans)
+            .map(Box::new);
         let owner = match &s.credentials {
             Some(credentials) => self.check_credentials(credentials),
             None => SocketOwner::default(),
@@ -861,7 +864,7 @@ impl Cx<'_> {
             );
             return None;
         }
-        let mut argv = Vec::new();
+        let mut argv = Vec::with_capacity(items.len());
         for item in items {
             argv.push(self.string("exec", item)?.to_string());
         }

@@ -266,7 +266,7 @@ impl Manager {
                 let file = found
                     .io
                     .disk
-                    .get_or_insert_with(|| settings.service_file(name));
+                    .get_or_insert_with(|| Box::new(settings.service_file(name)));
                 file.learn();
                 let (lines, from) = found.io.output.since_positioned();
                 Reply::Logs {

@@ -29,6 +29,7 @@ pub use reexec::{Came, Paths, Resume, Upgrade, resume};
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -136,8 +137,9 @@ pub struct Manager {
     control: Control,
     /// Where the config was read from, for reloads.
     config_path: PathBuf,
-    /// The config files as last loaded successfully, for a `reexec`.
-    config_sources: Vec<(PathBuf, String)>,
+    /// The config files as last loaded successfully, for a `reexec`; shared with the
+    /// panic-recovery snapshot, which would otherwise keep a second copy of every file.
+    config_sources: Rc<[(PathBuf, String)]>,
     /// The config sources changed since the panic-recovery snapshot was taken.
     head_changed: bool,
     /// `[manager] log_buffer` as last loaded.
@@ -348,7 +350,7 @@ impl Manager {
             timers: TimerSet::default(),
             control,
             config_path: config_path.to_path_buf(),
-            config_sources,
+            config_sources: config_sources.into(),
             head_changed: true,
             log_buffer,
             log_files: None,
@@ -379,6 +381,7 @@ impl Manager {
             Some(takeover) => self.took_over(takeover),
         }
         crate::sys::trim_heap();
+        crate::sys::release_startup_code();
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(0),

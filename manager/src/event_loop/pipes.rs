@@ -127,7 +127,7 @@ impl Manager {
             let file = unit
                 .io
                 .disk
-                .get_or_insert_with(|| settings.service_file(name));
+                .get_or_insert_with(|| Box::new(settings.service_file(name)));
             let (written, note) = file.append(&lines, Instant::now());
             if let Some(note) = note {
                 log::warning(format_args!("{name}: {note}"));

@@ -2,6 +2,8 @@
 //! the unit the pid belongs to. A pid nobody claims is an orphan reparented to us (we are a
 //! subreaper, or PID 1): reaping it is all we owe it.
 
+use std::collections::BTreeMap;
+
 use rustix::process::{WaitOptions, WaitStatus};
 use steward_protocol::StatusReport;
 
@@ -181,12 +183,17 @@ impl Manager {
             }
         };
         let instance = unit.supervisor.instances().contains_key(&pid);
-        if let Some(fd) = self
-            .registry
-            .get_mut(id)
-            .and_then(|u| u.io.status.remove(&pid))
-            .filter(|_| !instance)
-        {
+        let status = self.registry.get_mut(id).and_then(|u| {
+            let fd = u.io.status.remove(&pid);
+            if u.io.status.is_empty() {
+                // An emptied B-tree keeps its root node (a hundred bytes here): without this,
+                // every running unit would hold one for the pipe of a spawn long done.
+                u.io.status = BTreeMap::new();
+            }
+            fd
+        });
+        // An accept instance's was never watched.
+        if let Some(fd) = status.filter(|_| !instance) {
             self.unwatch_fd(&fd);
         }
         self.dispatch(id, Event::Process(pid, event));

@@ -37,6 +37,7 @@ use crate::config;
 use crate::control::Control;
 use crate::log;
 use crate::pid1::Finish;
+use crate::recovery;
 use crate::registry::Registry;
 use crate::spawn::{self, PinError, Spawner};
 use crate::supervisor::Timer;
@@ -316,13 +317,17 @@ impl Manager {
     /// The state but for the services and the waiting client.
     pub(super) fn head(&self) -> saved::ManagerState {
         saved::ManagerState {
+            config: recovery::saved_config(&self.config_sources),
+            ..self.bare_head()
+        }
+    }
+
+    /// The state but for the services, the waiting client and the config files.
+    pub(super) fn bare_head(&self) -> saved::ManagerState {
+        saved::ManagerState {
             version: crate::version().to_string(),
             exe: self.upgrade.exe.as_os_str().as_bytes().to_vec(),
-            config: self
-                .config_sources
-                .iter()
-                .map(|(path, text)| (path.as_os_str().as_bytes().to_vec(), text.clone()))
-                .collect(),
+            config: Vec::new(),
             written_ns: monotonic_ns(),
             control_fd: self.control.listener.as_raw_fd(),
             client_fd: None,

@@ -189,7 +189,7 @@ impl Manager {
         };
         match self.apply(plan, refused) {
             Ok(reply) => {
-                self.config_sources = sources;
+                self.config_sources = sources.into();
                 self.head_changed = true;
                 reply
             }

@@ -2,9 +2,13 @@
 //! the units the registry handed out to change are saved again, so that a panic finds the
 //! state as it was before the event that panicked.
 
+use std::rc::Rc;
 use std::time::Instant;
 
+use steward_protocol::reexec as saved;
+
 use super::Manager;
+use crate::log;
 use crate::recovery::{self, Snapshot};
 use crate::supervisor::Timer;
 use crate::unit::Output;
@@ -20,7 +24,8 @@ impl Manager {
             if head_changed || slot.is_none() {
                 let units = slot.take().map(|s| s.units).unwrap_or_default();
                 *slot = Some(Snapshot {
-                    head: self.head(),
+                    head: self.bare_head(),
+                    config: Rc::clone(&self.config_sources),
                     units,
                     exe: self.upgrade.exe.clone().into_os_string(),
                     args: self.upgrade.args.clone(),
@@ -44,7 +49,19 @@ impl Manager {
                 // The fds are named by number in the saved unit; the hook hands them over.
                 let mut keep = Vec::new();
                 let saved = unit.save(now, &[], &mut keep, Output::Without);
-                snapshot.units.insert(id, (saved, timers));
+                match saved::encode_service(&saved) {
+                    Ok(bytes) => {
+                        snapshot
+                            .units
+                            .insert(id, (bytes.into_boxed_slice(), timers));
+                    }
+                    // Cannot happen (the encoding has no limit a unit could reach); if it
+                    // did, a recovery would find the unit as it was at its last change.
+                    Err(e) => log::service(
+                        unit.name(),
+                        format_args!("cannot save the unit for panic recovery: {e}"),
+                    ),
+                }
             }
         });
     }
