@@ -76,7 +76,10 @@ fn the_manager_only_clones_with_clone_vm() {
     // has the kernel clear the child's tid at its exec (CLONE_CHILD_CLEARTID): that is when
     // the child's stack may be used again.
     for line in &clones {
-        assert!(line.contains("CLONE_VM"), "a clone without CLONE_VM: {line}");
+        assert!(
+            line.contains("CLONE_VM"),
+            "a clone without CLONE_VM: {line}"
+        );
         assert!(
             line.contains("CLONE_VFORK") || line.contains("CLONE_CHILD_CLEARTID"),
             "a clone whose stack nobody knows the end of: {line}"

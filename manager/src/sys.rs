@@ -568,7 +568,7 @@ struct Slot {
     argv_ptrs: Vec<*const libc::c_char>,
     envp: [*const libc::c_char; 1],
     keep: Vec<RawFd>,
-    stack: Box<[u128]>,
+    stack: Box<[std::mem::MaybeUninit<u128>]>,
 }
 
 impl Slot {
@@ -587,8 +587,9 @@ impl Slot {
             argv_ptrs: Vec::new(),
             envp: [std::ptr::null()],
             keep: Vec::new(),
-            // 16 KiB: the child makes a few system calls and nothing else.
-            stack: vec![0u128; 1024].into_boxed_slice(),
+            // 16 KiB: the child makes a few system calls and nothing else. Not zeroed: only
+            // the pages a child touches become resident.
+            stack: Box::new_uninit_slice(1024),
         })
     }
 

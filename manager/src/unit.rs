@@ -136,7 +136,14 @@ impl Unit {
         output: Output,
     ) -> saved::Service {
         let mut out = blank();
-        self.supervisor.save(now, &mut out);
+        // The snapshot is saved at every change: a start limit of thousands of restarts would
+        // make each save (and each respawn) cost thousands of time stamps. After a panic, a
+        // start limit above this many is counted from the newest ones.
+        let history = match output {
+            Output::With => usize::MAX,
+            Output::Without => SNAPSHOT_RESTART_HISTORY,
+        };
+        self.supervisor.save(now, &mut out, history);
         let io = &self.io;
         let mut fd = |f: &'a OwnedFd| -> RawFd {
             keep.push(f.as_fd());
@@ -298,6 +305,9 @@ impl Unit {
             .collect()
     }
 }
+
+/// The most recent restarts the panic-recovery snapshot keeps of a unit (a reexec keeps all).
+const SNAPSHOT_RESTART_HISTORY: usize = 64;
 
 /// Whether a saved unit carries its captured output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -136,12 +136,19 @@ impl Timer {
 }
 
 impl Supervisor {
-    /// Writes the supervisor's fields into `out` (the unit's resources write the rest).
-    pub fn save(&self, now: Instant, out: &mut saved::Service) {
+    /// Writes the supervisor's fields into `out` (the unit's resources write the rest), with
+    /// at most the newest `history` of its recent restarts.
+    pub fn save(&self, now: Instant, out: &mut saved::Service, history: usize) {
         out.name = self.config.name.clone();
         out.state = self.save_state(now);
         out.restarts = self.restarts;
-        out.recent_restart_ages_ns = self.recent_restarts.iter().map(|&t| age(now, t)).collect();
+        let skip = self.recent_restarts.len().saturating_sub(history);
+        out.recent_restart_ages_ns = self
+            .recent_restarts
+            .iter()
+            .skip(skip)
+            .map(|&t| age(now, t))
+            .collect();
         out.last_exit = self.last_exit.map(save_exit);
         out.last_failure = self.last_failure.as_ref().map(|f| saved::Failure {
             step: f.step.map(|step| step as u32),
@@ -347,7 +354,7 @@ mod tests {
         s.state = state;
         let now = Instant::now();
         let mut out = crate::unit::blank();
-        s.save(now, &mut out);
+        s.save(now, &mut out, usize::MAX);
         let listening = Listening {
             watched: s.wants_connections(),
             timer: matches!(
