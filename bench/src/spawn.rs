@@ -235,8 +235,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          From the request to the tiny static service's first byte. *fork+exec* and \
          *posix_spawn* are done by the benchmark process itself while it holds that much \
          touched memory; *steward* is the real path (a connection to an accept-mode socket: \
-         accept → spawn state in a sealed memfd → posix_spawn of the executor → exec of the \
-         service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`). \
+         accept → spawn state sent to the service's idle executor, or in a sealed memfd to a \
+         fresh one cloned beside the loop → exec of the service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`). \
          *two execs* is the floor of any split into a spawner and a service: this process \
          posix_spawns a static, libc-free stub (`bench/floor/stub.c`) that only execs the tiny \
          service.\n\n\
