@@ -34,6 +34,16 @@ pub enum Birth {
     Spawned,
 }
 
+impl Birth {
+    /// How an executor cloned with the cgroup fd `into` (none: by posix_spawn) is born.
+    pub fn of<T>(into: Option<&T>) -> Birth {
+        match into {
+            Some(_) => Birth::InCgroup,
+            None => Birth::Spawned,
+        }
+    }
+}
+
 /// Whether filling the pool works now, so that a pool that cannot be filled (the cgroup's
 /// `tasks_max` reached, out of memory) says so once, not at every spawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -146,12 +146,12 @@ pub struct Spawner {
     /// refusal.
     clone_into_cgroup: bool,
     /// The stack the clone3 child runs on.
-    stack: crate::sys::Launcher,
+    launcher: crate::sys::Launcher,
     /// The signals we ignore, which the executor must set back to their default (asked once:
     /// the manager never changes a disposition after start-up).
     ignored_signals: Vec<i32>,
     /// The sd_notify socket, for the services that talk to it.
-    notify_socket: Option<PathBuf>,
+    notify_socket: Option<std::rc::Rc<Path>>,
     /// `/etc/passwd` and `/etc/group`, parsed again only when they change.
     users: UserDb,
     /// Where `runtime_directory` and the other directory keys are made.
@@ -233,7 +233,7 @@ impl Spawner {
             argv0: CString::new("steward-executor").expect("no NUL"),
             notes: note.into_iter().collect(),
             clone_into_cgroup: true,
-            stack: crate::sys::Launcher::default(),
+            launcher: crate::sys::Launcher::default(),
             ignored_signals: crate::sys::ignored_signals(),
             notify_socket: None,
             users: UserDb::system(),
@@ -252,7 +252,7 @@ impl Spawner {
 
     /// Where services that speak sd_notify send their messages (`NOTIFY_SOCKET`).
     pub fn set_notify_socket(&mut self, path: PathBuf) {
-        self.notify_socket = Some(path);
+        self.notify_socket = Some(path.into());
     }
 
     /// What is worth a log line since the last call.
@@ -288,6 +288,7 @@ impl Spawner {
             .map_or(self.own_ids, |c| (c.uid, c.gid));
         crate::directories::prepare(&self.directories, service, uid, gid)
             .map_err(SpawnError::Directory)?;
+        // Shared, not borrowed: the spawn below needs the spawner mutably.
         let notify = self.notify_socket.clone().filter(|_| service.notifies());
         let prepared = Prepared {
             service,
@@ -406,10 +407,7 @@ impl Spawner {
         .map_err(SpawnError::Pipe)?;
         // Only our end is non-blocking: the executor's single report write must not fail.
         rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
-        let birth = match into {
-            Some(_) => Birth::InCgroup,
-            None => Birth::Spawned,
-        };
+        let birth = Birth::of(into.as_ref());
         let state = self.state(prepared, status_write.as_fd(), birth);
         let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)
             .map_err(SpawnError::Memfd)?;
@@ -425,7 +423,7 @@ impl Spawner {
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         match clone_executor(
             &self.exec_path,
-            &mut self.stack,
+            &mut self.launcher,
             &argv,
             &keep,
             into.as_ref(),
@@ -475,16 +473,13 @@ impl Spawner {
         .map_err(SpawnError::Pipe)?;
         // Ours only: the executor blocks on its end until its state comes.
         rustix::fs::fcntl_setfl(&ours, OFlags::NONBLOCK).map_err(SpawnError::Pipe)?;
-        let birth = match into {
-            Some(_) => Birth::InCgroup,
-            None => Birth::Spawned,
-        };
+        let birth = Birth::of(into.as_ref());
         let fd_arg = CString::new(theirs.as_raw_fd().to_string()).expect("no NUL in a number");
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--pooled", fd_arg.as_c_str()];
         let keep = [theirs.as_fd(), self.pinned.as_fd()];
         let pid = match clone_executor(
             &self.exec_path,
-            &mut self.stack,
+            &mut self.launcher,
             &argv,
             &keep,
             into.as_ref(),
@@ -534,17 +529,17 @@ enum Cloned {
 }
 
 /// Clones the executor at `exec_path` with `argv`, passing `keep`: born in the cgroup `into`
-/// (clone3 on `stack`) if given, else by posix_spawn.
+/// (clone3, on one of `launcher`'s slots) if given, else by posix_spawn.
 fn clone_executor(
     exec_path: &CStr,
-    stack: &mut crate::sys::Launcher,
+    launcher: &mut crate::sys::Launcher,
     argv: &[&CStr],
     keep: &[BorrowedFd<'_>],
     into: Option<&OwnedFd>,
 ) -> Result<Pid, Cloned> {
     let pid = match into {
         Some(cgroup) => {
-            match crate::sys::spawn_into_cgroup(exec_path, argv, keep, cgroup.as_fd(), stack) {
+            match crate::sys::spawn_into_cgroup(exec_path, argv, keep, cgroup.as_fd(), launcher) {
                 Ok(pid) => pid,
                 // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7).
                 Err(e) if is_unsupported(&e) => return Err(Cloned::Unsupported(e)),

@@ -121,7 +121,6 @@ impl UnitSpawn<'_> {
         // Our copies of the instance's write ends (and of the readiness pipe's) close here, so
         // those pipes end with the process.
         drop(instance_writers);
-
         self.spawned.push(Spawned {
             pid,
             status,

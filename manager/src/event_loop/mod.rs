@@ -389,15 +389,16 @@ impl Manager {
         self.settle();
         self.snapshot();
         while let Some(timeout) = self.next_wait() {
-            let n = match self.short_pools.is_empty() {
-                true => self.wait(&mut events, timeout),
-                false => match self.wait(&mut events, Some(Duration::ZERO)) {
+            let n = if self.short_pools.is_empty() {
+                self.wait(&mut events, timeout)
+            } else {
+                match self.wait(&mut events, Some(Duration::ZERO)) {
                     0 => {
                         self.fill_pools();
                         self.wait(&mut events, timeout)
                     }
                     n => n,
-                },
+                }
             };
             // Every turn, however busy: a loop that turns is a manager that is alive.
             if let Some(watchdog) = &mut self.watchdog {

@@ -593,13 +593,12 @@ impl Supervisor {
         &self.instances
     }
 
-    /// Whether its sockets should be watched for connections now: listening, not backing
-    /// off, and (accept mode) below `max_connections` (further clients wait in the backlog).
-    pub fn wants_connections(&self) -> bool {
+    /// Whether it takes connections now: listening and not backing off.
+    fn open_for_connections(&self) -> bool {
         match self.state {
             State::Listening {
                 intake: Intake::Open | Intake::Retrying,
-            } => !self.config.accept || self.instances.len() < self.config.max_connections as usize,
+            } => true,
             State::Listening {
                 intake: Intake::BackingOff,
             }
@@ -615,26 +614,21 @@ impl Supervisor {
         }
     }
 
-    /// How many idle executors it should have now: its `executor_pool` while it listens for
+    /// Whether its sockets should be watched for connections now: open for them and (accept
+    /// mode) below `max_connections` (further clients wait in the backlog).
+    pub fn wants_connections(&self) -> bool {
+        self.open_for_connections()
+            && (!self.config.accept || self.instances.len() < self.config.max_connections as usize)
+    }
+
+    /// How many idle executors it should have now: its `executor_pool` while it is open for
     /// the connection that spawns it (a lazy service at rest, an accept service at any time,
     /// even at `max_connections`: an instance ending makes room at once), none otherwise.
     pub fn wants_pool(&self) -> usize {
-        match self.state {
-            State::Listening {
-                intake: Intake::Open | Intake::Retrying,
-            } => self.config.executor_pool as usize,
-            State::Listening {
-                intake: Intake::BackingOff,
-            }
-            | State::Inactive
-            | State::Waiting
-            | State::Starting { .. }
-            | State::Running { .. }
-            | State::Exited
-            | State::Restarting
-            | State::Stopping { .. }
-            | State::Failed(_)
-            | State::Retired => 0,
+        if self.open_for_connections() {
+            self.config.executor_pool as usize
+        } else {
+            0
         }
     }
 
