@@ -123,8 +123,8 @@ const COMMANDS: &[Spec] = &[
         args: "[NAME...]",
         summary: "show every service, or the named ones in detail",
         details: "A table of NAME STATE PID UPTIME RESTARTS MEMORY; accept instances show as \
-                  NAME@N.\nFor named services also their sockets, last exit, last failure and \
-                  last log lines.\nRESTARTS counts automatic restarts since the service was last \
+                  NAME@N.\nFor named services also their sockets, the accept instances started, last \
+                  exit, last failure and last log lines.\nRESTARTS counts automatic restarts since the service was last \
                   started by hand or at boot.",
         options: &[],
     },

@@ -118,6 +118,12 @@ pub fn status_details(service: &ServiceStatus, now: u64) -> String {
     for socket in &service.sockets {
         lines.push(format!("  socket {}: {}", socket.name, socket.address));
     }
+    if let Some(started) = service.instances_started {
+        lines.push(format!(
+            "  instances: {started} started, {} running",
+            service.instances.len()
+        ));
+    }
     if let Some(exit) = service.last_exit {
         lines.push(format!("  last exit: {}", exit_status(exit)));
     }
@@ -267,6 +273,7 @@ fn service_json(service: &ServiceStatus) -> Value {
         "instances": service.instances.iter()
             .map(|i| json!({"name": i.name, "pid": i.pid}))
             .collect::<Vec<_>>(),
+        "instances_started": service.instances_started,
         "last_exit": match service.last_exit {
             Some(ExitStatus::Code(code)) => json!({"code": code}),
             Some(ExitStatus::Signal(signal)) => json!({"signal": signal}),
@@ -354,6 +361,7 @@ mod tests {
             memory_bytes: None,
             sockets: vec![],
             instances: vec![],
+            instances_started: None,
             last_exit: None,
             failure: None,
             status_text: None,
@@ -446,6 +454,7 @@ mod tests {
             name: "http".into(),
             address: "127.0.0.1:8080".into(),
         }];
+        web.instances_started = Some(1234);
         web.last_exit = Some(ExitStatus::Code(200));
         web.failure = Some(FailureStatus {
             step: Some("chdir".into()),
@@ -455,7 +464,8 @@ mod tests {
         web.log_tail = vec![line(0, "hello")];
         assert_eq!(
             status_details(&web, NOW),
-            "\nweb:\n  socket http: 127.0.0.1:8080\n  last exit: exited with status 200\n  \
+            "\nweb:\n  socket http: 127.0.0.1:8080\n  instances: 1234 started, 0 running\n  \
+             last exit: exited with status 200\n  \
              last failure: failed at chdir: No such file or directory (status 200)\n  \
              1970-01-01T00:00:00.000000Z web[412] stdout: hello\n"
         );
@@ -611,6 +621,7 @@ mod tests {
             name: "web@1".into(),
             pid: 500,
         }];
+        web.instances_started = Some(41);
         web.last_exit = Some(ExitStatus::Signal(9));
         web.failure = Some(FailureStatus {
             step: None,
@@ -636,7 +647,7 @@ mod tests {
                         "name": "web", "state": "running", "pid": 412, "since": NOW - 312,
                         "restarts": 2, "memory_bytes": 4096,
                         "sockets": [{"name": "http", "address": "/run/web.sock"}],
-                        "instances": [{"name": "web@1", "pid": 500}],
+                        "instances": [{"name": "web@1", "pid": 500}], "instances_started": 41,
                         "last_exit": {"signal": 9},
                         "failure": {"step": null, "reason": "killed by SIGKILL", "status": null},
                         "status_text": "serving 3 clients", "waiting_for": [], "retry_at": null, "stored_fds": [],
@@ -644,7 +655,7 @@ mod tests {
                     {
                         "name": "once", "state": "failed", "pid": null, "since": NOW - 312,
                         "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
-                        "last_exit": {"code": 203},
+                        "instances_started": null, "last_exit": {"code": 203},
                         "failure": {"step": "exec", "reason": "No such file or directory",
                                     "status": 203},
                         "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
@@ -652,7 +663,7 @@ mod tests {
                     {
                         "name": "idle", "state": "inactive", "pid": null, "since": NOW - 312,
                         "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
-                        "last_exit": null, "failure": null,
+                        "instances_started": null, "last_exit": null, "failure": null,
                         "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                     },
                 ],

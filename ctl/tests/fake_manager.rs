@@ -189,6 +189,7 @@ fn sample_status(log_tail: bool) -> Status {
                     name: "web@1".into(),
                     pid: 51234,
                 }],
+                instances_started: Some(7),
                 last_exit: None,
                 failure: None,
                 status_text: None,
@@ -216,6 +217,7 @@ fn sample_status(log_tail: bool) -> Status {
                 memory_bytes: None,
                 sockets: vec![],
                 instances: vec![],
+                instances_started: None,
                 last_exit: Some(ExitStatus::Code(203)),
                 failure: Some(FailureStatus {
                     step: Some("exec".into()),
@@ -260,7 +262,7 @@ fn status_of_named_services_adds_their_details() {
         .1;
     assert_eq!(
         details,
-        "web:\n  socket http: 127.0.0.1:8080\n  \
+        "web:\n  socket http: 127.0.0.1:8080\n  instances: 7 started, 1 running\n  \
          2023-11-14T22:13:20.000001Z web[412] stdout: hello\n\
          \n\
          once:\n  last exit: exited with status 203\n  \
@@ -290,14 +292,14 @@ fn status_json_has_the_documented_shape() {
                     "name": "web", "state": "running", "pid": 412, "since": web_since,
                     "restarts": 3, "memory_bytes": 1_258_291,
                     "sockets": [{"name": "http", "address": "127.0.0.1:8080"}],
-                    "instances": [{"name": "web@1", "pid": 51234}],
+                    "instances": [{"name": "web@1", "pid": 51234}], "instances_started": 7,
                     "last_exit": null, "failure": null,
                     "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],
                 },
                 {
                     "name": "once", "state": "failed", "pid": null, "since": once_since,
                     "restarts": 0, "memory_bytes": null, "sockets": [], "instances": [],
-                    "last_exit": {"code": 203},
+                    "instances_started": null, "last_exit": {"code": 203},
                     "failure": {"step": "exec", "reason": "No such file or directory",
                                 "status": 203},
                     "status_text": null, "waiting_for": [], "retry_at": null, "stored_fds": [],

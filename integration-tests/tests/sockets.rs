@@ -278,6 +278,7 @@ const ACCEPT: &str = r#"
 exec = ["@PROBE@", "connection"]
 accept = true
 max_connections = 2
+log_instances = "all"
 
 [[service.each.socket]]
 path = "@DIR@/each.sock"
@@ -299,6 +300,44 @@ fn accept_mode_runs_one_instance_per_connection() {
         s.wait_for(&format!("each@{i}: exited with status 0"));
     }
     assert_eq!(pids.len(), 5, "distinct instances");
+}
+
+#[test]
+fn accept_instances_are_logged_only_when_they_fail_and_counted_in_status() {
+    let s = Steward::start(
+        r#"
+[service.quiet]
+exec = ["/bin/sh", "-c", "read code; echo bye; exit $code"]
+accept = true
+stdio = "socket"
+
+[[service.quiet.socket]]
+path = "@DIR@/quiet.sock"
+"#,
+    );
+    s.wait_for("quiet: listening");
+    let sock = s.dir.path().join("quiet.sock");
+    for code in [0, 0, 3, 0] {
+        let mut client = UnixStream::connect(&sock).unwrap();
+        client.set_read_timeout(Some(DEADLINE)).unwrap();
+        std::io::Write::write_all(&mut client, format!("{code}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "bye\n");
+    }
+    // The failing one is told, with the pid no start line gave.
+    s.wait_for("quiet@3: exited with status 3 (pid ");
+    wait_until("every instance reaped", || {
+        let (code, out, _) = s.ctl(&["status", "quiet"]);
+        code == 0 && out.contains("  instances: 4 started, 0 running\n")
+    });
+    assert_eq!(s.service("quiet")["instances_started"], 4);
+    let told: Vec<String> = s
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("quiet@"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:#?}");
 }
 
 /// This process's uid and gid, as /proc shows them (no libc call needed).
@@ -366,6 +405,7 @@ fn inetd_mode_with_busybox_httpd() {
 exec = ["/usr/bin/busybox", "httpd", "-i", "-h", "@DIR@/www"]
 accept = true
 stdio = "socket"
+log_instances = "all"
 
 [[service.web.socket]]
 listen = "127.0.0.1:{port}"
@@ -691,6 +731,7 @@ fn an_accept_instance_sees_its_connection_and_its_peer() {
 [service.each]
 exec = ["{probe}", "report", "@DIR@/report"]
 accept = true
+log_instances = "all"
 {stdio}
 
 [[service.each.socket]]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::DecodeError;
 
 /// Bumped whenever [`Request`] or [`Reply`] changes shape.
-pub const CONTROL_VERSION: u32 = 4;
+pub const CONTROL_VERSION: u32 = 5;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 4 << 20;
 
@@ -187,6 +187,8 @@ pub struct ServiceStatus {
     pub sockets: Vec<SocketStatus>,
     /// Accept mode: its running instances.
     pub instances: Vec<InstanceStatus>,
+    /// Accept mode: how many instances were started since steward was (reexecs included).
+    pub instances_started: Option<u32>,
     /// How its last process ended.
     pub last_exit: Option<ExitStatus>,
     /// Its last failure.

@@ -129,6 +129,12 @@ pub struct Service {
     pub accept: bool,
     /// `max_connections`, default `64`: accept mode, how many instances may run at once.
     pub max_connections: u32,
+    /// `log_instances`, default `"failures"`: accept mode, which instances get lines in the
+    /// manager's log. `"failures"` logs only an instance that fails (a step, an exit status
+    /// other than 0, a signal), so that a storm of connections does not flood the console;
+    /// `status NAME` counts the instances started. `"all"` also logs each instance's start and
+    /// clean exit.
+    pub log_instances: InstanceLog,
     /// `executor_pool`, default `1` for a lazy or accept service without `tasks_max`, else
     /// `0`: how many executors wait, exec'd already and in the service's cgroup, for the
     /// connection that spawns it (0 to 16). A connection then costs one message to one of
@@ -226,6 +232,7 @@ impl Service {
             lazy: false,
             accept: false,
             max_connections: 64,
+            log_instances: InstanceLog::Failures,
             executor_pool: 0,
             credentials: None,
             working_directory: "/".into(),
@@ -342,6 +349,15 @@ pub enum StdioMode {
     Socket,
     /// A file or tty opened read-write as 0, 1 and 2.
     Path(String),
+}
+
+/// The `log_instances` key: which accept instances the manager's log tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceLog {
+    /// Each one's start and exit.
+    All,
+    /// Only those that fail.
+    Failures,
 }
 
 /// The `ready` key: when a started service counts as ready (`starting` → `running`).

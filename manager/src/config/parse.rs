@@ -12,9 +12,9 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
-    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Id, Loaded, ManagerSettings,
-    NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig, SocketKind, StdioMode,
-    TakeoverEnv, WrittenId,
+    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Id, InstanceLog, Loaded,
+    ManagerSettings, NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig, SocketKind,
+    StdioMode, TakeoverEnv, WrittenId,
 };
 use crate::users::{ResolveError, UserDb, UserEntry};
 
@@ -601,6 +601,7 @@ impl Cx<'_> {
                     &mut s.max_connections,
                     self.integer(k, value, 1..65_536).map(|n| n as u32),
                 ),
+                "log_instances" => set(&mut s.log_instances, self.instance_log(value)),
                 "executor_pool" => {
                     pool = self
                         .integer(k, value, 0..EXECUTOR_POOL_MAX + 1)
@@ -1020,6 +1021,21 @@ impl Cx<'_> {
         })
     }
 
+    fn instance_log(&mut self, value: &Value) -> Option<InstanceLog> {
+        let text = self.string("log_instances", value)?;
+        Some(match text {
+            "all" => InstanceLog::All,
+            "failures" => InstanceLog::Failures,
+            other => {
+                self.error(
+                    value.span(),
+                    format!("`log_instances` must be \"all\" or \"failures\", not \"{other}\""),
+                );
+                return None;
+            }
+        })
+    }
+
     /// A directory's mode: octal, special bits allowed (a setgid directory is common).
     fn mode(&mut self, key: &str, value: &Value) -> Option<u32> {
         let text = self.string(key, value)?;
@@ -1362,6 +1378,33 @@ mod tests {
         assert_eq!(s.stdio, StdioMode::Log);
         assert_eq!(s.origin.line, 1);
         assert_eq!(s.origin.column, 10);
+    }
+
+    #[test]
+    fn log_instances_is_all_or_failures() {
+        let base = "[service.a]\nexec = [\"/bin/true\"]\naccept = true\n[[service.a.socket]]\npath = \"/tmp/a.sock\"\n";
+        let loaded = load_str("t.toml", base);
+        assert_eq!(
+            loaded.config.unwrap().services[0].log_instances,
+            InstanceLog::Failures
+        );
+        let all = base.replace(
+            "accept = true\n",
+            "accept = true\nlog_instances = \"all\"\n",
+        );
+        let loaded = load_str("t.toml", &all);
+        assert_eq!(
+            loaded.config.unwrap().services[0].log_instances,
+            InstanceLog::All
+        );
+        let bad = base.replace(
+            "accept = true\n",
+            "accept = true\nlog_instances = \"some\"\n",
+        );
+        assert_eq!(
+            errors(&bad),
+            ["t.toml:4:17: `log_instances` must be \"all\" or \"failures\", not \"some\""]
+        );
     }
 
     #[test]

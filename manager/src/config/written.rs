@@ -33,6 +33,8 @@ pub struct ServiceTable {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_instances: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub executor_pool: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -183,6 +185,7 @@ mod tests {
             lazy: Some(true),
             accept: Some(false),
             max_connections: Some(8),
+            log_instances: s("all"),
             executor_pool: Some(2),
             user: s("root"),
             group: s("0"),

@@ -445,6 +445,7 @@ impl Manager {
                     pid: pid.raw(),
                 })
                 .collect(),
+            instances_started: s.instances_started(),
             last_exit: s.last_exit().map(exit_status),
             failure: s.last_failure().map(|f| FailureStatus {
                 step: f.step.map(|st| st.name().to_string()),

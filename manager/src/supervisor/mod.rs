@@ -19,7 +19,7 @@ use steward_protocol::{StatusReport, Step};
 pub use effects::Effects;
 
 use crate::config::format_duration;
-use crate::config::{self, Ready, Signal};
+use crate::config::{self, InstanceLog, Ready, Signal};
 use crate::sockets::Listener;
 use crate::spawn::SpawnError;
 
@@ -591,6 +591,13 @@ impl Supervisor {
     /// Accept mode: the running instances by pid.
     pub fn instances(&self) -> &BTreeMap<Pid, Instance> {
         &self.instances
+    }
+
+    /// Accept mode: how many instances it has started, reexecs included.
+    pub fn instances_started(&self) -> Option<u32> {
+        self.config
+            .accept
+            .then(|| self.next_instance.saturating_sub(1))
     }
 
     /// Whether it takes connections now: listening and not backing off.
@@ -1265,8 +1272,17 @@ impl Supervisor {
                 | ProcessEvent::WatchdogInterval(_),
             ) => {}
             (_, ProcessEvent::Exited(exit)) => {
-                self.instances.remove(&pid);
-                fx.log.log(&name, format_args!("{exit}"));
+                let instance = self.instances.remove(&pid);
+                match (self.config.log_instances, exit, instance.map(|i| i.exec)) {
+                    (InstanceLog::All, _, _) => fx.log.log(&name, format_args!("{exit}")),
+                    // Its failed step was told already; the exit that follows adds nothing.
+                    (InstanceLog::Failures, Exit::Code(0), _)
+                    | (InstanceLog::Failures, _, Some(Exec::Failed(_))) => {}
+                    // No line said which process it was.
+                    (InstanceLog::Failures, _, _) => {
+                        fx.log.log(&name, format_args!("{exit} (pid {pid})"))
+                    }
+                }
                 let state = std::mem::replace(&mut self.state, State::Inactive);
                 self.state = match state {
                     // Below the cap again: the next waiting client is taken (the watch
@@ -1342,8 +1358,10 @@ impl Supervisor {
                             exec,
                         },
                     );
-                    let name = format!("{}@{number}", self.config.name);
-                    fx.log.log(&name, format_args!("started (pid {pid})"));
+                    if self.config.log_instances == InstanceLog::All {
+                        let name = format!("{}@{number}", self.config.name);
+                        fx.log.log(&name, format_args!("started (pid {pid})"));
+                    }
                 }
                 Ok(None) => {
                     // Nobody waits any more: the episode is over.

@@ -292,7 +292,24 @@ fn accept_mode_caps_running_instances() {
     assert_eq!(s.instances.len(), 2);
     let numbers: Vec<u32> = s.instances.values().map(|i| i.number).collect();
     assert_eq!(numbers, [2, 3]);
-    assert!(fx.log.0.contains(&"exited with status 0".to_string()));
+    assert_eq!(s.instances_started(), Some(3));
+    // By default only a failing instance is told, with the pid no start line gave.
+    assert!(
+        !fx.log.0.iter().any(|l| l.starts_with("started") || l.starts_with("exited")),
+        "{:?}",
+        fx.log.0
+    );
+    let second = *s.instances.keys().next().unwrap();
+    fx.handle(&mut s, Event::Process(second, ProcessEvent::Execd));
+    fx.handle(
+        &mut s,
+        Event::Process(second, ProcessEvent::Exited(Exit::Code(1))),
+    );
+    assert_eq!(
+        fx.log.0.last().unwrap(),
+        &format!("exited with status 1 (pid {second})")
+    );
+    fx.handle(&mut s, Event::Connection);
     assert_eq!(
         s.state,
         State::Listening {
