@@ -18,14 +18,15 @@ const SLOTS: [(RawFd, Step); 3] = [(0, Step::Stdin), (1, Step::Stdout), (2, Step
 pub fn apply(stdio: &[Stdio; 3], placed: &Placed) -> Result<(), Failure> {
     for (i, (how, (slot, step))) in stdio.iter().zip(SLOTS).enumerate() {
         // A path an earlier slot already opened is shared, as a shell's `>file 2>&1` would: one
-        // open file, one offset, and a terminal made controlling once.
+        // open file, one offset, and a terminal made controlling once. /dev/null likewise, so
+        // that it is opened once, not three times.
         let earlier = match how {
-            Stdio::Path(path) => stdio[..i]
+            Stdio::Path(_) | Stdio::Null => stdio[..i]
                 .iter()
                 .zip(SLOTS)
-                .find(|(other, _)| matches!(other, Stdio::Path(p) if p == path))
+                .find(|(other, _)| *other == how)
                 .map(|(_, (earlier, _))| earlier),
-            Stdio::Inherit | Stdio::Null | Stdio::Fd(_) => None,
+            Stdio::Inherit | Stdio::Fd(_) => None,
         };
         match earlier {
             Some(earlier) => sys::dup2(earlier, slot).at(step)?,

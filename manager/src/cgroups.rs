@@ -299,7 +299,7 @@ impl Cgroups {
     pub fn procs(&self, name: &str) -> Vec<i32> {
         let mut pids: Vec<i32> = self
             .dirs(name)
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .filter_map(|d| read_text(&d.join("cgroup.procs")).ok())
             .flat_map(|text| {
                 text.lines()
                     .filter_map(|l| l.trim().parse().ok())
@@ -363,7 +363,7 @@ impl Cgroups {
             Version::V2 => "memory.current",
             Version::V1 => "memory.usage_in_bytes",
         };
-        fs::read_to_string(h.base.join(name).join(file))
+        read_text(&h.base.join(name).join(file))
             .ok()?
             .trim()
             .parse()
@@ -384,10 +384,28 @@ impl Cgroups {
             Version::V2 => ("memory.events", "oom_kill"),
             Version::V1 => ("memory.oom_control", "oom_kill"),
         };
-        let text = fs::read_to_string(h.base.join(name).join(file)).ok()?;
+        let text = read_text(&h.base.join(name).join(file)).ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
     }
+}
+
+/// A cgroup file's text. Not `fs::read_to_string`: that asks the file's size first, and a
+/// cgroup file has none; this is read at every exit of a main process.
+fn read_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {

@@ -220,17 +220,10 @@ fn emit(level: Level, message: fmt::Arguments<'_>) {
     to_file(&[LogLine {
         time_us: crate::output::now_us(),
         name: "steward".into(),
-        pid: own_pid(),
+        pid: crate::pid1::own_pid(),
         stream: Stream::Stderr,
         text,
     }]);
-}
-
-/// Our pid, asked once: it never changes (a reexec keeps it), and glibc no longer caches it,
-/// so every line would cost a system call.
-fn own_pid() -> i32 {
-    static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    *PID.get_or_init(|| std::process::id() as i32)
 }
 
 fn write_stderr(line: &str) {

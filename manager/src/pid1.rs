@@ -54,7 +54,14 @@ impl Finish {
 
 /// Whether we are the init of our pid namespace.
 pub fn is_init() -> bool {
-    std::process::id() == 1
+    own_pid() == 1
+}
+
+/// Our pid, asked once: it never changes (the manager never forks, and a reexec keeps it),
+/// and glibc no longer caches it, so every signal and log line would cost a system call.
+pub fn own_pid() -> i32 {
+    static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| std::process::id() as i32)
 }
 
 /// What a signal means to PID 1 (`None`: ignored). SIGCHLD is the loop's own business.

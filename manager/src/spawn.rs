@@ -405,8 +405,8 @@ impl Spawner {
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
         .map_err(SpawnError::Pipe)?;
-        // Only our end is non-blocking: the executor's single report write must not fail.
-        rustix::fs::fcntl_setfl(&status_write, OFlags::empty()).map_err(SpawnError::Pipe)?;
+        // The executor's end may stay non-blocking: its one report, a few bytes into an empty
+        // pipe, cannot find it full, and the service never holds that end (close-on-exec).
         let birth = Birth::of(into.as_ref());
         let state = self.state(prepared, status_write.as_fd(), birth);
         let memfd = sealed_memfd("steward-spawn-state", &steward_protocol::encode(&state)?)

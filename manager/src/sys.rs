@@ -154,7 +154,7 @@ impl SignalSet {
 pub const SIGINFO_LEN: usize = std::mem::size_of::<libc::signalfd_siginfo>();
 
 /// The signal number of one `struct signalfd_siginfo` as read from a signalfd.
-pub fn siginfo_signo(bytes: &[u8; SIGINFO_LEN]) -> i32 {
+pub fn siginfo_signo(bytes: &[u8]) -> i32 {
     // `ssi_signo` is the struct's first field, a u32 in the machine's byte order.
     u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i32
 }

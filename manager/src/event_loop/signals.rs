@@ -14,11 +14,13 @@ impl Manager {
     pub(super) fn on_signals(&mut self) -> bool {
         let mut reap = false;
         let init = pid1::is_init();
+        // A read returns as many records as are pending and fit: a short one says there are
+        // no more, so the common case (one SIGCHLD) costs one read, not a second for EAGAIN.
+        const BATCH: usize = 8;
+        let mut buf = [0u8; BATCH * crate::sys::SIGINFO_LEN];
         loop {
-            let mut info = [0u8; crate::sys::SIGINFO_LEN];
-            let signo = match rustix::io::read(&self.signals, &mut info) {
-                Ok(n) if n == info.len() => crate::sys::siginfo_signo(&info),
-                Ok(_) => break,
+            let n = match rustix::io::read(&self.signals, &mut buf) {
+                Ok(n) => n,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
@@ -26,15 +28,20 @@ impl Manager {
                     break;
                 }
             };
-            match Signal(signo) {
-                Signal::CHLD => reap = true,
-                _ if init => self.on_init_signal(signo),
-                Signal::TERM | Signal::INT => self.stop_all(Finish::Exit),
-                // The same handler as `stewardctl reload`; the outcome is logged there.
-                Signal::HUP => {
-                    let _ = self.reload();
+            for info in buf[..n].chunks_exact(crate::sys::SIGINFO_LEN) {
+                match Signal(crate::sys::siginfo_signo(info)) {
+                    Signal::CHLD => reap = true,
+                    Signal(signo) if init => self.on_init_signal(signo),
+                    Signal::TERM | Signal::INT => self.stop_all(Finish::Exit),
+                    // The same handler as `stewardctl reload`; the outcome is logged there.
+                    Signal::HUP => {
+                        let _ = self.reload();
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if n < buf.len() {
+                break;
             }
         }
         reap

@@ -295,7 +295,10 @@ fn accept_mode_caps_running_instances() {
     assert_eq!(s.instances_started(), Some(3));
     // By default only a failing instance is told, with the pid no start line gave.
     assert!(
-        !fx.log.0.iter().any(|l| l.starts_with("started") || l.starts_with("exited")),
+        !fx.log
+            .0
+            .iter()
+            .any(|l| l.starts_with("started") || l.starts_with("exited")),
         "{:?}",
         fx.log.0
     );
