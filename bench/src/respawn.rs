@@ -23,6 +23,25 @@ start_limit_burst = 999999
 start_limit_interval = "1s"
 "#;
 
+/// The same with an executor waiting for each restart.
+fn pooled_config() -> String {
+    CONFIG.replace(
+        "stdio = \"null\"\n",
+        "stdio = \"null\"\nexecutor_pool = 1\n",
+    )
+}
+
+/// Cycles per second of one fresh steward on `config`, over `window`.
+fn steward_rate(ctx: &Ctx, config: &str, window: Duration) -> anyhow::Result<f64> {
+    let manager = Manager::start(ctx, "respawn", config, &[])?;
+    manager.wait_for_nth("started (pid", 100, Duration::from_secs(20))?;
+    let before = manager.count("started (pid");
+    let began = Instant::now();
+    std::thread::sleep(window);
+    let cycles = manager.count("started (pid") - before;
+    Ok(cycles as f64 / began.elapsed().as_secs_f64())
+}
+
 /// The bare loops alternate in slices this long, so that both see the same machine.
 const SLICE: Duration = Duration::from_millis(20);
 
@@ -84,34 +103,32 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         (5, Duration::from_secs(2))
     };
     bare_rates(ctx, Duration::from_millis(200))?; // warm-up: page cache, the kernel's caches
-    let (mut rates, mut bare, mut two) = (Vec::new(), Vec::new(), Vec::new());
+    let pooled = pooled_config();
+    let (mut rates, mut pool_rates, mut bare, mut two) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // steward and the bare loops take turns, window by window, so that a burst of other work
-    // on this shared machine falls on one window of each rather than on all of one.
+    // on this shared machine falls on one window of each rather than on all of one. Each
+    // steward is stopped before the next runs: on two cores, a respawning steward would slow
+    // the others.
     for _ in 0..windows {
-        let manager = Manager::start(ctx, "respawn", CONFIG, &[])?;
-        manager.wait_for_nth("started (pid", 100, Duration::from_secs(20))?;
-        let before = manager.count("started (pid");
-        let began = Instant::now();
-        std::thread::sleep(window);
-        let cycles = manager.count("started (pid") - before;
-        rates.push(cycles as f64 / began.elapsed().as_secs_f64());
-        // Stopped before the bare loops run: on two cores, a respawning steward would slow
-        // them.
-        drop(manager);
+        rates.push(steward_rate(ctx, CONFIG, window)?);
+        pool_rates.push(steward_rate(ctx, &pooled, window)?);
         let (one, both) = bare_rates(ctx, window)?;
         bare.push(one);
         two.push(both);
     }
+    let pool_ms = 1000.0 / median(&mut pool_rates);
     let steward = median(&mut rates);
     let cycle_ms = 1000.0 / steward;
     let bare_ms = 1000.0 / median(&mut bare);
     let two_ms = 1000.0 / median(&mut two);
     let ratio = cycle_ms / bare_ms;
     let floor = two_ms / bare_ms;
+    let pool_ratio = pool_ms / bare_ms;
     println!(
-        "respawn: steward {cycle_ms:.3} ms per cycle; bare posix_spawn+wait {bare_ms:.3} ms; \
-         through the exec-only stub {two_ms:.3} ms; steward ÷ bare {ratio:.2}×, \
-         stub ÷ bare {floor:.2}×"
+        "respawn: steward {cycle_ms:.3} ms per cycle, {pool_ms:.3} ms with executor_pool = 1; \
+         bare posix_spawn+wait {bare_ms:.3} ms; through the exec-only stub {two_ms:.3} ms; \
+         steward ÷ bare {ratio:.2}× ({pool_ratio:.2}× pooled), stub ÷ bare {floor:.2}×"
     );
     let mut section = Section {
         markdown: format!(
@@ -125,14 +142,20 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              back to back, for the same time after each of steward's windows; and the same \
              loop spawning the exec-only stub of `bench/floor/`, which execs the service: two \
              execs per cycle, the floor of steward's split (manager, executor, service) \
-             without any of its work. The two loops alternate in {slice} ms slices.\n\n\
+             without any of its work. The two loops alternate in {slice} ms slices. steward \
+             runs twice in each window: as configured by default, and with \
+             `executor_pool = 1`, where an idle executor waits in the service's cgroup for \
+             the next restart (the exit's cleanup of the cgroup spares it), so that the \
+             executor's exec is off the cycle's path.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
+             | steward, `executor_pool = 1` | {} | **{pool_ms:.3} ms** |\n\
              | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
              | the same through the exec-only stub (two execs) | {} | {two_ms:.3} ms |\n\n\
-             steward ÷ bare loop, per cycle: **{ratio:.2}×**; the two-exec floor ÷ bare loop: \
-             {floor:.2}×.\n",
+             steward ÷ bare loop, per cycle: **{ratio:.2}×**, with `executor_pool = 1` \
+             **{pool_ratio:.2}×**; the two-exec floor ÷ bare loop: {floor:.2}×.\n",
             list(&rates),
+            list(&pool_rates),
             list(&bare),
             list(&two),
             secs = window.as_secs(),
@@ -143,6 +166,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.figures.insert("respawn.ms".into(), cycle_ms);
     section.figures.insert("respawn.bare_ms".into(), bare_ms);
     section.figures.insert("respawn.ratio_bare".into(), ratio);
+    section.figures.insert("respawn.pool_ms".into(), pool_ms);
+    section
+        .figures
+        .insert("respawn.pool_ratio_bare".into(), pool_ratio);
     section.figures.insert("respawn.two_exec_ms".into(), two_ms);
     section.figures.insert("respawn.floor_ratio".into(), floor);
     Ok(section)

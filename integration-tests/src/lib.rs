@@ -354,6 +354,17 @@ pub fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The children of `pid` that are idle executors (`steward-executor --pooled FD`).
+pub fn idle_executors(pid: i32) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"--pooled"))
+        })
+        .collect()
+}
+
 /// kill(2).
 pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.

@@ -299,3 +299,38 @@ fn a_lazy_service_failed_at_its_start_limit_serves_again_after_the_cooldown() {
     .unwrap();
     assert!(line.starts_with("pid "), "{line}");
 }
+
+#[test]
+fn a_keep_alive_service_restarts_through_its_idle_executor() {
+    let s = Steward::start(
+        r#"
+[service.k]
+exec = ["/bin/sleep", "1000"]
+keep_alive = true
+restart_delay = "0"
+executor_pool = 1
+"#,
+    );
+    let mut main = s.wait_state("k", "running")["pid"].as_i64().unwrap() as i32;
+    for round in 1..=3 {
+        let mut idle = Vec::new();
+        wait_until("k's idle executor", || {
+            idle = idle_executors(s.pid());
+            idle.len() == 1
+        });
+        send_signal(main, libc::SIGKILL).unwrap();
+        // The exit's cleanup of the cgroup spares the idle executor: it becomes the restart.
+        let mut next = 0;
+        wait_until("k restarted", || {
+            let k = s.service("k");
+            next = k["pid"].as_i64().unwrap_or(0) as i32;
+            k["state"] == "running" && next != 0 && next != main && k["restarts"] == round
+        });
+        assert_eq!(
+            next, idle[0],
+            "round {round}: the restart is the idle executor"
+        );
+        main = next;
+    }
+    assert_eq!(s.count("left in its cgroup"), 0, "{:#?}", s.lines());
+}

@@ -311,13 +311,15 @@ impl Cgroups {
         pids
     }
 
-    /// Sends `signal` to every process in the cgroup of `name`; returns how many there were.
-    pub fn signal(&self, name: &str, signal: crate::config::Signal) -> usize {
-        let pids = self.procs(name);
+    /// Sends `signal` to every process in the cgroup of `name` but the `spared`; returns
+    /// those it was sent to.
+    pub fn signal(&self, name: &str, signal: crate::config::Signal, spared: &[i32]) -> Vec<i32> {
+        let mut pids = self.procs(name);
+        pids.retain(|pid| !spared.contains(pid));
         for &pid in &pids {
             let _ = crate::sys::kill(pid, signal.0);
         }
-        pids.len()
+        pids
     }
 
     /// Removes the (empty) cgroup of `name`; false when a process is still in it.

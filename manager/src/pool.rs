@@ -6,7 +6,8 @@
 //!
 //! An idle executor runs no code of the service and holds none of its fds: closing our end of
 //! its socket (dropping its [`Pooled`]) is all it takes to retire it; it exits 0 and is reaped
-//! like any child nobody claims.
+//! like any child nobody claims. For the same reason it is spared when a keep-alive service's
+//! main process exits and what it left in its cgroup is killed: it waits for the restart.
 
 use std::os::fd::OwnedFd;
 
@@ -57,8 +58,15 @@ pub enum Filling {
 #[derive(Default)]
 pub struct Pool {
     idle: Vec<Pooled>,
+    /// Pids of those retired since the service's main process last exited: they exit on
+    /// their own, but may not have yet when that exit's cleanup kills what is left in the
+    /// cgroup, and they are not what the service left there.
+    retired: Vec<Pid>,
     pub filling: Filling,
 }
+
+/// How many retired pids are remembered; a pool holds at most 16.
+const RETIRED_KEPT: usize = 16;
 
 impl Pool {
     /// How many wait.
@@ -76,8 +84,22 @@ impl Pool {
         self.idle.push(pooled);
     }
 
+    /// Their pids: processes of the service's cgroup that are not the service's yet.
+    pub fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.idle.iter().map(|p| p.pid)
+    }
+
     /// Retires all but `keep` of them.
     pub fn truncate(&mut self, keep: usize) {
-        self.idle.truncate(keep);
+        if self.idle.len() > keep {
+            self.retired.extend(self.idle.drain(keep..).map(|p| p.pid));
+            let over = self.retired.len().saturating_sub(RETIRED_KEPT);
+            self.retired.drain(..over);
+        }
+    }
+
+    /// The pids retired since the last call.
+    pub fn take_retired(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.retired)
     }
 }

@@ -137,10 +137,11 @@ pub struct Service {
     pub log_instances: InstanceLog,
     /// `executor_pool`, default `1` for a lazy or accept service without `tasks_max`, else
     /// `0`: how many executors wait, exec'd already and in the service's cgroup, for the
-    /// connection that spawns it (0 to 16). A connection then costs one message to one of
-    /// them instead of starting an executor. Each idle one is a process of about 180 KiB of
-    /// PSS (half of it the executor's text, shared), counted in the service's `memory_max` and
-    /// `tasks_max`. Only for lazy and accept services.
+    /// connection that spawns it, or for a keep-alive service's next restart (0 to 16). That
+    /// spawn then costs one message to one of them instead of starting an executor. Each idle
+    /// one is a process of about 180 KiB of PSS (half of it the executor's text, shared),
+    /// counted in the service's `memory_max` and `tasks_max`. Only for lazy, accept and
+    /// keep-alive services.
     pub executor_pool: u32,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;

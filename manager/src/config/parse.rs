@@ -709,12 +709,12 @@ impl Cx<'_> {
         // would take one of them unasked.
         let default = u32::from(s.lazy && s.tasks_max.is_none());
         s.executor_pool = written.unwrap_or(default);
-        if s.executor_pool > 0 && !s.lazy {
+        if s.executor_pool > 0 && !s.lazy && !s.keep_alive {
             let at = spans.get("executor_pool").cloned().unwrap_or(0..0);
             self.error(
                 at,
                 format!(
-                    "service `{}`: `executor_pool` needs `lazy` or `accept`: only a connection spawns ahead of time",
+                    "service `{}`: `executor_pool` needs `lazy`, `accept` or `keep_alive`: only a connection or a restart spawns ahead of time",
                     s.name
                 ),
             );

@@ -213,7 +213,7 @@ impl Signals for UnitSignals<'_> {
         }
         // The cgroup holds every process the service made, even those that left their process
         // group; once for the whole service, however many instances it has.
-        self.cgroups.signal(name, signal);
+        self.cgroups.signal(name, signal, &[]);
     }
 }
 

@@ -53,7 +53,7 @@ impl Manager {
         // deliver it first even if epoll has not told us yet.
         self.read_status(id, pid);
         let exit = self.oom_or(id, exit);
-        let Some(unit) = self.registry.get(id) else {
+        let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
         // The main process is gone, and with it the service: whatever it left in its cgroup
@@ -64,7 +64,16 @@ impl Manager {
         // Only the current main process's end: the first process of a service that named
         // another its main (`MAINPID=`, a forking daemon) leaves that one running.
         if !config.accept && unit.supervisor.state().pid() == Some(pid) {
-            let left = self.cgroups.signal(&config.name, Signal::KILL);
+            // The idle executors wait for the restart; they hold nothing of the service. Those
+            // retired (at a stop, say) may still be on their way out: killed, not counted.
+            let spared: Vec<i32> = unit.io.pool.pids().map(Pid::raw).collect();
+            let retired = unit.io.pool.take_retired();
+            let left = self
+                .cgroups
+                .signal(&config.name, Signal::KILL, &spared)
+                .into_iter()
+                .filter(|&pid| !retired.iter().any(|r| r.raw() == pid))
+                .count();
             if left > 0 {
                 log::service(
                     &config.name,

@@ -630,9 +630,22 @@ impl Supervisor {
 
     /// How many idle executors it should have now: its `executor_pool` while it is open for
     /// the connection that spawns it (a lazy service at rest, an accept service at any time,
-    /// even at `max_connections`: an instance ending makes room at once), none otherwise.
+    /// even at `max_connections`: an instance ending makes room at once), or while an eager
+    /// keep-alive service is up or restarting (its next process is a restart); none otherwise.
     pub fn wants_pool(&self) -> usize {
-        if self.open_for_connections() {
+        let restarts_next = self.config.keep_alive
+            && !self.config.lazy
+            && match self.state {
+                State::Starting { .. } | State::Running { .. } | State::Restarting => true,
+                State::Inactive
+                | State::Waiting
+                | State::Listening { .. }
+                | State::Exited
+                | State::Stopping { .. }
+                | State::Failed(_)
+                | State::Retired => false,
+            };
+        if self.open_for_connections() || restarts_next {
             self.config.executor_pool as usize
         } else {
             0
