@@ -414,8 +414,8 @@ impl Spawner {
 
         // Exactly these fds cross into the executor, at the numbers the spawn state names;
         // everything else the manager holds is close-on-exec. The pinned executor crosses too:
-        // an interpreter started for a script executor opens it by its /proc/self/fd path
-        // after the exec. The real executor closes it.
+        // an interpreter started for a script executor opens it by its /dev/fd path (or
+        // /proc/self/fd, after posix_spawn) after the exec. The real executor closes it.
         let mut keep: Vec<BorrowedFd<'_>> =
             vec![memfd.as_fd(), status_write.as_fd(), self.pinned.as_fd()];
         keep.extend(Self::service_fds(prepared, &state));
@@ -423,6 +423,7 @@ impl Spawner {
         let argv: [&CStr; 3] = [self.argv0.as_c_str(), c"--deserialize", fd_arg.as_c_str()];
         match clone_executor(
             &self.exec_path,
+            self.pinned.as_fd(),
             &mut self.launcher,
             &argv,
             &keep,
@@ -479,6 +480,7 @@ impl Spawner {
         let keep = [theirs.as_fd(), self.pinned.as_fd()];
         let pid = match clone_executor(
             &self.exec_path,
+            self.pinned.as_fd(),
             &mut self.launcher,
             &argv,
             &keep,
@@ -532,6 +534,7 @@ enum Cloned {
 /// (clone3, on one of `launcher`'s slots) if given, else by posix_spawn.
 fn clone_executor(
     exec_path: &CStr,
+    pinned: BorrowedFd<'_>,
     launcher: &mut crate::sys::Launcher,
     argv: &[&CStr],
     keep: &[BorrowedFd<'_>],
@@ -539,7 +542,7 @@ fn clone_executor(
 ) -> Result<Pid, Cloned> {
     let pid = match into {
         Some(cgroup) => {
-            match crate::sys::spawn_into_cgroup(exec_path, argv, keep, cgroup.as_fd(), launcher) {
+            match crate::sys::spawn_into_cgroup(pinned, argv, keep, cgroup.as_fd(), launcher) {
                 Ok(pid) => pid,
                 // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7).
                 Err(e) if is_unsupported(&e) => return Err(Cloned::Unsupported(e)),

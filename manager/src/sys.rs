@@ -404,7 +404,9 @@ pub fn posix_spawn(path: &CStr, argv: &[&CStr], keep: &[BorrowedFd<'_>]) -> io::
 /// (CLONE_VM): in its [`Slot`], which nothing touches until the child has exec'd or exited.
 #[repr(C)]
 struct ChildData {
-    path: *const libc::c_char,
+    /// The executor to exec, by fd: no path walk through /proc (whose entries for the
+    /// child's pid the kernel would then have to drop again at its reaping).
+    exec_fd: RawFd,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     keep: *const RawFd,
@@ -453,6 +455,55 @@ unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize) -> isize {
     ret
 }
 
+/// [`raw_syscall`] with five arguments.
+///
+/// # Safety
+///
+/// As for the system call `nr` with those arguments.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn raw_syscall5(
+    nr: libc::c_long,
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+    e: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: as in `raw_syscall`; the fourth and fifth arguments go where the kernel's
+    // convention puts them.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            in("r8") e,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr as usize,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            in("x3") d,
+            in("x4") e,
+            options(nostack),
+        );
+    }
+    ret
+}
+
 /// The child's whole life: clear close-on-exec on the fds it must pass on, exec. Runs on its
 /// own stack in the parent's memory, with every signal blocked, while the parent goes on (or
 /// is suspended, for a CLONE_VFORK child), so it makes raw system calls and nothing else: no
@@ -472,11 +523,13 @@ extern "C" fn child(data: *mut libc::c_void) -> libc::c_int {
                 raw_syscall(libc::SYS_exit, 127, 0, 0);
             }
         }
-        let rc = raw_syscall(
-            libc::SYS_execve,
-            data.path as usize,
+        let rc = raw_syscall5(
+            libc::SYS_execveat,
+            data.exec_fd as usize,
+            c"".as_ptr() as usize,
             data.argv as usize,
             data.envp as usize,
+            libc::AT_EMPTY_PATH as usize,
         );
         data.errno = -rc as i32;
         raw_syscall(libc::SYS_exit, 127, 0, 0);
@@ -576,7 +629,7 @@ impl Slot {
         Box::new(Slot {
             busy: std::sync::atomic::AtomicU32::new(0),
             data: ChildData {
-                path: std::ptr::null(),
+                exec_fd: -1,
                 argv: std::ptr::null(),
                 envp: std::ptr::null(),
                 keep: std::ptr::null(),
@@ -657,7 +710,7 @@ impl Drop for Launcher {
 /// status 127). An error from clone3 itself (ENOSYS before Linux 5.3, E2BIG/EINVAL before 5.7)
 /// means: use posix_spawn.
 pub fn spawn_into_cgroup(
-    path: &CStr,
+    exec: BorrowedFd<'_>,
     argv: &[&CStr],
     keep: &[BorrowedFd<'_>],
     cgroup: BorrowedFd<'_>,
@@ -665,7 +718,7 @@ pub fn spawn_into_cgroup(
 ) -> io::Result<i32> {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        let _ = (path, argv, keep, cgroup, launcher);
+        let _ = (exec, argv, keep, cgroup, launcher);
         return Err(io::Error::from_raw_os_error(libc::ENOSYS));
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -683,7 +736,7 @@ pub fn spawn_into_cgroup(
             .collect();
         slot.keep = keep.iter().map(|fd| fd.as_raw_fd()).collect();
         slot.data = ChildData {
-            path: path.as_ptr(),
+            exec_fd: exec.as_raw_fd(),
             argv: slot.argv_ptrs.as_ptr(),
             envp: slot.envp.as_ptr(),
             keep: slot.keep.as_ptr(),
