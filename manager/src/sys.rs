@@ -424,35 +424,8 @@ struct ChildData {
 /// As for the system call `nr` with those arguments.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 unsafe fn raw_syscall(nr: libc::c_long, a: usize, b: usize, c: usize) -> isize {
-    let ret: isize;
-    // SAFETY: the caller vouches for the call itself; the asm clobbers only what the kernel's
-    // calling convention says it does.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a,
-            in("rsi") b,
-            in("rdx") c,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    // SAFETY: as above.
-    #[cfg(target_arch = "aarch64")]
-    unsafe {
-        std::arch::asm!(
-            "svc 0",
-            in("x8") nr as usize,
-            inlateout("x0") a as isize => ret,
-            in("x1") b,
-            in("x2") c,
-            options(nostack),
-        );
-    }
-    ret
+    // SAFETY: the caller vouches for the call; the kernel ignores the arguments it does not take.
+    unsafe { raw_syscall5(nr, a, b, c, 0, 0) }
 }
 
 /// [`raw_syscall`] with five arguments.
@@ -470,8 +443,8 @@ unsafe fn raw_syscall5(
     e: usize,
 ) -> isize {
     let ret: isize;
-    // SAFETY: as in `raw_syscall`; the fourth and fifth arguments go where the kernel's
-    // convention puts them.
+    // SAFETY: the caller vouches for the call itself; the asm clobbers only what the kernel's
+    // calling convention says it does.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!(
