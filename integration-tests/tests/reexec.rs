@@ -170,9 +170,13 @@ fn executor_overwritten_in_place_is_used_only_after_reexec() {
     // The next instance goes through the new file: it writes the marker and exits 1, so the
     // client sees its connection closed without an answer.
     assert!(exchange(&sock, "instance pid ").is_err());
-    wait_until("the marker", || marker.exists());
+    // The shell creates the file before echo writes the line: wait for the whole line.
+    let mut args = String::new();
+    wait_until("the marker", || {
+        args = std::fs::read_to_string(&marker).unwrap_or_default();
+        args.ends_with('\n')
+    });
     // Fresh, or the idle executor the new manager started for the service's pool.
-    let args = std::fs::read_to_string(&marker).unwrap();
     assert!(
         args.starts_with("--deserialize ") || args.starts_with("--pooled "),
         "{args}"
