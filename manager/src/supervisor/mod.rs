@@ -1262,13 +1262,15 @@ impl Supervisor {
         let Some(instance) = self.instances.get_mut(&pid) else {
             return;
         };
-        let name = format!("{}@{}", self.config.name, instance.number);
+        // Made only for a line: by default a connection that goes well has none.
+        let number = instance.number;
+        let name = || format!("{}@{number}", self.config.name);
         match (instance.exec, what) {
             (Exec::Pending, ProcessEvent::Execd) => instance.exec = Exec::Done,
             (Exec::Pending, ProcessEvent::StepFailed(report)) => {
                 instance.exec = Exec::Failed(report);
                 let message = self.describe_step_failure(report);
-                fx.log.log(&name, format_args!("{message}"));
+                fx.log.log(&name(), format_args!("{message}"));
             }
             (Exec::Done | Exec::Failed(_), ProcessEvent::Execd | ProcessEvent::StepFailed(_)) => {}
             // An instance is ready by being spawned, and is one connection: what it says
@@ -1284,16 +1286,16 @@ impl Supervisor {
                 | ProcessEvent::WatchdogTrigger
                 | ProcessEvent::WatchdogInterval(_),
             ) => {}
-            (_, ProcessEvent::Exited(exit)) => {
-                let instance = self.instances.remove(&pid);
-                match (self.config.log_instances, exit, instance.map(|i| i.exec)) {
-                    (InstanceLog::All, _, _) => fx.log.log(&name, format_args!("{exit}")),
+            (exec, ProcessEvent::Exited(exit)) => {
+                self.instances.remove(&pid);
+                match (self.config.log_instances, exit, exec) {
+                    (InstanceLog::All, _, _) => fx.log.log(&name(), format_args!("{exit}")),
                     // Its failed step was told already; the exit that follows adds nothing.
                     (InstanceLog::Failures, Exit::Code(0), _)
-                    | (InstanceLog::Failures, _, Some(Exec::Failed(_))) => {}
+                    | (InstanceLog::Failures, _, Exec::Failed(_)) => {}
                     // No line said which process it was.
-                    (InstanceLog::Failures, _, _) => {
-                        fx.log.log(&name, format_args!("{exit} (pid {pid})"))
+                    (InstanceLog::Failures, _, Exec::Pending | Exec::Done) => {
+                        fx.log.log(&name(), format_args!("{exit} (pid {pid})"))
                     }
                 }
                 let state = std::mem::replace(&mut self.state, State::Inactive);
