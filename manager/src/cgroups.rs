@@ -9,6 +9,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Which cgroup interface a hierarchy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +99,9 @@ pub struct Cgroups {
 pub struct Prepared {
     /// The limits written.
     pub limits: Limits,
-    /// The directories to join (none when cgroups are unavailable and no limit is asked for).
-    pub dirs: Vec<PathBuf>,
+    /// The directories to join (none when cgroups are unavailable and no limit is asked for);
+    /// shared with every spawn that joins them, not copied for each.
+    pub dirs: Rc<[PathBuf]>,
 }
 
 impl Cgroups {
@@ -214,10 +216,13 @@ impl Cgroups {
     /// failure here is not an error: the service runs without a cgroup (no directories).
     pub fn prepare(&self, name: &str, limits: Limits) -> Result<Prepared, CgroupError> {
         match self.try_prepare(name, limits) {
-            Ok(dirs) => Ok(Prepared { limits, dirs }),
+            Ok(dirs) => Ok(Prepared {
+                limits,
+                dirs: dirs.into(),
+            }),
             Err(_) if !limits.any() => Ok(Prepared {
                 limits,
-                dirs: Vec::new(),
+                dirs: Rc::from([]),
             }),
             Err(e) => Err(e),
         }
@@ -765,7 +770,7 @@ mod tests {
             (Version::V1, &["pids"]),
         ]);
         let dirs = cg.prepare("web", Limits::default()).unwrap().dirs;
-        assert_eq!(dirs, [cg.hierarchies[1].base.join("web")]);
+        assert_eq!(dirs[..], [cg.hierarchies[1].base.join("web")]);
     }
 
     #[test]
@@ -792,8 +797,8 @@ mod tests {
     fn without_cgroups_only_limited_services_fail() {
         let cg = Cgroups::new(Vec::new());
         assert_eq!(
-            cg.prepare("free", Limits::default()).unwrap().dirs,
-            Vec::<PathBuf>::new()
+            &cg.prepare("free", Limits::default()).unwrap().dirs[..],
+            &[] as &[PathBuf]
         );
         let err = cg
             .prepare(
@@ -836,7 +841,7 @@ mod tests {
             !cg.remove("web"),
             "not empty: the fake control files are still there"
         );
-        for d in &dirs {
+        for d in dirs.iter() {
             for f in fs::read_dir(d).unwrap() {
                 fs::remove_file(f.unwrap().path()).unwrap();
             }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::epoll;
@@ -138,7 +139,7 @@ fn cgroup_dirs(
     cgroups: &Cgroups,
     io: &mut Io,
     service: &config::Service,
-) -> Result<Vec<PathBuf>, SpawnError> {
+) -> Result<Rc<[PathBuf]>, SpawnError> {
     let limits = Limits {
         memory_max: service.memory_max,
         tasks_max: service.tasks_max,
