@@ -17,6 +17,8 @@ impl Errno {
     pub const EINVAL: Errno = Errno::from_rustix(rustix::io::Errno::INVAL);
     pub const ENOSYS: Errno = Errno::from_rustix(rustix::io::Errno::NOSYS);
     pub const EMSGSIZE: Errno = Errno::from_rustix(rustix::io::Errno::MSGSIZE);
+    pub const EAGAIN: Errno = Errno::from_rustix(rustix::io::Errno::AGAIN);
+    pub const ECONNABORTED: Errno = Errno::from_rustix(rustix::io::Errno::CONNABORTED);
 
     const fn from_rustix(errno: rustix::io::Errno) -> Errno {
         Errno(errno.raw_os_error())

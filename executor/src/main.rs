@@ -20,6 +20,7 @@
 
 extern crate alloc;
 
+mod armed;
 mod cgroup;
 mod credentials;
 mod errno;
@@ -118,23 +119,58 @@ fn executor_main(args: &[&[u8]]) -> ! {
     let mut status = StatusPipe {
         fd: state.status_fd,
     };
-    let Err(failure) = run(&state, Some(fd), &mut status);
+    let Err(failure) = run(&state, Some(fd), Ahead::Nothing, &mut status);
     status.fail(failure)
 }
 
 /// A pooled executor: waits for its spawn state on the socket `fd_arg`, then runs it.
 fn pooled_main(fd_arg: &str) -> ! {
+    // The session is the one step that needs nothing from the spawn state, and with the
+    // kernel's autogroups on (sched_autogroup_enabled) a new session costs a scheduler group:
+    // here, a few tens of microseconds taken off the connection's path. Failing here is not
+    // final: the step is tried again once there is a status pipe to report on.
+    let session = process::new_session();
     let handed = state::parse_fd(fd_arg).and_then(state::receive);
-    let state = match handed {
-        Ok(state::Handed::State(state)) => state,
+    let (mut state, start) = match handed {
+        Ok(state::Handed::State(state, start)) => (state, start),
         // Retired unused (a reload, a stop, a reexec): nothing to say, nothing went wrong.
         Ok(state::Handed::Retired) => sys::exit(0),
         Err(e) => cannot_read(fd_arg, &e),
     };
+    let ahead = match (start, session) {
+        (steward_protocol::Start::Now, Ok(())) => Ahead::Session,
+        (steward_protocol::Start::Now, Err(_)) => Ahead::Nothing,
+        (steward_protocol::Start::OnConnection { listener }, session) => {
+            // Everything that does not need the connection is done before it comes: the
+            // client then waits for the fd placement and the exec alone. A step that fails is
+            // reported now, and the manager stops arming executors for this service.
+            let early = StatusPipe {
+                fd: state.status_fd,
+            };
+            if let Err(failure) = session {
+                early.fail(failure);
+            }
+            let pid = sys::getpid();
+            let prepared = process::reset_signals(&state.reset_signals)
+                .and_then(|()| cgroup::join(&state.cgroups, pid));
+            if let Err(failure) = prepared {
+                early.fail(failure);
+            }
+            match armed::wait(listener, state.status_fd) {
+                Ok(armed::Woken::Accepted(peer)) => armed::fill_remote(&mut state.env, &peer),
+                // Disarmed (or the manager is gone): no connection was taken, nothing to say.
+                Ok(armed::Woken::Disarmed) => sys::exit(0),
+                // The manager sees the pool socket close without a report, and accepts the
+                // connection itself, so that it is the one to report what fails.
+                Err(_) => sys::exit(0),
+            }
+            Ahead::Armed
+        }
+    };
     let mut status = StatusPipe {
         fd: state.status_fd,
     };
-    let Err(failure) = run(&state, None, &mut status);
+    let Err(failure) = run(&state, None, ahead, &mut status);
     status.fail(failure)
 }
 
@@ -147,10 +183,21 @@ fn cannot_read(fd_arg: &str, e: &state::ReadError) -> ! {
     sys::exit(1)
 }
 
+/// The steps a pooled executor took before its spawn was due.
+enum Ahead {
+    /// None: a fresh executor, or a pooled one whose session could not be made early.
+    Nothing,
+    /// Its session, made while it waited for its spawn state.
+    Session,
+    /// Armed: its session, its signal state and its cgroups, before it accepted.
+    Armed,
+}
+
 /// The steps, in order. Returns only on failure, with the step and errno to report.
 fn run(
     state: &SpawnState,
     state_fd: Option<RawFd>,
+    ahead: Ahead,
     status: &mut StatusPipe,
 ) -> Result<Infallible, Failure> {
     // The state is read; its memfd must not reach the service. Closing it here rather than
@@ -160,8 +207,14 @@ fn run(
     }
     let mut table = fds::Kernel;
     let placed = fds::place(&fds::plan(state), &mut table, &mut status.fd).at(Step::Fds)?;
-    process::reset_signals(&state.reset_signals)?;
-    process::new_session()?;
+    match ahead {
+        Ahead::Nothing => {
+            process::reset_signals(&state.reset_signals)?;
+            process::new_session()?;
+        }
+        Ahead::Session => process::reset_signals(&state.reset_signals)?,
+        Ahead::Armed => {}
+    }
     stdio::apply(&state.stdio, &placed)?;
     placed
         .close_stdio_sources(&mut table, status.fd)
@@ -170,7 +223,9 @@ fn run(
     process::set_umask(state.umask);
     process::change_directory(&state.working_directory)?;
     let pid = sys::getpid();
-    cgroup::join(&state.cgroups, pid)?;
+    if !matches!(ahead, Ahead::Armed) {
+        cgroup::join(&state.cgroups, pid)?;
+    }
     if let Some(credentials) = &state.credentials {
         credentials::switch(credentials)?;
     }

@@ -96,8 +96,9 @@ pub fn read(fd: RawFd) -> Result<SpawnState, ReadError> {
 
 /// What a pooled executor's wait ended with.
 pub enum Handed {
-    /// Its spawn state, with every fd it names at the manager's number for it.
-    State(alloc::boxed::Box<SpawnState>),
+    /// Its spawn state, with every fd it names at the manager's number for it, and when to
+    /// apply it.
+    State(alloc::boxed::Box<SpawnState>, steward_protocol::Start),
     /// The manager closed the pool socket without sending: this executor is not needed.
     Retired,
 }
@@ -113,7 +114,7 @@ pub fn receive(socket: RawFd) -> Result<Handed, ReadError> {
     };
     let parsed = steward_protocol::split_handover(&buf[..len])
         .map_err(ReadError::Decode)
-        .and_then(|(numbers, encoded)| {
+        .and_then(|(numbers, start, encoded)| {
             let state = steward_protocol::decode(encoded).map_err(ReadError::Decode)?;
             if numbers.len() != received.len() {
                 return Err(ReadError::FdCount {
@@ -121,9 +122,9 @@ pub fn receive(socket: RawFd) -> Result<Handed, ReadError> {
                     received: received.len(),
                 });
             }
-            Ok((numbers, state))
+            Ok((numbers, start, state))
         });
-    let (numbers, state) = match parsed {
+    let (numbers, start, state) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
             for fd in received {
@@ -137,7 +138,7 @@ pub fn receive(socket: RawFd) -> Result<Handed, ReadError> {
     // a fresh executor's status pipe, and our end closes at the service's exec.
     moves.push((socket, state.status_fd));
     crate::fds::settle(&moves, &mut crate::fds::Kernel).map_err(ReadError::Renumber)?;
-    Ok(Handed::State(alloc::boxed::Box::new(state)))
+    Ok(Handed::State(alloc::boxed::Box::new(state), start))
 }
 
 #[cfg(test)]

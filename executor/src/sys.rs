@@ -111,6 +111,19 @@ pub fn dup2(src: RawFd, dst: RawFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Moves `src` to `dst` (replacing what `dst` held), close-on-exec.
+pub fn move_cloexec(src: RawFd, dst: RawFd) -> Result<(), Errno> {
+    let from = borrow(src)?;
+    if dst < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: as in `dup2`: the target is never dropped, it only names `dst`, a number of the
+    // spawn state that no Rust object owns.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(dst) });
+    rustix::io::dup3(from, &mut target, rustix::io::DupFlags::CLOEXEC)?;
+    close(src)
+}
+
 pub fn set_cloexec(fd: RawFd, cloexec: bool) -> Result<(), Errno> {
     // FD_CLOEXEC is the only fd flag Linux defines, so setting the whole word loses nothing.
     let flags = if cloexec {
@@ -171,6 +184,89 @@ pub fn receive_with_fds(
         return Ok(None);
     }
     Ok(Some((received.bytes, fds)))
+}
+
+/// What woke an armed executor's wait.
+pub struct Woken {
+    pub listener: bool,
+    pub pool: bool,
+}
+
+/// Waits until `listener` has a connection or `pool` is readable or hung up. Of the executors
+/// armed on one listener, a connection wakes one (EPOLLEXCLUSIVE), not every one of them.
+pub fn wait_readable(listener: RawFd, pool: RawFd) -> Result<Woken, Errno> {
+    use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+    let set = epoll::create(CreateFlags::CLOEXEC)?;
+    epoll::add(
+        &set,
+        borrow(listener)?,
+        EventData::new_u64(0),
+        EventFlags::IN | EventFlags::EXCLUSIVE,
+    )?;
+    epoll::add(
+        &set,
+        borrow(pool)?,
+        EventData::new_u64(1),
+        EventFlags::IN | EventFlags::RDHUP,
+    )?;
+    let mut events = Vec::with_capacity(2);
+    loop {
+        match epoll::wait(&set, rustix::buffer::spare_capacity(&mut events), None) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let woke = |n: u64| events.iter().any(|e: &epoll::Event| e.data.u64() == n);
+    Ok(Woken {
+        listener: woke(0),
+        pool: woke(1),
+    })
+}
+
+/// Accepts a connection on `listener`: close-on-exec, blocking, with the peer's address if it
+/// is an IP one.
+pub fn accept(listener: RawFd) -> Result<(RawFd, Option<core::net::SocketAddr>), Errno> {
+    let (fd, addr) =
+        rustix::net::acceptfrom_with(borrow(listener)?, rustix::net::SocketFlags::CLOEXEC)?;
+    let inet = addr.and_then(|a| core::net::SocketAddr::try_from(a).ok());
+    // Placed by number from here on, like every fd of the spawn state.
+    Ok((fd.into_raw_fd(), inet))
+}
+
+/// Sends `bytes` on the socket `fd` as one message, without SIGPIPE if the peer is gone.
+pub fn send(fd: RawFd, bytes: &[u8]) -> Result<(), Errno> {
+    let sent = rustix::net::send(borrow(fd)?, bytes, rustix::net::SendFlags::NOSIGNAL)?;
+    if sent == bytes.len() {
+        Ok(())
+    } else {
+        Err(Errno::EIO)
+    }
+}
+
+/// A unix socket peer's pid, uid and gid (SO_PEERCRED); pid 0 when the peer is outside our pid
+/// namespace.
+pub fn peer_credentials(fd: RawFd) -> Result<(i32, u32, u32), Errno> {
+    let fd = borrow(fd)?;
+    // struct ucred: pid, uid, gid.
+    let mut cred = [0u32; 3];
+    let mut len: u32 = 12;
+    // SAFETY: getsockopt writes at most `len` (12) bytes into `cred`, which has that many, and
+    // the length back into `len`; both outlive the call. Plain integers hold any value it
+    // writes (rustix's UCred would not: its pid cannot be 0).
+    unsafe {
+        raw::syscall5(
+            raw::GETSOCKOPT,
+            [
+                fd.as_raw_fd() as usize,
+                raw::SOL_SOCKET,
+                raw::SO_PEERCRED,
+                cred.as_mut_ptr() as usize,
+                ptr::from_mut(&mut len) as usize,
+            ],
+        )
+    }?;
+    Ok((cred[0] as i32, cred[1], cred[2]))
 }
 
 /// Closes every fd in `first..=last`.
@@ -450,6 +546,7 @@ mod raw {
         pub const GETRESUID: usize = 118;
         pub const GETRESGID: usize = 120;
         pub const EXIT_GROUP: usize = 231;
+        pub const GETSOCKOPT: usize = 55;
     }
     #[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
     mod nr {
@@ -459,10 +556,15 @@ mod raw {
         pub const GETRESUID: usize = 148;
         pub const GETRESGID: usize = 150;
         pub const EXECVE: usize = 221;
+        pub const GETSOCKOPT: usize = 209;
     }
     pub use nr::*;
     /// The same everywhere: it came after the tables were unified.
     pub const CLOSE_RANGE: usize = 436;
+
+    /// getsockopt's SOL_SOCKET and SO_PEERCRED, the same on every architecture we build for.
+    pub const SOL_SOCKET: usize = 1;
+    pub const SO_PEERCRED: usize = 17;
 
     /// rt_sigprocmask's `how`s.
     #[cfg(all(no_libc, not(test)))]
@@ -480,6 +582,17 @@ mod raw {
     /// valid for what the kernel does with it.
     pub unsafe fn syscall(nr: usize, args: [usize; 4]) -> Result<usize, Errno> {
         let [a0, a1, a2, a3] = args;
+        // SAFETY: the caller's promise, with a fifth argument the call does not read.
+        unsafe { syscall5(nr, [a0, a1, a2, a3, 0]) }
+    }
+
+    /// [`syscall`] with five arguments.
+    ///
+    /// # Safety
+    ///
+    /// As for [`syscall`].
+    pub unsafe fn syscall5(nr: usize, args: [usize; 5]) -> Result<usize, Errno> {
+        let [a0, a1, a2, a3, a4] = args;
         let ret: isize;
         // SAFETY: the caller vouches for the arguments; the block follows the architecture's
         // system call convention and declares every register the kernel clobbers.
@@ -492,6 +605,7 @@ mod raw {
                 in("rsi") a1,
                 in("rdx") a2,
                 in("r10") a3,
+                in("r8") a4,
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack, preserves_flags),
@@ -507,6 +621,7 @@ mod raw {
                 in("x1") a1,
                 in("x2") a2,
                 in("x3") a3,
+                in("x4") a4,
                 options(nostack, preserves_flags),
             );
         }
@@ -520,6 +635,7 @@ mod raw {
                 in("a1") a1,
                 in("a2") a2,
                 in("a3") a3,
+                in("a4") a4,
                 options(nostack, preserves_flags),
             );
         }

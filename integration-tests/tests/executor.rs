@@ -5,11 +5,12 @@
 //! FD_CLOEXEC. That is arranged in the forked child only (`pre_exec`), so no fd of one test
 //! ever loses FD_CLOEXEC in the test process and leaks into another test's children.
 //!
-//! The same tests run through a pooled executor in executor_pooled.rs; those about how a fresh
+//! The same tests run through a pooled executor in executor_pooled.rs, and through an armed one
+//! in executor_armed.rs; those about how a fresh
 //! executor is started are here only.
 
 /// Every spawn is a fresh executor reading its memfd.
-const POOLED: bool = false;
+const VIA: Via = Via::Fresh;
 
 include!("executor/common.rs");
 

@@ -4,7 +4,7 @@
 //! what a fresh one leaves it.
 
 /// Every spawn goes through a pooled executor.
-const POOLED: bool = true;
+const VIA: Via = Via::Pooled;
 
 include!("executor/common.rs");
 
@@ -32,7 +32,11 @@ fn a_handover_whose_fds_do_not_match_is_refused_clearly() {
     );
     let state = steward_protocol::encode(&state("/bin/true", &["true"])).unwrap();
     // Two fds announced, none sent.
-    send_with_fds(&ours, &steward_protocol::handover(&[5, 6], &state), &[]);
+    send_with_fds(
+        &ours,
+        &steward_protocol::handover(&[5, 6], steward_protocol::Start::Now, &state),
+        &[],
+    );
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -146,9 +146,9 @@ fn the_manager_holds_the_same_fds_after_10000_spawns_accepts_and_reloads() {
     s.wait_for("talker: started");
     s.wait_for("hello");
     let pid = s.pid();
-    // inst's idle executor (its pool) holds one socket of ours: there before the count, and
-    // there again once everything is at rest.
-    wait_until("inst's idle executor", || idle_executors(pid).len() == 1);
+    // inst's armed executors (its pool of 2, the default for accept mode) hold one socket of
+    // ours each: there before the count, and there again once everything is at rest.
+    wait_until("inst's armed executors", || idle_executors(pid).len() == 2);
     let before = open_fds(pid);
 
     // Reloads: 1000 SIGHUPs, the same handler as `stewardctl reload`, one at a time (a
@@ -192,7 +192,11 @@ fn the_manager_holds_the_same_fds_after_10000_spawns_accepts_and_reloads() {
         kinds(&before),
         "the fd table did not settle: {after:?} against {before:?}"
     );
-    assert_eq!(idle_executors(pid).len(), 1, "one idle executor, as before");
+    assert_eq!(
+        idle_executors(pid).len(),
+        2,
+        "two armed executors, as before"
+    );
 
     // And a service started after all that is given fds 0, 1 and 2, and nothing else.
     let (code, _, err) = s.ctl(&["start", "report"]);

@@ -8,9 +8,18 @@
 //! its socket (dropping its [`Pooled`]) is all it takes to retire it; it exits 0 and is reaped
 //! like any child nobody claims. For the same reason it is spared when a keep-alive service's
 //! main process exits and what it left in its cgroup is killed: it waits for the restart.
+//!
+//! An accept service's idle executors are *armed* ([`Armed`]): each holds the spawn state of
+//! the next instance and the listening socket, and accepts the connection itself, so that a
+//! client wakes that executor alone; it tells the manager, which counts it as an instance from
+//! then on. While one is armed the manager leaves the socket alone. One that is no longer
+//! wanted is *disarmed*: our end is shut down for writing, and it exits unless it has already
+//! accepted, which its report then says; it is never simply closed, which could lose a
+//! connection it has just taken.
 
 use std::os::fd::OwnedFd;
 
+use crate::output::Pipe;
 use crate::supervisor::Pid;
 
 /// One idle executor.
@@ -54,24 +63,110 @@ pub enum Filling {
     Fails,
 }
 
+/// An armed executor: waiting for a connection with the spawn state of its instance, whose own
+/// output pipes (accept mode) are ours to watch once it has accepted.
+pub struct Armed {
+    pub pooled: Pooled,
+    pub pipes: Vec<Pipe>,
+}
+
 /// A service's idle executors.
 #[derive(Default)]
 pub struct Pool {
     idle: Vec<Pooled>,
+    armed: Vec<Armed>,
+    /// Disarmed, and not yet gone: each may still report a connection it accepted.
+    disarming: Vec<Armed>,
+    /// Those that have accepted, for the instance spawn that claims them.
+    fired: Vec<Armed>,
     /// Pids of those retired since the service's main process last exited: they exit on
     /// their own, but may not have yet when that exit's cleanup kills what is left in the
     /// cgroup, and they are not what the service left there.
     retired: Vec<Pid>,
     pub filling: Filling,
+    /// Whether arming works: an executor that fails a step before its connection (its cgroup,
+    /// say) would fail the same way for every other, so its service stops arming.
+    pub arming: Filling,
 }
 
 /// How many retired pids are remembered; a pool holds at most 16.
 const RETIRED_KEPT: usize = 16;
 
 impl Pool {
-    /// How many wait.
+    /// How many wait, armed or not.
     pub fn len(&self) -> usize {
-        self.idle.len()
+        self.idle.len() + self.armed.len()
+    }
+
+    /// How many are armed.
+    pub fn armed(&self) -> usize {
+        self.armed.len()
+    }
+
+    /// One more armed.
+    pub fn put_armed(&mut self, armed: Armed) {
+        self.armed.push(armed);
+    }
+
+    /// Takes out the armed (or disarming) one with `pid`.
+    pub fn take_armed(&mut self, pid: Pid) -> Option<Armed> {
+        for list in [&mut self.armed, &mut self.disarming] {
+            if let Some(at) = list.iter().position(|a| a.pooled.pid == pid) {
+                return Some(list.remove(at));
+            }
+        }
+        None
+    }
+
+    /// `armed` has accepted a connection: the next instance spawn claims it.
+    pub fn fire(&mut self, armed: Armed) {
+        self.fired.push(armed);
+    }
+
+    /// How many have accepted and wait to be claimed.
+    pub fn fired(&self) -> usize {
+        self.fired.len()
+    }
+
+    /// One that has accepted, for an instance.
+    pub fn take_fired(&mut self) -> Option<Armed> {
+        self.fired.pop()
+    }
+
+    /// Remembers `pid` as retired, not the service's.
+    pub fn retired(&mut self, pid: Pid) {
+        self.retired.push(pid);
+        let over = self.retired.len().saturating_sub(RETIRED_KEPT);
+        self.retired.drain(..over);
+    }
+
+    /// The armed (or disarming) one with `pid`.
+    pub fn get_armed(&self, pid: Pid) -> Option<&Armed> {
+        self.armed
+            .iter()
+            .chain(&self.disarming)
+            .find(|a| a.pooled.pid == pid)
+    }
+
+    /// Disarms all but `keep` of the armed ones: shut down for writing, they exit unless they
+    /// have a connection already. Returns the pids of those disarmed now.
+    pub fn disarm(&mut self, keep: usize) -> Vec<Pid> {
+        let mut pids = Vec::new();
+        while self.armed.len() > keep {
+            let armed = self.armed.pop().expect("longer than keep");
+            let _ = rustix::net::shutdown(&armed.pooled.socket, rustix::net::Shutdown::Write);
+            pids.push(armed.pooled.pid);
+            self.disarming.push(armed);
+        }
+        pids
+    }
+
+    /// The pids of every armed or disarming one.
+    pub fn armed_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.armed
+            .iter()
+            .chain(&self.disarming)
+            .map(|a| a.pooled.pid)
     }
 
     /// The one that has waited longest.
@@ -86,13 +181,18 @@ impl Pool {
 
     /// Their pids: processes of the service's cgroup that are not the service's yet.
     pub fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.idle.iter().map(|p| p.pid)
+        self.idle.iter().map(|p| p.pid).chain(self.armed_pids())
     }
 
-    /// Retires all but `keep` of them.
+    /// Retires all but `keep` of them, the armed ones last, by disarming.
     pub fn truncate(&mut self, keep: usize) {
-        if self.idle.len() > keep {
-            self.retired.extend(self.idle.drain(keep..).map(|p| p.pid));
+        let keep_idle = keep.saturating_sub(self.armed.len());
+        if keep < self.armed.len() {
+            self.disarm(keep);
+        }
+        if self.idle.len() > keep_idle {
+            self.retired
+                .extend(self.idle.drain(keep_idle..).map(|p| p.pid));
             let over = self.retired.len().saturating_sub(RETIRED_KEPT);
             self.retired.drain(..over);
         }

@@ -491,6 +491,19 @@ pub enum Remote {
 }
 
 impl Remote {
+    /// The `REMOTE_*` variables a connection to a socket at `address` may get, each set to
+    /// [`steward_protocol::REMOTE_PLACEHOLDER`], in the order of [`Remote::env`]: for the
+    /// armed executor that accepts it to fill in.
+    pub fn placeholders(address: &SocketAddress) -> Vec<(&'static str, String)> {
+        let keys: &[&'static str] = match address {
+            SocketAddress::Inet(_) => &["REMOTE_ADDR", "REMOTE_PORT"],
+            SocketAddress::Unix(_) => &["REMOTE_PID", "REMOTE_UID", "REMOTE_GID"],
+        };
+        keys.iter()
+            .map(|&k| (k, steward_protocol::REMOTE_PLACEHOLDER.to_string()))
+            .collect()
+    }
+
     /// The `REMOTE_*` variables.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         match self {

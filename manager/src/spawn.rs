@@ -13,13 +13,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
-use steward_protocol::{Credentials, Rlimit, SpawnState, Stdio, Step};
+use steward_protocol::{Credentials, Rlimit, SpawnState, Start, Stdio, Step};
 
 use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
 use crate::fd_store::Stored;
 use crate::pool::{Birth, Pool, Pooled};
-use crate::sockets::{Connection, Listener, takeover_key};
+use crate::sockets::{Connection, Listener, Remote, takeover_key};
 use crate::supervisor::Pid;
 use crate::users::{ResolveError, Resolved, UserDb};
 
@@ -30,6 +30,10 @@ pub enum Passing<'a> {
     Sockets(&'a [Listener]),
     /// An accept-mode instance's connection.
     Connection(&'a Connection),
+    /// An accept-mode instance's listening socket, which its armed executor accepts the
+    /// connection on ([`steward_protocol::Start::OnConnection`]); the spawn state names it where
+    /// it would name the connection.
+    Armed(&'a Listener),
 }
 
 /// The base `PATH` of a service that does not inherit the manager's environment.
@@ -272,24 +276,7 @@ impl Spawner {
         extras: Extras<'_>,
         pool: &mut Pool,
     ) -> Result<(Pid, OwnedFd), SpawnError> {
-        // Names are resolved now, not at load: a user created since works without a reload.
-        let credentials = match &service.credentials {
-            Some(written) => Some(
-                self.users
-                    .resolve(written)
-                    .map_err(SpawnError::Credentials)?,
-            ),
-            None => None,
-        };
-        // Made at every spawn, so one removed meanwhile (by hand, or a runtime one at a stop)
-        // is there again; owned by whom the service runs as at this spawn.
-        let (uid, gid) = credentials
-            .as_ref()
-            .map_or(self.own_ids, |c| (c.uid, c.gid));
-        crate::directories::prepare(&self.directories, service, uid, gid)
-            .map_err(SpawnError::Directory)?;
-        // Shared, not borrowed: the spawn below needs the spawner mutably.
-        let notify = self.notify_socket.clone().filter(|_| service.notifies());
+        let (credentials, notify) = self.resolve(service)?;
         let prepared = Prepared {
             service,
             credentials: credentials.as_ref(),
@@ -300,7 +287,7 @@ impl Spawner {
             unified,
         };
         while let Some(pooled) = pool.take() {
-            match self.hand_over(&prepared, pooled) {
+            match self.hand_over(&prepared, pooled, Start::Now) {
                 Ok(spawned) => return Ok(spawned),
                 // Too big for one message: a fresh executor takes this one, the idle one waits
                 // for the next.
@@ -314,6 +301,70 @@ impl Spawner {
             }
         }
         self.spawn_fresh(&prepared)
+    }
+
+    /// Arms the idle executor `pooled` for an accept instance of `service`: it gets the
+    /// instance's spawn state and the listening socket `listener`, and accepts the connection
+    /// itself. Gives the executor back, with its pid and socket, if it took the state.
+    pub fn arm(
+        &mut self,
+        service: &config::Service,
+        listener: &Listener,
+        cgroups: &[PathBuf],
+        unified: Option<&Path>,
+        extras: Extras<'_>,
+        pooled: Pooled,
+    ) -> Result<Pooled, Unarmed> {
+        let (credentials, notify) = match self.resolve(service) {
+            Ok(resolved) => resolved,
+            Err(_) => return Err(Unarmed::Idle(pooled)),
+        };
+        let prepared = Prepared {
+            service,
+            credentials: credentials.as_ref(),
+            passing: Passing::Armed(listener),
+            extras,
+            notify: notify.as_deref(),
+            cgroups,
+            unified,
+        };
+        let birth = pooled.birth;
+        let start = Start::OnConnection {
+            listener: listener.fd.as_raw_fd(),
+        };
+        match self.hand_over(&prepared, pooled, start) {
+            Ok((pid, socket)) => Ok(Pooled { pid, socket, birth }),
+            Err(HandOver::Unfit(pooled)) => Err(Unarmed::Idle(pooled)),
+            // The spawn itself would fail: a connection's own spawn says why, not this one.
+            Err(HandOver::Failed(_)) => Err(Unarmed::Gone),
+            Err(HandOver::Gone) => Err(Unarmed::Gone),
+        }
+    }
+
+    /// What every spawn of `service` resolves first: its credentials (names are resolved now,
+    /// not at load: a user created since works without a reload), its directories (made at
+    /// every spawn, so one removed meanwhile is there again, owned by whom the service runs as
+    /// now) and its notify socket.
+    fn resolve(
+        &mut self,
+        service: &config::Service,
+    ) -> Result<(Option<Resolved>, Option<std::rc::Rc<Path>>), SpawnError> {
+        let credentials = match &service.credentials {
+            Some(written) => Some(
+                self.users
+                    .resolve(written)
+                    .map_err(SpawnError::Credentials)?,
+            ),
+            None => None,
+        };
+        let (uid, gid) = credentials
+            .as_ref()
+            .map_or(self.own_ids, |c| (c.uid, c.gid));
+        crate::directories::prepare(&self.directories, service, uid, gid)
+            .map_err(SpawnError::Directory)?;
+        // Shared, not borrowed: the spawn needs the spawner mutably.
+        let notify = self.notify_socket.clone().filter(|_| service.notifies());
+        Ok((credentials, notify))
     }
 
     /// The spawn state for `prepared`, reporting on `status`, for an executor born as `birth`.
@@ -370,11 +421,12 @@ impl Spawner {
         fds
     }
 
-    /// Sends an idle executor its spawn state and fds.
+    /// Sends an idle executor its spawn state and fds, to apply at `start`.
     fn hand_over(
         &self,
         prepared: &Prepared<'_>,
         pooled: Pooled,
+        start: Start,
     ) -> Result<(Pid, OwnedFd), HandOver> {
         // The executor reports on the pool socket: its end goes to the number of ours, which no
         // fd the state names can have.
@@ -383,7 +435,7 @@ impl Spawner {
         let encoded = steward_protocol::encode(&state)
             .map_err(|e| HandOver::Failed(SpawnError::Encode(e)))?;
         let numbers: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-        let message = steward_protocol::handover(&numbers, &encoded);
+        let message = steward_protocol::handover(&numbers, start, &encoded);
         if message.len() > steward_protocol::MAX_HANDOVER
             || fds.len() > steward_protocol::MAX_HANDOVER_FDS
         {
@@ -513,6 +565,14 @@ struct Prepared<'a> {
     unified: Option<&'a Path>,
 }
 
+/// Why an idle executor was not armed.
+pub enum Unarmed {
+    /// It is still idle, good for a spawn the manager hands it.
+    Idle(Pooled),
+    /// It is gone, or no spawn of the service can be made now.
+    Gone,
+}
+
 /// Why an idle executor did not take a spawn.
 enum HandOver {
     /// The state or its fds do not fit one message; the executor is still good.
@@ -598,6 +658,7 @@ fn passed_fds<'a>(
     let own: Vec<BorrowedFd<'a>> = match passing {
         Passing::Sockets(listeners) => listeners.iter().map(|l| l.fd.as_fd()).collect(),
         Passing::Connection(connection) => vec![connection.fd.as_fd()],
+        Passing::Armed(listener) => vec![listener.fd.as_fd()],
     };
     own.into_iter().chain(log.into_iter().flatten())
 }
@@ -644,6 +705,25 @@ fn protocol_marker(bytes: &[u8]) -> Option<String> {
         .copied()
         .collect();
     (!digits.is_empty()).then(|| String::from_utf8(digits).expect("ASCII digits"))
+}
+
+/// Where an accept instance's connection goes: stdin and stdout (inetd style, stderr still to
+/// the log), or fd 3.
+fn instance_fd(
+    service: &config::Service,
+    fd: BorrowedFd<'_>,
+    stdio: &mut [Stdio; 3],
+    fds: &mut Vec<i32>,
+    passed: &mut Vec<(String, String)>,
+    log_err: Stdio,
+) {
+    let fd = fd.as_raw_fd();
+    if service.stdio == StdioMode::Socket {
+        *stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
+    } else {
+        fds.push(fd);
+        passed.push(("connection".to_string(), String::new()));
+    }
 }
 
 /// Everything the executor needs for `service`, in numbers and paths: here the fds become
@@ -698,16 +778,28 @@ pub fn spawn_state(
                 passed.push((l.config.name.clone(), key));
             }
         }
-        Passing::Connection(conn) => {
-            remote = conn.remote.env();
-            if service.stdio == StdioMode::Socket {
-                // inetd style: the connection is stdin and stdout, stderr still goes to the log.
-                let fd = conn.fd.as_raw_fd();
-                stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
-            } else {
-                fds.push(conn.fd.as_raw_fd());
-                passed.push(("connection".to_string(), String::new()));
-            }
+        Passing::Connection(Connection { fd, remote: peer }) => {
+            remote = peer.env();
+            instance_fd(
+                service,
+                fd.as_fd(),
+                &mut stdio,
+                &mut fds,
+                &mut passed,
+                log_err,
+            );
+        }
+        Passing::Armed(listener) => {
+            // Only the executor that accepts knows the peer: it fills these in.
+            remote = Remote::placeholders(&listener.config.address);
+            instance_fd(
+                service,
+                listener.fd.as_fd(),
+                &mut stdio,
+                &mut fds,
+                &mut passed,
+                log_err,
+            );
         }
     }
     // The stored fds follow the sockets, at fixed numbers: the executor places them without

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] or the [`handover`] changes shape; the executor refuses any
 /// other.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -409,23 +409,56 @@ pub const MAX_HANDOVER_FDS: usize = 250;
 /// socket's buffer must hold whole. A bigger spawn state goes to a fresh executor in a memfd.
 pub const MAX_HANDOVER: usize = 64 * 1024;
 
+/// When a pooled executor applies the spawn state it is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At once.
+    Now,
+    /// Accept mode, armed: once it has accepted a connection on the listening socket at fd
+    /// `listener` (a number of the spawn state), which it does itself, so that a connection
+    /// wakes only the executor. It reports [`ACCEPTED`] on the pool socket first, and goes
+    /// back to waiting if another process took the connection. The connection takes the
+    /// listener's number, and fills the environment's `REMOTE_*` placeholders
+    /// ([`REMOTE_PLACEHOLDER`]). The manager disarms it by shutting down its end for writing,
+    /// upon which it exits 0 unless it has already reported.
+    OnConnection {
+        /// The listening socket's number in the spawn state.
+        listener: i32,
+    },
+}
+
+/// What an armed executor writes on the pool socket when it has accepted its connection,
+/// before anything else: 8 bytes, like a [`StatusReport`], and never one (no step is numbered
+/// so).
+pub const ACCEPTED: [u8; StatusReport::LEN] = *b"ACCEPTED";
+
+/// The value of a `REMOTE_*` variable whose peer only an armed executor knows: it replaces it
+/// with the peer's address, port, pid, uid or gid, or drops the variable when the peer has
+/// none to give. A NUL can reach no exec, so an unfilled one is never mistaken for a value.
+pub const REMOTE_PLACEHOLDER: &str = "\0";
+
 /// The one message a pooled executor (`steward-executor --pooled FD`) receives: the count and
-/// the manager's numbers of the fds that come with it, in the order they travel, then the
-/// encoded spawn state. The numbers tell the executor where each received fd belongs, since the
-/// spawn state names fds by the manager's numbers: after renumbering, the executor sees what a
-/// freshly spawned one would.
-pub fn handover(numbers: &[i32], state: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + 4 * numbers.len() + state.len());
+/// the manager's numbers of the fds that come with it, in the order they travel, when to start
+/// ([`Start`]: the listener's number, or -1 for now), then the encoded spawn state. The numbers
+/// tell the executor where each received fd belongs, since the spawn state names fds by the
+/// manager's numbers: after renumbering, the executor sees what a freshly spawned one would.
+pub fn handover(numbers: &[i32], start: Start, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 4 * numbers.len() + state.len());
     out.extend_from_slice(&(numbers.len() as u32).to_le_bytes());
     for n in numbers {
         out.extend_from_slice(&n.to_le_bytes());
     }
+    let listener = match start {
+        Start::Now => -1,
+        Start::OnConnection { listener } => listener,
+    };
+    out.extend_from_slice(&listener.to_le_bytes());
     out.extend_from_slice(state);
     out
 }
 
-/// Splits a [`handover`] into the fd numbers and the encoded spawn state.
-pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, &[u8]), DecodeError> {
+/// Splits a [`handover`] into the fd numbers, when to start and the encoded spawn state.
+pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, Start, &[u8]), DecodeError> {
     let truncated = |needed| DecodeError::Truncated {
         needed,
         got: bytes.len(),
@@ -439,11 +472,21 @@ pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, &[u8]), DecodeError> {
     }
     let end = 4 + 4 * count;
     let numbers = bytes.get(4..end).ok_or(truncated(end))?;
-    let numbers = numbers
+    let numbers: Vec<i32> = numbers
         .chunks_exact(4)
         .map(|n| i32::from_le_bytes(n.try_into().expect("4 bytes")))
         .collect();
-    Ok((numbers, &bytes[end..]))
+    let listener = bytes.get(end..end + 4).ok_or(truncated(end + 4))?;
+    let start = match i32::from_le_bytes(listener.try_into().expect("4 bytes")) {
+        -1 => Start::Now,
+        listener if numbers.contains(&listener) => Start::OnConnection { listener },
+        other => {
+            return Err(DecodeError::Malformed {
+                reason: alloc::format!("listener {other} is none of the fds handed over"),
+            });
+        }
+    };
+    Ok((numbers, start, &bytes[end + 4..]))
 }
 
 /// Checks a header and returns the payload length it announces; the executor calls this on the
@@ -559,13 +602,26 @@ mod tests {
     #[test]
     fn handover_round_trip_and_refusals() {
         let state = encode(&sample()).unwrap();
-        let message = handover(&[7, 12, 40], &state);
-        let (numbers, rest) = split_handover(&message).unwrap();
+        let message = handover(&[7, 12, 40], Start::Now, &state);
+        let (numbers, start, rest) = split_handover(&message).unwrap();
         assert_eq!(numbers, [7, 12, 40]);
+        assert_eq!(start, Start::Now);
         assert_eq!(decode(rest).unwrap(), sample());
+        let armed = handover(&[7, 12], Start::OnConnection { listener: 12 }, &state);
+        let (_, start, rest) = split_handover(&armed).unwrap();
+        assert_eq!(start, Start::OnConnection { listener: 12 });
+        assert_eq!(decode(rest).unwrap(), sample());
+        assert!(matches!(
+            split_handover(&handover(&[7], Start::OnConnection { listener: 8 }, &state)),
+            Err(DecodeError::Malformed { .. })
+        ));
         assert!(matches!(
             split_handover(&message[..6]),
             Err(DecodeError::Truncated { needed: 16, .. })
+        ));
+        assert!(matches!(
+            split_handover(&message[..17]),
+            Err(DecodeError::Truncated { needed: 20, .. })
         ));
         assert!(matches!(
             split_handover(&9999u32.to_le_bytes()),

@@ -1,4 +1,5 @@
-// The executor tests, run fresh (executor.rs) and pooled (executor_pooled.rs).
+// The executor tests, run fresh (executor.rs), pooled (executor_pooled.rs) and armed
+// (executor_armed.rs).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -55,14 +56,26 @@ fn pipe() -> (File, OwnedFd) {
     unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// How the tests of a file start the executor.
+#[allow(dead_code)]
+enum Via {
+    /// `--deserialize`, on a memfd.
+    Fresh,
+    /// `--pooled`, handed the state at once.
+    Pooled,
+    /// `--pooled`, armed: handed the state and a listening socket, then a client connects.
+    Armed,
+}
+
 /// Runs the executor with `args`, each fd of `fds` placed at the number given with it.
 /// `signals` also leaves some signals ignored and blocked, for the executor to undo. With
-/// [`POOLED`], the same spawn goes through a pooled executor instead (see [`run_pooled`]).
+/// [`VIA`] other than fresh, the same spawn goes through a pooled executor instead (see
+/// [`run_pooled`]).
 fn run(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Output {
-    if POOLED {
-        return run_pooled(args, fds, signals);
+    match VIA {
+        Via::Fresh => start(args, fds, signals).wait_with_output().unwrap(),
+        Via::Pooled | Via::Armed => run_pooled(args, fds, signals),
     }
-    start(args, fds, signals).wait_with_output().unwrap()
 }
 
 /// `run` as the manager does it with an idle executor: `steward-executor --pooled 40` is
@@ -85,11 +98,38 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     let (status, fds): (Vec<_>, Vec<_>) = fds.into_iter().partition(|(_, n)| *n == status_fd);
     let (ours, theirs) = pool_pair();
     let child = start(&["--pooled", "40"], vec![(OwnedFd::from(theirs), 40)], signals);
-    let numbers: Vec<RawFd> = fds.iter().map(|(_, n)| *n).collect();
-    let message = steward_protocol::handover(&numbers, &bytes);
-    let borrowed: Vec<_> = fds.iter().map(|(fd, _)| fd.as_fd()).collect();
+    let mut numbers: Vec<RawFd> = fds.iter().map(|(_, n)| *n).collect();
+    let mut borrowed: Vec<_> = fds.iter().map(|(fd, _)| fd.as_fd()).collect();
+    // Armed: a listener at a number no test names, so that the connection, which takes its
+    // number, is closed by placement like any fd the state does not name.
+    let dir = TempDir::new(&format!("armed-{}", numbers.len()));
+    let listener = match VIA {
+        Via::Armed => {
+            let listener = UnixListener::bind(dir.path("sock")).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            Some(listener)
+        }
+        Via::Fresh | Via::Pooled => None,
+    };
+    let start_at = match &listener {
+        Some(listener) => {
+            numbers.push(ARMED_LISTENER);
+            borrowed.push(listener.as_fd());
+            steward_protocol::Start::OnConnection {
+                listener: ARMED_LISTENER,
+            }
+        }
+        None => steward_protocol::Start::Now,
+    };
+    let message = steward_protocol::handover(&numbers, start_at, &bytes);
     send_with_fds(&ours, &message, &borrowed);
+    drop(borrowed);
     drop(fds);
+    drop(listener);
+    let _client = match VIA {
+        Via::Armed => Some(std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap()),
+        Via::Fresh | Via::Pooled => None,
+    };
     let mut reported = Vec::new();
     let mut buf = [0u8; 64];
     ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
@@ -101,11 +141,18 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
         }
         reported.extend_from_slice(&buf[..n]);
     }
+    // The armed executor's word that it accepted is not a report a fresh one makes.
+    if let (Via::Armed, Some(rest)) = (&VIA, reported.strip_prefix(&steward_protocol::ACCEPTED)) {
+        reported = rest.to_vec();
+    }
     if let Some((write, _)) = status.into_iter().next() {
         File::from(write).write_all(&reported).unwrap();
     }
     child.wait_with_output().unwrap()
 }
+
+/// Where an armed executor finds its listener: a number none of the tests uses.
+const ARMED_LISTENER: RawFd = 90;
 
 /// A seqpacket socket pair, as the manager makes for each idle executor. std has no type for
 /// seqpacket sockets; `UnixDatagram`'s send and recv are the plain calls, which is all a

@@ -135,13 +135,15 @@ pub struct Service {
     /// `status NAME` counts the instances started. `"all"` also logs each instance's start and
     /// clean exit.
     pub log_instances: InstanceLog,
-    /// `executor_pool`, default `1` for a lazy or accept service without `tasks_max`, else
-    /// `0`: how many executors wait, exec'd already and in the service's cgroup, for the
-    /// connection that spawns it, or for a keep-alive service's next restart (0 to 16). That
-    /// spawn then costs one message to one of them instead of starting an executor. Each idle
-    /// one is a process of about 180 KiB of PSS (half of it the executor's text, shared),
-    /// counted in the service's `memory_max` and `tasks_max`. Only for lazy, accept and
-    /// keep-alive services.
+    /// `executor_pool`, default `2` for an accept service and `1` for a lazy one without
+    /// `tasks_max`, else `0`: how many executors wait, exec'd already and in the service's
+    /// cgroup, for the connection that spawns it, or for a keep-alive service's next restart
+    /// (0 to 16). That spawn then costs one message to one of them instead of starting an
+    /// executor. An accept service's are armed: each holds its instance's spawn state and
+    /// accepts the connection itself, so that a client wakes only that process. Each idle one
+    /// is a process of about 180 KiB of PSS (half of it the executor's text, shared), counted
+    /// in the service's `memory_max` and `tasks_max`. Only for lazy, accept and keep-alive
+    /// services.
     pub executor_pool: u32,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;

@@ -707,7 +707,13 @@ impl Cx<'_> {
     ) {
         // A task limit is the operator's count of the service's processes: an idle executor
         // would take one of them unasked.
-        let default = u32::from(s.lazy && s.tasks_max.is_none());
+        // Accept mode keeps two: an armed executor takes each connection itself, and with
+        // one only, a client that comes back at once would wait for its replacement to start.
+        let default = match (s.lazy && s.tasks_max.is_none(), s.accept) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
         s.executor_pool = written.unwrap_or(default);
         if s.executor_pool > 0 && !s.lazy && !s.keep_alive {
             let at = spans.get("executor_pool").cloned().unwrap_or(0..0);
@@ -1378,6 +1384,22 @@ mod tests {
         assert_eq!(s.stdio, StdioMode::Log);
         assert_eq!(s.origin.line, 1);
         assert_eq!(s.origin.column, 10);
+    }
+
+    #[test]
+    fn executor_pool_defaults_by_mode() {
+        let pool = |extra: &str| {
+            let text = format!(
+                "[service.a]\nexec = [\"/bin/true\"]\n{extra}[[service.a.socket]]\npath = \"/tmp/a.sock\"\n"
+            );
+            load_str("t.toml", &text).config.unwrap().services[0].executor_pool
+        };
+        // Accept mode arms two, so that a client coming back at once finds one ready.
+        assert_eq!(pool("accept = true\n"), 2);
+        assert_eq!(pool("lazy = true\n"), 1);
+        assert_eq!(pool("accept = true\ntasks_max = 8\n"), 0);
+        assert_eq!(pool("accept = true\nexecutor_pool = 1\n"), 1);
+        assert_eq!(pool(""), 0);
     }
 
     #[test]

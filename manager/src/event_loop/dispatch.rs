@@ -19,10 +19,10 @@ use crate::cgroups::{Cgroups, Limits};
 use crate::config::{self, Signal, StdioMode};
 use crate::log;
 use crate::output::{self, Pipe};
-use crate::pool::Filling;
+use crate::pool::{Armed, Filling, Pooled};
 use crate::registry::UnitId;
 use crate::sockets::{self, Listener};
-use crate::spawn::{Extras, Passing, SpawnError, Spawner};
+use crate::spawn::{Extras, Passing, SpawnError, Spawner, Unarmed};
 use crate::supervisor::effects::{Clock, Log, Signals, Spawn, Timers};
 use crate::supervisor::{Effects, Event, Pid, State, Timer};
 use crate::unit::{Cgroup, Io};
@@ -51,6 +51,8 @@ struct Spawned {
 struct UnitSpawn<'a> {
     spawner: &'a mut Spawner,
     cgroups: &'a Cgroups,
+    /// Accept mode: the instances running before this transition.
+    instances: usize,
     io: &'a mut Io,
     spawned: &'a mut Vec<Spawned>,
 }
@@ -66,25 +68,13 @@ impl UnitSpawn<'_> {
         self.io.oom_baseline = service
             .memory_max
             .and_then(|_| self.cgroups.oom_kills(&service.name));
-        // An accept instance gets pipes of its own, so its lines carry its name.
-        let mut instance_pipes = Vec::new();
-        let mut instance_writers = Vec::new();
-        let streams: &[Stream] = match (connection, &service.stdio) {
-            (Some(_), StdioMode::Log) => &[Stream::Stdout, Stream::Stderr],
-            // The connection is its stdout.
-            (Some(_), StdioMode::Socket) => &[Stream::Stderr],
-            _ => &[],
+        let (instance_pipes, instance_writers) = match connection {
+            Some(_) => instance_output(service)?,
+            None => (Vec::new(), Vec::new()),
         };
-        for &stream in streams {
-            let (pipe, write) = output::pipe(stream).map_err(SpawnError::LogPipe)?;
-            instance_pipes.push(pipe);
-            instance_writers.push(write);
-        }
-        let log: Option<[BorrowedFd<'_>; 2]> = match (&instance_writers[..], &self.io.writers) {
-            ([out, err], _) => Some([out.as_fd(), err.as_fd()]),
-            // stdio = "socket": the spawn state names only the stderr pipe.
-            ([err], _) => Some([err.as_fd(), err.as_fd()]),
-            (_, Some([out, err])) if connection.is_none() => Some([out.as_fd(), err.as_fd()]),
+        let log = match (instance_log(&instance_writers), &self.io.writers) {
+            (Some(log), _) => Some(log),
+            (None, Some([out, err])) if connection.is_none() => Some([out.as_fd(), err.as_fd()]),
             _ => None,
         };
         let passing = match connection {
@@ -132,6 +122,64 @@ impl UnitSpawn<'_> {
     }
 }
 
+/// An accept instance's own output pipes, so that its lines carry its name: ours, and the
+/// write ends for it.
+fn instance_output(service: &config::Service) -> Result<(Vec<Pipe>, Vec<OwnedFd>), SpawnError> {
+    let streams: &[Stream] = match &service.stdio {
+        StdioMode::Log => &[Stream::Stdout, Stream::Stderr],
+        // The connection is its stdout.
+        StdioMode::Socket => &[Stream::Stderr],
+        _ => &[],
+    };
+    let mut pipes = Vec::new();
+    let mut writers = Vec::new();
+    for &stream in streams {
+        let (pipe, write) = output::pipe(stream).map_err(SpawnError::LogPipe)?;
+        pipes.push(pipe);
+        writers.push(write);
+    }
+    Ok((pipes, writers))
+}
+
+/// The log fds an instance's spawn state names, from its [`instance_output`] write ends.
+fn instance_log(writers: &[OwnedFd]) -> Option<[BorrowedFd<'_>; 2]> {
+    match writers {
+        [out, err] => Some([out.as_fd(), err.as_fd()]),
+        // stdio = "socket": the spawn state names only the stderr pipe.
+        [err] => Some([err.as_fd(), err.as_fd()]),
+        _ => None,
+    }
+}
+
+/// Arms the idle executor `pooled` of accept service `service` for its next instance.
+fn arm(
+    spawner: &mut Spawner,
+    cgroups: &Cgroups,
+    io: &mut Io,
+    service: &config::Service,
+    pooled: Pooled,
+) -> Result<Armed, Unarmed> {
+    if io.sockets.is_empty() {
+        return Err(Unarmed::Idle(pooled));
+    }
+    let Ok(dirs) = cgroup_dirs(cgroups, io, service) else {
+        return Err(Unarmed::Idle(pooled));
+    };
+    let Ok((pipes, writers)) = instance_output(service) else {
+        return Err(Unarmed::Idle(pooled));
+    };
+    let listener = &io.sockets[0];
+    let extras = Extras {
+        log: instance_log(&writers),
+        ready: None,
+        stored: &[],
+    };
+    let unified = cgroups.unified(&dirs);
+    // Our copies of the write ends close when this returns: the executor holds its own.
+    let pooled = spawner.arm(service, listener, &dirs, unified, extras, pooled)?;
+    Ok(Armed { pooled, pipes })
+}
+
 /// The service's cgroup directories: made once, and again only when a reload changed the
 /// limits (an accept service spawns per connection and must not mkdir and write its limits
 /// each time).
@@ -163,6 +211,27 @@ impl Spawn for UnitSpawn<'_> {
     }
 
     fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, SpawnError> {
+        // An armed executor that has accepted is the instance, spawned already.
+        if let Some(Armed { pooled, pipes }) = self.io.pool.take_fired() {
+            self.spawned.push(Spawned {
+                pid: pooled.pid,
+                status: pooled.socket,
+                pipes,
+                ready: None,
+            });
+            return Ok(Some(pooled.pid));
+        }
+        // The armed executors count as instances to be: were the manager to accept up to
+        // max_connections without them, one could find the service full with a connection in
+        // hand. Below that, it takes what the armed ones have not (clients arriving faster than
+        // the armed executors are replaced).
+        let taken = self.instances + self.spawned.len() + self.io.pool.armed();
+        if self.io.parked.is_none()
+            && self.io.pool.armed() > 0
+            && taken >= service.max_connections as usize
+        {
+            return Ok(None);
+        }
         // A connection accepted before a spawn failed (out of fds, say) goes first: once
         // accepted, a connection is never dropped for want of resources.
         let connection = match self.io.parked.take() {
@@ -266,6 +335,7 @@ impl Manager {
             let mut spawn = UnitSpawn {
                 spawner: &mut self.spawner,
                 cgroups: &self.cgroups,
+                instances: unit.supervisor.instances().len(),
                 io: &mut unit.io,
                 spawned: &mut spawned,
             };
@@ -305,6 +375,7 @@ impl Manager {
             // Idle executors were made for the old config (its cgroup, its limits).
             if let Some(unit) = self.registry.get_mut(id) {
                 unit.io.pool.truncate(0);
+                unit.io.pool.arming = Filling::Works;
             }
         }
         self.sync_pool(id);
@@ -383,7 +454,8 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        let wants = unit.supervisor.wants_connections();
+        // An armed executor accepts the connections itself.
+        let wants = unit.supervisor.wants_connections() && unit.io.pool.armed() == 0;
         if unit.io.watched == wants {
             return;
         }
@@ -419,38 +491,161 @@ impl Manager {
         } else {
             self.short_pools.remove(&id);
         }
+        self.sync_armed(id);
+    }
+
+    /// Arms the idle executors of accept service `id`, as many as there is room for under its
+    /// `max_connections` while it takes connections; disarms those beyond that.
+    fn sync_armed(&mut self, id: UnitId) {
+        let Some(unit) = self.registry.get_mut(id) else {
+            return;
+        };
+        let service = unit.supervisor.config();
+        if !service.accept {
+            return;
+        }
+        let room = if unit.supervisor.wants_connections() && unit.io.pool.arming == Filling::Works {
+            let taken = unit.supervisor.instances().len() + unit.io.pool.fired();
+            (service.max_connections as usize).saturating_sub(taken)
+        } else {
+            0
+        };
+        // Still watched: each says whether it took a connection after all.
+        unit.io.pool.disarm(room);
+        while unit.io.pool.armed() < room {
+            let Some(pooled) = unit.io.pool.take() else {
+                break;
+            };
+            match arm(
+                &mut self.spawner,
+                &self.cgroups,
+                &mut unit.io,
+                service,
+                pooled,
+            ) {
+                Ok(armed) => {
+                    let pid = armed.pooled.pid;
+                    let token = data(Token::Armed(id, pid));
+                    // One shot: its one report is all we read here; from then on its socket is
+                    // an instance's status, read when it is reaped, and needs no epoll_ctl.
+                    let flags = epoll::EventFlags::IN | epoll::EventFlags::ONESHOT;
+                    if epoll::add(&self.epoll, &armed.pooled.socket, token, flags).is_err() {
+                        // Unwatched, it could take a connection we never hear of: disarmed.
+                        unit.io.pool.put_armed(armed);
+                        unit.io.pool.disarm(0);
+                        break;
+                    }
+                    self.armed_executors.insert(pid, id);
+                    unit.io.pool.put_armed(armed);
+                }
+                // Left idle: the manager accepts, and hands it the connection's spawn.
+                Err(Unarmed::Idle(pooled)) => {
+                    unit.io.pool.put(pooled);
+                    break;
+                }
+                Err(Unarmed::Gone) => {}
+            }
+        }
+        self.sync_watch(id);
+    }
+
+    /// An armed executor's pool socket is readable: it accepted a connection (an instance
+    /// now), or it is gone (disarmed, killed, or it could not accept).
+    pub(super) fn on_armed(&mut self, id: UnitId, pid: Pid) {
+        let Some(unit) = self.registry.get_mut(id) else {
+            self.armed_executors.remove(&pid);
+            return;
+        };
+        let Some(armed) = unit.io.pool.get_armed(pid) else {
+            self.armed_executors.remove(&pid);
+            return;
+        };
+        let mut buf = [0u8; steward_protocol::StatusReport::LEN + 1];
+        let accepted = match rustix::io::read(&armed.pooled.socket, &mut buf) {
+            Ok(n) if buf[..n] == steward_protocol::ACCEPTED => true,
+            Ok(0) => false,
+            Ok(n) => {
+                let reason = match steward_protocol::StatusReport::decode(&buf[..n]) {
+                    Ok(report) => format!(
+                        "failed at {}: {}",
+                        report.step.name(),
+                        std::io::Error::from_raw_os_error(report.errno)
+                    ),
+                    Err(e) => format!("garbled report: {e}"),
+                };
+                unit.io.pool.arming = Filling::Fails;
+                log::service(
+                    unit.name(),
+                    format_args!(
+                        "an armed executor {reason}; the manager accepts each connection itself"
+                    ),
+                );
+                false
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
+                // A one-shot watch that woke for nothing must be armed again.
+                let token = data(Token::Armed(id, pid));
+                let flags = epoll::EventFlags::IN | epoll::EventFlags::ONESHOT;
+                let _ = epoll::modify(&self.epoll, &armed.pooled.socket, token, flags);
+                return;
+            }
+            Err(_) => false,
+        };
+        let armed = unit.io.pool.take_armed(pid).expect("found just above");
+        self.armed_executors.remove(&pid);
+        if accepted {
+            unit.io.pool.fire(armed);
+            // The next one is armed before this one becomes an instance: the listener then
+            // never goes back to the manager in between, and the next client finds an executor
+            // that started while this one's service runs on the other core.
+            self.fill_pool(id);
+            self.dispatch(id, Event::Connection);
+            // Not claimed: the service stopped taking connections meanwhile. Its connection
+            // goes with it, as one waiting in the backlog of a stopped service does.
+            if let Some(unit) = self.registry.get_mut(id) {
+                while let Some(left) = unit.io.pool.take_fired() {
+                    let _ = crate::sys::kill(left.pooled.pid.raw(), Signal::KILL.0);
+                    unit.io.pool.retired(left.pooled.pid);
+                }
+            }
+        }
+        self.sync_pool(id);
     }
 
     /// Fills every short pool.
     pub(super) fn fill_pools(&mut self) {
         for id in std::mem::take(&mut self.short_pools) {
-            let Some(unit) = self.registry.get_mut(id) else {
-                continue;
-            };
-            let wanted = unit.supervisor.wants_pool();
-            let service = unit.supervisor.config();
-            let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|dirs| {
-                let unified = self.cgroups.unified(&dirs);
-                while unit.io.pool.len() < wanted {
-                    self.spawner.fill(&mut unit.io.pool, unified)?;
-                }
-                Ok(())
-            });
-            let pool = &mut unit.io.pool;
-            match (filled, pool.filling) {
-                (Ok(()), _) => pool.filling = Filling::Works,
-                (Err(e), Filling::Works) => {
-                    pool.filling = Filling::Fails;
-                    log::service(
-                        unit.name(),
-                        format_args!(
-                            "cannot start an idle executor ({e}); spawning each one fresh"
-                        ),
-                    );
-                }
-                (Err(_), Filling::Fails) => {}
-            }
+            self.fill_pool(id);
         }
+    }
+
+    /// Fills unit `id`'s pool, and arms what it should.
+    fn fill_pool(&mut self, id: UnitId) {
+        let Some(unit) = self.registry.get_mut(id) else {
+            return;
+        };
+        let wanted = unit.supervisor.wants_pool();
+        let service = unit.supervisor.config();
+        let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|dirs| {
+            let unified = self.cgroups.unified(&dirs);
+            while unit.io.pool.len() < wanted {
+                self.spawner.fill(&mut unit.io.pool, unified)?;
+            }
+            Ok(())
+        });
+        let pool = &mut unit.io.pool;
+        match (filled, pool.filling) {
+            (Ok(()), _) => pool.filling = Filling::Works,
+            (Err(e), Filling::Works) => {
+                pool.filling = Filling::Fails;
+                log::service(
+                    unit.name(),
+                    format_args!("cannot start an idle executor ({e}); spawning each one fresh"),
+                );
+            }
+            (Err(_), Filling::Fails) => {}
+        }
+        self.sync_armed(id);
     }
 
     /// The unit came to rest: its cgroup goes (once the last of its processes is reaped), and

@@ -159,6 +159,9 @@ pub struct Manager {
     /// do: under a storm of connections each spawns fresh (an idle executor would only add a
     /// wakeup), between connections the next one finds an executor waiting.
     short_pools: std::collections::BTreeSet<crate::registry::UnitId>,
+    /// The armed executors (accept mode), by pid: children no unit claims yet, whose exit must
+    /// first be checked for a connection they accepted.
+    armed_executors: std::collections::BTreeMap<crate::supervisor::Pid, crate::registry::UnitId>,
     /// Stops waiting for what depends on their unit to stop first.
     stop_jobs: std::collections::BTreeMap<crate::registry::UnitId, jobs::Job>,
     /// Control clients waiting for services to settle.
@@ -360,6 +363,7 @@ impl Manager {
             notify,
             moved: Vec::new(),
             short_pools: std::collections::BTreeSet::new(),
+            armed_executors: std::collections::BTreeMap::new(),
             stop_jobs: Default::default(),
             waiters: Vec::new(),
         })
@@ -472,6 +476,7 @@ impl Manager {
                 Some(Token::Notify) => self.on_notify(),
                 Some(Token::Ready(id, pid)) => self.on_ready_pipe(id, pid),
                 Some(Token::Stored(id, fd)) => self.on_stored_hangup(id, fd as i32),
+                Some(Token::Armed(id, pid)) => self.on_armed(id, pid),
                 Some(Token::Control) => self.on_control(),
                 Some(Token::Client(id)) => self.on_client(id),
                 Some(Token::Log(id, stream)) => self.on_log(id, stream),

@@ -40,6 +40,11 @@ impl Manager {
             let (Some(pid), Some(exit)) = (Pid::new(pid.as_raw_pid()), exit_of(status)) else {
                 continue;
             };
+            // An armed executor's report of a connection it accepted comes before its exit:
+            // the instance it became is claimed first.
+            if let Some(id) = self.armed_executors.get(&pid).copied() {
+                self.on_armed(id, pid);
+            }
             if let Some(id) = self.registry.release(pid) {
                 self.reaped(id, pid, exit);
             }

@@ -141,6 +141,17 @@ fn named_fds(state: &saved::ManagerState) -> Vec<RawFd> {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock both sides of the exec share.
+/// Whether `fd` becomes readable (or hung up) within `timeout`.
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}
+
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -191,6 +202,7 @@ impl Manager {
         if let Some(why) = self.reexec_refusal() {
             return refuse(why);
         }
+        self.collect_armed();
         let exe = self.upgrade.exe.clone();
         let mut keep = Vec::new();
         let state = self.save(client, &mut keep);
@@ -246,6 +258,38 @@ impl Manager {
             exe.display(),
             crate::version()
         ))
+    }
+
+    /// Disarms every armed executor and waits for each to say whether it took a connection: one
+    /// that did is an instance the next manager is told of; the others exit. Idle executors go
+    /// with the exec (their sockets are close-on-exec), so none is left to arm meanwhile.
+    fn collect_armed(&mut self) {
+        let ids: std::collections::BTreeSet<_> = self.armed_executors.values().copied().collect();
+        for &id in &ids {
+            if let Some(unit) = self.registry.get_mut(id) {
+                unit.io.pool.truncate(0);
+            }
+        }
+        // An executor answers within a few system calls; one that does not is killed.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let armed: Vec<_> = self.armed_executors.clone().into_iter().collect();
+        for (pid, id) in armed {
+            let answered = self
+                .registry
+                .get(id)
+                .and_then(|u| u.io.pool.get_armed(pid))
+                .is_some_and(|armed| {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    wait_readable(armed.pooled.socket.as_fd(), left)
+                });
+            if !answered {
+                let _ = crate::sys::kill(pid.raw(), crate::config::Signal::KILL.0);
+            }
+            self.on_armed(id, pid);
+            if let Some(unit) = self.registry.get_mut(id) {
+                unit.io.pool.truncate(0);
+            }
+        }
     }
 
     /// Why a `reexec` cannot be made now, if it cannot.

@@ -31,6 +31,8 @@ pub enum Token {
     Ready(UnitId, Pid),
     /// A stored fd of this unit (fd store), by its number.
     Stored(UnitId, u32),
+    /// The pool socket of this unit's armed executor with this pid.
+    Armed(UnitId, Pid),
 }
 
 const LOW: u64 = (1 << 56) - 1;
@@ -82,6 +84,7 @@ impl Token {
             Token::InstanceLog(id, pid, s) => (5, unit_pid_stream(id, pid, stream_bit(s))),
             Token::Ready(id, pid) => (6, unit_pid_stream(id, pid, 0)),
             Token::Stored(id, fd) => (7, (id.raw() as u64) << FD_BITS | fd as u64),
+            Token::Armed(id, pid) => (8, unit_pid_stream(id, pid, 0)),
         };
         kind << 56 | (low & LOW)
     }
@@ -106,6 +109,7 @@ impl Token {
                 UnitId::from_raw((low >> FD_BITS) as u32),
                 (low & ((1 << FD_BITS) - 1)) as u32,
             )),
+            8 => Some(Token::Armed(unit(low), pid(low)?)),
             _ => None,
         }
     }
@@ -136,6 +140,8 @@ mod tests {
             Token::InstanceLog(UnitId::from_raw(9), Pid::new(77).unwrap(), Stream::Stdout),
             Token::stored(unit, (1 << 24) - 1).unwrap(),
             Token::stored(UnitId::from_raw(0), 3).unwrap(),
+            Token::Armed(unit, pid),
+            Token::Armed(UnitId::from_raw(5), Pid::new(2).unwrap()),
         ];
         for token in tokens {
             assert_eq!(Token::from_u64(token.to_u64()), Some(token), "{token:?}");

@@ -1,0 +1,122 @@
+//! The executor tests of executor.rs, each spawn made the way the manager arms an idle executor
+//! of an accept service: `steward-executor --pooled FD` started ahead, handed the spawn state,
+//! its fds and a listening socket to accept on (`Start::OnConnection`), then a client connects.
+//! The executor accepts, reports it, and goes on: the service must see exactly what a fresh
+//! executor leaves it.
+
+/// Every spawn goes through an armed executor.
+const VIA: Via = Via::Armed;
+
+include!("executor/common.rs");
+
+#[test]
+fn an_armed_executor_reports_the_connection_and_hands_it_on_with_its_peer() {
+    let dir = TempDir::new("armed-peer");
+    let listener = UnixListener::bind(dir.path("sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut s = state(
+        "/bin/sh",
+        &["sh", "-c", "echo $REMOTE_UID:$REMOTE_GID:$REMOTE_PID >&0"],
+    );
+    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
+    s.env = vec![
+        format!("REMOTE_PID={}", steward_protocol::REMOTE_PLACEHOLDER),
+        format!("REMOTE_UID={}", steward_protocol::REMOTE_PLACEHOLDER),
+        format!("REMOTE_GID={}", steward_protocol::REMOTE_PLACEHOLDER),
+    ];
+    s.status_fd = 41;
+    let (ours, theirs) = pool_pair();
+    let mut child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let bytes = steward_protocol::encode(&s).unwrap();
+    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
+    let message = steward_protocol::handover(&[90], start_at, &bytes);
+    send_with_fds(&ours, &message, &[listener.as_fd()]);
+    let mut client = std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap();
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = ours.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &steward_protocol::ACCEPTED);
+    let mut line = String::new();
+    client.read_to_string(&mut line).unwrap();
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    assert_eq!(line, format!("{uid}:{gid}:{}\n", std::process::id()));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_armed_executor_disarmed_exits_quietly_and_leaves_the_connection_to_the_manager() {
+    let dir = TempDir::new("armed-disarm");
+    let listener = UnixListener::bind(dir.path("sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut s = state("/bin/true", &["true"]);
+    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
+    s.status_fd = 41;
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let bytes = steward_protocol::encode(&s).unwrap();
+    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
+    send_with_fds(
+        &ours,
+        &steward_protocol::handover(&[90], start_at, &bytes),
+        &[listener.as_fd()],
+    );
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // Nothing was reported, and a client that comes now is the manager's to accept.
+    ours.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(ours.recv(&mut buf).unwrap(), 0);
+    let _client = std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap();
+    assert!(listener.accept().is_ok());
+}
+
+#[test]
+fn a_step_an_armed_executor_takes_early_fails_before_any_connection_is_taken() {
+    let dir = TempDir::new("armed-cgroup");
+    let listener = UnixListener::bind(dir.path("sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut s = state("/bin/true", &["true"]);
+    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
+    s.status_fd = 41;
+    s.cgroups = vec![dir.path("no-such-cgroup").display().to_string()];
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let bytes = steward_protocol::encode(&s).unwrap();
+    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
+    send_with_fds(
+        &ours,
+        &steward_protocol::handover(&[90], start_at, &bytes),
+        &[listener.as_fd()],
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(Step::Cgroup.exit_code() as i32),
+        "{out:?}"
+    );
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = ours.recv(&mut buf).unwrap();
+    let report = StatusReport::decode(&buf[..n]).unwrap();
+    assert_eq!(report.step, Step::Cgroup);
+    // The listener was not touched: a client now is still waiting for someone to accept it.
+    let _client = std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap();
+    assert!(listener.accept().is_ok());
+}
