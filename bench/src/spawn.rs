@@ -235,8 +235,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          From the request to the tiny static service's first byte. *fork+exec* and \
          *posix_spawn* are done by the benchmark process itself while it holds that much \
          touched memory; *steward* is the real path (a connection to an accept-mode socket: \
-         accept → spawn state sent to the service's idle executor, or in a sealed memfd to a \
-         fresh one cloned beside the loop → exec of the service), with the manager holding the same amount (`STEWARD_BENCH_BALLAST`). \
+         one of the service's armed executors, holding its spawn state already, wakes, accepts \
+         and execs the service; a connection none of them takes is accepted by the manager and \
+         spawned through a fresh executor), with the manager holding the same amount \
+         (`STEWARD_BENCH_BALLAST`). \
          *two execs* is the floor of any split into a spawner and a service: this process \
          posix_spawns a static, libc-free stub (`bench/floor/stub.c`) that only execs the tiny \
          service.\n\n\
