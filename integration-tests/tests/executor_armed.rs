@@ -9,35 +9,49 @@ const VIA: Via = Via::Armed;
 
 include!("executor/common.rs");
 
+/// An executor armed on a new listener in `dir` with `state` (its status fd made the pool
+/// socket's, 41; the connection at the listener's number, 90, as stdin and stdout): the
+/// listener, our end of the pool socket, and the executor.
+fn armed(
+    dir: &TempDir,
+    mut state: SpawnState,
+) -> (UnixListener, UnixDatagram, std::process::Child) {
+    let listener = UnixListener::bind(dir.path("sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    state.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
+    state.status_fd = 41;
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let bytes = steward_protocol::encode(&state).unwrap();
+    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
+    send_with_fds(
+        &ours,
+        &steward_protocol::handover(&[90], start_at, &bytes),
+        &[listener.as_fd()],
+    );
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    (listener, ours, child)
+}
+
 #[test]
 fn an_armed_executor_reports_the_connection_and_hands_it_on_with_its_peer() {
     let dir = TempDir::new("armed-peer");
-    let listener = UnixListener::bind(dir.path("sock")).unwrap();
-    listener.set_nonblocking(true).unwrap();
     let mut s = state(
         "/bin/sh",
         &["sh", "-c", "echo $REMOTE_UID:$REMOTE_GID:$REMOTE_PID >&0"],
     );
-    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
     s.env = vec![
         format!("REMOTE_PID={}", steward_protocol::REMOTE_PLACEHOLDER),
         format!("REMOTE_UID={}", steward_protocol::REMOTE_PLACEHOLDER),
         format!("REMOTE_GID={}", steward_protocol::REMOTE_PLACEHOLDER),
     ];
-    s.status_fd = 41;
-    let (ours, theirs) = pool_pair();
-    let mut child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&s).unwrap();
-    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
-    let message = steward_protocol::handover(&[90], start_at, &bytes);
-    send_with_fds(&ours, &message, &[listener.as_fd()]);
+    let (_listener, ours, mut child) = armed(&dir, s);
     let mut client = std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap();
-    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
     let mut buf = [0u8; 16];
     let n = ours.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], &steward_protocol::ACCEPTED);
@@ -52,24 +66,7 @@ fn an_armed_executor_reports_the_connection_and_hands_it_on_with_its_peer() {
 #[test]
 fn an_armed_executor_disarmed_exits_quietly_and_leaves_the_connection_to_the_manager() {
     let dir = TempDir::new("armed-disarm");
-    let listener = UnixListener::bind(dir.path("sock")).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let mut s = state("/bin/true", &["true"]);
-    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
-    s.status_fd = 41;
-    let (ours, theirs) = pool_pair();
-    let child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&s).unwrap();
-    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
-    send_with_fds(
-        &ours,
-        &steward_protocol::handover(&[90], start_at, &bytes),
-        &[listener.as_fd()],
-    );
+    let (listener, ours, child) = armed(&dir, state("/bin/true", &["true"]));
     ours.shutdown(std::net::Shutdown::Write).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -85,33 +82,15 @@ fn an_armed_executor_disarmed_exits_quietly_and_leaves_the_connection_to_the_man
 #[test]
 fn a_step_an_armed_executor_takes_early_fails_before_any_connection_is_taken() {
     let dir = TempDir::new("armed-cgroup");
-    let listener = UnixListener::bind(dir.path("sock")).unwrap();
-    listener.set_nonblocking(true).unwrap();
     let mut s = state("/bin/true", &["true"]);
-    s.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
-    s.status_fd = 41;
     s.cgroups = vec![dir.path("no-such-cgroup").display().to_string()];
-    let (ours, theirs) = pool_pair();
-    let child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&s).unwrap();
-    let start_at = steward_protocol::Start::OnConnection { listener: 90 };
-    send_with_fds(
-        &ours,
-        &steward_protocol::handover(&[90], start_at, &bytes),
-        &[listener.as_fd()],
-    );
+    let (listener, ours, child) = armed(&dir, s);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(Step::Cgroup.exit_code() as i32),
         "{out:?}"
     );
-    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
     let mut buf = [0u8; 16];
     let n = ours.recv(&mut buf).unwrap();
     let report = StatusReport::decode(&buf[..n]).unwrap();
