@@ -29,8 +29,9 @@ pub enum Peer {
 
 /// Waits for a connection on `listener` or a word (end of file) from the manager on `pool`.
 pub fn wait(listener: RawFd, pool: RawFd) -> Result<Woken, Errno> {
+    let set = sys::ArmedWait::new(listener, pool)?;
     loop {
-        let woken = sys::wait_readable(listener, pool)?;
+        let woken = set.wait()?;
         // The manager first: once it has disarmed us, a connection is its own to accept.
         if woken.pool {
             return Ok(Woken::Disarmed);

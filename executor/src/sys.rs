@@ -192,36 +192,41 @@ pub struct Woken {
     pub pool: bool,
 }
 
-/// Waits until `listener` has a connection or `pool` is readable or hung up. Of the executors
-/// armed on one listener, a connection wakes one (EPOLLEXCLUSIVE), not every one of them.
-pub fn wait_readable(listener: RawFd, pool: RawFd) -> Result<Woken, Errno> {
-    use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
-    let set = epoll::create(CreateFlags::CLOEXEC)?;
-    epoll::add(
-        &set,
-        borrow(listener)?,
-        EventData::new_u64(0),
-        EventFlags::IN | EventFlags::EXCLUSIVE,
-    )?;
-    epoll::add(
-        &set,
-        borrow(pool)?,
-        EventData::new_u64(1),
-        EventFlags::IN | EventFlags::RDHUP,
-    )?;
-    let mut events = Vec::with_capacity(2);
-    loop {
-        match epoll::wait(&set, rustix::buffer::spare_capacity(&mut events), None) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+/// An armed executor's listener and pool socket in one epoll set, made once for all its waits.
+/// Of the executors armed on one listener, a connection wakes one (EPOLLEXCLUSIVE), not every
+/// one of them.
+pub struct ArmedWait {
+    set: OwnedFd,
+}
+
+impl ArmedWait {
+    pub fn new(listener: RawFd, pool: RawFd) -> Result<ArmedWait, Errno> {
+        use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+        let set = epoll::create(CreateFlags::CLOEXEC)?;
+        let exclusive = EventFlags::IN | EventFlags::EXCLUSIVE;
+        epoll::add(&set, borrow(listener)?, EventData::new_u64(0), exclusive)?;
+        let hangup = EventFlags::IN | EventFlags::RDHUP;
+        epoll::add(&set, borrow(pool)?, EventData::new_u64(1), hangup)?;
+        Ok(ArmedWait { set })
     }
-    let woke = |n: u64| events.iter().any(|e: &epoll::Event| e.data.u64() == n);
-    Ok(Woken {
-        listener: woke(0),
-        pool: woke(1),
-    })
+
+    /// Waits until the listener has a connection or the pool socket is readable or hung up.
+    pub fn wait(&self) -> Result<Woken, Errno> {
+        use rustix::event::epoll;
+        let mut events = Vec::with_capacity(2);
+        loop {
+            match epoll::wait(&self.set, rustix::buffer::spare_capacity(&mut events), None) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let woke = |n: u64| events.iter().any(|e: &epoll::Event| e.data.u64() == n);
+        Ok(Woken {
+            listener: woke(0),
+            pool: woke(1),
+        })
+    }
 }
 
 /// Accepts a connection on `listener`: close-on-exec, blocking, with the peer's address if it

@@ -336,3 +336,54 @@ requires = ["db"]
     assert_eq!(s.wait_state("db", "running")["status_text"], "up");
     s.wait_state("app", "running");
 }
+
+const ARMED: &str = r#"
+[service.inst]
+exec = ["@PROBE@", "connection"]
+accept = true
+[[service.inst.socket]]
+path = "@DIR@/inst.sock"
+"#;
+
+#[test]
+fn an_exec_that_fails_after_the_armed_executors_are_collected_arms_new_ones() {
+    let (s, bin_dir) = start(ARMED);
+    let pid = s.pid();
+    // An armed executor waits in its epoll set, which an idle one has not made.
+    let armed = |executor: &i32| {
+        std::fs::read_dir(format!("/proc/{executor}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().contains("eventpoll"))
+            })
+    };
+    // The accept service's pool: 2 armed executors by default.
+    wait_until("the armed executors", || {
+        let now = idle_executors(pid);
+        now.len() == 2 && now.iter().all(armed)
+    });
+    let before = idle_executors(pid);
+    // Executable, but not a program this machine can run: execve itself fails, after the
+    // armed executors were collected for it. Renamed over the running binary, which is busy.
+    let garbage = bin_dir.join("garbage");
+    std::fs::write(&garbage, [0xde, 0xad, 0xbe, 0xef].repeat(64)).unwrap();
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::rename(&garbage, bin_dir.join("steward")).unwrap();
+    let (code, _, err) = s.ctl(&["reexec"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("keeps running"), "{err}");
+    // Those collected for the exec are gone; two new ones are armed in their place.
+    wait_until("new armed executors", || {
+        let now = idle_executors(pid);
+        now.len() == 2 && now.iter().all(|p| !before.contains(p) && armed(p))
+    });
+    let line = first_line(&s.dir.path().join("inst.sock"), DEADLINE).unwrap();
+    assert!(line.starts_with("instance pid "), "{line}");
+}

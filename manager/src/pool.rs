@@ -63,6 +63,18 @@ pub enum Filling {
     Fails,
 }
 
+/// Whether a service's idle executors are armed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arming {
+    #[default]
+    Works,
+    /// An armed executor failed a step before its connection (its cgroup, say): every other
+    /// would fail the same way, so none is armed until the service is reloaded.
+    Fails,
+    /// A reexec is collecting the armed executors' answers: none is armed meanwhile.
+    Held,
+}
+
 /// An armed executor: waiting for a connection with the spawn state of its instance, whose own
 /// output pipes (accept mode) are ours to watch once it has accepted.
 pub struct Armed {
@@ -84,9 +96,7 @@ pub struct Pool {
     /// cgroup, and they are not what the service left there.
     retired: Vec<Pid>,
     pub filling: Filling,
-    /// Whether arming works: an executor that fails a step before its connection (its cgroup,
-    /// say) would fail the same way for every other, so its service stops arming.
-    pub arming: Filling,
+    pub arming: Arming,
 }
 
 /// How many retired pids are remembered; a pool holds at most 16.
@@ -133,9 +143,9 @@ impl Pool {
         self.fired.pop()
     }
 
-    /// Remembers `pid` as retired, not the service's.
-    pub fn retired(&mut self, pid: Pid) {
-        self.retired.push(pid);
+    /// Remembers `pids` as retired, not the service's.
+    pub fn retired(&mut self, pids: impl IntoIterator<Item = Pid>) {
+        self.retired.extend(pids);
         let over = self.retired.len().saturating_sub(RETIRED_KEPT);
         self.retired.drain(..over);
     }
@@ -149,16 +159,13 @@ impl Pool {
     }
 
     /// Disarms all but `keep` of the armed ones: shut down for writing, they exit unless they
-    /// have a connection already. Returns the pids of those disarmed now.
-    pub fn disarm(&mut self, keep: usize) -> Vec<Pid> {
-        let mut pids = Vec::new();
+    /// have a connection already.
+    pub fn disarm(&mut self, keep: usize) {
         while self.armed.len() > keep {
             let armed = self.armed.pop().expect("longer than keep");
             let _ = rustix::net::shutdown(&armed.pooled.socket, rustix::net::Shutdown::Write);
-            pids.push(armed.pooled.pid);
             self.disarming.push(armed);
         }
-        pids
     }
 
     /// The pids of every armed or disarming one.
@@ -191,10 +198,8 @@ impl Pool {
             self.disarm(keep);
         }
         if self.idle.len() > keep_idle {
-            self.retired
-                .extend(self.idle.drain(keep_idle..).map(|p| p.pid));
-            let over = self.retired.len().saturating_sub(RETIRED_KEPT);
-            self.retired.drain(..over);
+            let pids: Vec<Pid> = self.idle.drain(keep_idle..).map(|p| p.pid).collect();
+            self.retired(pids);
         }
     }
 

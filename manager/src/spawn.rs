@@ -19,7 +19,7 @@ use crate::cgroups::CgroupError;
 use crate::config::{self, StdioMode, TakeoverEnv};
 use crate::fd_store::Stored;
 use crate::pool::{Birth, Pool, Pooled};
-use crate::sockets::{Connection, Listener, Remote, takeover_key};
+use crate::sockets::{Listener, Remote, takeover_key};
 use crate::supervisor::Pid;
 use crate::users::{ResolveError, Resolved, UserDb};
 
@@ -28,12 +28,14 @@ use crate::users::{ResolveError, Resolved, UserDb};
 pub enum Passing<'a> {
     /// The service's own sockets (an empty slice for a service without).
     Sockets(&'a [Listener]),
-    /// An accept-mode instance's connection.
-    Connection(&'a Connection),
-    /// An accept-mode instance's listening socket, which its armed executor accepts the
-    /// connection on ([`steward_protocol::Start::OnConnection`]); the spawn state names it where
-    /// it would name the connection.
-    Armed(&'a Listener),
+    /// An accept-mode instance's connection and its `REMOTE_*` variables. For an armed
+    /// executor ([`steward_protocol::Start::OnConnection`]) the fd is the listening socket it
+    /// accepts the connection on, whose number the connection then takes, and the variables
+    /// are placeholders it fills in.
+    Instance {
+        fd: BorrowedFd<'a>,
+        remote: &'a [(&'static str, String)],
+    },
 }
 
 /// The base `PATH` of a service that does not inherit the manager's environment.
@@ -319,10 +321,15 @@ impl Spawner {
             Ok(resolved) => resolved,
             Err(_) => return Err(Unarmed::Idle(pooled)),
         };
+        // Only the executor that accepts knows the peer.
+        let remote = Remote::placeholders(&listener.config.address);
         let prepared = Prepared {
             service,
             credentials: credentials.as_ref(),
-            passing: Passing::Armed(listener),
+            passing: Passing::Instance {
+                fd: listener.fd.as_fd(),
+                remote: &remote,
+            },
             extras,
             notify: notify.as_deref(),
             cgroups,
@@ -657,8 +664,7 @@ fn passed_fds<'a>(
 ) -> impl Iterator<Item = BorrowedFd<'a>> {
     let own: Vec<BorrowedFd<'a>> = match passing {
         Passing::Sockets(listeners) => listeners.iter().map(|l| l.fd.as_fd()).collect(),
-        Passing::Connection(connection) => vec![connection.fd.as_fd()],
-        Passing::Armed(listener) => vec![listener.fd.as_fd()],
+        Passing::Instance { fd, .. } => vec![fd],
     };
     own.into_iter().chain(log.into_iter().flatten())
 }
@@ -705,25 +711,6 @@ fn protocol_marker(bytes: &[u8]) -> Option<String> {
         .copied()
         .collect();
     (!digits.is_empty()).then(|| String::from_utf8(digits).expect("ASCII digits"))
-}
-
-/// Where an accept instance's connection goes: stdin and stdout (inetd style, stderr still to
-/// the log), or fd 3.
-fn instance_fd(
-    service: &config::Service,
-    fd: BorrowedFd<'_>,
-    stdio: &mut [Stdio; 3],
-    fds: &mut Vec<i32>,
-    passed: &mut Vec<(String, String)>,
-    log_err: Stdio,
-) {
-    let fd = fd.as_raw_fd();
-    if service.stdio == StdioMode::Socket {
-        *stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
-    } else {
-        fds.push(fd);
-        passed.push(("connection".to_string(), String::new()));
-    }
 }
 
 /// Everything the executor needs for `service`, in numbers and paths: here the fds become
@@ -778,28 +765,16 @@ pub fn spawn_state(
                 passed.push((l.config.name.clone(), key));
             }
         }
-        Passing::Connection(Connection { fd, remote: peer }) => {
-            remote = peer.env();
-            instance_fd(
-                service,
-                fd.as_fd(),
-                &mut stdio,
-                &mut fds,
-                &mut passed,
-                log_err,
-            );
-        }
-        Passing::Armed(listener) => {
-            // Only the executor that accepts knows the peer: it fills these in.
-            remote = Remote::placeholders(&listener.config.address);
-            instance_fd(
-                service,
-                listener.fd.as_fd(),
-                &mut stdio,
-                &mut fds,
-                &mut passed,
-                log_err,
-            );
+        Passing::Instance { fd, remote: vars } => {
+            remote = vars.to_vec();
+            let fd = fd.as_raw_fd();
+            if service.stdio == StdioMode::Socket {
+                // inetd style: the connection is stdin and stdout, stderr still goes to the log.
+                stdio = [Stdio::Fd(fd), Stdio::Fd(fd), log_err];
+            } else {
+                fds.push(fd);
+                passed.push(("connection".to_string(), String::new()));
+            }
         }
     }
     // The stored fds follow the sockets, at fixed numbers: the executor places them without

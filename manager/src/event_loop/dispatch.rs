@@ -19,7 +19,7 @@ use crate::cgroups::{Cgroups, Limits};
 use crate::config::{self, Signal, StdioMode};
 use crate::log;
 use crate::output::{self, Pipe};
-use crate::pool::{Armed, Filling, Pooled};
+use crate::pool::{Armed, Arming, Filling, Pooled};
 use crate::registry::UnitId;
 use crate::sockets::{self, Listener};
 use crate::spawn::{Extras, Passing, SpawnError, Spawner, Unarmed};
@@ -77,8 +77,12 @@ impl UnitSpawn<'_> {
             (None, Some([out, err])) if connection.is_none() => Some([out.as_fd(), err.as_fd()]),
             _ => None,
         };
+        let remote = connection.map(|c| c.remote.env()).unwrap_or_default();
         let passing = match connection {
-            Some(connection) => Passing::Connection(connection),
+            Some(connection) => Passing::Instance {
+                fd: connection.fd.as_fd(),
+                remote: &remote,
+            },
             None => Passing::Sockets(&self.io.sockets),
         };
         // The main process's readiness pipe: its read end is ours, non-blocking.
@@ -226,10 +230,7 @@ impl Spawn for UnitSpawn<'_> {
         // hand. Below that, it takes what the armed ones have not (clients arriving faster than
         // the armed executors are replaced).
         let taken = self.instances + self.spawned.len() + self.io.pool.armed();
-        if self.io.parked.is_none()
-            && self.io.pool.armed() > 0
-            && taken >= service.max_connections as usize
-        {
+        if self.io.parked.is_none() && taken >= service.max_connections as usize {
             return Ok(None);
         }
         // A connection accepted before a spawn failed (out of fds, say) goes first: once
@@ -375,7 +376,7 @@ impl Manager {
             // Idle executors were made for the old config (its cgroup, its limits).
             if let Some(unit) = self.registry.get_mut(id) {
                 unit.io.pool.truncate(0);
-                unit.io.pool.arming = Filling::Works;
+                unit.io.pool.arming = Arming::Works;
             }
         }
         self.sync_pool(id);
@@ -504,7 +505,7 @@ impl Manager {
         if !service.accept {
             return;
         }
-        let room = if unit.supervisor.wants_connections() && unit.io.pool.arming == Filling::Works {
+        let room = if unit.supervisor.wants_connections() && unit.io.pool.arming == Arming::Works {
             let taken = unit.supervisor.instances().len() + unit.io.pool.fired();
             (service.max_connections as usize).saturating_sub(taken)
         } else {
@@ -573,7 +574,7 @@ impl Manager {
                     ),
                     Err(e) => format!("garbled report: {e}"),
                 };
-                unit.io.pool.arming = Filling::Fails;
+                unit.io.pool.arming = Arming::Fails;
                 log::service(
                     unit.name(),
                     format_args!(
@@ -594,18 +595,21 @@ impl Manager {
         let armed = unit.io.pool.take_armed(pid).expect("found just above");
         self.armed_executors.remove(&pid);
         if accepted {
+            let arming = unit.io.pool.arming;
             unit.io.pool.fire(armed);
             // The next one is armed before this one becomes an instance: the listener then
             // never goes back to the manager in between, and the next client finds an executor
             // that started while this one's service runs on the other core.
-            self.fill_pool(id);
+            if arming == Arming::Works {
+                self.fill_pool(id);
+            }
             self.dispatch(id, Event::Connection);
             // Not claimed: the service stopped taking connections meanwhile. Its connection
             // goes with it, as one waiting in the backlog of a stopped service does.
             if let Some(unit) = self.registry.get_mut(id) {
                 while let Some(left) = unit.io.pool.take_fired() {
                     let _ = crate::sys::kill(left.pooled.pid.raw(), Signal::KILL.0);
-                    unit.io.pool.retired(left.pooled.pid);
+                    unit.io.pool.retired([left.pooled.pid]);
                 }
             }
         }

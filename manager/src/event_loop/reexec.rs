@@ -37,6 +37,7 @@ use crate::config;
 use crate::control::Control;
 use crate::log;
 use crate::pid1::Finish;
+use crate::pool::Arming;
 use crate::recovery;
 use crate::registry::Registry;
 use crate::spawn::{self, PinError, Spawner};
@@ -140,7 +141,6 @@ fn named_fds(state: &saved::ManagerState) -> Vec<RawFd> {
     fds
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the one clock both sides of the exec share.
 /// Whether `fd` becomes readable (or hung up) within `timeout`.
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec};
@@ -152,6 +152,7 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the one clock both sides of the exec share.
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
@@ -203,6 +204,14 @@ impl Manager {
             return refuse(why);
         }
         self.collect_armed();
+        let reply = self.exec_next(client);
+        self.release_armed();
+        reply
+    }
+
+    /// Saves the state and execs the next manager; returns only if that failed.
+    fn exec_next(&mut self, client: Option<u64>) -> Reply {
+        let refuse = |message: String| Reply::Error { message };
         let exe = self.upgrade.exe.clone();
         let mut keep = Vec::new();
         let state = self.save(client, &mut keep);
@@ -261,12 +270,14 @@ impl Manager {
     }
 
     /// Disarms every armed executor and waits for each to say whether it took a connection: one
-    /// that did is an instance the next manager is told of; the others exit. Idle executors go
-    /// with the exec (their sockets are close-on-exec), so none is left to arm meanwhile.
+    /// that did is an instance the next manager is told of; the others exit. None is armed
+    /// meanwhile ([`Arming::Held`]); idle executors go with the exec (their sockets are
+    /// close-on-exec).
     fn collect_armed(&mut self) {
         let ids: std::collections::BTreeSet<_> = self.armed_executors.values().copied().collect();
         for &id in &ids {
             if let Some(unit) = self.registry.get_mut(id) {
+                unit.io.pool.arming = Arming::Held;
                 unit.io.pool.truncate(0);
             }
         }
@@ -286,9 +297,22 @@ impl Manager {
                 let _ = crate::sys::kill(pid.raw(), crate::config::Signal::KILL.0);
             }
             self.on_armed(id, pid);
+        }
+    }
+
+    /// After an exec that failed: what [`Self::collect_armed`] held is armed again.
+    fn release_armed(&mut self) {
+        let held: Vec<_> = self
+            .registry
+            .iter()
+            .filter(|(_, u)| u.io.pool.arming == Arming::Held)
+            .map(|(id, _)| id)
+            .collect();
+        for id in held {
             if let Some(unit) = self.registry.get_mut(id) {
-                unit.io.pool.truncate(0);
+                unit.io.pool.arming = Arming::Works;
             }
+            self.sync_pool(id);
         }
     }
 
