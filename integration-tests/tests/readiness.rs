@@ -68,6 +68,22 @@ fn libsystemd_sd_notify_through_ctypes() {
 }
 
 #[test]
+fn libsystemd_sd_notify_barrier_is_answered_and_its_fd_is_no_stray() {
+    // The barrier's fd closes once everything sent before it is handled; the service blocks on
+    // that (5 s at most) and prints what it got.
+    let script = "import ctypes, time\nlib = ctypes.CDLL('libsystemd.so.0')\n\
+                  lib.sd_notify(0, b'READY=1')\n\
+                  print('barrier', lib.sd_notify_barrier(0, ctypes.c_uint64(5000000)), flush=True)\n\
+                  time.sleep(1000)\n";
+    let s = Steward::start(&format!(
+        "[service.c]\nexec = [\"{PYTHON}\", \"-c\", {script:?}]\nready = \"notify\"\n"
+    ));
+    s.wait_state("c", "running");
+    s.wait_for("c: barrier 1");
+    assert_eq!(s.count("without FDSTORE=1"), 0, "{}", s.lines().join("\n"));
+}
+
+#[test]
 fn gunicorn_notifies_by_itself_and_serves_on_its_socket() {
     let dir = temp_dir();
     std::fs::write(

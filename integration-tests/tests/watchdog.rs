@@ -99,7 +99,7 @@ fn watchdog_trigger_and_a_new_interval_from_the_service() {
     let s = Steward::start(
         r#"
 [service.trigger]
-exec = ["/bin/sh", "-c", "systemd-notify --ready; read go < @DIR@/go; systemd-notify WATCHDOG=trigger; sleep 1000 & wait"]
+exec = ["/bin/sh", "-c", "mkfifo @DIR@/go && systemd-notify --ready; read go < @DIR@/go; systemd-notify WATCHDOG=trigger; sleep 1000 & wait"]
 ready = "notify"
 notify_access = "all"
 watchdog = "1h"
@@ -112,13 +112,10 @@ notify_access = "all"
 watchdog = "1h"
 "#,
     );
+    // The service makes its fifo before it says it is ready: made here, it could come after
+    // the service's open, which would then fail and trigger at once.
+    s.wait_state("trigger", "running");
     let fifo = s.dir.path().join("go");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    s.wait_state("trigger", "starting");
     // WATCHDOG_USEC=300000: an hour became 300 ms, and nobody pings.
     s.wait_for("stretch: watchdog timeout (no WATCHDOG=1 for 300ms)");
     std::fs::write(&fifo, "go\n").unwrap();

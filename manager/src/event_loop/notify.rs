@@ -191,7 +191,9 @@ impl Manager {
                 ),
             );
         }
-        if !datagram.fds.is_empty() && !message.fd_store {
+        // BARRIER=1 carries the one fd whose closing is the answer (systemd-notify --ready
+        // sends it after READY=1).
+        if !datagram.fds.is_empty() && !message.fd_store && !message.barrier {
             complain(
                 self,
                 "stray fds",
