@@ -1,14 +1,16 @@
 //! An armed executor (accept mode, [`steward_protocol::Start::OnConnection`]): it holds its
 //! instance's spawn state and the listening socket, and accepts the connection itself. A client
 //! then wakes one process, which execs the service, instead of the manager and then an
-//! executor.
+//! executor. A lazy service's armed executor ([`steward_protocol::Start::OnReadable`]) holds
+//! its main process's spawn state and the service's sockets, and execs the service when a
+//! client is waiting on one of them, for the service to accept.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use rustix::fd::RawFd;
-use steward_protocol::{ACCEPTED, REMOTE_PLACEHOLDER};
+use steward_protocol::{ACCEPTED, READABLE, REMOTE_PLACEHOLDER};
 
 use crate::sys::{self, Errno};
 
@@ -27,9 +29,25 @@ pub enum Peer {
     Unknown,
 }
 
+/// Waits until a client waits on one of `listeners`, or for a word (end of file) from the
+/// manager on `pool`; true for a client, once the manager has been told.
+pub fn wait_readable(listeners: &[RawFd], pool: RawFd) -> Result<bool, Errno> {
+    let set = sys::ArmedWait::new(listeners, pool)?;
+    loop {
+        let woken = set.wait()?;
+        if woken.pool {
+            return Ok(false);
+        }
+        if woken.listener {
+            // From here the manager counts us as the service's main process.
+            return Ok(sys::send(pool, &READABLE).is_ok());
+        }
+    }
+}
+
 /// Waits for a connection on `listener` or a word (end of file) from the manager on `pool`.
 pub fn wait(listener: RawFd, pool: RawFd) -> Result<Woken, Errno> {
-    let set = sys::ArmedWait::new(listener, pool)?;
+    let set = sys::ArmedWait::new(&[listener], pool)?;
     loop {
         let woken = set.wait()?;
         // The manager first: once it has disarmed us, a connection is its own to accept.

@@ -141,21 +141,7 @@ fn pooled_main(fd_arg: &str) -> ! {
         (steward_protocol::Start::Now, Ok(())) => Ahead::Session,
         (steward_protocol::Start::Now, Err(_)) => Ahead::Nothing,
         (steward_protocol::Start::OnConnection { listener }, session) => {
-            // Everything that does not need the connection is done before it comes: the
-            // client then waits for the fd placement and the exec alone. A step that fails is
-            // reported now, and the manager stops arming executors for this service.
-            let early = StatusPipe {
-                fd: state.status_fd,
-            };
-            if let Err(failure) = session {
-                early.fail(failure);
-            }
-            let pid = sys::getpid();
-            let prepared = process::reset_signals(&state.reset_signals)
-                .and_then(|()| cgroup::join(&state.cgroups, pid));
-            if let Err(failure) = prepared {
-                early.fail(failure);
-            }
+            prepare_armed(&state, session);
             match armed::wait(listener, state.status_fd) {
                 Ok(armed::Woken::Accepted(peer)) => armed::fill_remote(&mut state.env, &peer),
                 // Disarmed (or the manager is gone): no connection was taken, nothing to say.
@@ -166,12 +152,40 @@ fn pooled_main(fd_arg: &str) -> ! {
             }
             Ahead::Armed
         }
+        (steward_protocol::Start::OnReadable { listeners }, session) => {
+            prepare_armed(&state, session);
+            match armed::wait_readable(&listeners, state.status_fd) {
+                Ok(true) => {}
+                // As above: the manager watches the sockets itself again.
+                Ok(false) | Err(_) => sys::exit(0),
+            }
+            Ahead::Armed
+        }
     };
     let mut status = StatusPipe {
         fd: state.status_fd,
     };
     let Err(failure) = run(&state, None, ahead, &mut status);
     status.fail(failure)
+}
+
+/// What an armed executor does before its client comes, so that the client then waits for the
+/// fd placement and the exec alone: its session (`session`, made already), its signals and its
+/// cgroups. A step that fails is reported now, and the manager stops arming executors for this
+/// service.
+fn prepare_armed(state: &SpawnState, session: Result<(), Failure>) {
+    let early = StatusPipe {
+        fd: state.status_fd,
+    };
+    if let Err(failure) = session {
+        early.fail(failure);
+    }
+    let pid = sys::getpid();
+    let prepared = process::reset_signals(&state.reset_signals)
+        .and_then(|()| cgroup::join(&state.cgroups, pid));
+    if let Err(failure) = prepared {
+        early.fail(failure);
+    }
 }
 
 /// Before there is a status pipe to report on, a failure goes to stderr, exit status 1.

@@ -192,28 +192,30 @@ pub struct Woken {
     pub pool: bool,
 }
 
-/// An armed executor's listener and pool socket in one epoll set, made once for all its waits.
-/// Of the executors armed on one listener, a connection wakes one (EPOLLEXCLUSIVE), not every
-/// one of them.
+/// An armed executor's listeners and pool socket in one epoll set, made once for all its
+/// waits. Of the executors armed on one listener (accept mode), a connection wakes one
+/// (EPOLLEXCLUSIVE), not every one of them.
 pub struct ArmedWait {
     set: OwnedFd,
 }
 
 impl ArmedWait {
-    pub fn new(listener: RawFd, pool: RawFd) -> Result<ArmedWait, Errno> {
+    pub fn new(listeners: &[RawFd], pool: RawFd) -> Result<ArmedWait, Errno> {
         use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
         let set = epoll::create(CreateFlags::CLOEXEC)?;
         let exclusive = EventFlags::IN | EventFlags::EXCLUSIVE;
-        epoll::add(&set, borrow(listener)?, EventData::new_u64(0), exclusive)?;
+        for &listener in listeners {
+            epoll::add(&set, borrow(listener)?, EventData::new_u64(0), exclusive)?;
+        }
         let hangup = EventFlags::IN | EventFlags::RDHUP;
         epoll::add(&set, borrow(pool)?, EventData::new_u64(1), hangup)?;
         Ok(ArmedWait { set })
     }
 
-    /// Waits until the listener has a connection or the pool socket is readable or hung up.
+    /// Waits until a listener has a connection or the pool socket is readable or hung up.
     pub fn wait(&self) -> Result<Woken, Errno> {
         use rustix::event::epoll;
-        let mut events = Vec::with_capacity(2);
+        let mut events = Vec::with_capacity(4);
         loop {
             match epoll::wait(&self.set, rustix::buffer::spare_capacity(&mut events), None) {
                 Ok(_) => break,

@@ -365,6 +365,19 @@ pub fn idle_executors(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether the idle executor `executor` is armed: it waits in an epoll set, which an
+/// executor waiting for its spawn state has not made.
+pub fn is_armed(executor: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{executor}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().contains("eventpoll"))
+        })
+}
+
 /// kill(2).
 pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.

@@ -30,7 +30,7 @@ fn armed(
     let start_at = steward_protocol::Start::OnConnection { listener: 90 };
     send_with_fds(
         &ours,
-        &steward_protocol::handover(&[90], start_at, &bytes),
+        &steward_protocol::handover(&[90], &start_at, &bytes),
         &[listener.as_fd()],
     );
     ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))

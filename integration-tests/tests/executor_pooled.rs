@@ -34,7 +34,7 @@ fn a_handover_whose_fds_do_not_match_is_refused_clearly() {
     // Two fds announced, none sent.
     send_with_fds(
         &ours,
-        &steward_protocol::handover(&[5, 6], steward_protocol::Start::Now, &state),
+        &steward_protocol::handover(&[5, 6], &steward_protocol::Start::Now, &state),
         &[],
     );
     let out = child.wait_with_output().unwrap();

@@ -226,6 +226,52 @@ fn a_stored_fd_whose_peer_closes_or_resets_is_dropped_unless_fdpoll_0() {
     assert_eq!(names, "kept");
 }
 
+/// A lazy service that answers its client with its `LISTEN_FDNAMES`; the first time, it also
+/// stores its connection to the test's `peer.sock`, and exits once the test says so.
+const LAZY_STORE: &str = r#"
+import os, socket, pathlib, time
+from systemd import daemon
+d = pathlib.Path('@DIR@')
+names = os.environ.get('LISTEN_FDNAMES', '')
+c, _ = socket.socket(fileno=3).accept()
+c.sendall(names.encode() + b'\n')
+c.close()
+if not (d / 'stored').exists():
+    p = socket.socket(socket.AF_UNIX)
+    p.connect(str(d / 'peer.sock'))
+    daemon.notify('FDSTORE=1\nFDNAME=peer', fds=[p.fileno()])
+    (d / 'stored').write_text('')
+    while not (d / 'go').exists():
+        time.sleep(0.05)
+"#;
+
+#[test]
+fn a_lazy_service_armed_with_its_store_is_armed_again_when_a_stored_fd_hangs_up() {
+    let s = Steward::start(&format!(
+        "[service.lz]\nexec = [\"{PYTHON}\", \"-c\", {LAZY_STORE:?}]\nlazy = true\nkeep_alive = true\nfd_store = 4\n\
+         [[service.lz.socket]]\npath = \"@DIR@/lz.sock\"\nname = \"lz\"\n"
+    ));
+    let dir = s.dir.path().to_path_buf();
+    let peers = std::os::unix::net::UnixListener::bind(dir.join("peer.sock")).unwrap();
+    s.wait_for("lz: listening");
+    let first = first_line(&dir.join("lz.sock"), DEADLINE).unwrap();
+    assert_eq!(first.trim_end(), "lz");
+    let (peer, _) = peers.accept().unwrap();
+    wait_stored(&s, "lz", 1);
+    std::fs::write(dir.join("go"), "").unwrap();
+    s.wait_for("lz: exited with status 0");
+    // Idle again, its executor armed with the store as it is now: the peer still there.
+    let pid = s.pid();
+    wait_until("the lazy service's armed executor", || {
+        s.service("lz")["state"] == "listening" && idle_executors(pid).iter().any(|&e| is_armed(e))
+    });
+    drop(peer);
+    s.wait_for(r#"lz: stored fd "peer" hung up"#);
+    // The next process has the store without it, not the one its executor was armed with.
+    let second = first_line(&dir.join("lz.sock"), DEADLINE).unwrap();
+    assert_eq!(second.trim_end(), "lz");
+}
+
 /// Sends 10,000 messages with fds of every kind: pipes, memfds, sockets, an epoll fd; every
 /// 100th carries 250 of them (the same six files over and over: the store keeps one fd per
 /// open file); half say `FDSTORE=1` (the store takes 4, then is full), a tenth of the rest a

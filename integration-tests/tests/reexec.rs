@@ -349,17 +349,7 @@ path = "@DIR@/inst.sock"
 fn an_exec_that_fails_after_the_armed_executors_are_collected_arms_new_ones() {
     let (s, bin_dir) = start(ARMED);
     let pid = s.pid();
-    // An armed executor waits in its epoll set, which an idle one has not made.
-    let armed = |executor: &i32| {
-        std::fs::read_dir(format!("/proc/{executor}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.to_string_lossy().contains("eventpoll"))
-            })
-    };
+    let armed = |executor: &i32| is_armed(*executor);
     // The accept service's pool: 2 armed executors by default.
     wait_until("the armed executors", || {
         let now = idle_executors(pid);

@@ -16,6 +16,11 @@
 //! wanted is *disarmed*: our end is shut down for writing, and it exits unless it has already
 //! accepted, which its report then says; it is never simply closed, which could lose a
 //! connection it has just taken.
+//!
+//! A lazy service's idle executor is armed too, one at a time, while the service waits for its
+//! first client: it holds the main process's spawn state and every socket, and execs the
+//! service once a client waits on one of them. Its spawn state holds the fd store as it was at
+//! arming, so a change to the store disarms it, and another is armed with the new store.
 
 use std::os::fd::OwnedFd;
 
@@ -75,11 +80,13 @@ pub enum Arming {
     Held,
 }
 
-/// An armed executor: waiting for a connection with the spawn state of its instance, whose own
-/// output pipes (accept mode) are ours to watch once it has accepted.
+/// An armed executor: waiting for a client with the spawn state of its process, whose pipes
+/// are ours to watch once it has one: an accept instance's own output pipes, a lazy main
+/// process's readiness pipe (`ready = "fd:N"`).
 pub struct Armed {
     pub pooled: Pooled,
     pub pipes: Vec<Pipe>,
+    pub ready: Option<OwnedFd>,
 }
 
 /// A service's idle executors.

@@ -167,6 +167,15 @@ pub struct Spawner {
     own_ids: (u32, u32),
 }
 
+/// What an armed executor waits for a client for.
+#[derive(Clone, Copy)]
+pub enum Arm<'a> {
+    /// An accept instance: it accepts the connection on this listener.
+    Instance(&'a Listener),
+    /// A lazy service's main process, on these sockets: it execs the service, which accepts.
+    Main(&'a [Listener]),
+}
+
 /// What a spawn hands over beyond the service's config and sockets.
 #[derive(Clone, Copy, Default)]
 pub struct Extras<'a> {
@@ -289,7 +298,7 @@ impl Spawner {
             unified,
         };
         while let Some(pooled) = pool.take() {
-            match self.hand_over(&prepared, pooled, Start::Now) {
+            match self.hand_over(&prepared, pooled, &Start::Now) {
                 Ok(spawned) => return Ok(spawned),
                 // Too big for one message: a fresh executor takes this one, the idle one waits
                 // for the next.
@@ -305,13 +314,13 @@ impl Spawner {
         self.spawn_fresh(&prepared)
     }
 
-    /// Arms the idle executor `pooled` for an accept instance of `service`: it gets the
-    /// instance's spawn state and the listening socket `listener`, and accepts the connection
-    /// itself. Gives the executor back, with its pid and socket, if it took the state.
+    /// Arms the idle executor `pooled` of `service` for its next process, `for_what`: it gets
+    /// that process's spawn state and the listening sockets, and waits for a client itself.
+    /// Gives the executor back, with its pid and socket, if it took the state.
     pub fn arm(
         &mut self,
         service: &config::Service,
-        listener: &Listener,
+        for_what: Arm<'_>,
         cgroups: &[PathBuf],
         unified: Option<&Path>,
         extras: Extras<'_>,
@@ -322,27 +331,41 @@ impl Spawner {
             Err(_) => return Err(Unarmed::Idle(pooled)),
         };
         // Only the executor that accepts knows the peer.
-        let remote = Remote::placeholders(&listener.config.address);
+        let remote = match for_what {
+            Arm::Instance(listener) => Remote::placeholders(&listener.config.address),
+            Arm::Main(_) => Vec::new(),
+        };
+        let (passing, start) = match for_what {
+            Arm::Instance(listener) => (
+                Passing::Instance {
+                    fd: listener.fd.as_fd(),
+                    remote: &remote,
+                },
+                Start::OnConnection {
+                    listener: listener.fd.as_raw_fd(),
+                },
+            ),
+            Arm::Main(sockets) => (
+                Passing::Sockets(sockets),
+                Start::OnReadable {
+                    listeners: sockets.iter().map(|l| l.fd.as_raw_fd()).collect(),
+                },
+            ),
+        };
         let prepared = Prepared {
             service,
             credentials: credentials.as_ref(),
-            passing: Passing::Instance {
-                fd: listener.fd.as_fd(),
-                remote: &remote,
-            },
+            passing,
             extras,
             notify: notify.as_deref(),
             cgroups,
             unified,
         };
         let birth = pooled.birth;
-        let start = Start::OnConnection {
-            listener: listener.fd.as_raw_fd(),
-        };
-        match self.hand_over(&prepared, pooled, start) {
+        match self.hand_over(&prepared, pooled, &start) {
             Ok((pid, socket)) => Ok(Pooled { pid, socket, birth }),
             Err(HandOver::Unfit(pooled)) => Err(Unarmed::Idle(pooled)),
-            // The spawn itself would fail: a connection's own spawn says why, not this one.
+            // The spawn itself would fail: the client's own spawn says why, not this one.
             Err(HandOver::Failed(_)) => Err(Unarmed::Gone),
             Err(HandOver::Gone) => Err(Unarmed::Gone),
         }
@@ -433,7 +456,7 @@ impl Spawner {
         &self,
         prepared: &Prepared<'_>,
         pooled: Pooled,
-        start: Start,
+        start: &Start,
     ) -> Result<(Pid, OwnedFd), HandOver> {
         // The executor reports on the pool socket: its end goes to the number of ours, which no
         // fd the state names can have.

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] or the [`handover`] changes shape; the executor refuses any
 /// other.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -410,7 +410,7 @@ pub const MAX_HANDOVER_FDS: usize = 250;
 pub const MAX_HANDOVER: usize = 64 * 1024;
 
 /// When a pooled executor applies the spawn state it is handed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     /// At once.
     Now,
@@ -425,7 +425,19 @@ pub enum Start {
         /// The listening socket's number in the spawn state.
         listener: i32,
     },
+    /// A lazy service, armed: once a client is waiting on any of the listening sockets at
+    /// `listeners` (numbers of the spawn state). It accepts nothing (the service does), reports
+    /// [`READABLE`] on the pool socket first, and goes on as one started [`Start::Now`]. The
+    /// manager disarms it as an [`Start::OnConnection`] one.
+    OnReadable {
+        /// The listening sockets' numbers in the spawn state.
+        listeners: Vec<i32>,
+    },
 }
+
+/// What an armed lazy executor writes on the pool socket when a client is waiting, before
+/// anything else: 8 bytes, as [`ACCEPTED`].
+pub const READABLE: [u8; StatusReport::LEN] = *b"READABLE";
 
 /// What an armed executor writes on the pool socket when it has accepted its connection,
 /// before anything else: 8 bytes, like a [`StatusReport`], and never one (no step is numbered
@@ -439,54 +451,79 @@ pub const REMOTE_PLACEHOLDER: &str = "\0";
 
 /// The one message a pooled executor (`steward-executor --pooled FD`) receives: the count and
 /// the manager's numbers of the fds that come with it, in the order they travel, when to start
-/// ([`Start`]: the listener's number, or -1 for now), then the encoded spawn state. The numbers
+/// ([`Start`]: the listener's number; -1 for now; -2 for readable, followed by the count and
+/// the numbers of the listeners), then the encoded spawn state. The numbers
 /// tell the executor where each received fd belongs, since the spawn state names fds by the
 /// manager's numbers: after renumbering, the executor sees what a freshly spawned one would.
-pub fn handover(numbers: &[i32], start: Start, state: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 4 * numbers.len() + state.len());
-    out.extend_from_slice(&(numbers.len() as u32).to_le_bytes());
-    for n in numbers {
-        out.extend_from_slice(&n.to_le_bytes());
+pub fn handover(numbers: &[i32], start: &Start, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 4 * numbers.len() + state.len());
+    push_numbers(&mut out, numbers);
+    match start {
+        Start::Now => out.extend_from_slice(&(-1i32).to_le_bytes()),
+        Start::OnConnection { listener } => out.extend_from_slice(&listener.to_le_bytes()),
+        Start::OnReadable { listeners } => {
+            out.extend_from_slice(&(-2i32).to_le_bytes());
+            push_numbers(&mut out, listeners);
+        }
     }
-    let listener = match start {
-        Start::Now => -1,
-        Start::OnConnection { listener } => listener,
-    };
-    out.extend_from_slice(&listener.to_le_bytes());
     out.extend_from_slice(state);
     out
 }
 
-/// Splits a [`handover`] into the fd numbers, when to start and the encoded spawn state.
-pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, Start, &[u8]), DecodeError> {
+/// The count of `numbers`, then each, as [`numbers_at`] reads them.
+fn push_numbers(out: &mut Vec<u8>, numbers: &[i32]) {
+    out.extend_from_slice(&(numbers.len() as u32).to_le_bytes());
+    for n in numbers {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// A count (at most [`MAX_HANDOVER_FDS`]) and that many numbers at `at` in `bytes`; the numbers
+/// and where they end.
+fn numbers_at(bytes: &[u8], at: usize) -> Result<(Vec<i32>, usize), DecodeError> {
     let truncated = |needed| DecodeError::Truncated {
         needed,
         got: bytes.len(),
     };
-    let count = u32::from_le_bytes(bytes.get(..4).ok_or(truncated(4))?.try_into().expect("4"));
-    let count = count as usize;
+    let count = bytes.get(at..at + 4).ok_or(truncated(at + 4))?;
+    let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
     if count > MAX_HANDOVER_FDS {
         return Err(DecodeError::Malformed {
             reason: alloc::format!("{count} fds announced, more than {MAX_HANDOVER_FDS}"),
         });
     }
-    let end = 4 + 4 * count;
-    let numbers = bytes.get(4..end).ok_or(truncated(end))?;
-    let numbers: Vec<i32> = numbers
+    let end = at + 4 + 4 * count;
+    let numbers = bytes.get(at + 4..end).ok_or(truncated(end))?;
+    let numbers = numbers
         .chunks_exact(4)
         .map(|n| i32::from_le_bytes(n.try_into().expect("4 bytes")))
         .collect();
-    let listener = bytes.get(end..end + 4).ok_or(truncated(end + 4))?;
-    let start = match i32::from_le_bytes(listener.try_into().expect("4 bytes")) {
-        -1 => Start::Now,
-        listener if numbers.contains(&listener) => Start::OnConnection { listener },
-        other => {
-            return Err(DecodeError::Malformed {
-                reason: alloc::format!("listener {other} is none of the fds handed over"),
-            });
-        }
+    Ok((numbers, end))
+}
+
+/// Splits a [`handover`] into the fd numbers, when to start and the encoded spawn state.
+pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, Start, &[u8]), DecodeError> {
+    let (numbers, end) = numbers_at(bytes, 0)?;
+    let word = bytes.get(end..end + 4).ok_or(DecodeError::Truncated {
+        needed: end + 4,
+        got: bytes.len(),
+    })?;
+    let foreign = |n: i32| DecodeError::Malformed {
+        reason: alloc::format!("listener {n} is none of the fds handed over"),
     };
-    Ok((numbers, start, &bytes[end + 4..]))
+    let (start, end) = match i32::from_le_bytes(word.try_into().expect("4 bytes")) {
+        -1 => (Start::Now, end + 4),
+        -2 => {
+            let (listeners, end) = numbers_at(bytes, end + 4)?;
+            if let Some(&n) = listeners.iter().find(|n| !numbers.contains(n)) {
+                return Err(foreign(n));
+            }
+            (Start::OnReadable { listeners }, end)
+        }
+        listener if numbers.contains(&listener) => (Start::OnConnection { listener }, end + 4),
+        other => return Err(foreign(other)),
+    };
+    Ok((numbers, start, &bytes[end..]))
 }
 
 /// Checks a header and returns the payload length it announces; the executor calls this on the
@@ -602,19 +639,33 @@ mod tests {
     #[test]
     fn handover_round_trip_and_refusals() {
         let state = encode(&sample()).unwrap();
-        let message = handover(&[7, 12, 40], Start::Now, &state);
+        let message = handover(&[7, 12, 40], &Start::Now, &state);
         let (numbers, start, rest) = split_handover(&message).unwrap();
         assert_eq!(numbers, [7, 12, 40]);
         assert_eq!(start, Start::Now);
         assert_eq!(decode(rest).unwrap(), sample());
-        let armed = handover(&[7, 12], Start::OnConnection { listener: 12 }, &state);
+        let armed = handover(&[7, 12], &Start::OnConnection { listener: 12 }, &state);
         let (_, start, rest) = split_handover(&armed).unwrap();
         assert_eq!(start, Start::OnConnection { listener: 12 });
         assert_eq!(decode(rest).unwrap(), sample());
-        assert!(matches!(
-            split_handover(&handover(&[7], Start::OnConnection { listener: 8 }, &state)),
-            Err(DecodeError::Malformed { .. })
-        ));
+        let lazy = Start::OnReadable {
+            listeners: vec![7, 12],
+        };
+        let message = handover(&[7, 12, 3], &lazy, &state);
+        let (numbers, start, rest) = split_handover(&message).unwrap();
+        assert_eq!((numbers, start), (vec![7, 12, 3], lazy));
+        assert_eq!(decode(rest).unwrap(), sample());
+        for start in [
+            Start::OnConnection { listener: 8 },
+            Start::OnReadable {
+                listeners: vec![7, 8],
+            },
+        ] {
+            assert!(matches!(
+                split_handover(&handover(&[7], &start, &state)),
+                Err(DecodeError::Malformed { .. })
+            ));
+        }
         assert!(matches!(
             split_handover(&message[..6]),
             Err(DecodeError::Truncated { needed: 16, .. })

@@ -65,6 +65,9 @@ enum Via {
     Pooled,
     /// `--pooled`, armed: handed the state and a listening socket, then a client connects.
     Armed,
+    /// `--pooled`, armed as a lazy service's is: handed the state and a listening socket, then
+    /// a client connects, which the executor does not accept.
+    Woken,
 }
 
 /// Runs the executor with `args`, each fd of `fds` placed at the number given with it.
@@ -74,7 +77,7 @@ enum Via {
 fn run(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Output {
     match VIA {
         Via::Fresh => start(args, fds, signals).wait_with_output().unwrap(),
-        Via::Pooled | Via::Armed => run_pooled(args, fds, signals),
+        Via::Pooled | Via::Armed | Via::Woken => run_pooled(args, fds, signals),
     }
 }
 
@@ -104,30 +107,33 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     // number, is closed by placement like any fd the state does not name.
     let dir = TempDir::new(&format!("armed-{}", numbers.len()));
     let listener = match VIA {
-        Via::Armed => {
+        Via::Armed | Via::Woken => {
             let listener = UnixListener::bind(dir.path("sock")).unwrap();
             listener.set_nonblocking(true).unwrap();
             Some(listener)
         }
         Via::Fresh | Via::Pooled => None,
     };
-    let start_at = match &listener {
-        Some(listener) => {
-            numbers.push(ARMED_LISTENER);
-            borrowed.push(listener.as_fd());
-            steward_protocol::Start::OnConnection {
-                listener: ARMED_LISTENER,
-            }
-        }
-        None => steward_protocol::Start::Now,
+    if let Some(listener) = &listener {
+        numbers.push(ARMED_LISTENER);
+        borrowed.push(listener.as_fd());
+    }
+    let start_at = match VIA {
+        Via::Fresh | Via::Pooled => steward_protocol::Start::Now,
+        Via::Armed => steward_protocol::Start::OnConnection {
+            listener: ARMED_LISTENER,
+        },
+        Via::Woken => steward_protocol::Start::OnReadable {
+            listeners: vec![ARMED_LISTENER],
+        },
     };
-    let message = steward_protocol::handover(&numbers, start_at, &bytes);
+    let message = steward_protocol::handover(&numbers, &start_at, &bytes);
     send_with_fds(&ours, &message, &borrowed);
     drop(borrowed);
     drop(fds);
     drop(listener);
     let _client = match VIA {
-        Via::Armed => Some(std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap()),
+        Via::Armed | Via::Woken => Some(std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap()),
         Via::Fresh | Via::Pooled => None,
     };
     let mut reported = Vec::new();
@@ -141,8 +147,13 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
         }
         reported.extend_from_slice(&buf[..n]);
     }
-    // The armed executor's word that it accepted is not a report a fresh one makes.
-    if let (Via::Armed, Some(rest)) = (&VIA, reported.strip_prefix(&steward_protocol::ACCEPTED)) {
+    // The armed executor's word that it has its client is not a report a fresh one makes.
+    let word = match VIA {
+        Via::Armed => Some(steward_protocol::ACCEPTED),
+        Via::Woken => Some(steward_protocol::READABLE),
+        Via::Fresh | Via::Pooled => None,
+    };
+    if let Some(rest) = word.and_then(|w| reported.strip_prefix(&w)) {
         reported = rest.to_vec();
     }
     if let Some((write, _)) = status.into_iter().next() {

@@ -140,7 +140,9 @@ pub struct Service {
     /// cgroup, for the connection that spawns it, or for a keep-alive service's next restart
     /// (0 to 16). That spawn then costs one message to one of them instead of starting an
     /// executor. An accept service's are armed: each holds its instance's spawn state and
-    /// accepts the connection itself, so that a client wakes only that process. Each idle one
+    /// accepts the connection itself, so that a client wakes only that process. A lazy
+    /// service's first one is armed too: it holds the main process's spawn state and the
+    /// sockets, and execs the service when a client waits, for the service to accept. Each idle one
     /// is a process of about 180 KiB of PSS (half of it the executor's text, shared), counted
     /// in the service's `memory_max` and `tasks_max`. Only for lazy, accept and keep-alive
     /// services.

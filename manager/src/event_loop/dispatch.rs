@@ -22,7 +22,7 @@ use crate::output::{self, Pipe};
 use crate::pool::{Armed, Arming, Filling, Pooled};
 use crate::registry::UnitId;
 use crate::sockets::{self, Listener};
-use crate::spawn::{Extras, Passing, SpawnError, Spawner, Unarmed};
+use crate::spawn::{Arm, Extras, Passing, SpawnError, Spawner, Unarmed};
 use crate::supervisor::effects::{Clock, Log, Signals, Spawn, Timers};
 use crate::supervisor::{Effects, Event, Pid, State, Timer};
 use crate::unit::{Cgroup, Io};
@@ -85,21 +85,10 @@ impl UnitSpawn<'_> {
             },
             None => Passing::Sockets(&self.io.sockets),
         };
-        // The main process's readiness pipe: its read end is ours, non-blocking.
-        let ready = match (service.ready, connection) {
-            (config::Ready::Fd(_), None) => Some(
-                rustix::pipe::pipe_with(
-                    rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-                )
-                .map_err(SpawnError::Pipe)?,
-            ),
-            _ => None,
+        let ready = match connection {
+            Some(_) => None,
+            None => ready_pipe(service)?,
         };
-        if let Some((_, write)) = &ready {
-            // Only our end is non-blocking: the service writes one line and must not fail.
-            rustix::fs::fcntl_setfl(write, rustix::fs::OFlags::empty())
-                .map_err(SpawnError::Pipe)?;
-        }
         let unified = self.cgroups.unified(&dirs);
         let extras = Extras {
             log,
@@ -124,6 +113,21 @@ impl UnitSpawn<'_> {
         });
         Ok(pid)
     }
+}
+
+/// The main process's readiness pipe (`ready = "fd:N"`): the read end, ours and non-blocking,
+/// and the write end for it.
+fn ready_pipe(service: &config::Service) -> Result<Option<(OwnedFd, OwnedFd)>, SpawnError> {
+    let config::Ready::Fd(_) = service.ready else {
+        return Ok(None);
+    };
+    let (read, write) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(SpawnError::Pipe)?;
+    // Only our end is non-blocking: the service writes one line and must not fail.
+    rustix::fs::fcntl_setfl(&write, rustix::fs::OFlags::empty()).map_err(SpawnError::Pipe)?;
+    Ok(Some((read, write)))
 }
 
 /// An accept instance's own output pipes, so that its lines carry its name: ours, and the
@@ -155,7 +159,8 @@ fn instance_log(writers: &[OwnedFd]) -> Option<[BorrowedFd<'_>; 2]> {
     }
 }
 
-/// Arms the idle executor `pooled` of accept service `service` for its next instance.
+/// Arms the idle executor `pooled` of `service` for its next process: an accept service's
+/// next instance, a lazy service's main process.
 fn arm(
     spawner: &mut Spawner,
     cgroups: &Cgroups,
@@ -169,19 +174,47 @@ fn arm(
     let Ok(dirs) = cgroup_dirs(cgroups, io, service) else {
         return Err(Unarmed::Idle(pooled));
     };
+    let unified = cgroups.unified(&dirs);
+    if !service.accept {
+        let Ok(ready) = ready_pipe(service) else {
+            return Err(Unarmed::Idle(pooled));
+        };
+        let extras = Extras {
+            log: io
+                .writers
+                .as_ref()
+                .map(|[out, err]| [out.as_fd(), err.as_fd()]),
+            ready: ready.as_ref().map(|(_, write)| write.as_fd()),
+            stored: &io.stored,
+        };
+        let for_what = Arm::Main(&io.sockets);
+        // Our copy of the readiness pipe's write end closes when this returns.
+        let pooled = spawner.arm(service, for_what, &dirs, unified, extras, pooled)?;
+        let ready = ready.map(|(read, _)| read);
+        let pipes = Vec::new();
+        return Ok(Armed {
+            pooled,
+            pipes,
+            ready,
+        });
+    }
     let Ok((pipes, writers)) = instance_output(service) else {
         return Err(Unarmed::Idle(pooled));
     };
-    let listener = &io.sockets[0];
     let extras = Extras {
         log: instance_log(&writers),
         ready: None,
         stored: &[],
     };
-    let unified = cgroups.unified(&dirs);
     // Our copies of the write ends close when this returns: the executor holds its own.
-    let pooled = spawner.arm(service, listener, &dirs, unified, extras, pooled)?;
-    Ok(Armed { pooled, pipes })
+    let for_what = Arm::Instance(&io.sockets[0]);
+    let pooled = spawner.arm(service, for_what, &dirs, unified, extras, pooled)?;
+    let ready = None;
+    Ok(Armed {
+        pooled,
+        pipes,
+        ready,
+    })
 }
 
 /// The service's cgroup directories: made once, and again only when a reload changed the
@@ -209,21 +242,38 @@ fn cgroup_dirs(
     }
 }
 
+impl UnitSpawn<'_> {
+    /// An armed executor that has its client: the process, spawned already.
+    fn take_fired(&mut self) -> Option<Pid> {
+        let Armed {
+            pooled,
+            pipes,
+            ready,
+        } = self.io.pool.take_fired()?;
+        self.spawned.push(Spawned {
+            pid: pooled.pid,
+            status: pooled.socket,
+            pipes,
+            ready,
+        });
+        Some(pooled.pid)
+    }
+}
+
 impl Spawn for UnitSpawn<'_> {
     fn spawn(&mut self, service: &config::Service) -> Result<Pid, SpawnError> {
+        if let Some(pid) = self.take_fired() {
+            self.io.oom_baseline = service
+                .memory_max
+                .and_then(|_| self.cgroups.oom_kills(&service.name));
+            return Ok(pid);
+        }
         self.spawn_with(service, None)
     }
 
     fn spawn_instance(&mut self, service: &config::Service) -> Result<Option<Pid>, SpawnError> {
-        // An armed executor that has accepted is the instance, spawned already.
-        if let Some(Armed { pooled, pipes }) = self.io.pool.take_fired() {
-            self.spawned.push(Spawned {
-                pid: pooled.pid,
-                status: pooled.socket,
-                pipes,
-                ready: None,
-            });
-            return Ok(Some(pooled.pid));
+        if let Some(pid) = self.take_fired() {
+            return Ok(Some(pid));
         }
         // The armed executors count as instances to be: were the manager to accept up to
         // max_connections without them, one could find the service full with a connection in
@@ -495,19 +545,25 @@ impl Manager {
         self.sync_armed(id);
     }
 
-    /// Arms the idle executors of accept service `id`, as many as there is room for under its
-    /// `max_connections` while it takes connections; disarms those beyond that.
+    /// Arms the idle executors of socket service `id` while it takes connections: an accept
+    /// service's, as many as there is room for under its `max_connections`; a lazy service's,
+    /// one. Disarms those beyond that.
     fn sync_armed(&mut self, id: UnitId) {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
         let service = unit.supervisor.config();
-        if !service.accept {
+        if !service.accept && !service.lazy {
             return;
         }
         let room = if unit.supervisor.wants_connections() && unit.io.pool.arming == Arming::Works {
             let taken = unit.supervisor.instances().len() + unit.io.pool.fired();
-            (service.max_connections as usize).saturating_sub(taken)
+            let most = if service.accept {
+                service.max_connections as usize
+            } else {
+                1
+            };
+            most.saturating_sub(taken)
         } else {
             0
         };
@@ -550,8 +606,9 @@ impl Manager {
         self.sync_watch(id);
     }
 
-    /// An armed executor's pool socket is readable: it accepted a connection (an instance
-    /// now), or it is gone (disarmed, killed, or it could not accept).
+    /// An armed executor's pool socket is readable: it has its client (an accept instance that
+    /// accepted, a lazy service's main process), or it is gone (disarmed, killed, or it could
+    /// not accept).
     pub(super) fn on_armed(&mut self, id: UnitId, pid: Pid) {
         let Some(unit) = self.registry.get_mut(id) else {
             self.armed_executors.remove(&pid);
@@ -561,9 +618,14 @@ impl Manager {
             self.armed_executors.remove(&pid);
             return;
         };
+        let lazy = !unit.supervisor.config().accept;
+        let word = match lazy {
+            true => steward_protocol::READABLE,
+            false => steward_protocol::ACCEPTED,
+        };
         let mut buf = [0u8; steward_protocol::StatusReport::LEN + 1];
-        let accepted = match rustix::io::read(&armed.pooled.socket, &mut buf) {
-            Ok(n) if buf[..n] == steward_protocol::ACCEPTED => true,
+        let fired = match rustix::io::read(&armed.pooled.socket, &mut buf) {
+            Ok(n) if buf[..n] == word => true,
             Ok(0) => false,
             Ok(n) => {
                 let reason = match steward_protocol::StatusReport::decode(&buf[..n]) {
@@ -578,7 +640,7 @@ impl Manager {
                 log::service(
                     unit.name(),
                     format_args!(
-                        "an armed executor {reason}; the manager accepts each connection itself"
+                        "an armed executor {reason}; its clients wake the manager again, until a reload"
                     ),
                 );
                 false
@@ -594,13 +656,18 @@ impl Manager {
         };
         let armed = unit.io.pool.take_armed(pid).expect("found just above");
         self.armed_executors.remove(&pid);
-        if accepted {
+        if fired {
             let arming = unit.io.pool.arming;
+            if lazy {
+                // Its socket is the main process's status pipe now, watched as such.
+                let _ = epoll::delete(&self.epoll, &armed.pooled.socket);
+            }
             unit.io.pool.fire(armed);
             // The next one is armed before this one becomes an instance: the listener then
             // never goes back to the manager in between, and the next client finds an executor
-            // that started while this one's service runs on the other core.
-            if arming == Arming::Works {
+            // that started while this one's service runs on the other core. (A lazy service's
+            // pool is filled once the loop is idle: its sockets are the service's now.)
+            if arming == Arming::Works && !lazy {
                 self.fill_pool(id);
             }
             self.dispatch(id, Event::Connection);

@@ -99,9 +99,26 @@ impl Manager {
                 }
             })
             .collect();
+        if stored.is_empty() {
+            return;
+        }
         if let Some(unit) = self.registry.get_mut(id) {
             unit.io.stored.extend(stored);
         }
+        self.store_changed(id);
+    }
+
+    /// The store of unit `id` changed. A lazy service's armed executor holds the store as it
+    /// was when it was armed: it is disarmed, and another is armed with the store as it is.
+    fn store_changed(&mut self, id: UnitId) {
+        let Some(unit) = self.registry.get_mut(id) else {
+            return;
+        };
+        if unit.supervisor.config().accept || unit.io.pool.armed() == 0 {
+            return;
+        }
+        unit.io.pool.disarm(0);
+        self.sync_pool(id);
     }
 
     /// Adds a stored fd to the epoll set, for a hang-up or error only.
@@ -132,6 +149,9 @@ impl Manager {
             if stored.poll == Poll::Watched {
                 self.unwatch_fd(&stored.fd);
             }
+        }
+        if !gone.is_empty() {
+            self.store_changed(id);
         }
         gone.len()
     }
@@ -175,6 +195,7 @@ impl Manager {
                 over.len()
             ),
         );
+        self.store_changed(id);
     }
 
     /// A stored fd reported a hang-up or an error: dropped, if it still does (the number may
