@@ -162,6 +162,19 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     child.wait_with_output().unwrap()
 }
 
+/// Disarms an armed executor as the manager does (a shutdown of our end of its pool socket,
+/// never a close), and checks that it exits 0 quietly, having reported nothing.
+#[allow(dead_code)]
+fn disarm_quietly(ours: &UnixDatagram, child: std::process::Child) {
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    ours.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(ours.recv(&mut buf).unwrap(), 0);
+}
+
 /// Where an armed executor finds its listener: a number none of the tests uses.
 const ARMED_LISTENER: RawFd = 90;
 
