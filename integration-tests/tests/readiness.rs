@@ -167,6 +167,28 @@ ready = "fd:5"
 }
 
 #[test]
+fn a_lazy_service_started_by_its_armed_executor_says_it_is_ready_on_its_fd() {
+    // The readiness pipe is made when the executor is armed, before any client.
+    let s = Steward::start(&format!(
+        r#"
+[service.lz]
+exec = ["/bin/sh", "-c", "{WAIT_FOR_GO}; echo >&5; exec sleep 1000"]
+ready = "fd:5"
+lazy = true
+[[service.lz.socket]]
+path = "@DIR@/lz.sock"
+"#
+    ));
+    s.wait_for("lz: listening");
+    let pid = s.pid();
+    wait_until("the armed executor", || {
+        idle_executors(pid).into_iter().any(is_armed)
+    });
+    let _client = std::os::unix::net::UnixStream::connect(s.dir.path().join("lz.sock")).unwrap();
+    starting_until_go_then_running(&s, "lz", None);
+}
+
+#[test]
 fn a_setup_task_is_ready_when_it_exits_and_failed_when_it_does_not_exit_0() {
     let s = Steward::start(
         r#"
