@@ -700,7 +700,9 @@ pub fn lazy(ctx: &Ctx) -> anyhow::Result<Section> {
              {rounds} times each (after one uncounted round that warms the page cache). \
              steward: one `lazy = true`, `keep_alive = true` service, the tiny one in `accept` \
              mode (it accepts one connection on fd 3, answers, exits); each connection waits \
-             until steward has logged the previous process's exit. \
+             until steward has logged the previous process's exit. Its idle executor is armed \
+             meanwhile: it holds the next process's spawn state and the socket, wakes when a \
+             client waits and execs the service, so the manager is not on the path. \
              systemd-socket-activate: `systemd-socket-activate -l PATH steward-tiny accept` \
              started fresh each round, measured once `/proc/net/unix` shows it listening; \
              it execs the service on the first connection. *floor*: the least steward's \
