@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug
 EXAMPLE := target/example
 
-.PHONY: all build release run test test-all vm-test vm-debian vm-debian-measure bench fuzz chaos lint clean
+.PHONY: all build release hot-functions run test test-all vm-test vm-debian vm-debian-measure bench fuzz chaos lint clean
 
 all: build
 
@@ -81,14 +81,30 @@ fuzz:
 chaos: build
 	STEWARD_CHAOS_SECS=60 $(CARGO) test -p steward-integration-tests --test chaos -- --nocapture
 
+# The functions the manager runs once it has started go first in its code (the list is
+# manager/hot-functions.txt, written by `make hot-functions`): after start-up it drops its code
+# pages, and the kernel maps code back 64 KiB around each fault, so the loop's few hundred
+# functions then fill a few such windows instead of most of the binary. lld (rustc's linker on
+# x86_64 Linux since 1.90) takes the order and skips names it does not know; with another
+# linker, the manager is linked as it comes.
+MANAGER_ORDER := -C link-arg=-Wl,--symbol-ordering-file=$(CURDIR)/manager/hot-functions.txt \
+	-C link-arg=-Wl,--no-warn-symbol-ordering
+
 # The release binaries the benchmarks measure, the tiny static service they run, and the C
 # floor experiments the accept benchmark sets beside them (bench/floor/).
 release:
-	$(CARGO) build --release --workspace --exclude steward-executor --bins
+	$(CARGO) build --release --workspace --exclude steward-executor --exclude steward --bins
+	@order=; readelf -p .comment target/release/stewardctl | grep -q 'Linker: LLD' && order='$(MANAGER_ORDER)'; \
+		echo $(CARGO) rustc --release -p steward --bin steward -- $$order; \
+		$(CARGO) rustc --release -p steward --bin steward -- $$order
 	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
 	gcc -O2 -Wall -o target/release/steward-floor bench/floor/floor.c
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-floor-stub bench/floor/stub.c
+
+# Rewrites manager/hot-functions.txt from a profile of the manager at work (bench/hot-functions).
+hot-functions: release
+	bench/hot-functions
 
 # Installing. `make install` (PREFIX=/usr/local, DESTDIR for staging) puts the release builds,
 # the man pages, the shell completions and the example config in place; an installed

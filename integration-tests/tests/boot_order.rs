@@ -262,7 +262,7 @@ autostart = false
 "#,
     );
     // An answer from the loop, not the version line: after that line and before its first
-    // wait, the manager still reads /proc/self/maps (to drop its start-up pages) on an fd.
+    // wait, the manager still reads /proc/self/smaps (to drop its start-up pages) on an fd.
     assert_eq!(s.service("never")["state"], "inactive");
     // The manager may not have seen that answer's client hang up yet: its end of the
     // connection is no part of the baseline.

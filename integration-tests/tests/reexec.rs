@@ -89,7 +89,12 @@ fn upgrade_under_load_loses_no_connection() {
             install(&bin("steward-next"), &bin_dir.join("steward"));
         }
         let (code, out, err) = s.ctl(&["reexec"]);
-        assert_eq!(code, 0, "reexec {round} failed: {err}");
+        assert_eq!(
+            code,
+            0,
+            "reexec {round} failed: {err}\n{}",
+            s.lines().join("\n")
+        );
         replies.push(out.trim().to_string());
     }
     std::thread::sleep(Duration::from_secs(10).saturating_sub(began.elapsed()));

@@ -47,61 +47,172 @@ pub fn trim_heap() {
     }
 }
 
-/// Unmaps the pages of the manager's own code, and of its read-only data before the code, that
-/// start-up touched (the config parser, the first spawns): the kernel maps a binary's pages
-/// 64 KiB around each fault, so by now nearly the whole binary is resident, and each page of
-/// it counts against the manager for as long as it stays mapped. The pages stay in the page
-/// cache: what the loop runs is mapped again from there on first use, with no I/O. The
-/// relocated read-only data (RELRO) is not touched: it differs from the file.
-pub fn release_startup_code() {
+/// Unmaps the pages of file mappings that start-up touched (the config parser, the first
+/// spawns) and that hold nothing but the file's bytes: the manager's code and read-only data,
+/// and those of the C library and the dynamic loader. The kernel maps a file's pages 64 KiB
+/// around each fault, so by now nearly all of them are resident, and each counts against the
+/// manager for as long as it stays mapped. The pages stay in the page cache: what the loop runs
+/// is mapped again from there on first use, with no I/O. Then the same for the stack below
+/// this frame: parsing the config went deeper than the loop ever does.
+pub fn release_startup_pages() {
+    // The stack first: reading smaps itself goes deep into the standard library.
+    release_dead_stack();
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for mapping in pristine_file_mappings(&smaps) {
+        #[cfg(feature = "page-profile")]
+        one_page_mappings(&mapping);
+        // SAFETY: `pristine_file_mappings` yields whole private file mappings that are not
+        // writable and hold no anonymous (copied-on-write) page: every page they map is the
+        // file's own, so MADV_DONTNEED only drops page table entries and the next access maps
+        // the same bytes from the page cache again. Relocated data (RELRO) was written, so it
+        // holds anonymous pages and is not among them. The code running this call is mapped
+        // back as it returns.
+        unsafe {
+            libc::madvise(
+                mapping.start as *mut libc::c_void,
+                mapping.end - mapping.start,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+}
+
+/// Splits `mapping` into mappings of one page each, for `make hot-functions`: the kernel maps
+/// pages around a fault only within the faulting mapping, so afterwards the pages mapped are
+/// exactly the pages used. Neighbours must differ in a flag to stay apart; the readahead hints
+/// alternate (they only steer reads from disk).
+#[cfg(feature = "page-profile")]
+fn one_page_mappings(mapping: &Range) {
+    let Some(page) = page_size() else {
+        return;
+    };
+    for (i, start) in (mapping.start..mapping.end).step_by(page).enumerate() {
+        let hint = if i % 2 == 0 {
+            libc::MADV_RANDOM
+        } else {
+            libc::MADV_SEQUENTIAL
+        };
+        // SAFETY: a page of a mapping of ours; the hint changes how the kernel reads ahead
+        // for it, nothing of its contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, page, hint);
+        }
+    }
+}
+
+/// The size of a page, from the C library (which has it from the kernel at start-up; rustix
+/// has none in a process that re-executed itself).
+fn page_size() -> Option<usize> {
+    // SAFETY: sysconf reads a value and touches no memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+}
+
+/// Address range of one mapping.
+#[derive(Debug, PartialEq)]
+struct Range {
+    start: usize,
+    end: usize,
+}
+
+/// The private, read-only or executable, file-backed mappings of `smaps` (the text of
+/// /proc/self/smaps) without a page copied on write, resident or swapped out.
+fn pristine_file_mappings(smaps: &str) -> Vec<Range> {
+    let mut found = Vec::new();
+    // The mapping whose fields are being read, while it qualifies, and whether its count of
+    // anonymous pages was read yet (a mapping is only taken on the kernel's word).
+    let mut current: Option<(Range, bool)> = None;
+    for line in smaps.lines() {
+        if let Some(header) = mapping_header(line) {
+            found.extend(
+                current
+                    .take()
+                    .filter(|&(_, counted)| counted)
+                    .map(|(r, _)| r),
+            );
+            current = header.map(|range| (range, false));
+            continue;
+        }
+        let (anonymous, value) = match (line.strip_prefix("Anonymous:"), line.strip_prefix("Swap:"))
+        {
+            (Some(value), _) => (true, value),
+            (None, Some(value)) => (false, value),
+            (None, None) => continue,
+        };
+        if value.trim().trim_end_matches("kB").trim() != "0" {
+            current = None;
+        } else if let Some((_, counted)) = current.as_mut() {
+            *counted |= anonymous;
+        }
+    }
+    found.extend(current.filter(|&(_, counted)| counted).map(|(r, _)| r));
+    found
+}
+
+/// For a mapping's header line in smaps (start-end perms offset dev inode [path]): its range
+/// if it is a private, not writable mapping of a file. None for a line of fields.
+fn mapping_header(line: &str) -> Option<Option<Range>> {
+    let mut fields = line.split_ascii_whitespace();
+    let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return None;
+    };
+    let (start, end) = range.split_once('-')?;
+    let (Ok(start), Ok(end)) = (
+        usize::from_str_radix(start, 16),
+        usize::from_str_radix(end, 16),
+    ) else {
+        return None;
+    };
+    let private_read_only = perms.len() == 4 && perms.ends_with('p') && !perms.contains('w');
+    let file = inode != "0";
+    Some((private_read_only && file).then_some(Range { start, end }))
+}
+
+/// Drops the stack pages below this function's frame: nothing lives there once start-up has
+/// returned, and the kernel gives a zeroed page again to whatever goes that deep later.
+#[inline(never)]
+fn release_dead_stack() {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return;
     };
-    let here = release_startup_code as fn() as usize;
-    let mut mappings = Vec::new();
-    for line in maps.lines() {
-        // start-end perms offset dev inode path
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(_), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        mappings.push((start, end, perms, offset, inode));
-    }
-    let Some(&(_, _, _, _, ours)) = mappings
-        .iter()
-        .find(|&&(start, end, _, _, _)| (start..end).contains(&here))
-    else {
+    let Some(bottom) = maps.lines().find_map(|line| {
+        line.ends_with("[stack]")
+            .then(|| line.split_once('-'))
+            .flatten()
+            .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
+    }) else {
         return;
     };
-    for &(start, end, perms, offset, inode) in &mappings {
-        let code = perms == "r-xp";
-        // The first segment (headers, relocations, constants) is at offset 0; RELRO is not.
-        let headers = perms == "r--p" && offset.bytes().all(|b| b == b'0');
-        if inode != ours || !(code || headers) {
-            continue;
-        }
-        // SAFETY: the range is a whole mapping of the manager's own executable, private and
-        // never written (code, or the read-only segment at the file's start): MADV_DONTNEED
-        // only drops the page table entries, and the next access maps the same bytes from the
-        // file again. The code running this call is mapped back as it returns.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
+    let Some(page) = page_size() else {
+        return;
+    };
+    let here = 0u8;
+    // A page of room below this frame for the madvise call itself and its callees.
+    let below = (std::ptr::addr_of!(here) as usize & !(page - 1)).saturating_sub(page);
+    if below <= bottom {
+        return;
+    }
+    // SAFETY: [bottom, below) is the stack of the manager's only thread below its live frames
+    // and a page of room for the call below: what was stored there belongs to calls that have
+    // returned (a signal handler's frame too, and std's run on a stack of their own), so
+    // MADV_DONTNEED loses nothing live, and the kernel maps a zero page there again on the
+    // next access.
+    unsafe {
+        libc::madvise(
+            bottom as *mut libc::c_void,
+            below - bottom,
+            libc::MADV_DONTNEED,
+        );
     }
 }
 
@@ -775,6 +886,50 @@ pub fn spawn_into_cgroup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_private_unwritten_file_mappings_are_pristine() {
+        let smaps = "\
+55d0c0000000-55d0c0033000 r--p 00000000 fe:00 10010781                   /usr/sbin/steward
+Rss:                 128 kB
+Anonymous:             0 kB
+55d0c0033000-55d0c011b000 r-xp 00032000 fe:00 10010781                   /usr/sbin/steward
+Anonymous:             0 kB
+55d0c011b000-55d0c0121000 r--p 0011a000 fe:00 10010781                   /usr/sbin/steward
+Anonymous:            24 kB
+55d0c0121000-55d0c0122000 rw-p 0011f000 fe:00 10010781                   /usr/sbin/steward
+Anonymous:             4 kB
+7efff0000000-7efff0001000 r--p 00001000 fe:00 77                         /usr/lib/libc.so.6
+Anonymous:             0 kB
+Swap:                  4 kB
+7efff0001000-7efff0002000 r-xp 00002000 fe:00 77                         /usr/lib/libc.so.6
+Rss:                   4 kB
+7f0000000000-7f0000001000 r--s 00000000 fe:00 123                        /var/db/shared
+Anonymous:             0 kB
+7f0000001000-7f0000002000 r-xp 00000000 00:00 0
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+Anonymous:             0 kB
+7ffd00002000-7ffd00003000 rw-p 00000000 00:00 0                          [stack]
+Anonymous:             4 kB
+";
+        // The headers and constants, and the code; not RELRO (relocated: anonymous pages),
+        // data, a mapping with a copy swapped out or none counted, a shared mapping, an
+        // anonymous one or the vDSO.
+        assert_eq!(
+            pristine_file_mappings(smaps),
+            [
+                Range {
+                    start: 0x55d0c0000000,
+                    end: 0x55d0c0033000
+                },
+                Range {
+                    start: 0x55d0c0033000,
+                    end: 0x55d0c011b000
+                },
+            ]
+        );
+    }
 
     #[test]
     fn errno_text_has_no_suffix() {

@@ -385,7 +385,7 @@ impl Manager {
             Some(takeover) => self.took_over(takeover),
         }
         crate::sys::trim_heap();
-        crate::sys::release_startup_code();
+        crate::sys::release_startup_pages();
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(0),
