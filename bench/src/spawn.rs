@@ -48,6 +48,29 @@ fn sample(
     Ok(samples)
 }
 
+/// Samples of each of `measures`, taken in turns (one of each per round) as [`sample`] takes
+/// them: up to 300 rounds, or as many as fit in `budget`, at least 20.
+fn interleaved<const N: usize>(
+    budget: Duration,
+    mut measures: [&mut dyn FnMut() -> anyhow::Result<Duration>; N],
+) -> anyhow::Result<[Vec<Duration>; N]> {
+    for _ in 0..5 {
+        for measure in measures.iter_mut() {
+            measure()?; // warm-up
+        }
+    }
+    let began = Instant::now();
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(300));
+    let mut rounds = 0;
+    while rounds < 300 && (rounds < 20 || began.elapsed() < budget) {
+        for (measure, taken) in measures.iter_mut().zip(samples.iter_mut()) {
+            taken.push(measure()?);
+        }
+        rounds += 1;
+    }
+    Ok(samples)
+}
+
 #[derive(Clone, Copy)]
 enum Local {
     ForkExec,
@@ -208,22 +231,27 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             local_once(Local::ForkExec, &path, &argv)
         })?);
         println!("spawn: {name}: fork+exec p50 {}", us(fork.p50));
-        let spawn = Stats::of(&sample(300, budget, || {
-            local_once(Local::PosixSpawn, &path, &argv)
-        })?);
-        println!("spawn: {name}: posix_spawn p50 {}", us(spawn.p50));
-        let two_exec = Stats::of(&sample(300, budget, || {
-            local_once(Local::PosixSpawn, &stub, &stub_argv)
-        })?);
-        println!("spawn: {name}: two execs p50 {}", us(two_exec.p50));
-        drop(held);
+        // The figures compared are sampled in turns, one of each per round, so that what else
+        // the machine does meanwhile falls on all of them alike.
         let manager = Manager::start(ctx, "spawn", CONFIG, &[("STEWARD_BENCH_BALLAST", &name)])?;
         let socket = manager.dir.join("tiny.sock");
-        let steward = Stats::of(&sample(300, budget, || steward_once(&socket))?);
+        let [spawn, two_exec, steward] = interleaved(
+            budget,
+            [
+                &mut || local_once(Local::PosixSpawn, &path, &argv),
+                &mut || local_once(Local::PosixSpawn, &stub, &stub_argv),
+                &mut || steward_once(&socket),
+            ],
+        )?
+        .map(|samples| Stats::of(&samples));
         let rss = crate::util::pss(manager.pid()).unwrap_or(0);
         drop(manager);
+        drop(held);
         println!(
-            "spawn: {name}: steward p50 {} (manager PSS {} MiB)",
+            "spawn: {name}: posix_spawn p50 {}, two execs p50 {}, steward p50 {} (manager PSS \
+             {} MiB)",
+            us(spawn.p50),
+            us(two_exec.p50),
             us(steward.p50),
             rss >> 20
         );
@@ -234,7 +262,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         "## Spawn latency against manager size\n\n\
          From the request to the tiny static service's first byte. *fork+exec* and \
          *posix_spawn* are done by the benchmark process itself while it holds that much \
-         touched memory; *steward* is the real path (a connection to an accept-mode socket: \
+         touched memory; posix_spawn, two execs and steward are sampled in turns, one of each \
+         per round, while both the benchmark and the manager hold it; *steward* is the real path (a connection to an accept-mode socket: \
          one of the service's armed executors, holding its spawn state already, wakes, accepts \
          and execs the service; a connection none of them takes is accepted by the manager and \
          spawned through a fresh executor), with the manager holding the same amount \
