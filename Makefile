@@ -84,19 +84,16 @@ chaos: build
 # The functions the manager runs once it has started go first in its code (the list is
 # manager/hot-functions.txt, written by `make hot-functions`): after start-up it drops its code
 # pages, and the kernel maps code back 64 KiB around each fault, so the loop's few hundred
-# functions then fill a few such windows instead of most of the binary. lld (rustc's linker on
-# x86_64 Linux since 1.90) takes the order and skips names it does not know; with another
-# linker, the manager is linked as it comes.
-MANAGER_ORDER := -C link-arg=-Wl,--symbol-ordering-file=$(CURDIR)/manager/hot-functions.txt \
-	-C link-arg=-Wl,--no-warn-symbol-ordering
+# functions then fill a few such windows instead of most of the binary. The manager's linker
+# (manager/link-hot-first) is cc with the list in lld's terms; with another linker than lld
+# (rustc's on x86_64 Linux since 1.90), the manager is linked as it comes.
+MANAGER_LINK := -C linker=$(CURDIR)/manager/link-hot-first
 
 # The release binaries the benchmarks measure, the tiny static service they run, and the C
 # floor experiments the accept benchmark sets beside them (bench/floor/).
 release:
 	$(CARGO) build --release --workspace --exclude steward-executor --exclude steward --bins
-	@order=; readelf -p .comment target/release/stewardctl | grep -q 'Linker: LLD' && order='$(MANAGER_ORDER)'; \
-		echo $(CARGO) rustc --release -p steward --bin steward -- $$order; \
-		$(CARGO) rustc --release -p steward --bin steward -- $$order
+	$(CARGO) rustc --release -p steward --bin steward -- $(MANAGER_LINK)
 	$(CARGO) rustc --release -p steward-executor --bin steward-executor -- $(EXECUTOR_FLAGS)
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
 	gcc -O2 -Wall -o target/release/steward-floor bench/floor/floor.c
