@@ -48,6 +48,39 @@ fn sample(
     Ok(samples)
 }
 
+/// Waits until the manager `pid` is at rest: asleep, with no child but armed executors.
+fn settle(pid: u32) -> anyhow::Result<()> {
+    let at_rest = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let asleep = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let children: Vec<&str> = children.split_whitespace().collect();
+        asleep && !children.is_empty() && children.iter().all(|child| armed(child))
+    };
+    crate::util::poll_until(
+        "the manager to rest",
+        Duration::from_secs(2),
+        Duration::from_micros(100),
+        at_rest,
+    )
+}
+
+/// Whether process `pid` waits in an epoll set: an executor armed, not one starting or a
+/// service running.
+fn armed(pid: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().contains("eventpoll"))
+        })
+}
+
 /// Samples of each of `measures`, taken in turns (one of each per round) as [`sample`] takes
 /// them: up to 300 rounds, or as many as fit in `budget`, at least 20.
 fn interleaved<const N: usize>(
@@ -240,7 +273,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             [
                 &mut || local_once(Local::PosixSpawn, &path, &argv),
                 &mut || local_once(Local::PosixSpawn, &stub, &stub_argv),
-                &mut || steward_once(&socket),
+                &mut || {
+                    let took = steward_once(&socket)?;
+                    // As the loops above wait for their child: the next sample, of any kind,
+                    // starts on a manager at rest again, its instance reaped and its armed
+                    // executors back in place.
+                    settle(manager.pid())?;
+                    Ok(took)
+                },
             ],
         )?
         .map(|samples| Stats::of(&samples));
@@ -263,7 +303,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          From the request to the tiny static service's first byte. *fork+exec* and \
          *posix_spawn* are done by the benchmark process itself while it holds that much \
          touched memory; posix_spawn, two execs and steward are sampled in turns, one of each \
-         per round, while both the benchmark and the manager hold it; *steward* is the real path (a connection to an accept-mode socket: \
+         per round, while both the benchmark and the manager hold it, and after steward's \
+         sample the round waits until the manager is at rest again (its instance reaped, its \
+         armed executors back), as the others wait for their child; *steward* is the real path (a connection to an accept-mode socket: \
          one of the service's armed executors, holding its spawn state already, wakes, accepts \
          and execs the service; a connection none of them takes is accepted by the manager and \
          spawned through a fresh executor), with the manager holding the same amount \
