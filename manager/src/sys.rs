@@ -55,7 +55,7 @@ pub fn trim_heap() {
 /// is mapped again from there on first use, with no I/O. Then the same for the stack below
 /// this frame: parsing the config went deeper than the loop ever does.
 pub fn release_startup_pages() {
-    // The stack first: reading smaps itself goes deep into the standard library.
+    // The stack first, from this frame down: all that lies below it now is start-up's.
     release_dead_stack();
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
