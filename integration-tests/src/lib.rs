@@ -365,6 +365,19 @@ pub fn idle_executors(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The anonymous memory `pid` has resident (RssAnon), in KiB: its heap, stack and anonymous
+/// mappings, what grows if it buffers what it is sent. Not VmRSS: the manager drops the code
+/// pages start-up touched, and maps back from the page cache whatever code a test then makes it
+/// run, which is no growth of its own.
+pub fn anon_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Whether the idle executor `executor` is armed: it waits in an epoll set, which an
 /// executor waiting for its spawn state has not made.
 pub fn is_armed(executor: i32) -> bool {

@@ -111,15 +111,6 @@ fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// One control request over the socket, the reply read and dropped.
 fn control(path: &Path, request: &Request) {
     let _ = send_request(path, &encode_frame(request), Duration::from_secs(10));
@@ -157,7 +148,7 @@ fn chaos_under_load() {
         }
     }
     let fds_before = fd_count(steward);
-    let rss_before = rss_kb(steward);
+    let rss_before = anon_rss_kib(steward);
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = [
@@ -246,9 +237,9 @@ fn chaos_under_load() {
             .is_some_and(|i| i.is_empty())
     });
     let fds_after = fd_count(steward);
-    let rss_after = rss_kb(steward);
+    let rss_after = anon_rss_kib(steward);
     eprintln!(
-        "chaos: {} served, {} closed, {} hung, {} refused; {kills} kills, {requests} control requests; fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} kB",
+        "chaos: {} served, {} closed, {} hung, {} refused; {kills} kills, {requests} control requests; fds {fds_before} -> {fds_after}, anonymous RSS {rss_before} -> {rss_after} kB",
         total.served, total.closed, total.hung, total.refused
     );
     assert!(alive(steward), "steward died");
@@ -262,7 +253,7 @@ fn chaos_under_load() {
     );
     assert!(
         rss_after <= rss_before + 4096,
-        "RSS grew: {rss_before} -> {rss_after} kB"
+        "anonymous RSS grew: {rss_before} -> {rss_after} kB"
     );
     let status = s.status();
     assert_eq!(status["manager"]["pid"], steward);

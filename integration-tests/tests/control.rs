@@ -159,14 +159,7 @@ fn a_flood_of_output_keeps_the_manager_within_its_bound() {
 exec = ["/bin/sh", "-c", "head -c 16000000 /dev/zero | tr '\\0' 'x' | fold -w 4095; echo; head -c 3000000 /dev/zero | tr '\\0' 'y'; echo; echo flood done"]
 "#,
     );
-    let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    };
+    let rss = || anon_rss_kib(s.pid());
     s.wait_for("version");
     let before = rss();
     let started = Instant::now();
@@ -174,7 +167,7 @@ exec = ["/bin/sh", "-c", "head -c 16000000 /dev/zero | tr '\\0' 'x' | fold -w 40
     let after = rss();
     assert!(
         after <= before + 512,
-        "manager RSS grew from {before} kB to {after} kB while a service wrote 19 MB"
+        "manager anonymous RSS grew from {before} kB to {after} kB while a service wrote 19 MB"
     );
     // The control socket still answers, and the ring kept only its bound.
     let (code, out, _) = s.ctl(&["logs", "flood"]);

@@ -352,15 +352,6 @@ fn send_with_fds(socket: &UnixDatagram, path: &Path, bytes: &[u8], fds: &[i32]) 
     unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_flood_of_garbage_on_the_notify_socket_changes_nothing() {
     use std::os::fd::AsRawFd;
@@ -374,7 +365,7 @@ fn a_flood_of_garbage_on_the_notify_socket_changes_nothing() {
     let fds_before = std::fs::read_dir(format!("/proc/{steward}/fd"))
         .unwrap()
         .count();
-    let rss_before = rss_kb(steward);
+    let rss_before = anon_rss_kib(steward);
     let socket = UnixDatagram::unbound().unwrap();
     let notify = s.dir.path().join("notify");
     let (pipe_r, pipe_w) = std::io::pipe().unwrap();
@@ -427,10 +418,10 @@ fn a_flood_of_garbage_on_the_notify_socket_changes_nothing() {
             .count()
             <= fds_before
     });
-    let rss_after = rss_kb(steward);
+    let rss_after = anon_rss_kib(steward);
     assert!(
         rss_after <= rss_before + 1024,
-        "RSS {rss_before} -> {rss_after} kB"
+        "anonymous RSS {rss_before} -> {rss_after} kB"
     );
     // Logged once, not per datagram.
     assert!(s.count("notify socket:") <= 3, "{:?}", s.lines());
