@@ -31,23 +31,6 @@ fn sizes(ctx: &Ctx) -> Vec<usize> {
     }
 }
 
-/// Samples per measurement: up to `max`, or as many as fit in `budget`, at least 20.
-fn sample(
-    max: usize,
-    budget: Duration,
-    mut once: impl FnMut() -> anyhow::Result<Duration>,
-) -> anyhow::Result<Vec<Duration>> {
-    for _ in 0..5 {
-        once()?; // warm-up: page cache, the kernel's caches, lazy binding in the manager
-    }
-    let began = Instant::now();
-    let mut samples = Vec::with_capacity(max);
-    while samples.len() < max && (samples.len() < 20 || began.elapsed() < budget) {
-        samples.push(once()?);
-    }
-    Ok(samples)
-}
-
 /// Waits until the manager `pid` is at rest: asleep, with no child but armed executors.
 fn settle(pid: u32) -> anyhow::Result<()> {
     let at_rest = || {
@@ -81,15 +64,15 @@ fn armed(pid: &str) -> bool {
         })
 }
 
-/// Samples of each of `measures`, taken in turns (one of each per round) as [`sample`] takes
-/// them: up to 300 rounds, or as many as fit in `budget`, at least 20.
-fn interleaved<const N: usize>(
+/// Samples of each of `measures`, taken in turns (one of each per round): up to 300 rounds,
+/// or as many as fit in `budget`, at least 20.
+fn sample<const N: usize>(
     budget: Duration,
     mut measures: [&mut dyn FnMut() -> anyhow::Result<Duration>; N],
 ) -> anyhow::Result<[Vec<Duration>; N]> {
     for _ in 0..5 {
         for measure in measures.iter_mut() {
-            measure()?; // warm-up
+            measure()?; // warm-up: page cache, the kernel's caches, lazy binding in the manager
         }
     }
     let began = Instant::now();
@@ -250,7 +233,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         Duration::from_secs(4)
     };
     let mut executor_only = ExecutorOnly::new(ctx)?;
-    let alone = Stats::of(&sample(300, budget, || executor_only.once())?);
+    let [alone] = sample(budget, [&mut || executor_only.once()])?.map(|s| Stats::of(&s));
     println!("spawn: executor alone (no manager) p50 {}", us(alone.p50));
     // The floor of any split into a spawner and a service: two execs, the first of a static
     // stub that does nothing else (`bench/floor/stub.c`).
@@ -260,15 +243,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     for size in sizes(ctx) {
         let name = size_name(size);
         let held = ballast(size);
-        let fork = Stats::of(&sample(300, budget, || {
-            local_once(Local::ForkExec, &path, &argv)
-        })?);
+        let [fork] = sample(budget, [&mut || local_once(Local::ForkExec, &path, &argv)])?
+            .map(|s| Stats::of(&s));
         println!("spawn: {name}: fork+exec p50 {}", us(fork.p50));
         // The figures compared are sampled in turns, one of each per round, so that what else
         // the machine does meanwhile falls on all of them alike.
         let manager = Manager::start(ctx, "spawn", CONFIG, &[("STEWARD_BENCH_BALLAST", &name)])?;
         let socket = manager.dir.join("tiny.sock");
-        let [spawn, two_exec, steward] = interleaved(
+        let [spawn, two_exec, steward] = sample(
             budget,
             [
                 &mut || local_once(Local::PosixSpawn, &path, &argv),
@@ -305,7 +287,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          touched memory; posix_spawn, two execs and steward are sampled in turns, one of each \
          per round, while both the benchmark and the manager hold it, and after steward's \
          sample the round waits until the manager is at rest again (its instance reaped, its \
-         armed executors back), as the others wait for their child; *steward* is the real path (a connection to an accept-mode socket: \
+         armed executors back), as the others wait for their child; *steward* is the real \
+         path (a connection to an accept-mode socket: \
          one of the service's armed executors, holding its spawn state already, wakes, accepts \
          and execs the service; a connection none of them takes is accepted by the manager and \
          spawned through a fresh executor), with the manager holding the same amount \

@@ -424,6 +424,43 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `done` holds of what `probe` returns, probing every few milliseconds, and
+/// returns that value; after [`DEADLINE`], fails with `what` and the last value probed.
+pub fn wait_for_value<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let value = probe();
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; last: {value:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The open fds of `pid`, by number, each with what it names (`/proc/PID/fd/N`'s link).
+pub fn fd_table(pid: i32) -> Vec<(String, String)> {
+    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// Reads the pids a test service appended to `file`, one per line.
 pub fn read_pids(file: &Path) -> Vec<i32> {
     std::fs::read_to_string(file)

@@ -235,21 +235,6 @@ fn control_connections(control: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The manager's open fds and what each names, so a leak says which fd it is.
-fn fd_table(pid: i32) -> Vec<(String, String)> {
-    let mut fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map_or_else(|e| e.to_string(), |t| t.display().to_string());
-            (e.file_name().to_string_lossy().into_owned(), target)
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
 #[test]
 fn a_client_killed_while_waiting_leaks_nothing() {
     let s = Steward::start(
@@ -287,18 +272,11 @@ autostart = false
         let (code, _, _) = s.ctl(&["stop", "never"]);
         assert_eq!(code, 0);
     }
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let now = fd_table(s.pid());
-        if now.len() == before.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fd table did not settle: before {before:?}, now {now:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_value(
+        &format!("the fd table to settle to {before:?}"),
+        || fd_table(s.pid()),
+        |now| now.len() == before.len(),
+    );
 }
 
 #[test]

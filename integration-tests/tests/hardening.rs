@@ -92,20 +92,11 @@ fn an_accept_storm_with_few_fds_backs_off_and_serves_everyone() {
 
 /// The manager's open fds, by number and what they point at.
 fn open_fds(pid: i32) -> Vec<(String, String)> {
-    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            // Pipes and sockets are new inodes each time; their kind is what must match.
-            let kind = target.split(':').next().unwrap_or_default().to_string();
-            (e.file_name().to_string_lossy().into_owned(), kind)
-        })
-        .collect();
-    fds.sort();
-    fds
+    fd_table(pid)
+        .into_iter()
+        // Pipes and sockets are new inodes each time; their kind is what must match.
+        .map(|(fd, target)| (fd, target.split(':').next().unwrap_or_default().to_string()))
+        .collect()
 }
 
 /// The kinds of `fds`, sorted.
@@ -178,19 +169,12 @@ fn the_manager_holds_the_same_fds_after_10000_spawns_accepts_and_reloads() {
     });
     // The control connections of the checks above are closed by now, but one may still be
     // on its way out: compare once the manager has settled.
-    // On a timeout the assertion shows which fds differ.
-    // The pool's socket is a new one at whatever number was free: kinds are compared, as a
-    // multiset, and the count with them.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut after = open_fds(pid);
-    while kinds(&after) != kinds(&before) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-        after = open_fds(pid);
-    }
-    assert_eq!(
-        kinds(&after),
-        kinds(&before),
-        "the fd table did not settle: {after:?} against {before:?}"
+    // On a timeout the failure shows the last table. The pool's socket is a new one at
+    // whatever number was free: kinds are compared, as a multiset, and the count with them.
+    wait_for_value(
+        &format!("the fd table to settle to {before:?}"),
+        || open_fds(pid),
+        |after| kinds(after) == kinds(&before),
     );
     assert_eq!(
         idle_executors(pid).len(),

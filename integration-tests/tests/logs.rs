@@ -56,7 +56,6 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// The manager's resident memory, in KiB.
 const LINES: u64 = 500_000;
 
 #[test]

@@ -55,11 +55,14 @@ pub fn trim_heap() {
 /// is mapped again from there on first use, with no I/O. Then the same for the stack below
 /// this frame: parsing the config went deeper than the loop ever does.
 pub fn release_startup_pages() {
-    // The stack first, from this frame down: all that lies below it now is start-up's.
-    release_dead_stack();
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    // The stack first: once the code is dropped, whatever runs maps its page back, and what
+    // runs after the loop below is only the loop.
+    if let Some(bottom) = stack_bottom(&smaps) {
+        release_dead_stack(bottom);
+    }
     for mapping in pristine_file_mappings(&smaps) {
         #[cfg(feature = "page-profile")]
         one_page_mappings(&mapping);
@@ -178,21 +181,20 @@ fn mapping_header(line: &str) -> Option<Option<Range>> {
     Some((private_read_only && file).then_some(Range { start, end }))
 }
 
-/// Drops the stack pages below this function's frame: nothing lives there once start-up has
-/// returned, and the kernel gives a zeroed page again to whatever goes that deep later.
+/// The lowest address of the main thread's stack mapping, from `smaps` (or `maps`).
+fn stack_bottom(smaps: &str) -> Option<usize> {
+    smaps
+        .lines()
+        .find(|line| line.ends_with("[stack]"))
+        .and_then(|line| line.split_once('-'))
+        .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
+}
+
+/// Drops the pages of the stack that starts at `bottom` below this function's frame: nothing
+/// lives there once start-up has returned, and the kernel gives a zeroed page again to whatever
+/// goes that deep later.
 #[inline(never)]
-fn release_dead_stack() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    let Some(bottom) = maps.lines().find_map(|line| {
-        line.ends_with("[stack]")
-            .then(|| line.split_once('-'))
-            .flatten()
-            .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
-    }) else {
-        return;
-    };
+fn release_dead_stack(bottom: usize) {
     let Some(page) = page_size() else {
         return;
     };
@@ -913,6 +915,7 @@ Anonymous:             0 kB
 7ffd00002000-7ffd00003000 rw-p 00000000 00:00 0                          [stack]
 Anonymous:             4 kB
 ";
+        assert_eq!(stack_bottom(smaps), Some(0x7ffd00002000));
         // The headers and constants, and the code; not RELRO (relocated: anonymous pages),
         // data, a mapping with a copy swapped out or none counted, a shared mapping, an
         // anonymous one or the vDSO.
