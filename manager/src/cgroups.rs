@@ -206,6 +206,14 @@ impl Cgroups {
             .min_by_key(|h| h.version == Version::V1)
     }
 
+    /// The hierarchy every process of every service is in (v2 where mounted), whatever else
+    /// its limits make it join.
+    fn tracking(&self) -> Option<&Hierarchy> {
+        self.hierarchies
+            .iter()
+            .min_by_key(|h| h.version == Version::V1)
+    }
+
     /// The directories of `name` in every hierarchy.
     fn dirs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
         self.hierarchies.iter().map(move |h| h.base.join(name))
@@ -243,11 +251,7 @@ impl Cgroups {
         };
         // The service joins one hierarchy to be tracked (v2 where mounted) and those its limits
         // need: every cgroup.procs write is a migration the kernel makes the spawn pay for.
-        let tracking = self
-            .hierarchies
-            .iter()
-            .min_by_key(|h| h.version == Version::V1)
-            .expect("available cgroups have a hierarchy");
+        let tracking = self.tracking().expect("available cgroups have a hierarchy");
         let mut joined: Vec<&Hierarchy> = vec![tracking];
         for (h, _) in memory.iter().chain(pids.iter()) {
             if !joined.iter().any(|j| j.base == h.base) {
@@ -300,17 +304,16 @@ impl Cgroups {
             .find(|d| d.parent() == Some(v2.base.as_path()))
     }
 
-    /// Every process in the cgroup of `name`, in any hierarchy.
+    /// Every process in the cgroup of `name`. Read in the tracking hierarchy alone: every
+    /// process of the service joined it, and the others hold a subset of it. This is read at
+    /// every exit of a main process, and on a hybrid host the hierarchies the service did not
+    /// join would cost a failing path walk each.
     pub fn procs(&self, name: &str) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .dirs(name)
-            .filter_map(|d| read_text(&d.join("cgroup.procs")).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<i32>>()
-            })
-            .collect();
+        let Some(tracking) = self.tracking() else {
+            return Vec::new();
+        };
+        let text = read_text(&tracking.base.join(name).join("cgroup.procs")).unwrap_or_default();
+        let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         pids.sort_unstable();
         pids.dedup();
         pids
@@ -828,7 +831,8 @@ mod tests {
             )
             .unwrap()
             .dirs;
-        fs::write(dirs[0].join("cgroup.procs"), "12\n13\n").unwrap();
+        // The v1 hierarchy holds a subset of the tracking one: what the limits made join it.
+        fs::write(dirs[0].join("cgroup.procs"), "13\n12\n").unwrap();
         fs::write(dirs[1].join("cgroup.procs"), "13\n").unwrap();
         assert_eq!(cg.procs("web"), [12, 13]);
         fs::write(
