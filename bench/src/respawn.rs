@@ -3,8 +3,10 @@
 //! the least a respawning supervisor must do: posix_spawn and wait, in a loop.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
@@ -47,14 +49,17 @@ const SLICE: Duration = Duration::from_millis(20);
 
 /// Cycles per second of the bare loops, each run for `window` in all: posix_spawn the tiny
 /// service with its stdio on /dev/null (as `stdio = "null"` gives it), wait for it, again;
-/// and the same through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the
-/// floor of a manager/executor split.
-fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<(f64, f64)> {
+/// the same through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the floor
+/// of a manager/executor split; and the pooled floor: an idle stub waits on a socket, a cycle
+/// writes it one byte (it execs the service), starts the next idle stub while the service runs,
+/// and waits for the service, the least `executor_pool = 1` can do.
+fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<[f64; 3]> {
     let tiny = CString::new(ctx.tiny().as_os_str().as_bytes())?;
     let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
+    let waiter = vec![stub.clone(), CString::new("-w")?, tiny.clone()];
     let programs = [
         (tiny.clone(), vec![tiny.clone()]),
-        (stub.clone(), vec![stub, tiny]),
+        (stub.clone(), vec![stub.clone(), tiny]),
     ];
     let envp: [CString; 0] = [];
     let null = std::fs::File::options()
@@ -66,7 +71,18 @@ fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<(f64, f64)> {
         actions.add_dup2(null.as_raw_fd(), fd)?;
     }
     let attr = PosixSpawnAttr::init()?;
-    let (mut cycles, mut spent) = ([0u64; 2], [Duration::ZERO; 2]);
+    // An idle stub, blocked reading its end of the pair at fd 3.
+    let spawn_waiter = || -> anyhow::Result<(nix::unistd::Pid, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut actions = PosixSpawnFileActions::init()?;
+        for fd in 0..3 {
+            actions.add_dup2(null.as_raw_fd(), fd)?;
+        }
+        actions.add_dup2(theirs.as_raw_fd(), 3)?;
+        let pid = posix_spawn(stub.as_c_str(), &actions, &attr, &waiter, &envp)?;
+        Ok((pid, ours))
+    };
+    let (mut cycles, mut spent) = ([0u64; 3], [Duration::ZERO; 3]);
     while spent.iter().any(|&t| t < window) {
         for (i, (path, argv)) in programs.iter().enumerate() {
             let began = Instant::now();
@@ -77,9 +93,22 @@ fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<(f64, f64)> {
             }
             spent[i] += began.elapsed();
         }
+        let mut waiting = spawn_waiter()?;
+        let began = Instant::now();
+        while began.elapsed() < SLICE {
+            let (pid, go) = waiting;
+            (&go).write_all(b"x")?;
+            waiting = spawn_waiter()?;
+            waitpid(pid, None)?;
+            cycles[2] += 1;
+        }
+        spent[2] += began.elapsed();
+        // The last one reads end of file and exits.
+        let (pid, go) = waiting;
+        drop(go);
+        waitpid(pid, None)?;
     }
-    let rate = |i: usize| cycles[i] as f64 / spent[i].as_secs_f64();
-    Ok((rate(0), rate(1)))
+    Ok([0, 1, 2].map(|i| cycles[i] as f64 / spent[i].as_secs_f64()))
 }
 
 fn median(rates: &mut [f64]) -> f64 {
@@ -104,8 +133,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     };
     bare_rates(ctx, Duration::from_millis(200))?; // warm-up: page cache, the kernel's caches
     let pooled = pooled_config();
-    let (mut rates, mut pool_rates, mut bare, mut two) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rates, mut pool_rates, mut bare, mut two, mut pooled_floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // steward and the bare loops take turns, window by window, so that a burst of other work
     // on this shared machine falls on one window of each rather than on all of one. Each
     // steward is stopped before the next runs: on two cores, a respawning steward would slow
@@ -113,22 +142,26 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     for _ in 0..windows {
         rates.push(steward_rate(ctx, CONFIG, window)?);
         pool_rates.push(steward_rate(ctx, &pooled, window)?);
-        let (one, both) = bare_rates(ctx, window)?;
+        let [one, both, waited] = bare_rates(ctx, window)?;
         bare.push(one);
         two.push(both);
+        pooled_floor.push(waited);
     }
     let pool_ms = 1000.0 / median(&mut pool_rates);
     let steward = median(&mut rates);
     let cycle_ms = 1000.0 / steward;
     let bare_ms = 1000.0 / median(&mut bare);
     let two_ms = 1000.0 / median(&mut two);
+    let pooled_floor_ms = 1000.0 / median(&mut pooled_floor);
+    let pooled_floor_ratio = pooled_floor_ms / bare_ms;
     let ratio = cycle_ms / bare_ms;
     let floor = two_ms / bare_ms;
     let pool_ratio = pool_ms / bare_ms;
     println!(
         "respawn: steward {cycle_ms:.3} ms per cycle, {pool_ms:.3} ms with executor_pool = 1; \
          bare posix_spawn+wait {bare_ms:.3} ms; through the exec-only stub {two_ms:.3} ms; \
-         steward ÷ bare {ratio:.2}× ({pool_ratio:.2}× pooled), stub ÷ bare {floor:.2}×"
+         pooled floor {pooled_floor_ms:.3} ms; steward ÷ bare {ratio:.2}× ({pool_ratio:.2}× \
+         pooled), stub ÷ bare {floor:.2}×, pooled floor ÷ bare {pooled_floor_ratio:.2}×"
     );
     let mut section = Section {
         markdown: format!(
@@ -146,18 +179,28 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              runs twice in each window: as configured by default, and with \
              `executor_pool = 1`, where an idle executor waits in the service's cgroup for \
              the next restart (the exit's cleanup of the cgroup spares it), so that the \
-             executor's exec is off the cycle's path.\n\n\
+             executor's exec is off the cycle's path. Its floor is the third loop, in turn \
+             with the other two: an idle stub (`steward-floor-stub -w`) blocks reading a \
+             socket; each cycle writes it one byte, on which it execs the service, then \
+             posix_spawns the next idle stub while the service runs, and waits for the \
+             service. It has what the pool's design cannot do without (one message, a process \
+             woken wherever the scheduler put it, the refill beside the service) and none of \
+             the work of either side.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
              | steward, `executor_pool = 1` | {} | **{pool_ms:.3} ms** |\n\
              | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
-             | the same through the exec-only stub (two execs) | {} | {two_ms:.3} ms |\n\n\
+             | the same through the exec-only stub (two execs) | {} | {two_ms:.3} ms |\n\
+             | an idle stub woken by one byte, refilled beside the service (pooled floor) | {} \
+             | {pooled_floor_ms:.3} ms |\n\n\
              steward ÷ bare loop, per cycle: **{ratio:.2}×**, with `executor_pool = 1` \
-             **{pool_ratio:.2}×**; the two-exec floor ÷ bare loop: {floor:.2}×.\n",
+             **{pool_ratio:.2}×**; the two-exec floor ÷ bare loop: {floor:.2}×; the pooled \
+             floor ÷ bare loop: {pooled_floor_ratio:.2}×.\n",
             list(&rates),
             list(&pool_rates),
             list(&bare),
             list(&two),
+            list(&pooled_floor),
             secs = window.as_secs(),
             slice = SLICE.as_millis(),
         ),
@@ -172,5 +215,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         .insert("respawn.pool_ratio_bare".into(), pool_ratio);
     section.figures.insert("respawn.two_exec_ms".into(), two_ms);
     section.figures.insert("respawn.floor_ratio".into(), floor);
+    section
+        .figures
+        .insert("respawn.pooled_floor_ms".into(), pooled_floor_ms);
+    section
+        .figures
+        .insert("respawn.pooled_floor_ratio".into(), pooled_floor_ratio);
     Ok(section)
 }
