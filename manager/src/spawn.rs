@@ -710,12 +710,23 @@ pub fn sealed_memfd(name: &str, bytes: &[u8]) -> std::io::Result<File> {
     let memfd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     let mut file = File::from(memfd);
     file.write_all(bytes)?;
-    rustix::fs::fcntl_add_seals(
-        &file,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
-    )?;
-    Ok(file)
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
+    // The write seal waits (up to ~150 ms) for every page to lose the references nobody but
+    // the kernel holds, such as a CPU's batch of pages not yet on the LRU, and fails with EBUSY
+    // if one still has one: under heavy load the batches of busy CPUs drain late. Nothing of
+    // ours holds the pages, so trying again is enough (seen: the pin at start-up failing while
+    // the test suite loaded both cores).
+    let mut tries = 0;
+    loop {
+        match rustix::fs::fcntl_add_seals(&file, seals) {
+            Err(rustix::io::Errno::BUSY) if tries < SEAL_TRIES => tries += 1,
+            result => return result.map(|()| file).map_err(Into::into),
+        }
+    }
 }
+
+/// How often sealing is tried again after EBUSY.
+const SEAL_TRIES: u32 = 10;
 
 /// Whether the kernel lets us execute this memfd (vm.memfd_noexec may strip its x bits).
 fn executable_memfd(memfd: &File) -> bool {
