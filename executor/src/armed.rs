@@ -3,7 +3,9 @@
 //! then wakes one process, which execs the service, instead of the manager and then an
 //! executor. A lazy service's armed executor ([`steward_protocol::Start::OnReadable`]) holds
 //! its main process's spawn state and the service's sockets, and execs the service when a
-//! client is waiting on one of them, for the service to accept.
+//! client is waiting on one of them, for the service to accept. A keep-alive service's
+//! ([`steward_protocol::Start::OnWord`]) takes every step of its next main process and execs
+//! it on the manager's word.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -41,6 +43,20 @@ pub fn wait_readable(listeners: &[RawFd], pool: RawFd) -> Result<bool, Errno> {
         if woken.listener {
             // From here the manager counts us as the service's main process.
             return Ok(sys::send(pool, &READABLE).is_ok());
+        }
+    }
+}
+
+/// Waits on `pool` for the manager's word to exec ([`steward_protocol::GO`]): true when it
+/// came, false at end of file (disarmed) or if the socket fails, which the manager sees as an
+/// executor gone before its restart.
+pub fn wait_word(pool: RawFd) -> bool {
+    let mut word = [0u8; steward_protocol::GO.len()];
+    loop {
+        match sys::read(pool, &mut word) {
+            Ok(n) => return n > 0,
+            Err(Errno::EINTR) => {}
+            Err(_) => return false,
         }
     }
 }

@@ -38,9 +38,27 @@ impl<T> AtStep<T> for Result<T, Errno> {
 /// of the way of the service's fds.
 pub struct StatusPipe {
     pub fd: RawFd,
+    /// Armed for a restart ([`steward_protocol::Start::OnWord`]), the manager's word still to
+    /// come on this socket.
+    pub word: Word,
+}
+
+/// Whether the manager may still send its word on the status socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Word {
+    None,
+    Awaited,
 }
 
 impl StatusPipe {
+    /// A status pipe (or pool socket) at `fd` no word will come on.
+    pub fn at(fd: RawFd) -> StatusPipe {
+        StatusPipe {
+            fd,
+            word: Word::None,
+        }
+    }
+
     /// Reports `failure` to the manager and exits with its status.
     pub fn fail(&self, failure: Failure) -> ! {
         let report = StatusReport {
@@ -49,6 +67,12 @@ impl StatusPipe {
         };
         // Nothing is left to tell if the write fails: the exit status still names the step.
         let _ = sys::write(self.fd, &report.encode());
+        if self.word == Word::Awaited {
+            // A unix socket closed with a message unread resets the connection, and the
+            // manager's read of our report would fail with ECONNRESET: its word (or its end of
+            // file, once it has read the report) is taken first.
+            let _ = crate::armed::wait_word(self.fd);
+        }
         sys::exit(failure.exit_code())
     }
 }

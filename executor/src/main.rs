@@ -40,7 +40,7 @@ use core::convert::Infallible;
 use rustix::fd::RawFd;
 use steward_protocol::{SpawnState, Step};
 
-use crate::failure::{AtStep, Failure, StatusPipe};
+use crate::failure::{AtStep, Failure, StatusPipe, Word};
 
 /// Read (not run) by the manager when it pins this file, to check that we speak its spawn
 /// protocol. `#[used]`: nothing in the program refers to it.
@@ -116,9 +116,7 @@ fn executor_main(args: &[&[u8]]) -> ! {
         Err(e) => cannot_read(&fd_arg, &e),
     };
     // From here on every failure goes to the status pipe, never back through main.
-    let mut status = StatusPipe {
-        fd: state.status_fd,
-    };
+    let mut status = StatusPipe::at(state.status_fd);
     let Err(failure) = run(&state, Some(fd), Ahead::Nothing, &mut status);
     status.fail(failure)
 }
@@ -141,7 +139,7 @@ fn pooled_main(fd_arg: &str) -> ! {
         (steward_protocol::Start::Now, Ok(())) => Ahead::Session,
         (steward_protocol::Start::Now, Err(_)) => Ahead::Nothing,
         (steward_protocol::Start::OnConnection { listener }, session) => {
-            prepare_armed(&state, session);
+            prepare_armed(&state, session, Word::None);
             match armed::wait(listener, state.status_fd) {
                 Ok(armed::Woken::Accepted(peer)) => armed::fill_remote(&mut state.env, &peer),
                 // Disarmed (or the manager is gone): no connection was taken, nothing to say.
@@ -153,7 +151,7 @@ fn pooled_main(fd_arg: &str) -> ! {
             Ahead::Armed
         }
         (steward_protocol::Start::OnReadable { listeners }, session) => {
-            prepare_armed(&state, session);
+            prepare_armed(&state, session, Word::None);
             match armed::wait_readable(&listeners, state.status_fd) {
                 Ok(true) => {}
                 // As above: the manager watches the sockets itself again.
@@ -161,10 +159,16 @@ fn pooled_main(fd_arg: &str) -> ! {
             }
             Ahead::Armed
         }
+        // Every step is taken now; the word is waited for just before the exec.
+        (steward_protocol::Start::OnWord, session) => {
+            prepare_armed(&state, session, Word::Awaited);
+            Ahead::AllButExec
+        }
     };
-    let mut status = StatusPipe {
-        fd: state.status_fd,
-    };
+    let mut status = StatusPipe::at(state.status_fd);
+    if let Ahead::AllButExec = ahead {
+        status.word = Word::Awaited;
+    }
     let Err(failure) = run(&state, None, ahead, &mut status);
     status.fail(failure)
 }
@@ -173,9 +177,10 @@ fn pooled_main(fd_arg: &str) -> ! {
 /// fd placement and the exec alone: its session (`session`, made already), its signals and its
 /// cgroups. A step that fails is reported now, and the manager stops arming executors for this
 /// service.
-fn prepare_armed(state: &SpawnState, session: Result<(), Failure>) {
+fn prepare_armed(state: &SpawnState, session: Result<(), Failure>, word: Word) {
     let early = StatusPipe {
         fd: state.status_fd,
+        word,
     };
     if let Err(failure) = session {
         early.fail(failure);
@@ -205,6 +210,9 @@ enum Ahead {
     Session,
     /// Armed: its session, its signal state and its cgroups, before it accepted.
     Armed,
+    /// Armed for a restart: as [`Ahead::Armed`], and every other step is taken before the
+    /// manager's word, which the exec waits for.
+    AllButExec,
 }
 
 /// The steps, in order. Returns only on failure, with the step and errno to report.
@@ -227,7 +235,7 @@ fn run(
             process::new_session()?;
         }
         Ahead::Session => process::reset_signals(&state.reset_signals)?,
-        Ahead::Armed => {}
+        Ahead::Armed | Ahead::AllButExec => {}
     }
     stdio::apply(&state.stdio, &placed)?;
     placed
@@ -237,12 +245,19 @@ fn run(
     process::set_umask(state.umask);
     process::change_directory(&state.working_directory)?;
     let pid = sys::getpid();
-    if !matches!(ahead, Ahead::Armed) {
+    if !matches!(ahead, Ahead::Armed | Ahead::AllButExec) {
         cgroup::join(&state.cgroups, pid)?;
     }
     if let Some(credentials) = &state.credentials {
         credentials::switch(credentials)?;
     }
     let env = exec::environment(&state.env, &state.pid_vars, pid);
+    if matches!(ahead, Ahead::AllButExec) {
+        if !armed::wait_word(status.fd) {
+            // Disarmed: the restart it was armed for is not coming.
+            sys::exit(0);
+        }
+        status.word = Word::None;
+    }
     exec::exec(&state.path, &state.argv, &env)
 }

@@ -56,6 +56,10 @@ pub fn fstat(fd: RawFd) -> Result<FileInfo, Errno> {
     })
 }
 
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    Ok(rustix::io::read(borrow(fd)?, buf)?)
+}
+
 pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     Ok(rustix::io::pread(borrow(fd)?, buf, offset)?)
 }

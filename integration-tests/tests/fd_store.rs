@@ -84,6 +84,18 @@ fn all_answered_by(clients: &mut [Client], pid: i64, round: &str) {
 
 #[test]
 fn fifty_connections_survive_a_restart_a_sigkill_and_a_reexec() {
+    fifty_connections_survive(0);
+}
+
+/// The same with an executor armed for each restart: it holds the store as it was when it was
+/// armed, so each change to the store arms another, and the restart after the kill finds one
+/// with all 51.
+#[test]
+fn fifty_connections_survive_through_an_executor_armed_for_the_restart() {
+    fifty_connections_survive(1);
+}
+
+fn fifty_connections_survive(pool: u32) {
     let port = free_port();
     let s = Steward::start(&format!(
         r#"
@@ -93,6 +105,7 @@ ready = "notify"
 keep_alive = true
 restart_delay = "0"
 fd_store = 64
+executor_pool = {pool}
 "#,
         bin("stored-echo").display()
     ));

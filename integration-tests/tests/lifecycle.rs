@@ -309,14 +309,19 @@ exec = ["/bin/sleep", "1000"]
 keep_alive = true
 restart_delay = "0"
 executor_pool = 1
+working_directory = "/tmp"
 "#,
     );
     let mut main = s.wait_state("k", "running")["pid"].as_i64().unwrap() as i32;
     for round in 1..=3 {
         let mut idle = Vec::new();
-        wait_until("k's idle executor", || {
+        // Armed for the restart: it has taken every step but the exec already, its working
+        // directory among them.
+        wait_until("k's idle executor, armed", || {
             idle = idle_executors(s.pid());
             idle.len() == 1
+                && std::fs::read_link(format!("/proc/{}/cwd", idle[0]))
+                    .is_ok_and(|cwd| cwd == std::path::Path::new("/tmp"))
         });
         send_signal(main, libc::SIGKILL).unwrap();
         // The exit's cleanup of the cgroup spares the idle executor: it becomes the restart.

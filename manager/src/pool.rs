@@ -21,6 +21,14 @@
 //! first client: it holds the main process's spawn state and every socket, and execs the
 //! service once a client waits on one of them. Its spawn state holds the fd store as it was at
 //! arming, so a change to the store disarms it, and another is armed with the new store.
+//!
+//! A keep-alive service's idle executor is armed while the service runs, with the spawn state
+//! of the next main process: it takes every step but the exec, and execs on our word when the
+//! restart comes, so that the restart costs one message and the exec. Its store is kept as a
+//! lazy service's is, and its directories are made again at the restart; a service with a
+//! `user` or `group` is not
+//! armed, so that its names are looked up at the restart itself, nor one with a `stdio` path,
+//! whose tty is the running process's.
 
 use std::os::fd::OwnedFd;
 
@@ -133,6 +141,11 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// The armed one that has waited longest: a keep-alive service's, for its restart.
+    pub fn take_first_armed(&mut self) -> Option<Armed> {
+        (!self.armed.is_empty()).then(|| self.armed.remove(0))
     }
 
     /// `armed` has accepted a connection: the next instance spawn claims it.

@@ -174,6 +174,9 @@ pub enum Arm<'a> {
     Instance(&'a Listener),
     /// A lazy service's main process, on these sockets: it execs the service, which accepts.
     Main(&'a [Listener]),
+    /// A keep-alive service's next main process, with these sockets: it execs the service on
+    /// our word, at the restart.
+    Restart(&'a [Listener]),
 }
 
 /// What a spawn hands over beyond the service's config and sockets.
@@ -333,7 +336,7 @@ impl Spawner {
         // Only the executor that accepts knows the peer.
         let remote = match for_what {
             Arm::Instance(listener) => Remote::placeholders(&listener.config.address),
-            Arm::Main(_) => Vec::new(),
+            Arm::Main(_) | Arm::Restart(_) => Vec::new(),
         };
         let (passing, start) = match for_what {
             Arm::Instance(listener) => (
@@ -351,6 +354,7 @@ impl Spawner {
                     listeners: sockets.iter().map(|l| l.fd.as_raw_fd()).collect(),
                 },
             ),
+            Arm::Restart(sockets) => (Passing::Sockets(sockets), Start::OnWord),
         };
         let prepared = Prepared {
             service,
@@ -369,6 +373,14 @@ impl Spawner {
             Err(HandOver::Failed(_)) => Err(Unarmed::Gone),
             Err(HandOver::Gone) => Err(Unarmed::Gone),
         }
+    }
+
+    /// Makes the directories of `service`, which runs as the manager's own user, again: what
+    /// a restart does that its armed executor did not do at arming.
+    pub fn remake_directories(&self, service: &config::Service) -> Result<(), SpawnError> {
+        let (uid, gid) = self.own_ids;
+        crate::directories::prepare(&self.directories, service, uid, gid)
+            .map_err(SpawnError::Directory)
     }
 
     /// What every spawn of `service` resolves first: its credentials (names are resolved now,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"STWD";
 /// Bumped whenever [`SpawnState`] or the [`handover`] changes shape; the executor refuses any
 /// other.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// magic + version + payload length.
 pub const HEADER_LEN: usize = 12;
 
@@ -433,7 +433,16 @@ pub enum Start {
         /// The listening sockets' numbers in the spawn state.
         listeners: Vec<i32>,
     },
+    /// A keep-alive service's next main process, armed: it takes every step but the exec at
+    /// once (a failing one is reported then, as ever), then waits for the manager's [`GO`] on
+    /// the pool socket and execs, so that a restart costs one message and one exec. The
+    /// manager disarms it as an [`Start::OnConnection`] one; it reports nothing then.
+    OnWord,
 }
+
+/// What the manager writes on an executor's pool socket to start the process it was armed for
+/// with [`Start::OnWord`].
+pub const GO: [u8; 2] = *b"GO";
 
 /// What an armed lazy executor writes on the pool socket when a client is waiting, before
 /// anything else: 8 bytes, as [`ACCEPTED`].
@@ -452,7 +461,7 @@ pub const REMOTE_PLACEHOLDER: &str = "\0";
 /// The one message a pooled executor (`steward-executor --pooled FD`) receives: the count and
 /// the manager's numbers of the fds that come with it, in the order they travel, when to start
 /// ([`Start`]: the listener's number; -1 for now; -2 for readable, followed by the count and
-/// the numbers of the listeners), then the encoded spawn state. The numbers
+/// the numbers of the listeners; -3 on the word), then the encoded spawn state. The numbers
 /// tell the executor where each received fd belongs, since the spawn state names fds by the
 /// manager's numbers: after renumbering, the executor sees what a freshly spawned one would.
 pub fn handover(numbers: &[i32], start: &Start, state: &[u8]) -> Vec<u8> {
@@ -465,6 +474,7 @@ pub fn handover(numbers: &[i32], start: &Start, state: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&(-2i32).to_le_bytes());
             push_numbers(&mut out, listeners);
         }
+        Start::OnWord => out.extend_from_slice(&(-3i32).to_le_bytes()),
     }
     out.extend_from_slice(state);
     out
@@ -513,6 +523,7 @@ pub fn split_handover(bytes: &[u8]) -> Result<(Vec<i32>, Start, &[u8]), DecodeEr
     };
     let (start, end) = match i32::from_le_bytes(word.try_into().expect("4 bytes")) {
         -1 => (Start::Now, end + 4),
+        -3 => (Start::OnWord, end + 4),
         -2 => {
             let (listeners, end) = numbers_at(bytes, end + 4)?;
             if let Some(&n) = listeners.iter().find(|n| !numbers.contains(n)) {
@@ -654,6 +665,10 @@ mod tests {
         let message = handover(&[7, 12, 3], &lazy, &state);
         let (numbers, start, rest) = split_handover(&message).unwrap();
         assert_eq!((numbers, start), (vec![7, 12, 3], lazy));
+        assert_eq!(decode(rest).unwrap(), sample());
+        let restart = handover(&[7], &Start::OnWord, &state);
+        let (numbers, start, rest) = split_handover(&restart).unwrap();
+        assert_eq!((numbers, start), (vec![7], Start::OnWord));
         assert_eq!(decode(rest).unwrap(), sample());
         for start in [
             Start::OnConnection { listener: 8 },

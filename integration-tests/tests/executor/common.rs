@@ -68,6 +68,9 @@ enum Via {
     /// `--pooled`, armed as a lazy service's is: handed the state and a listening socket, then
     /// a client connects, which the executor does not accept.
     Woken,
+    /// `--pooled`, armed as a keep-alive service's is for its restart: handed the state, it
+    /// takes every step, then execs on the manager's word.
+    Worded,
 }
 
 /// Runs the executor with `args`, each fd of `fds` placed at the number given with it.
@@ -77,7 +80,7 @@ enum Via {
 fn run(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Output {
     match VIA {
         Via::Fresh => start(args, fds, signals).wait_with_output().unwrap(),
-        Via::Pooled | Via::Armed | Via::Woken => run_pooled(args, fds, signals),
+        Via::Pooled | Via::Armed | Via::Woken | Via::Worded => run_pooled(args, fds, signals),
     }
 }
 
@@ -112,7 +115,7 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
             listener.set_nonblocking(true).unwrap();
             Some(listener)
         }
-        Via::Fresh | Via::Pooled => None,
+        Via::Fresh | Via::Pooled | Via::Worded => None,
     };
     if let Some(listener) = &listener {
         numbers.push(ARMED_LISTENER);
@@ -126,6 +129,7 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
         Via::Woken => steward_protocol::Start::OnReadable {
             listeners: vec![ARMED_LISTENER],
         },
+        Via::Worded => steward_protocol::Start::OnWord,
     };
     let message = steward_protocol::handover(&numbers, &start_at, &bytes);
     send_with_fds(&ours, &message, &borrowed);
@@ -134,8 +138,12 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     drop(listener);
     let _client = match VIA {
         Via::Armed | Via::Woken => Some(std::os::unix::net::UnixStream::connect(dir.path("sock")).unwrap()),
-        Via::Fresh | Via::Pooled => None,
+        Via::Fresh | Via::Pooled | Via::Worded => None,
     };
+    if let Via::Worded = VIA {
+        // Refused once the executor has failed a step and gone: what it reported stays to read.
+        let _ = ours.send(&steward_protocol::GO);
+    }
     let mut reported = Vec::new();
     let mut buf = [0u8; 64];
     ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
@@ -151,7 +159,7 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     let word = match VIA {
         Via::Armed => Some(steward_protocol::ACCEPTED),
         Via::Woken => Some(steward_protocol::READABLE),
-        Via::Fresh | Via::Pooled => None,
+        Via::Fresh | Via::Pooled | Via::Worded => None,
     };
     if let Some(rest) = word.and_then(|w| reported.strip_prefix(&w)) {
         reported = rest.to_vec();

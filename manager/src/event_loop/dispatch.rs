@@ -160,7 +160,7 @@ fn instance_log(writers: &[OwnedFd]) -> Option<[BorrowedFd<'_>; 2]> {
 }
 
 /// Arms the idle executor `pooled` of `service` for its next process: an accept service's
-/// next instance, a lazy service's main process.
+/// next instance, a lazy service's main process, a keep-alive service's next main process.
 fn arm(
     spawner: &mut Spawner,
     cgroups: &Cgroups,
@@ -168,7 +168,7 @@ fn arm(
     service: &config::Service,
     pooled: Pooled,
 ) -> Result<Armed, Unarmed> {
-    if io.sockets.is_empty() {
+    if io.sockets.is_empty() && (service.accept || service.lazy) {
         return Err(Unarmed::Idle(pooled));
     }
     let Ok(dirs) = cgroup_dirs(cgroups, io, service) else {
@@ -187,7 +187,10 @@ fn arm(
             ready: ready.as_ref().map(|(_, write)| write.as_fd()),
             stored: &io.stored,
         };
-        let for_what = Arm::Main(&io.sockets);
+        let for_what = match service.lazy {
+            true => Arm::Main(&io.sockets),
+            false => Arm::Restart(&io.sockets),
+        };
         // Our copy of the readiness pipe's write end closes when this returns.
         let pooled = spawner.arm(service, for_what, &dirs, unified, extras, pooled)?;
         let ready = ready.map(|(read, _)| read);
@@ -243,6 +246,43 @@ fn cgroup_dirs(
 }
 
 impl UnitSpawn<'_> {
+    /// A keep-alive service's executor armed for this restart, told to exec: the process.
+    /// None if there is none, or it is gone, or the directories it was armed with cannot be
+    /// made again (a fresh spawn then says why).
+    fn wake_armed(&mut self, service: &config::Service) -> Option<Pid> {
+        if service.lazy || service.accept {
+            return None;
+        }
+        while let Some(armed) = self.io.pool.take_first_armed() {
+            let pid = armed.pooled.pid;
+            // Made at every spawn: one removed while the service ran is there again.
+            let told = self.spawner.remake_directories(service).is_ok()
+                && rustix::net::send(
+                    &armed.pooled.socket,
+                    &steward_protocol::GO,
+                    rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+                ) == Ok(steward_protocol::GO.len());
+            if !told {
+                let _ = crate::sys::kill(pid.raw(), Signal::KILL.0);
+                self.io.pool.retired([pid]);
+                continue;
+            }
+            let Armed {
+                pooled,
+                pipes,
+                ready,
+            } = armed;
+            self.spawned.push(Spawned {
+                pid,
+                status: pooled.socket,
+                pipes,
+                ready,
+            });
+            return Some(pid);
+        }
+        None
+    }
+
     /// An armed executor that has its client: the process, spawned already.
     fn take_fired(&mut self) -> Option<Pid> {
         let Armed {
@@ -262,7 +302,7 @@ impl UnitSpawn<'_> {
 
 impl Spawn for UnitSpawn<'_> {
     fn spawn(&mut self, service: &config::Service) -> Result<Pid, SpawnError> {
-        if let Some(pid) = self.take_fired() {
+        if let Some(pid) = self.take_fired().or_else(|| self.wake_armed(service)) {
             self.io.oom_baseline = service
                 .memory_max
                 .and_then(|_| self.cgroups.oom_kills(&service.name));
@@ -458,6 +498,11 @@ impl Manager {
             ready,
         } = process;
         self.registry.claim(pid, id);
+        // An executor armed for a restart and told to go: its pool socket, watched for its one
+        // report, is its status pipe now.
+        if self.armed_executors.remove(&pid).is_some() {
+            let _ = epoll::delete(&self.epoll, &status);
+        }
         // An accept instance's status is read when it is reaped, not watched: its exec only
         // moves it from pending to done, which nothing waits for, and a failed step ends it at
         // once. That saves every connection two epoll_ctl calls and a turn of the loop.
@@ -553,10 +598,21 @@ impl Manager {
             return;
         };
         let service = unit.supervisor.config();
-        if !service.accept && !service.lazy {
+        let restarts = service.keep_alive && !service.lazy && !service.accept;
+        if !service.accept && !service.lazy && !restarts {
             return;
         }
-        let room = if unit.supervisor.wants_connections() && unit.io.pool.arming == Arming::Works {
+        let room = if restarts {
+            // One, for the next restart, while there is one to come. Not with a user or group:
+            // their names are looked up at each spawn, which arming ahead would move to long
+            // before the restart. Not with a stdio path: a tty there is the controlling
+            // terminal of the running process until it exits.
+            let arms = unit.io.pool.arming == Arming::Works
+                && unit.supervisor.wants_pool() > 0
+                && service.credentials.is_none()
+                && !matches!(service.stdio, StdioMode::Path(_));
+            usize::from(arms)
+        } else if unit.supervisor.wants_connections() && unit.io.pool.arming == Arming::Works {
             let taken = unit.supervisor.instances().len() + unit.io.pool.fired();
             let most = if service.accept {
                 service.max_connections as usize
@@ -618,14 +674,23 @@ impl Manager {
             self.armed_executors.remove(&pid);
             return;
         };
-        let lazy = !unit.supervisor.config().accept;
-        let word = match lazy {
-            true => steward_protocol::READABLE,
-            false => steward_protocol::ACCEPTED,
+        let service = unit.supervisor.config();
+        let lazy = !service.accept;
+        // One armed for a restart has no word of its own: it waits for ours.
+        let (word, without) = match (service.accept, service.lazy) {
+            (true, _) => (
+                Some(steward_protocol::ACCEPTED),
+                "its clients wake the manager",
+            ),
+            (false, true) => (
+                Some(steward_protocol::READABLE),
+                "its clients wake the manager",
+            ),
+            (false, false) => (None, "its restarts start a fresh executor"),
         };
         let mut buf = [0u8; steward_protocol::StatusReport::LEN + 1];
         let fired = match rustix::io::read(&armed.pooled.socket, &mut buf) {
-            Ok(n) if buf[..n] == word => true,
+            Ok(n) if word.is_some_and(|word| buf[..n] == word) => true,
             Ok(0) => false,
             Ok(n) => {
                 let reason = match steward_protocol::StatusReport::decode(&buf[..n]) {
@@ -639,9 +704,7 @@ impl Manager {
                 unit.io.pool.arming = Arming::Fails;
                 log::service(
                     unit.name(),
-                    format_args!(
-                        "an armed executor {reason}; its clients wake the manager again, until a reload"
-                    ),
+                    format_args!("an armed executor {reason}; {without} again, until a reload"),
                 );
                 false
             }
