@@ -19,22 +19,8 @@ fn armed(
     let listener = UnixListener::bind(dir.path("sock")).unwrap();
     listener.set_nonblocking(true).unwrap();
     state.stdio = [Stdio::Fd(90), Stdio::Fd(90), Stdio::Null];
-    state.status_fd = 41;
-    let (ours, theirs) = pool_pair();
-    let child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&state).unwrap();
     let start_at = steward_protocol::Start::OnConnection { listener: 90 };
-    send_with_fds(
-        &ours,
-        &steward_protocol::handover(&[90], &start_at, &bytes),
-        &[listener.as_fd()],
-    );
-    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let (ours, child) = handed(state, &start_at, &[90], &[listener.as_fd()]);
     (listener, ours, child)
 }
 

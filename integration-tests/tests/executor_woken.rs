@@ -18,24 +18,11 @@ fn woken(
 ) -> ([UnixListener; 2], UnixDatagram, std::process::Child) {
     let listeners = [dir.path("a"), dir.path("b")].map(|p| UnixListener::bind(p).unwrap());
     state.fds = vec![90, 91];
-    state.status_fd = 41;
-    let (ours, theirs) = pool_pair();
-    let child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&state).unwrap();
     let start_at = steward_protocol::Start::OnReadable {
         listeners: vec![90, 91],
     };
-    send_with_fds(
-        &ours,
-        &steward_protocol::handover(&[90, 91], &start_at, &bytes),
-        &[listeners[0].as_fd(), listeners[1].as_fd()],
-    );
-    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let fds = [listeners[0].as_fd(), listeners[1].as_fd()];
+    let (ours, child) = handed(state, &start_at, &[90, 91], &fds);
     (listeners, ours, child)
 }
 

@@ -10,24 +10,8 @@ const VIA: Via = Via::Worded;
 include!("executor/common.rs");
 
 /// An executor armed for a restart with `state`: our end of the pool socket, and the executor.
-fn armed_for_restart(mut state: SpawnState) -> (UnixDatagram, std::process::Child) {
-    state.status_fd = 41;
-    let (ours, theirs) = pool_pair();
-    let child = start(
-        &["--pooled", "40"],
-        vec![(OwnedFd::from(theirs), 40)],
-        false,
-    );
-    let bytes = steward_protocol::encode(&state).unwrap();
-    let start_at = steward_protocol::Start::OnWord;
-    send_with_fds(
-        &ours,
-        &steward_protocol::handover(&[], &start_at, &bytes),
-        &[],
-    );
-    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    (ours, child)
+fn armed_for_restart(state: SpawnState) -> (UnixDatagram, std::process::Child) {
+    handed(state, &steward_protocol::Start::OnWord, &[], &[])
 }
 
 #[test]

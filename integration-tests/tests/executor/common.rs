@@ -186,6 +186,30 @@ fn disarm_quietly(ours: &UnixDatagram, child: std::process::Child) {
 /// Where an armed executor finds its listener: a number none of the tests uses.
 const ARMED_LISTENER: RawFd = 90;
 
+/// A pooled executor (`--pooled 40`) handed `state`, its status fd made the pool socket's (41),
+/// to start as `start_at`, with `fds` at the manager's `numbers`: our end of the pool socket,
+/// and the executor.
+#[allow(dead_code)]
+fn handed(
+    mut state: SpawnState,
+    start_at: &steward_protocol::Start,
+    numbers: &[RawFd],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> (UnixDatagram, std::process::Child) {
+    state.status_fd = 41;
+    let (ours, theirs) = pool_pair();
+    let child = start(
+        &["--pooled", "40"],
+        vec![(OwnedFd::from(theirs), 40)],
+        false,
+    );
+    let bytes = steward_protocol::encode(&state).unwrap();
+    send_with_fds(&ours, &steward_protocol::handover(numbers, start_at, &bytes), fds);
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    (ours, child)
+}
+
 /// A seqpacket socket pair, as the manager makes for each idle executor. std has no type for
 /// seqpacket sockets; `UnixDatagram`'s send and recv are the plain calls, which is all a
 /// message socket needs.

@@ -146,10 +146,9 @@ pub struct Service {
     /// keep-alive service's first one is armed while the service runs, unless it has a `user`
     /// or `group` or a `stdio` path: it takes every step of the next main process at once (its
     /// fd store as it is, armed again when the store changes) and execs it on the manager's
-    /// word at the restart.
-    /// Each idle one is a process of about 176 KiB resident, 28 KiB of it its own (the rest is
-    /// the executor's text, shared), counted in the service's `memory_max` and `tasks_max`.
-    /// Only for lazy, accept and keep-alive services.
+    /// word at the restart. Each idle one is a process of about 176 KiB resident, 28 KiB of it
+    /// its own (the rest is the executor's text, shared), counted in the service's
+    /// `memory_max` and `tasks_max`. Only for lazy, accept and keep-alive services.
     pub executor_pool: u32,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;
