@@ -66,19 +66,23 @@ fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<[f64; 3]> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    let mut actions = PosixSpawnFileActions::init()?;
-    for fd in 0..3 {
-        actions.add_dup2(null.as_raw_fd(), fd)?;
-    }
-    let attr = PosixSpawnAttr::init()?;
-    // An idle stub, blocked reading its end of the pair at fd 3.
-    let spawn_waiter = || -> anyhow::Result<(nix::unistd::Pid, UnixStream)> {
-        let (ours, theirs) = UnixStream::pair()?;
+    // Stdio on /dev/null, and what `more` places after it.
+    let on_null = |more: &[(i32, i32)]| -> anyhow::Result<PosixSpawnFileActions> {
         let mut actions = PosixSpawnFileActions::init()?;
         for fd in 0..3 {
             actions.add_dup2(null.as_raw_fd(), fd)?;
         }
-        actions.add_dup2(theirs.as_raw_fd(), 3)?;
+        for &(from, to) in more {
+            actions.add_dup2(from, to)?;
+        }
+        Ok(actions)
+    };
+    let actions = on_null(&[])?;
+    let attr = PosixSpawnAttr::init()?;
+    // An idle stub, blocked reading its end of the pair at fd 3.
+    let spawn_waiter = || -> anyhow::Result<(nix::unistd::Pid, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let actions = on_null(&[(theirs.as_raw_fd(), 3)])?;
         let pid = posix_spawn(stub.as_c_str(), &actions, &attr, &waiter, &envp)?;
         Ok((pid, ours))
     };

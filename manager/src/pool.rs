@@ -26,9 +26,8 @@
 //! of the next main process: it takes every step but the exec, and execs on our word when the
 //! restart comes, so that the restart costs one message and the exec. Its store is kept as a
 //! lazy service's is, and its directories are made again at the restart; a service with a
-//! `user` or `group` is not
-//! armed, so that its names are looked up at the restart itself, nor one with a `stdio` path,
-//! whose tty is the running process's.
+//! `user` or `group` is not armed, so that its names are looked up at the restart itself, nor
+//! one with a `stdio` path, whose tty is the running process's.
 
 use std::os::fd::OwnedFd;
 

@@ -375,10 +375,15 @@ impl Spawner {
         }
     }
 
-    /// Makes the directories of `service`, which runs as the manager's own user, again: what
-    /// a restart does that its armed executor did not do at arming.
-    pub fn remake_directories(&self, service: &config::Service) -> Result<(), SpawnError> {
-        let (uid, gid) = self.own_ids;
+    /// Makes the directories of `service`, owned by whom it runs as (`credentials`, or the
+    /// manager's own user): at every spawn, and again at a restart through an armed executor,
+    /// whose spawn made them long before.
+    pub fn make_directories(
+        &self,
+        service: &config::Service,
+        credentials: Option<&Resolved>,
+    ) -> Result<(), SpawnError> {
+        let (uid, gid) = credentials.map_or(self.own_ids, |c| (c.uid, c.gid));
         crate::directories::prepare(&self.directories, service, uid, gid)
             .map_err(SpawnError::Directory)
     }
@@ -399,11 +404,7 @@ impl Spawner {
             ),
             None => None,
         };
-        let (uid, gid) = credentials
-            .as_ref()
-            .map_or(self.own_ids, |c| (c.uid, c.gid));
-        crate::directories::prepare(&self.directories, service, uid, gid)
-            .map_err(SpawnError::Directory)?;
+        self.make_directories(service, credentials.as_ref())?;
         // Shared, not borrowed: the spawn needs the spawner mutably.
         let notify = self.notify_socket.clone().filter(|_| service.notifies());
         Ok((credentials, notify))

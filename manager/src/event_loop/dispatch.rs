@@ -220,6 +220,18 @@ fn arm(
     })
 }
 
+/// Whether `service`'s idle executor is armed for its next restart: a keep-alive service's,
+/// unless it has a user or group (their names are looked up at each spawn, which arming would
+/// move to long before the restart) or a stdio path (a tty there is the controlling terminal
+/// of the running process until it exits).
+fn arms_restarts(service: &config::Service) -> bool {
+    service.keep_alive
+        && !service.lazy
+        && !service.accept
+        && service.credentials.is_none()
+        && !matches!(service.stdio, StdioMode::Path(_))
+}
+
 /// The service's cgroup directories: made once, and again only when a reload changed the
 /// limits (an accept service spawns per connection and must not mkdir and write its limits
 /// each time).
@@ -250,13 +262,15 @@ impl UnitSpawn<'_> {
     /// None if there is none, or it is gone, or the directories it was armed with cannot be
     /// made again (a fresh spawn then says why).
     fn wake_armed(&mut self, service: &config::Service) -> Option<Pid> {
-        if service.lazy || service.accept {
+        // A lazy service's armed executor waits for a client, not for us.
+        if !arms_restarts(service) {
             return None;
         }
         while let Some(armed) = self.io.pool.take_first_armed() {
             let pid = armed.pooled.pid;
-            // Made at every spawn: one removed while the service ran is there again.
-            let told = self.spawner.remake_directories(service).is_ok()
+            // Made at every spawn: one removed while the service ran is there again. Armed
+            // services run as the manager's user.
+            let told = self.spawner.make_directories(service, None).is_ok()
                 && rustix::net::send(
                     &armed.pooled.socket,
                     &steward_protocol::GO,
@@ -598,20 +612,13 @@ impl Manager {
             return;
         };
         let service = unit.supervisor.config();
-        let restarts = service.keep_alive && !service.lazy && !service.accept;
+        let restarts = arms_restarts(service);
         if !service.accept && !service.lazy && !restarts {
             return;
         }
         let room = if restarts {
-            // One, for the next restart, while there is one to come. Not with a user or group:
-            // their names are looked up at each spawn, which arming ahead would move to long
-            // before the restart. Not with a stdio path: a tty there is the controlling
-            // terminal of the running process until it exits.
-            let arms = unit.io.pool.arming == Arming::Works
-                && unit.supervisor.wants_pool() > 0
-                && service.credentials.is_none()
-                && !matches!(service.stdio, StdioMode::Path(_));
-            usize::from(arms)
+            // One, for the next restart, while there is one to come.
+            usize::from(unit.io.pool.arming == Arming::Works && unit.supervisor.wants_pool() > 0)
         } else if unit.supervisor.wants_connections() && unit.io.pool.arming == Arming::Works {
             let taken = unit.supervisor.instances().len() + unit.io.pool.fired();
             let most = if service.accept {
@@ -677,16 +684,14 @@ impl Manager {
         let service = unit.supervisor.config();
         let lazy = !service.accept;
         // One armed for a restart has no word of its own: it waits for ours.
-        let (word, without) = match (service.accept, service.lazy) {
-            (true, _) => (
-                Some(steward_protocol::ACCEPTED),
-                "its clients wake the manager",
-            ),
-            (false, true) => (
-                Some(steward_protocol::READABLE),
-                "its clients wake the manager",
-            ),
-            (false, false) => (None, "its restarts start a fresh executor"),
+        let word = match (service.accept, service.lazy) {
+            (true, _) => Some(steward_protocol::ACCEPTED),
+            (false, true) => Some(steward_protocol::READABLE),
+            (false, false) => None,
+        };
+        let without = match word {
+            Some(_) => "its clients wake the manager",
+            None => "its restarts start a fresh executor",
         };
         let mut buf = [0u8; steward_protocol::StatusReport::LEN + 1];
         let fired = match rustix::io::read(&armed.pooled.socket, &mut buf) {
