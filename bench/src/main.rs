@@ -141,19 +141,19 @@ const TARGETS: [Target; 13] = [
     },
     Target {
         key: "respawn.ratio_bare",
-        what: "respawn cycle (`restart_delay = \"0\"`) ÷ a bare posix_spawn+wait loop",
-        target: 1.5,
-        at_most: true,
-        unit: "×",
-        floor: Some("respawn.floor_ratio"),
-    },
-    Target {
-        key: "respawn.pool_ratio_bare",
-        what: "the same with `executor_pool = 1` (an executor waits for each restart)",
+        what: "respawn cycle (`restart_delay = \"0\"`; an executor armed for each restart from the first on) ÷ a bare posix_spawn+wait loop",
         target: 1.5,
         at_most: true,
         unit: "×",
         floor: Some("respawn.pooled_floor_ratio"),
+    },
+    Target {
+        key: "respawn.fresh_ratio_bare",
+        what: "the same with `executor_pool = 0` (a fresh executor for each restart)",
+        target: 1.5,
+        at_most: true,
+        unit: "×",
+        floor: Some("respawn.floor_ratio"),
     },
     Target {
         key: "memory.steward.100.mb",

@@ -1,6 +1,7 @@
 //! `respawn`: one keep-alive service that exits at once, `restart_delay = "0"`: the whole
-//! cycle (reap → state machine → spawn state → executor → exec → exit) back to back, against
-//! the least a respawning supervisor must do: posix_spawn and wait, in a loop.
+//! cycle (reap → state machine → a word to the executor armed for the restart, or a fresh
+//! executor with `executor_pool = 0` → exec → exit) back to back, against the least a
+//! respawning supervisor must do: posix_spawn and wait, in a loop.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -25,11 +26,11 @@ start_limit_burst = 999999
 start_limit_interval = "1s"
 "#;
 
-/// The same with an executor waiting for each restart.
-fn pooled_config() -> String {
+/// The same without an executor waiting for each restart: each one starts a fresh executor.
+fn fresh_config() -> String {
     CONFIG.replace(
         "stdio = \"null\"\n",
-        "stdio = \"null\"\nexecutor_pool = 1\n",
+        "stdio = \"null\"\nexecutor_pool = 0\n",
     )
 }
 
@@ -52,7 +53,7 @@ const SLICE: Duration = Duration::from_millis(20);
 /// the same through the exec-only stub (`bench/floor/stub.c`), two execs per cycle, the floor
 /// of a manager/executor split; and the pooled floor: an idle stub waits on a socket, a cycle
 /// writes it one byte (it execs the service), starts the next idle stub while the service runs,
-/// and waits for the service, the least `executor_pool = 1` can do.
+/// and waits for the service, the least an executor armed for each restart can do.
 fn bare_rates(ctx: &Ctx, window: Duration) -> anyhow::Result<[f64; 3]> {
     let tiny = CString::new(ctx.tiny().as_os_str().as_bytes())?;
     let stub = CString::new(ctx.bin("steward-floor-stub").as_os_str().as_bytes())?;
@@ -136,8 +137,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         (5, Duration::from_secs(2))
     };
     bare_rates(ctx, Duration::from_millis(200))?; // warm-up: page cache, the kernel's caches
-    let pooled = pooled_config();
-    let (mut rates, mut pool_rates, mut bare, mut two, mut pooled_floor) =
+    let fresh = fresh_config();
+    let (mut rates, mut fresh_rates, mut bare, mut two, mut pooled_floor) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // steward and the bare loops take turns, window by window, so that a burst of other work
     // on this shared machine falls on one window of each rather than on all of one. Each
@@ -145,13 +146,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     // the others.
     for _ in 0..windows {
         rates.push(steward_rate(ctx, CONFIG, window)?);
-        pool_rates.push(steward_rate(ctx, &pooled, window)?);
+        fresh_rates.push(steward_rate(ctx, &fresh, window)?);
         let [one, both, waited] = bare_rates(ctx, window)?;
         bare.push(one);
         two.push(both);
         pooled_floor.push(waited);
     }
-    let pool_ms = 1000.0 / median(&mut pool_rates);
+    let fresh_ms = 1000.0 / median(&mut fresh_rates);
     let steward = median(&mut rates);
     let cycle_ms = 1000.0 / steward;
     let bare_ms = 1000.0 / median(&mut bare);
@@ -160,48 +161,49 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let pooled_floor_ratio = pooled_floor_ms / bare_ms;
     let ratio = cycle_ms / bare_ms;
     let floor = two_ms / bare_ms;
-    let pool_ratio = pool_ms / bare_ms;
+    let fresh_ratio = fresh_ms / bare_ms;
     println!(
-        "respawn: steward {cycle_ms:.3} ms per cycle, {pool_ms:.3} ms with executor_pool = 1; \
+        "respawn: steward {cycle_ms:.3} ms per cycle, {fresh_ms:.3} ms with executor_pool = 0; \
          bare posix_spawn+wait {bare_ms:.3} ms; through the exec-only stub {two_ms:.3} ms; \
-         pooled floor {pooled_floor_ms:.3} ms; steward ÷ bare {ratio:.2}× ({pool_ratio:.2}× \
-         pooled), stub ÷ bare {floor:.2}×, pooled floor ÷ bare {pooled_floor_ratio:.2}×"
+         pooled floor {pooled_floor_ms:.3} ms; steward ÷ bare {ratio:.2}× ({fresh_ratio:.2}× \
+         fresh), pooled floor ÷ bare {pooled_floor_ratio:.2}×, stub ÷ bare {floor:.2}×"
     );
     let mut section = Section {
         markdown: format!(
             "## Respawn\n\n\
              One keep-alive service (the tiny static one, exiting at once) with \
              `restart_delay = \"0\"`: started lines counted over {secs} s, {windows} windows \
-             (a fresh steward for each), median. Each cycle is reap → state machine → spawn \
-             state → executor → exec → exit. Beside it, while no steward runs, the least any \
-             supervisor does per respawn: the benchmark process itself posix_spawns the same \
-             service (stdio on /dev/null, as `stdio = \"null\"` gives it) and waits for it, \
-             back to back, for the same time after each of steward's windows; and the same \
-             loop spawning the exec-only stub of `bench/floor/`, which execs the service: two \
-             execs per cycle, the floor of steward's split (manager, executor, service) \
-             without any of its work. The two loops alternate in {slice} ms slices. steward \
-             runs twice in each window: as configured by default, and with \
-             `executor_pool = 1`, where an idle executor waits in the service's cgroup for \
-             the next restart (the exit's cleanup of the cgroup spares it), so that the \
-             executor's exec is off the cycle's path. Its floor is the third loop, in turn \
-             with the other two: an idle stub (`steward-floor-stub -w`) blocks reading a \
-             socket; each cycle writes it one byte, on which it execs the service, then \
-             posix_spawns the next idle stub while the service runs, and waits for the \
-             service. It has what the pool's design cannot do without (one message, a process \
-             woken wherever the scheduler put it, the refill beside the service) and none of \
-             the work of either side.\n\n\
+             (a fresh steward for each), median. By default, from the service's first restart \
+             on, an idle executor waits in its cgroup, armed with the next main process's spawn \
+             state while the service runs (the exit's cleanup of the cgroup spares it): each \
+             cycle is reap → state machine → one word to that executor → exec → exit, and the \
+             next one is armed beside the service. With `executor_pool = 0`, each cycle is \
+             reap → state machine → spawn state → a fresh executor → exec → exit. Beside them, \
+             while no steward runs, the least any supervisor does per respawn: the benchmark \
+             process itself posix_spawns the same service (stdio on /dev/null, as \
+             `stdio = \"null\"` gives it) and waits for it, back to back, for the same time \
+             after each of steward's windows; and the same loop spawning the exec-only stub of \
+             `bench/floor/`, which execs the service: two execs per cycle, the floor of \
+             steward's split (manager, executor, service) without any of its work, the floor of \
+             `executor_pool = 0`. The two loops alternate in {slice} ms slices. The floor of \
+             the default is the third loop, in turn with the other two: an idle stub \
+             (`steward-floor-stub -w`) blocks reading a socket; each cycle writes it one byte, \
+             on which it execs the service, then posix_spawns the next idle stub while the \
+             service runs, and waits for the service. It has what the pool's design cannot do \
+             without (one message, a process woken wherever the scheduler put it, the refill \
+             beside the service) and none of the work of either side.\n\n\
              | | cycles/s (windows) | per cycle |\n|---|---|---|\n\
              | steward | {} | **{cycle_ms:.3} ms** |\n\
-             | steward, `executor_pool = 1` | {} | **{pool_ms:.3} ms** |\n\
+             | steward, `executor_pool = 0` | {} | **{fresh_ms:.3} ms** |\n\
              | bare posix_spawn + waitpid loop | {} | {bare_ms:.3} ms |\n\
              | the same through the exec-only stub (two execs) | {} | {two_ms:.3} ms |\n\
              | an idle stub woken by one byte, refilled beside the service (pooled floor) | {} \
              | {pooled_floor_ms:.3} ms |\n\n\
-             steward ÷ bare loop, per cycle: **{ratio:.2}×**, with `executor_pool = 1` \
-             **{pool_ratio:.2}×**; the two-exec floor ÷ bare loop: {floor:.2}×; the pooled \
-             floor ÷ bare loop: {pooled_floor_ratio:.2}×.\n",
+             steward ÷ bare loop, per cycle: **{ratio:.2}×** (the pooled floor ÷ bare loop: \
+             {pooled_floor_ratio:.2}×); with `executor_pool = 0` **{fresh_ratio:.2}×** (the \
+             two-exec floor ÷ bare loop: {floor:.2}×).\n",
             list(&rates),
-            list(&pool_rates),
+            list(&fresh_rates),
             list(&bare),
             list(&two),
             list(&pooled_floor),
@@ -213,10 +215,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     section.figures.insert("respawn.ms".into(), cycle_ms);
     section.figures.insert("respawn.bare_ms".into(), bare_ms);
     section.figures.insert("respawn.ratio_bare".into(), ratio);
-    section.figures.insert("respawn.pool_ms".into(), pool_ms);
+    section.figures.insert("respawn.fresh_ms".into(), fresh_ms);
     section
         .figures
-        .insert("respawn.pool_ratio_bare".into(), pool_ratio);
+        .insert("respawn.fresh_ratio_bare".into(), fresh_ratio);
     section.figures.insert("respawn.two_exec_ms".into(), two_ms);
     section.figures.insert("respawn.floor_ratio".into(), floor);
     section

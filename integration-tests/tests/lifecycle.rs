@@ -301,6 +301,75 @@ fn a_lazy_service_failed_at_its_start_limit_serves_again_after_the_cooldown() {
 }
 
 #[test]
+fn a_keep_alive_service_has_an_idle_executor_from_its_first_restart_on() {
+    // `p` asks for one from the start: when its executor is armed, the loop has filled every
+    // pool it was going to, `k`'s too had it wanted one. Armed, one has taken every step but
+    // the exec, the working directory among them.
+    let armed = |e: i32| {
+        std::fs::read_link(format!("/proc/{e}/cwd"))
+            .is_ok_and(|cwd| cwd == std::path::Path::new("/tmp"))
+    };
+    let s = Steward::start(
+        r#"
+[service.k]
+exec = ["/bin/sleep", "1000"]
+keep_alive = true
+restart_delay = "0"
+working_directory = "/tmp"
+
+[service.p]
+exec = ["/bin/sleep", "1000"]
+keep_alive = true
+executor_pool = 1
+working_directory = "/tmp"
+"#,
+    );
+    let main = s.wait_state("k", "running")["pid"].as_i64().unwrap() as i32;
+    s.wait_state("p", "running");
+    let mut idle = Vec::new();
+    wait_until("p's idle executor, armed", || {
+        idle = idle_executors(s.pid());
+        idle.iter().copied().any(armed)
+    });
+    assert_eq!(
+        idle.len(),
+        1,
+        "k has not restarted: no idle executor of its own"
+    );
+    let p_executor = idle[0];
+
+    send_signal(main, libc::SIGKILL).unwrap();
+    let restarted = wait_for_value(
+        "k restarted",
+        || {
+            let k = s.service("k");
+            (k["state"] == "running" && k["restarts"] == 1)
+                .then(|| k["pid"].as_i64().unwrap() as i32)
+        },
+        Option::is_some,
+    )
+    .unwrap();
+    wait_until("k's idle executor, armed", || {
+        idle = idle_executors(s.pid());
+        idle.len() == 2 && idle.iter().copied().all(armed)
+    });
+    let k_executor = *idle.iter().find(|&&e| e != p_executor).unwrap();
+
+    send_signal(restarted, libc::SIGKILL).unwrap();
+    let again = wait_for_value(
+        "k restarted again",
+        || {
+            let k = s.service("k");
+            (k["state"] == "running" && k["restarts"] == 2)
+                .then(|| k["pid"].as_i64().unwrap() as i32)
+        },
+        Option::is_some,
+    )
+    .unwrap();
+    assert_eq!(again, k_executor, "the second restart is k's idle executor");
+}
+
+#[test]
 fn a_keep_alive_service_restarts_through_its_idle_executor() {
     let s = Steward::start(
         r#"

@@ -136,20 +136,21 @@ pub struct Service {
     /// clean exit.
     pub log_instances: InstanceLog,
     /// `executor_pool`, default `2` for an accept service and `1` for a lazy one without
-    /// `tasks_max`, else `0`: how many executors wait, exec'd already and in the service's
-    /// cgroup, for the connection that spawns it, or for a keep-alive service's next restart
-    /// (0 to 16). That spawn then costs one message to one of them instead of starting an
-    /// executor. An accept service's are armed: each holds its instance's spawn state and
-    /// accepts the connection itself, so that a client wakes only that process. A lazy
-    /// service's first one is armed too: it holds the main process's spawn state and the
-    /// sockets, and execs the service when a client waits, for the service to accept. A
-    /// keep-alive service's first one is armed while the service runs, unless it has a `user`
-    /// or `group` or a `stdio` path: it takes every step of the next main process at once (its
-    /// fd store as it is, armed again when the store changes) and execs it on the manager's
-    /// word at the restart. Each idle one is a process of about 176 KiB resident, 28 KiB of it
-    /// its own (the rest is the executor's text, shared), counted in the service's
-    /// `memory_max` and `tasks_max`. Only for lazy, accept and keep-alive services.
-    pub executor_pool: u32,
+    /// `tasks_max`; for a keep-alive service without `tasks_max`, none until its first
+    /// automatic restart and one from then on; else `0`: how many executors wait, exec'd
+    /// already and in the service's cgroup, for the connection that spawns it, or for a
+    /// keep-alive service's next restart (0 to 16). That spawn then costs one message to one of
+    /// them instead of starting an executor. An accept service's are armed: each holds its
+    /// instance's spawn state and accepts the connection itself, so that a client wakes only
+    /// that process. A lazy service's first one is armed too: it holds the main process's spawn
+    /// state and the sockets, and execs the service when a client waits, for the service to
+    /// accept. A keep-alive service's first one is armed while the service runs, unless it has
+    /// a `user` or `group` or a `stdio` path: it takes every step of the next main process at
+    /// once (its fd store as it is, armed again when the store changes) and execs it on the
+    /// manager's word at the restart. Each idle one is a process of about 176 KiB resident,
+    /// 28 KiB of it its own (the rest is the executor's text, shared), counted in the
+    /// service's `memory_max` and `tasks_max`. Only for lazy, accept and keep-alive services.
+    pub executor_pool: ExecutorPool,
     /// `user`, `group`, `supplementary_groups`, default the manager's own: names or numbers,
     /// looked up in /etc/passwd and /etc/group (never NSS) at load and again at every spawn;
     /// `group` defaults to the user's primary group.
@@ -241,7 +242,7 @@ impl Service {
             accept: false,
             max_connections: 64,
             log_instances: InstanceLog::Failures,
-            executor_pool: 0,
+            executor_pool: ExecutorPool::Keep(0),
             credentials: None,
             working_directory: "/".into(),
             environment: Vec::new(),
@@ -357,6 +358,27 @@ pub enum StdioMode {
     Socket,
     /// A file or tty opened read-write as 0, 1 and 2.
     Path(String),
+}
+
+/// The `executor_pool` key: how many idle executors a service keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorPool {
+    /// This many, as written, or the default of a socket service (or of one that has none).
+    Keep(u32),
+    /// A keep-alive service's default: none while it has not restarted since it was started
+    /// (a service that never exits costs no idle process), one from its first automatic
+    /// restart on (the next one is likely to come, and it then costs one message and the exec).
+    OnceRestarted,
+}
+
+impl ExecutorPool {
+    /// How many, for a service that has restarted `restarts` times since it was started.
+    pub fn size(self, restarts: u32) -> usize {
+        match self {
+            ExecutorPool::Keep(n) => n as usize,
+            ExecutorPool::OnceRestarted => usize::from(restarts > 0),
+        }
+    }
 }
 
 /// The `log_instances` key: which accept instances the manager's log tells of.

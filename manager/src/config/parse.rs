@@ -12,9 +12,9 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
-    Broken, Config, Confined, Credentials, Dependency, Diagnostic, Id, InstanceLog, Loaded,
-    ManagerSettings, NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig, SocketKind,
-    StdioMode, TakeoverEnv, WrittenId,
+    Broken, Config, Confined, Credentials, Dependency, Diagnostic, ExecutorPool, Id, InstanceLog,
+    Loaded, ManagerSettings, NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig,
+    SocketKind, StdioMode, TakeoverEnv, WrittenId,
 };
 use crate::users::{ResolveError, UserDb, UserEntry};
 
@@ -709,13 +709,14 @@ impl Cx<'_> {
         // would take one of them unasked.
         // Accept mode keeps two: an armed executor takes each connection itself, and with
         // one only, a client that comes back at once would wait for its replacement to start.
-        let default = match (s.lazy && s.tasks_max.is_none(), s.accept) {
-            (false, _) => 0,
-            (true, false) => 1,
-            (true, true) => 2,
+        let default = match (s.tasks_max, s.lazy, s.accept, s.keep_alive) {
+            (Some(_), ..) | (None, false, _, false) => ExecutorPool::Keep(0),
+            (None, true, false, _) => ExecutorPool::Keep(1),
+            (None, true, true, _) => ExecutorPool::Keep(2),
+            (None, false, _, true) => ExecutorPool::OnceRestarted,
         };
-        s.executor_pool = written.unwrap_or(default);
-        if s.executor_pool > 0 && !s.lazy && !s.keep_alive {
+        s.executor_pool = written.map_or(default, ExecutorPool::Keep);
+        if written.is_some_and(|n| n > 0) && !s.lazy && !s.keep_alive {
             let at = spans.get("executor_pool").cloned().unwrap_or(0..0);
             self.error(
                 at,
@@ -1395,11 +1396,31 @@ mod tests {
             load_str("t.toml", &text).config.unwrap().services[0].executor_pool
         };
         // Accept mode arms two, so that a client coming back at once finds one ready.
-        assert_eq!(pool("accept = true\n"), 2);
-        assert_eq!(pool("lazy = true\n"), 1);
-        assert_eq!(pool("accept = true\ntasks_max = 8\n"), 0);
-        assert_eq!(pool("accept = true\nexecutor_pool = 1\n"), 1);
-        assert_eq!(pool(""), 0);
+        assert_eq!(pool("accept = true\n"), ExecutorPool::Keep(2));
+        assert_eq!(pool("lazy = true\n"), ExecutorPool::Keep(1));
+        assert_eq!(
+            pool("accept = true\ntasks_max = 8\n"),
+            ExecutorPool::Keep(0)
+        );
+        assert_eq!(
+            pool("accept = true\nexecutor_pool = 1\n"),
+            ExecutorPool::Keep(1)
+        );
+        assert_eq!(pool(""), ExecutorPool::Keep(0));
+        // A keep-alive service gets one once it has restarted.
+        assert_eq!(pool("keep_alive = true\n"), ExecutorPool::OnceRestarted);
+        assert_eq!(
+            pool("keep_alive = true\ntasks_max = 8\n"),
+            ExecutorPool::Keep(0)
+        );
+        assert_eq!(
+            pool("keep_alive = true\nexecutor_pool = 0\n"),
+            ExecutorPool::Keep(0)
+        );
+        assert_eq!(
+            pool("keep_alive = true\nlazy = true\n"),
+            ExecutorPool::Keep(1)
+        );
     }
 
     #[test]

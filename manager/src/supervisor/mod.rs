@@ -646,7 +646,7 @@ impl Supervisor {
                 | State::Retired => false,
             };
         if self.open_for_connections() || restarts_next {
-            self.config.executor_pool as usize
+            self.config.executor_pool.size(self.restarts)
         } else {
             0
         }

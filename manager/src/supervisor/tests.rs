@@ -410,6 +410,35 @@ fn keep_alive_restarts_after_delay_with_new_pid() {
 }
 
 #[test]
+fn a_keep_alive_service_wants_an_idle_executor_once_it_has_restarted() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(
+        s.wants_pool(),
+        0,
+        "a service that never exits costs no idle process"
+    );
+    exit(&mut s, &mut fx, Exit::Code(0));
+    assert_eq!(s.state, State::Restarting);
+    assert_eq!(s.wants_pool(), 1, "for the restart to come");
+    fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+    assert_eq!(s.wants_pool(), 1, "for the next one");
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.wants_pool(), 0, "stopping: no restart to come");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.state.name(), "starting");
+    assert_eq!(
+        s.wants_pool(),
+        0,
+        "started by hand: it has not restarted since"
+    );
+    exit(&mut s, &mut fx, Exit::Code(1));
+    assert_eq!(s.wants_pool(), 1);
+}
+
+#[test]
 fn start_limit_allows_burst_restarts_then_fails() {
     let mut fx = Fake::new();
     let mut s = service("keep_alive = true\nstart_limit_burst = 3\nrestart_delay = \"0\"\n");
