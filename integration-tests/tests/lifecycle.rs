@@ -300,15 +300,17 @@ fn a_lazy_service_failed_at_its_start_limit_serves_again_after_the_cooldown() {
     assert!(line.starts_with("pid "), "{line}");
 }
 
+/// Whether idle executor `e` is armed for the restart of a service whose working directory is
+/// /tmp: it has taken every step but the exec, that directory among them.
+fn armed_in_tmp(e: i32) -> bool {
+    std::fs::read_link(format!("/proc/{e}/cwd"))
+        .is_ok_and(|cwd| cwd == std::path::Path::new("/tmp"))
+}
+
 #[test]
 fn a_keep_alive_service_has_an_idle_executor_from_its_first_restart_on() {
     // `p` asks for one from the start: when its executor is armed, the loop has filled every
-    // pool it was going to, `k`'s too had it wanted one. Armed, one has taken every step but
-    // the exec, the working directory among them.
-    let armed = |e: i32| {
-        std::fs::read_link(format!("/proc/{e}/cwd"))
-            .is_ok_and(|cwd| cwd == std::path::Path::new("/tmp"))
-    };
+    // pool it was going to, `k`'s too had it wanted one.
     let s = Steward::start(
         r#"
 [service.k]
@@ -329,7 +331,7 @@ working_directory = "/tmp"
     let mut idle = Vec::new();
     wait_until("p's idle executor, armed", || {
         idle = idle_executors(s.pid());
-        idle.iter().copied().any(armed)
+        idle.iter().copied().any(armed_in_tmp)
     });
     assert_eq!(
         idle.len(),
@@ -337,36 +339,34 @@ working_directory = "/tmp"
         "k has not restarted: no idle executor of its own"
     );
     let p_executor = idle[0];
+    // k's main process once it runs after that many restarts.
+    let running_after = |restarts: u32| {
+        wait_for_value(
+            &format!("k running after {restarts} restart(s)"),
+            || {
+                let k = s.service("k");
+                (k["state"] == "running" && k["restarts"] == restarts)
+                    .then(|| k["pid"].as_i64().unwrap() as i32)
+            },
+            Option::is_some,
+        )
+        .unwrap()
+    };
 
     send_signal(main, libc::SIGKILL).unwrap();
-    let restarted = wait_for_value(
-        "k restarted",
-        || {
-            let k = s.service("k");
-            (k["state"] == "running" && k["restarts"] == 1)
-                .then(|| k["pid"].as_i64().unwrap() as i32)
-        },
-        Option::is_some,
-    )
-    .unwrap();
+    let restarted = running_after(1);
     wait_until("k's idle executor, armed", || {
         idle = idle_executors(s.pid());
-        idle.len() == 2 && idle.iter().copied().all(armed)
+        idle.len() == 2 && idle.iter().copied().all(armed_in_tmp)
     });
     let k_executor = *idle.iter().find(|&&e| e != p_executor).unwrap();
 
     send_signal(restarted, libc::SIGKILL).unwrap();
-    let again = wait_for_value(
-        "k restarted again",
-        || {
-            let k = s.service("k");
-            (k["state"] == "running" && k["restarts"] == 2)
-                .then(|| k["pid"].as_i64().unwrap() as i32)
-        },
-        Option::is_some,
-    )
-    .unwrap();
-    assert_eq!(again, k_executor, "the second restart is k's idle executor");
+    assert_eq!(
+        running_after(2),
+        k_executor,
+        "the second restart is k's idle executor"
+    );
 }
 
 #[test]
@@ -388,9 +388,7 @@ working_directory = "/tmp"
         // directory among them.
         wait_until("k's idle executor, armed", || {
             idle = idle_executors(s.pid());
-            idle.len() == 1
-                && std::fs::read_link(format!("/proc/{}/cwd", idle[0]))
-                    .is_ok_and(|cwd| cwd == std::path::Path::new("/tmp"))
+            idle.len() == 1 && armed_in_tmp(idle[0])
         });
         send_signal(main, libc::SIGKILL).unwrap();
         // The exit's cleanup of the cgroup spares the idle executor: it becomes the restart.
