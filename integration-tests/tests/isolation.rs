@@ -310,3 +310,44 @@ stdio = "{slave}"
     );
     assert!(s.terminate().success());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn what_a_main_process_leaves_in_its_cgroup_is_killed_before_each_restart() {
+    // The first exit restarts it through a fresh executor; from then on it has an idle one,
+    // spared by the cleanup, which reads the cgroup through an fd kept for it.
+    let s = Steward::start(
+        r#"
+[service.forker]
+exec = ["/bin/sh", "-c", "sleep 1000 & echo $! >> @DIR@/left; exec sleep 1000"]
+keep_alive = true
+restart_delay = "0"
+"#,
+    );
+    let left = s.dir.path().join("left");
+    for round in 1..=3 {
+        let main = wait_for_value(
+            &format!(
+                "forker running after {} restart(s), its child written",
+                round - 1
+            ),
+            || {
+                let f = s.service("forker");
+                (f["state"] == "running"
+                    && f["restarts"] == round - 1
+                    && read_pids(&left).len() == round as usize)
+                    .then(|| f["pid"].as_i64().unwrap() as i32)
+            },
+            Option::is_some,
+        )
+        .unwrap();
+        let child = read_pids(&left)[round as usize - 1];
+        assert!(alive(child));
+        send_signal(main, libc::SIGKILL).unwrap();
+        s.wait_for_nth(
+            "forker: killed 1 process(es) it left in its cgroup",
+            round as usize,
+        );
+        wait_until("the child it left, killed", || !alive(child));
+    }
+}

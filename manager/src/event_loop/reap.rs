@@ -73,12 +73,21 @@ impl Manager {
             // retired (at a stop, say) may still be on their way out: killed, not counted.
             let spared: Vec<i32> = unit.io.pool.pids().map(Pid::raw).collect();
             let retired = unit.io.pool.take_retired();
-            let left = self
-                .cgroups
-                .signal(&config.name, Signal::KILL, &spared)
-                .into_iter()
-                .filter(|&pid| !retired.iter().any(|r| r.raw() == pid))
-                .count();
+            // With an idle executor, it restarts through it, and this is on the way: read
+            // through an fd kept for it. Not for every service: that would be one more fd
+            // each, however still.
+            let left = match &mut unit.io.cgroup {
+                Cgroup::Made(prepared) if !spared.is_empty() => {
+                    self.cgroups
+                        .signal_kept(prepared, &config.name, Signal::KILL, &spared)
+                }
+                Cgroup::Made(_) | Cgroup::Absent | Cgroup::Lingering => {
+                    self.cgroups.signal(&config.name, Signal::KILL, &spared)
+                }
+            }
+            .into_iter()
+            .filter(|&pid| !retired.iter().any(|r| r.raw() == pid))
+            .count();
             if left > 0 {
                 log::service(
                     &config.name,
