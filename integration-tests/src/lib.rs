@@ -303,6 +303,21 @@ impl Steward {
         last
     }
 
+    /// Waits until service `name` is running after `restarts` automatic restarts; returns its
+    /// main process.
+    pub fn wait_running_after(&self, name: &str, restarts: u64) -> i32 {
+        let mut pid = 0;
+        wait_until(
+            &format!("{name} running after {restarts} restart(s)"),
+            || {
+                let s = self.service(name);
+                pid = s["pid"].as_i64().unwrap_or(0) as i32;
+                s["state"] == "running" && s["restarts"] == restarts && pid != 0
+            },
+        );
+        pid
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);

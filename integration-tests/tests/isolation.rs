@@ -326,21 +326,10 @@ restart_delay = "0"
     );
     let left = s.dir.path().join("left");
     for round in 1..=3 {
-        let main = wait_for_value(
-            &format!(
-                "forker running after {} restart(s), its child written",
-                round - 1
-            ),
-            || {
-                let f = s.service("forker");
-                (f["state"] == "running"
-                    && f["restarts"] == round - 1
-                    && read_pids(&left).len() == round as usize)
-                    .then(|| f["pid"].as_i64().unwrap() as i32)
-            },
-            Option::is_some,
-        )
-        .unwrap();
+        let main = s.wait_running_after("forker", round - 1);
+        wait_until("its child written", || {
+            read_pids(&left).len() == round as usize
+        });
         let child = read_pids(&left)[round as usize - 1];
         assert!(alive(child));
         send_signal(main, libc::SIGKILL).unwrap();

@@ -339,22 +339,8 @@ working_directory = "/tmp"
         "k has not restarted: no idle executor of its own"
     );
     let p_executor = idle[0];
-    // k's main process once it runs after that many restarts.
-    let running_after = |restarts: u32| {
-        wait_for_value(
-            &format!("k running after {restarts} restart(s)"),
-            || {
-                let k = s.service("k");
-                (k["state"] == "running" && k["restarts"] == restarts)
-                    .then(|| k["pid"].as_i64().unwrap() as i32)
-            },
-            Option::is_some,
-        )
-        .unwrap()
-    };
-
     send_signal(main, libc::SIGKILL).unwrap();
-    let restarted = running_after(1);
+    let restarted = s.wait_running_after("k", 1);
     wait_until("k's idle executor, armed", || {
         idle = idle_executors(s.pid());
         idle.len() == 2 && idle.iter().copied().all(armed_in_tmp)
@@ -363,7 +349,7 @@ working_directory = "/tmp"
 
     send_signal(restarted, libc::SIGKILL).unwrap();
     assert_eq!(
-        running_after(2),
+        s.wait_running_after("k", 2),
         k_executor,
         "the second restart is k's idle executor"
     );
@@ -392,12 +378,7 @@ working_directory = "/tmp"
         });
         send_signal(main, libc::SIGKILL).unwrap();
         // The exit's cleanup of the cgroup spares the idle executor: it becomes the restart.
-        let mut next = 0;
-        wait_until("k restarted", || {
-            let k = s.service("k");
-            next = k["pid"].as_i64().unwrap_or(0) as i32;
-            k["state"] == "running" && next != 0 && next != main && k["restarts"] == round
-        });
+        let next = s.wait_running_after("k", round);
         assert_eq!(
             next, idle[0],
             "round {round}: the restart is the idle executor"

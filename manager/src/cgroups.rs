@@ -463,8 +463,9 @@ fn open_read(path: &Path) -> io::Result<OwnedFd> {
     Ok(fs::File::open(path)?.into())
 }
 
-/// The whole of a kernfs file through an fd kept open: `pread` from offset 0 has the kernel
-/// generate it afresh (seq_file starts over at offset 0), so the fd serves every read.
+/// The whole of a file from its start, whatever was read of it before: a kernfs file is
+/// generated afresh by a `pread` from offset 0 (seq_file starts over there), so a kept fd
+/// serves every read.
 fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 512];
@@ -480,19 +481,7 @@ fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
 }
 
 fn read_text(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    read_from_start(&open_read(path)?)
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
