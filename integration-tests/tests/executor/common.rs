@@ -8,6 +8,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio as ProcessStdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use steward_integration_tests::bin;
 use steward_protocol::{Credentials, Rlimit, SpawnState, StatusReport, Stdio, Step};
@@ -16,10 +17,14 @@ use steward_protocol::{Credentials, Rlimit, SpawnState, StatusReport, Stdio, Ste
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// A directory of its own, though tests run in parallel threads of one process and some
+    /// share a name (every armed run with as many fds, for one).
     fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "steward-executor-test-{}-{name}",
-            std::process::id()
+            "steward-executor-test-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -108,7 +113,7 @@ fn run_pooled(args: &[&str], fds: Vec<(OwnedFd, RawFd)>, signals: bool) -> Outpu
     let mut borrowed: Vec<_> = fds.iter().map(|(fd, _)| fd.as_fd()).collect();
     // Armed: a listener at a number no test names, so that the connection, which takes its
     // number, is closed by placement like any fd the state does not name.
-    let dir = TempDir::new(&format!("armed-{}", numbers.len()));
+    let dir = TempDir::new("armed");
     let listener = match VIA {
         Via::Armed | Via::Woken => {
             let listener = UnixListener::bind(dir.path("sock")).unwrap();
