@@ -99,6 +99,15 @@ pub struct Armed {
 /// A service's idle executors.
 #[derive(Default)]
 pub struct Pool {
+    /// Boxed, and only once one is put: most services never have one, and every service
+    /// would pay for the lists inline (a hundred bytes each, a thousand services).
+    lists: Option<Box<Lists>>,
+    pub filling: Filling,
+    pub arming: Arming,
+}
+
+#[derive(Default)]
+struct Lists {
     idle: Vec<Pooled>,
     armed: Vec<Armed>,
     /// Disarmed, and not yet gone: each may still report a connection it accepted.
@@ -109,32 +118,48 @@ pub struct Pool {
     /// their own, but may not have yet when that exit's cleanup kills what is left in the
     /// cgroup, and they are not what the service left there.
     retired: Vec<Pid>,
-    pub filling: Filling,
-    pub arming: Arming,
 }
+
+/// The lists of a pool that never had one: what a read sees.
+static EMPTY: Lists = Lists {
+    idle: Vec::new(),
+    armed: Vec::new(),
+    disarming: Vec::new(),
+    fired: Vec::new(),
+    retired: Vec::new(),
+};
 
 /// How many retired pids are remembered; a pool holds at most 16.
 const RETIRED_KEPT: usize = 16;
 
 impl Pool {
+    fn lists(&self) -> &Lists {
+        self.lists.as_deref().unwrap_or(&EMPTY)
+    }
+
+    fn lists_mut(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_with(Box::default)
+    }
+
     /// How many wait, armed or not.
     pub fn len(&self) -> usize {
-        self.idle.len() + self.armed.len()
+        self.lists().idle.len() + self.lists().armed.len()
     }
 
     /// How many are armed.
     pub fn armed(&self) -> usize {
-        self.armed.len()
+        self.lists().armed.len()
     }
 
     /// One more armed.
     pub fn put_armed(&mut self, armed: Armed) {
-        self.armed.push(armed);
+        self.lists_mut().armed.push(armed);
     }
 
     /// Takes out the armed (or disarming) one with `pid`.
     pub fn take_armed(&mut self, pid: Pid) -> Option<Armed> {
-        for list in [&mut self.armed, &mut self.disarming] {
+        let lists = self.lists.as_deref_mut()?;
+        for list in [&mut lists.armed, &mut lists.disarming] {
             if let Some(at) = list.iter().position(|a| a.pooled.pid == pid) {
                 return Some(list.remove(at));
             }
@@ -144,86 +169,142 @@ impl Pool {
 
     /// The armed one that has waited longest: a keep-alive service's, for its restart.
     pub fn take_first_armed(&mut self) -> Option<Armed> {
-        (!self.armed.is_empty()).then(|| self.armed.remove(0))
+        let armed = &mut self.lists.as_deref_mut()?.armed;
+        (!armed.is_empty()).then(|| armed.remove(0))
     }
 
     /// `armed` has accepted a connection: the next instance spawn claims it.
     pub fn fire(&mut self, armed: Armed) {
-        self.fired.push(armed);
+        self.lists_mut().fired.push(armed);
     }
 
     /// How many have accepted and wait to be claimed.
     pub fn fired(&self) -> usize {
-        self.fired.len()
+        self.lists().fired.len()
     }
 
     /// One that has accepted, for an instance.
     pub fn take_fired(&mut self) -> Option<Armed> {
-        self.fired.pop()
+        self.lists.as_deref_mut()?.fired.pop()
     }
 
     /// Remembers `pids` as retired, not the service's.
     pub fn retired(&mut self, pids: impl IntoIterator<Item = Pid>) {
-        self.retired.extend(pids);
-        let over = self.retired.len().saturating_sub(RETIRED_KEPT);
-        self.retired.drain(..over);
+        let mut pids = pids.into_iter().peekable();
+        if pids.peek().is_none() {
+            return;
+        }
+        let retired = &mut self.lists_mut().retired;
+        retired.extend(pids);
+        let over = retired.len().saturating_sub(RETIRED_KEPT);
+        retired.drain(..over);
     }
 
     /// The armed (or disarming) one with `pid`.
     pub fn get_armed(&self, pid: Pid) -> Option<&Armed> {
-        self.armed
+        let lists = self.lists();
+        lists
+            .armed
             .iter()
-            .chain(&self.disarming)
+            .chain(&lists.disarming)
             .find(|a| a.pooled.pid == pid)
     }
 
     /// Disarms all but `keep` of the armed ones: shut down for writing, they exit unless they
     /// have a connection already.
     pub fn disarm(&mut self, keep: usize) {
-        while self.armed.len() > keep {
-            let armed = self.armed.pop().expect("longer than keep");
+        let Some(lists) = self.lists.as_deref_mut() else {
+            return;
+        };
+        while lists.armed.len() > keep {
+            let armed = lists.armed.pop().expect("longer than keep");
             let _ = rustix::net::shutdown(&armed.pooled.socket, rustix::net::Shutdown::Write);
-            self.disarming.push(armed);
+            lists.disarming.push(armed);
         }
     }
 
     /// The pids of every armed or disarming one.
     pub fn armed_pids(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.armed
+        let lists = self.lists();
+        lists
+            .armed
             .iter()
-            .chain(&self.disarming)
+            .chain(&lists.disarming)
             .map(|a| a.pooled.pid)
     }
 
     /// The one that has waited longest.
     pub fn take(&mut self) -> Option<Pooled> {
-        (!self.idle.is_empty()).then(|| self.idle.remove(0))
+        let idle = &mut self.lists.as_deref_mut()?.idle;
+        (!idle.is_empty()).then(|| idle.remove(0))
     }
 
     /// One more, or one taken that could not be used for this spawn after all.
     pub fn put(&mut self, pooled: Pooled) {
-        self.idle.push(pooled);
+        self.lists_mut().idle.push(pooled);
     }
 
     /// Their pids: processes of the service's cgroup that are not the service's yet.
     pub fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.idle.iter().map(|p| p.pid).chain(self.armed_pids())
+        self.lists()
+            .idle
+            .iter()
+            .map(|p| p.pid)
+            .chain(self.armed_pids())
     }
 
     /// Retires all but `keep` of them, the armed ones last, by disarming.
     pub fn truncate(&mut self, keep: usize) {
-        let keep_idle = keep.saturating_sub(self.armed.len());
-        if keep < self.armed.len() {
+        let armed = self.armed();
+        let keep_idle = keep.saturating_sub(armed);
+        if keep < armed {
             self.disarm(keep);
         }
-        if self.idle.len() > keep_idle {
-            let pids: Vec<Pid> = self.idle.drain(keep_idle..).map(|p| p.pid).collect();
+        let Some(lists) = self.lists.as_deref_mut() else {
+            return;
+        };
+        if lists.idle.len() > keep_idle {
+            let pids: Vec<Pid> = lists.idle.drain(keep_idle..).map(|p| p.pid).collect();
             self.retired(pids);
         }
     }
 
     /// The pids retired since the last call.
     pub fn take_retired(&mut self) -> Vec<Pid> {
-        std::mem::take(&mut self.retired)
+        match self.lists.as_deref_mut() {
+            Some(lists) => std::mem::take(&mut lists.retired),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pids(raw: impl IntoIterator<Item = i32>) -> Vec<Pid> {
+        raw.into_iter().map(|p| Pid::new(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_pool_that_never_had_an_executor_is_two_words_and_allocates_nothing() {
+        assert!(std::mem::size_of::<Pool>() <= 2 * std::mem::size_of::<usize>());
+        let mut pool = Pool::default();
+        pool.retired(Vec::new());
+        pool.disarm(0);
+        pool.truncate(0);
+        assert_eq!((pool.len(), pool.armed(), pool.fired()), (0, 0, 0));
+        assert!(pool.take().is_none() && pool.take_first_armed().is_none());
+        assert!(pool.take_retired().is_empty());
+        assert!(pool.lists.is_none());
+    }
+
+    #[test]
+    fn the_newest_retired_pids_are_kept_and_taken_once() {
+        let mut pool = Pool::default();
+        pool.retired(pids(1..=10));
+        pool.retired(pids(11..=20));
+        assert_eq!(pool.take_retired(), pids(5..=20));
+        assert!(pool.take_retired().is_empty());
     }
 }
