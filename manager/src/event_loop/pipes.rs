@@ -84,7 +84,7 @@ impl Manager {
         let (lines, ended) = read_lines(pipe, &name, pid.raw());
         if ended {
             let pipe = unit.io.instance_pipes.remove(&(pid, stream));
-            if !unit.io.instance_pipes.keys().any(|&(p, _)| p == pid) {
+            if unit.io.pipes_of(pid).next().is_none() {
                 unit.io.instance_tags.remove(&pid);
             }
             if let Some(pipe) = pipe {
