@@ -819,3 +819,75 @@ fn signals_the_manager_was_started_with_ignored_are_default_in_services() {
     assert_eq!(u64::from_str_radix(&r.items["sigign"], 16), Ok(0));
     assert_eq!(u64::from_str_radix(&r.items["sigmask"], 16), Ok(0));
 }
+
+/// The state letter of `/proc/PID/stat` (`Z` for a zombie), if the process is there.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Many children exited at once are reaped a batch per turn of the loop, with the other
+/// events seen to between the batches. Reaping until none was left went on for as long as
+/// exits kept coming: under a storm of connections to instances that end at once, each exit
+/// freed a slot for the next connection, whose instance ended as soon, and for a second and
+/// more no other event was looked at (thousands of ended instances' output pipes piled up
+/// unread). Here the exits come all at once, while steward is stopped: the output of some
+/// instances must be read between the first exit and the last.
+#[test]
+fn many_children_exited_at_once_are_reaped_with_the_other_events_between() {
+    const INSTANCES: usize = 64;
+    let mut s = Steward::start(
+        r#"
+[service.brief]
+exec = ["/bin/sh", "-c", "read x; echo bye >&2"]
+accept = true
+stdio = "socket"
+max_connections = 64
+log_instances = "all"
+
+[[service.brief.socket]]
+path = "@DIR@/brief.sock"
+"#,
+    );
+    s.wait_for("brief: listening");
+    let sock = s.dir.path().join("brief.sock");
+    let mut clients: Vec<UnixStream> = (0..INSTANCES)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    wait_until("every instance running", || {
+        s.service("brief")["instances"].as_array().map(Vec::len) == Some(INSTANCES)
+    });
+    s.signal(libc::SIGSTOP);
+    let zombies = |n: usize| {
+        wait_until(&format!("{n} instances ended"), || {
+            children(s.pid())
+                .into_iter()
+                .filter(|&pid| proc_state(pid) == Some('Z'))
+                .count()
+                == n
+        })
+    };
+    // One ends first, so that the SIGCHLD is the first event steward finds ready (after that
+    // instance's output), ahead of the others' output: the order of epoll's ready list.
+    drop(clients.pop());
+    zombies(1);
+    drop(clients);
+    zombies(INSTANCES);
+    s.signal(libc::SIGCONT);
+    s.wait_for_nth(": exited with status 0", INSTANCES);
+    s.wait_for_nth(": bye", INSTANCES);
+    let lines: Vec<String> = s
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("brief@"))
+        .collect();
+    let exits: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains(": exited with status 0"))
+        .collect();
+    let (first, last) = (exits[0], exits[INSTANCES - 1]);
+    assert!(
+        lines[first..last].iter().any(|l| l.ends_with(": bye")),
+        "no output read between the first exit and the last: {lines:#?}"
+    );
+    s.terminate();
+}

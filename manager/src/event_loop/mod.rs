@@ -159,6 +159,8 @@ pub struct Manager {
     /// do: under a storm of connections each spawns fresh (an idle executor would only add a
     /// wakeup), between connections the next one finds an executor waiting.
     short_pools: std::collections::BTreeSet<crate::registry::UnitId>,
+    /// Whether the last reap left children to reap.
+    reaping: reap::Reaping,
     /// The armed executors (accept mode), by pid: children no unit claims yet, whose exit must
     /// first be checked for a connection they accepted.
     armed_executors: std::collections::BTreeMap<crate::supervisor::Pid, crate::registry::UnitId>,
@@ -363,6 +365,7 @@ impl Manager {
             notify,
             moved: Vec::new(),
             short_pools: std::collections::BTreeSet::new(),
+            reaping: reap::Reaping::Done,
             armed_executors: std::collections::BTreeMap::new(),
             stop_jobs: Default::default(),
             waiters: Vec::new(),
@@ -393,13 +396,20 @@ impl Manager {
         self.settle();
         self.snapshot();
         while let Some(timeout) = self.next_wait() {
-            let n = if self.short_pools.is_empty() {
+            // Children left to reap: what else is ready is seen to, without waiting, and the
+            // reaping goes on after it.
+            let reaping = self.reaping == reap::Reaping::More;
+            let n = if self.short_pools.is_empty() && !reaping {
                 self.wait(&mut events, timeout)
             } else {
                 match self.wait(&mut events, Some(Duration::ZERO)) {
                     0 => {
                         self.fill_pools();
-                        self.wait(&mut events, timeout)
+                        if reaping {
+                            0
+                        } else {
+                            self.wait(&mut events, timeout)
+                        }
                     }
                     n => n,
                 }
@@ -408,7 +418,7 @@ impl Manager {
             if let Some(watchdog) = &mut self.watchdog {
                 watchdog.tick(Instant::now());
             }
-            let reap = self.dispatch_events(&events[..n]);
+            let reap = self.dispatch_events(&events[..n]) || reaping;
             if reap {
                 self.reap();
                 self.snapshot();

@@ -22,10 +22,33 @@ fn exit_of(status: WaitStatus) -> Option<Exit> {
     status.terminating_signal().map(|s| Exit::Signal(Signal(s)))
 }
 
+/// How many children one turn of the loop reaps at most. Each exit may start a process (an
+/// accept instance for the next connection waiting, a restart) that exits as soon: reaping
+/// until none is left could go on for as long as clients keep coming, and every other event
+/// would wait meanwhile (seen: a second of 32 clients without one `epoll_wait`, thousands of
+/// instances' ended output pipes piling up unread).
+const REAP_BATCH: usize = 32;
+
+/// Whether children may be left to reap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reaping {
+    /// None is: the next SIGCHLD says when one is.
+    Done,
+    /// The last turn stopped at [`REAP_BATCH`]: the next reaps on, though no signal comes (the
+    /// one that stood for these was read already).
+    More,
+}
+
 impl Manager {
-    /// Reaps every child that has exited (SIGCHLD coalesces: one signal may stand for many).
+    /// Reaps the children that have exited (SIGCHLD coalesces: one signal may stand for
+    /// many), up to [`REAP_BATCH`]; [`Reaping::More`] when it stopped there.
     pub(super) fn reap(&mut self) {
-        loop {
+        self.reaping = Reaping::Done;
+        for reaped in 0.. {
+            if reaped == REAP_BATCH {
+                self.reaping = Reaping::More;
+                break;
+            }
             // Any child: `waitpid(None)` would mean our process group only, and every service leads
             // a session of its own.
             let (pid, status) = match rustix::process::wait(WaitOptions::NOHANG) {
