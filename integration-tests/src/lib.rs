@@ -417,16 +417,17 @@ pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
     }
 }
 
+/// The state letter of `pid` in `/proc/PID/stat` (`Z` for a zombie waiting to be reaped), if
+/// the process is there.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may itself contain spaces.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    process_state(pid).is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 /// Waits until `cond` holds, checking every few milliseconds; fails with `what` after

@@ -91,11 +91,6 @@ fn client(path: PathBuf, expect: &'static str, stop: Arc<AtomicBool>) -> Outcome
     out
 }
 
-fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// Processes that are still the executor (not yet exec'd into their service).
 fn executors(steward: i32) -> Vec<i32> {
     children(steward)
@@ -228,7 +223,7 @@ fn chaos_under_load() {
     wait_until("no zombie", || {
         children(steward)
             .iter()
-            .all(|&p| state_of(p).is_some_and(|st| st != 'Z'))
+            .all(|&p| process_state(p).is_some_and(|st| st != 'Z'))
     });
     // Instances of the killed clients' connections are gone once their clients are.
     wait_until("instances to end", || {

@@ -44,11 +44,7 @@ impl Drop for Init {
 fn children_with_state(pid: i32) -> Vec<(i32, char)> {
     children(pid)
         .into_iter()
-        .filter_map(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            Some((child, state))
-        })
+        .filter_map(|child| Some((child, process_state(child)?)))
         .collect()
 }
 

@@ -820,12 +820,6 @@ fn signals_the_manager_was_started_with_ignored_are_default_in_services() {
     assert_eq!(u64::from_str_radix(&r.items["sigmask"], 16), Ok(0));
 }
 
-/// The state letter of `/proc/PID/stat` (`Z` for a zombie), if the process is there.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
 /// Many children exited at once are reaped a batch per turn of the loop, with the other
 /// events seen to between the batches. Reaping until none was left went on for as long as
 /// exits kept coming: under a storm of connections to instances that end at once, each exit
@@ -862,7 +856,7 @@ path = "@DIR@/brief.sock"
         wait_until(&format!("{n} instances ended"), || {
             children(s.pid())
                 .into_iter()
-                .filter(|&pid| proc_state(pid) == Some('Z'))
+                .filter(|&pid| process_state(pid) == Some('Z'))
                 .count()
                 == n
         })

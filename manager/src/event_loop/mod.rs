@@ -399,17 +399,18 @@ impl Manager {
             // Children left to reap: what else is ready is seen to, without waiting, and the
             // reaping goes on after it.
             let reaping = self.reaping == reap::Reaping::More;
-            let n = if self.short_pools.is_empty() && !reaping {
+            let timeout = if reaping {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
+            let n = if self.short_pools.is_empty() {
                 self.wait(&mut events, timeout)
             } else {
                 match self.wait(&mut events, Some(Duration::ZERO)) {
                     0 => {
                         self.fill_pools();
-                        if reaping {
-                            0
-                        } else {
-                            self.wait(&mut events, timeout)
-                        }
+                        self.wait(&mut events, timeout)
                     }
                     n => n,
                 }
