@@ -282,7 +282,9 @@ impl Cgroups {
             }
         }
         let mut dirs = Vec::with_capacity(joined.len());
-        for dir in joined.iter().map(|h| h.base.join(name)) {
+        for mut dir in joined.iter().map(|h| h.base.join(name)) {
+            // Kept as long as the cgroup is: without the room `join` left to grow into.
+            dir.shrink_to_fit();
             match fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -184,7 +184,7 @@ mod tests {
                 column: 1,
             },
         );
-        s.exec = vec!["/bin/true".into()];
+        s.exec = thin_vec::thin_vec!["/bin/true".into()];
         s
     }
 
@@ -200,10 +200,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let roots = Roots::under(tmp.path());
         let mut s = service();
-        s.runtime_directory = vec!["svc".into(), "nested/deeper".into()];
-        s.state_directory = vec!["svc".into()];
-        s.cache_directory = vec!["svc".into()];
-        s.logs_directory = vec!["svc".into()];
+        s.runtime_directory = thin_vec::thin_vec!["svc".into(), "nested/deeper".into()];
+        s.state_directory = thin_vec::thin_vec!["svc".into()];
+        s.cache_directory = thin_vec::thin_vec!["svc".into()];
+        s.logs_directory = thin_vec::thin_vec!["svc".into()];
         s.directory_mode = 0o750;
         let (uid, gid) = ids();
         prepare(&roots, &s, uid, gid).unwrap();
@@ -252,7 +252,7 @@ mod tests {
         )
         .unwrap();
         let mut s = service();
-        s.cache_directory = vec!["svc".into()];
+        s.cache_directory = thin_vec::thin_vec!["svc".into()];
         let (uid, gid) = ids();
         let err = prepare(&roots, &s, uid, gid).unwrap_err();
         assert_eq!(err.kind.step(), Step::CacheDirectory);
@@ -262,7 +262,7 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("var/log")).unwrap();
         std::fs::write(tmp.path().join("var/log/svc"), "a file").unwrap();
         let mut s = service();
-        s.logs_directory = vec!["svc".into()];
+        s.logs_directory = thin_vec::thin_vec!["svc".into()];
         let err = prepare(&roots, &s, uid, gid).unwrap_err();
         assert_eq!(err.kind.step().exit_code(), 240);
         assert_eq!(

@@ -20,6 +20,7 @@ mod logfile;
 mod notify;
 mod output;
 mod pid1;
+mod pid_map;
 mod pool;
 mod recovery;
 mod registry;
@@ -230,6 +231,8 @@ fn version() -> &'static str {
 /// The whole `steward` program.
 pub fn main(build: Build) -> ExitCode {
     let _ = BUILD.set(build);
+    // First: the allocator's parameters apply to the blocks allocated after they are set.
+    sys::fix_mmap_threshold();
     let init = pid1::is_init();
     // Before anything else as PID 1: the config and the executor are read through the
     // filesystems the kernel did not mount. (Not after a reexec: they are there already.)

@@ -33,14 +33,16 @@ use crate::event_loop::c_string;
 use crate::log;
 use crate::pid1;
 use crate::registry::UnitId;
-use crate::supervisor::Timer;
 use crate::sys;
 
 /// A panic this soon after the last recovery is not recovered from: it would likely repeat.
 pub const QUIET: Duration = Duration::from_secs(60);
 
-/// A unit in the snapshot: encoded, and when its timers are due.
-pub type SavedUnit = (Box<[u8]>, Vec<(Timer, Instant)>);
+/// A unit in the snapshot, encoded ([`saved::encode_service`]). Its timers are in it as a
+/// reexec writes them, but each counted from [`Snapshot::base`] to when it is due, not as the
+/// time left (which changes while nothing else does): one allocation a unit, sized exactly,
+/// where a list of deadlines beside it was another, freed and made again as timers come and go.
+pub type SavedUnit = Box<[u8]>;
 
 /// The manager state as of the last event fully handled.
 pub struct Snapshot {
@@ -50,8 +52,10 @@ pub struct Snapshot {
     pub config: Rc<[(PathBuf, String)]>,
     /// Each unit as saved at its last change ([`saved::encode_service`]: encoded, a unit
     /// costs a tenth of its decoded size, which every unit would cost all the time for a
-    /// panic that may never come), with when its timers are due.
+    /// panic that may never come).
     pub units: BTreeMap<UnitId, SavedUnit>,
+    /// What the units' timers are counted from.
+    pub base: Instant,
     /// What to execute (argv[0] too) and its command line, without the flags a takeover adds.
     pub exe: OsString,
     /// The command line.
@@ -67,16 +71,13 @@ impl Snapshot {
         state.services = self
             .units
             .values()
-            .map(|(service, timers)| {
+            .map(|service| {
                 let mut service = saved::decode_service(service)?;
-                service.timers = timers
-                    .iter()
-                    .map(|&(timer, at)| {
-                        let left = at.saturating_duration_since(now);
-                        let ns = left.as_nanos().min(u64::MAX as u128) as u64;
-                        (timer.name().to_string(), ns)
-                    })
-                    .collect();
+                for (_, ns) in &mut service.timers {
+                    let due = self.base + Duration::from_nanos(*ns);
+                    let left = due.saturating_duration_since(now);
+                    *ns = left.as_nanos().min(u64::MAX as u128) as u64;
+                }
                 Ok(service)
             })
             .collect::<Result<_, _>>()?;
@@ -224,4 +225,50 @@ fn recover(what: &str) -> String {
 pub fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_units_timers_are_handed_over_as_the_time_left_from_when_they_are_due() {
+        let base = Instant::now();
+        let mut service = crate::unit::blank();
+        service.name = "a".into();
+        // Saved as due 5 s and 1 s after the base.
+        service.timers = vec![
+            ("restart_delay".into(), 5_000_000_000),
+            ("stop_timeout".into(), 1_000_000_000),
+        ];
+        let bytes = saved::encode_service(&service).unwrap().into_boxed_slice();
+        let snapshot = Snapshot {
+            head: saved::ManagerState {
+                version: String::new(),
+                exe: Vec::new(),
+                config: Vec::new(),
+                written_ns: 0,
+                control_fd: 3,
+                client_fd: None,
+                notify_fd: None,
+                watchdog_fd: None,
+                stop_jobs: Vec::new(),
+                services: Vec::new(),
+            },
+            config: Rc::from([]),
+            units: BTreeMap::from([(UnitId::from_raw(1), bytes)]),
+            base,
+            exe: OsString::new(),
+            args: Vec::new(),
+        };
+        // A panic 2 s after the base: 3 s left on the one, the other was due already.
+        let state = snapshot.state(base + Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            state.services[0].timers,
+            [
+                ("restart_delay".to_string(), 3_000_000_000),
+                ("stop_timeout".to_string(), 0)
+            ]
+        );
+    }
 }

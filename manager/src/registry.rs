@@ -36,7 +36,11 @@ pub struct Registry {
     /// Boxed: a B-tree node holds eleven values inline and is half full at worst, so a unit
     /// (over a kilobyte) kept inline would cost up to twice its size.
     units: BTreeMap<UnitId, Box<Unit>>,
-    names: HashMap<String, UnitId>,
+    /// Every id, ordered by the unit's name, then by id (a name a reload dropped and added
+    /// again can be two units for a while: the newer is the one found). Four bytes a unit,
+    /// where a map keyed by a copy of each name cost a hundred; the lookup (by name: control
+    /// commands, dependencies) reads the names in the units.
+    names: Vec<UnitId>,
     /// Which unit each live process (a main process or an accept instance) belongs to.
     pids: HashMap<Pid, UnitId>,
     next: u32,
@@ -45,12 +49,22 @@ pub struct Registry {
     changed: BTreeSet<UnitId>,
 }
 
+/// The name of unit `id`, which is in `units` (every id in `names` is).
+fn name_of(units: &BTreeMap<UnitId, Box<Unit>>, id: UnitId) -> &str {
+    units.get(&id).map_or("", |unit| unit.name())
+}
+
 impl Registry {
-    /// Adds a unit; its name must not be taken (the config refuses duplicates).
+    /// Adds a unit. A unit of the same name may still be there (one a reload dropped, not
+    /// gone yet): from now on, this one is found by the name.
     pub fn insert(&mut self, unit: Unit) -> UnitId {
         let id = UnitId(self.next);
         self.next += 1;
-        self.names.insert(unit.supervisor.config().name.clone(), id);
+        // The newest id: after every unit of the same name.
+        let at = self
+            .names
+            .partition_point(|&other| name_of(&self.units, other) <= unit.name());
+        self.names.insert(at, id);
         self.units.insert(id, Box::new(unit));
         self.changed.insert(id);
         id
@@ -58,9 +72,15 @@ impl Registry {
 
     /// Removes a unit, with its name and pids.
     pub fn remove(&mut self, id: UnitId) -> Option<Unit> {
+        let name = self.units.get(&id)?.name();
+        let at = self
+            .names
+            .partition_point(|&other| (name_of(&self.units, other), other) < (name, id));
+        if self.names.get(at) == Some(&id) {
+            self.names.remove(at);
+        }
         let unit = self.units.remove(&id)?;
         self.changed.insert(id);
-        self.names.remove(&unit.supervisor.config().name);
         self.pids.retain(|_, owner| *owner != id);
         Some(*unit)
     }
@@ -79,7 +99,11 @@ impl Registry {
 
     /// The unit of that name.
     pub fn find(&self, name: &str) -> Option<UnitId> {
-        self.names.get(name).copied()
+        let after = self
+            .names
+            .partition_point(|&id| name_of(&self.units, id) <= name);
+        let id = *self.names.get(after.checked_sub(1)?)?;
+        (name_of(&self.units, id) == name).then_some(id)
     }
 
     /// Every id, in the order the units were added.
@@ -171,5 +195,30 @@ mod tests {
         assert_eq!(r.ids(), [b, c]);
         assert!(r.get(a).is_none());
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_name_finds_its_newest_unit_among_many() {
+        let mut r = Registry::default();
+        let names: Vec<String> = (0..50).map(|i| format!("s{}", (i * 37) % 50)).collect();
+        let ids: Vec<UnitId> = names.iter().map(|n| r.insert(unit(n))).collect();
+        for (name, id) in names.iter().zip(&ids) {
+            assert_eq!(r.find(name), Some(*id), "{name}");
+        }
+        assert_eq!(r.find("s"), None);
+        assert_eq!(r.find("s50"), None);
+        assert_eq!(r.find(""), None);
+        // One dropped by a reload, not gone yet, and added again.
+        let old = r.find("s7").unwrap();
+        let new = r.insert(unit("s7"));
+        assert_eq!(r.find("s7"), Some(new));
+        assert!(r.remove(old).is_some());
+        assert_eq!(r.find("s7"), Some(new));
+        assert!(r.remove(new).is_some());
+        assert_eq!(r.find("s7"), None);
+        assert_eq!(
+            r.find("s8"),
+            Some(ids[names.iter().position(|n| n == "s8").unwrap()])
+        );
     }
 }

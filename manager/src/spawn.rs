@@ -857,11 +857,11 @@ pub fn spawn_state(
     SpawnState {
         name: service.name.clone(),
         path: service.exec[0].clone(),
-        argv: service.exec.clone(),
+        argv: service.exec.to_vec(),
         env: environment(
             service,
             credentials,
-            std::env::vars_os(),
+            std::env::vars_os,
             &socket_env,
             &remote,
         ),
@@ -922,10 +922,12 @@ fn socket_environment(form: TakeoverEnv, passed: &[(String, String)]) -> Vec<(St
 /// The service's environment: the base (the manager's own, or a minimal one), the user's
 /// variables (from its entry as this spawn found it), the socket and peer variables, then the
 /// configured ones, each later one overriding an earlier one of that name.
-fn environment(
+/// `inherited` is called only for a service that inherits the manager's environment: std
+/// copies every variable at the call, two allocations each, which every spawn would pay for.
+fn environment<I: Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>>(
     service: &config::Service,
     credentials: Option<&Resolved>,
-    inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    inherited: impl FnOnce() -> I,
     sockets: &[(String, String)],
     remote: &[(&str, String)],
 ) -> Vec<String> {
@@ -935,7 +937,7 @@ fn environment(
         None => env.push((key.to_string(), value.to_string())),
     };
     if service.inherit_environment {
-        for (k, v) in inherited {
+        for (k, v) in inherited() {
             // A variable that is not UTF-8 cannot go through the protocol's strings; passing
             // it mangled would be worse than leaving it out.
             // The manager's own socket variables (it may itself be socket-activated) are not
@@ -1005,7 +1007,7 @@ mod tests {
         let s = service("exec = [\"/bin/x\"]\nenvironment = { PATH = \"/opt/bin\", A = \"1\" }\n");
         let inherited = vec![(OsString::from("SECRET"), OsString::from("x"))];
         assert_eq!(
-            environment(&s, None, inherited.into_iter(), &[], &[]),
+            environment(&s, None, || inherited.into_iter(), &[], &[]),
             ["PATH=/opt/bin", "A=1"]
         );
     }
@@ -1020,7 +1022,7 @@ mod tests {
             (OsString::from("C"), OsString::from("3")),
         ];
         assert_eq!(
-            environment(&s, None, inherited.into_iter(), &[], &[]),
+            environment(&s, None, || inherited.into_iter(), &[], &[]),
             ["B=2", "C=3"]
         );
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use thin_vec::ThinVec;
+
 use steward_protocol::control::{LogLine, Stream};
 use steward_protocol::reexec as saved;
 
@@ -13,6 +15,7 @@ use crate::config;
 use crate::fd_store::{Poll, Stored};
 use crate::logfile::LogFile;
 use crate::output::{Pipe, Ring, Splitter};
+use crate::pid_map::PidMap;
 use crate::pool::Pool;
 use crate::sockets::{Connection, Listener};
 use crate::supervisor::{Pid, Supervisor, Timer, save::Listening};
@@ -39,7 +42,7 @@ pub enum Cgroup {
 /// What a unit holds of the kernel.
 pub struct Io {
     /// Its sockets, in config order.
-    pub sockets: Vec<Listener>,
+    pub sockets: ThinVec<Listener>,
     /// Whether the sockets are in the epoll set: the loop's record of what it asked the kernel,
     /// kept in step with [`Supervisor::wants_connections`].
     pub watched: bool,
@@ -54,11 +57,11 @@ pub struct Io {
     pub disk: Option<Box<LogFile>>,
     /// Read ends of its stdout and stderr pipes (services that log, but not accept mode, whose
     /// instances get pipes of their own). Kept across restarts.
-    pub pipes: Vec<Pipe>,
+    pub pipes: ThinVec<Pipe>,
     /// The write ends of those pipes, passed to each spawn.
     pub writers: Option<[OwnedFd; 2]>,
     /// Status pipes of its executors that have not exec'd or reported yet.
-    pub status: BTreeMap<Pid, OwnedFd>,
+    pub status: PidMap<OwnedFd>,
     /// Output pipes of accept instances, until their end of file (which may come after the
     /// instance was reaped).
     pub instance_pipes: BTreeMap<(Pid, Stream), Pipe>,
@@ -66,8 +69,9 @@ pub struct Io {
     /// last lines of an instance are often read after it was reaped.
     pub instance_tags: BTreeMap<Pid, String>,
     /// Accept mode: a connection accepted while its instance could not be spawned, served
-    /// first when spawning works again. A resource, not a state: it outlives a stop.
-    pub parked: Option<Connection>,
+    /// first when spawning works again. A resource, not a state: it outlives a stop. Boxed:
+    /// it is rare, and inline every unit would pay 32 bytes for it.
+    pub parked: Option<Box<Connection>>,
     /// When the supervisor entered its current state.
     pub since: SystemTime,
     /// What it last said with `STATUS=`.
@@ -78,7 +82,7 @@ pub struct Io {
     /// is ready (or closed the pipe).
     pub ready_pipe: Option<(Pid, OwnedFd)>,
     /// Its fd store, in the order stored: kept across restarts, emptied by a stop.
-    pub stored: Vec<Stored>,
+    pub stored: ThinVec<Stored>,
     /// Its idle executors (`executor_pool`), while its state wants them. Not carried across a
     /// reexec: they see their sockets close and exit, and the new image fills the pool again.
     pub pool: Pool,
@@ -111,15 +115,15 @@ impl Unit {
         Unit {
             supervisor,
             io: Io {
-                sockets,
+                sockets: sockets.into(),
                 watched: false,
                 cgroup: Cgroup::Absent,
                 oom_baseline: None,
                 output: Ring::new(log_buffer),
                 disk: None,
-                pipes: Vec::new(),
+                pipes: ThinVec::new(),
                 writers: None,
-                status: BTreeMap::new(),
+                status: PidMap::Empty,
                 instance_pipes: BTreeMap::new(),
                 instance_tags: BTreeMap::new(),
                 parked: None,
@@ -127,7 +131,7 @@ impl Unit {
                 status_text: None,
                 errno: None,
                 ready_pipe: None,
-                stored: Vec::new(),
+                stored: ThinVec::new(),
                 pool: Pool::default(),
             },
         }
@@ -283,7 +287,7 @@ impl Unit {
                 status,
                 instance_pipes,
                 instance_tags,
-                parked: s.parked_fd.map(|fd| Connection::adopt(take(fd))),
+                parked: s.parked_fd.map(|fd| Box::new(Connection::adopt(take(fd)))),
                 since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
                 status_text: s.status_text,
                 errno: s.errno,
@@ -450,5 +454,14 @@ mod tests {
         assert_eq!(streams(7), [Stream::Stderr]);
         assert_eq!(streams(9), [Stream::Stdout]);
         assert!(streams(10).is_empty());
+    }
+
+    #[test]
+    fn a_units_record_stays_small() {
+        // Every service pays for every field of its record, set or not: with 1000 services,
+        // a byte here is a kilobyte of the manager. A field most units never set goes behind
+        // a box (or in a thin vector). The bound is this build's size and a few words.
+        let size = std::mem::size_of::<Unit>();
+        assert!(size <= 900, "a unit's record is {size} bytes");
     }
 }

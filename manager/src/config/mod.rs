@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use thin_vec::ThinVec;
+
 use crate::users::UserDb;
 
 pub use values::{Signal, format_duration, parse_size};
@@ -114,7 +116,7 @@ pub struct Service {
     /// Where the table's header is.
     pub origin: Origin,
     /// `exec`, required: argv; `exec[0]` is an absolute path.
-    pub exec: Vec<String>,
+    pub exec: ThinVec<String>,
     /// `autostart`, default `true`: start (or, if lazy, start listening) when the manager
     /// starts.
     pub autostart: bool,
@@ -160,7 +162,7 @@ pub struct Service {
     pub working_directory: String,
     /// `environment`, default none: added on top of the base environment, overriding it, in
     /// file order.
-    pub environment: Vec<(String, String)>,
+    pub environment: ThinVec<(String, String)>,
     /// `inherit_environment`, default `false`: whether the base environment is the manager's
     /// own instead of a minimal one.
     pub inherit_environment: bool,
@@ -174,7 +176,7 @@ pub struct Service {
     pub tasks_max: Option<u64>,
     /// `limits`, default none: resource limits, a table of name to value (`nofile`, `nproc`,
     /// `core`, `memlock`, …; `"infinity"` for no limit).
-    pub limits: Vec<(u32, u64)>,
+    pub limits: ThinVec<(u32, u64)>,
     /// `restart_delay`, default `"100ms"`: the wait before a keep-alive restart of an eager
     /// service.
     pub restart_delay: Duration,
@@ -199,9 +201,9 @@ pub struct Service {
     /// `"infinity"` waits for ever.
     pub start_timeout: Option<Duration>,
     /// `after`, default none: services this one starts after (order only).
-    pub after: Vec<Dependency>,
+    pub after: ThinVec<Dependency>,
     /// `requires`, default none: services this one needs; implies `after`.
-    pub requires: Vec<Dependency>,
+    pub requires: ThinVec<Dependency>,
     /// `notify_access`, default `"main"`: whose sd_notify messages count.
     pub notify_access: NotifyAccess,
     /// `watchdog`, default none: once ready, the service must send `WATCHDOG=1` at least this
@@ -216,17 +218,17 @@ pub struct Service {
     /// `runtime_directory`, default `[]`: names (relative, no `..`) of directories made under
     /// /run before each spawn, owned by the service's user and group with `directory_mode`,
     /// and removed with what they hold when the service stops (not on a restart).
-    pub runtime_directory: Vec<String>,
+    pub runtime_directory: ThinVec<String>,
     /// `state_directory`, default `[]`: likewise under /var/lib; kept.
-    pub state_directory: Vec<String>,
+    pub state_directory: ThinVec<String>,
     /// `cache_directory`, default `[]`: likewise under /var/cache; kept.
-    pub cache_directory: Vec<String>,
+    pub cache_directory: ThinVec<String>,
     /// `logs_directory`, default `[]`: likewise under /var/log; kept.
-    pub logs_directory: Vec<String>,
+    pub logs_directory: ThinVec<String>,
     /// `directory_mode`, default `"0755"`: the mode of those directories.
     pub directory_mode: u32,
     /// `[[service.NAME.socket]]`, default none: the sockets, in order; they become fds 3, 4, …
-    pub sockets: Vec<SocketConfig>,
+    pub sockets: ThinVec<SocketConfig>,
 }
 
 impl Service {
@@ -235,7 +237,7 @@ impl Service {
         Service {
             name,
             origin,
-            exec: Vec::new(),
+            exec: ThinVec::new(),
             autostart: true,
             keep_alive: false,
             lazy: false,
@@ -245,13 +247,13 @@ impl Service {
             executor_pool: ExecutorPool::Keep(0),
             credentials: None,
             working_directory: "/".into(),
-            environment: Vec::new(),
+            environment: ThinVec::new(),
             inherit_environment: false,
             stdio: StdioMode::Log,
             umask: 0o022,
             memory_max: None,
             tasks_max: None,
-            limits: Vec::new(),
+            limits: ThinVec::new(),
             restart_delay: Duration::from_millis(100),
             start_limit_burst: 5,
             start_limit_interval: Duration::from_secs(10),
@@ -261,18 +263,18 @@ impl Service {
             takeover_env: TakeoverEnv::Flag,
             ready: Ready::Exec,
             start_timeout: Some(Duration::from_secs(90)),
-            after: Vec::new(),
-            requires: Vec::new(),
+            after: ThinVec::new(),
+            requires: ThinVec::new(),
             notify_access: NotifyAccess::Main,
             watchdog: None,
             watchdog_signal: Signal::ABRT,
             fd_store: 0,
-            runtime_directory: Vec::new(),
-            state_directory: Vec::new(),
-            cache_directory: Vec::new(),
-            logs_directory: Vec::new(),
+            runtime_directory: ThinVec::new(),
+            state_directory: ThinVec::new(),
+            cache_directory: ThinVec::new(),
+            logs_directory: ThinVec::new(),
             directory_mode: 0o755,
-            sockets: Vec::new(),
+            sockets: ThinVec::new(),
         }
     }
 

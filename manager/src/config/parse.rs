@@ -589,7 +589,7 @@ impl Cx<'_> {
             let known = match k {
                 "exec" => {
                     if let Some(exec) = self.exec(value) {
-                        s.exec = exec;
+                        s.exec = exec.into();
                     }
                     true
                 }
@@ -691,7 +691,7 @@ impl Cx<'_> {
             None => SocketOwner::default(),
         };
         if let Some(value) = sockets {
-            s.sockets = self.sockets(&n, value, owner);
+            s.sockets = self.sockets(&n, value, owner).into();
         }
         self.rules(&mut s, &spans);
         self.pool(&mut s, pool, &spans);
@@ -1351,9 +1351,9 @@ impl Cx<'_> {
 }
 
 /// Stores a parsed value; a value that failed to parse was already reported.
-fn set<T>(slot: &mut T, value: Option<T>) -> bool {
+fn set<T, V: Into<T>>(slot: &mut T, value: Option<V>) -> bool {
     if let Some(v) = value {
-        *slot = v;
+        *slot = v.into();
     }
     true
 }

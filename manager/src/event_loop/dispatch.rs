@@ -340,7 +340,7 @@ impl Spawn for UnitSpawn<'_> {
         // A connection accepted before a spawn failed (out of fds, say) goes first: once
         // accepted, a connection is never dropped for want of resources.
         let connection = match self.io.parked.take() {
-            Some(connection) => connection,
+            Some(connection) => *connection,
             None => {
                 let listener = self.io.sockets.first().ok_or(SpawnError::NoSocket)?;
                 match sockets::accept(listener.fd.as_fd()).map_err(SpawnError::Accept)? {
@@ -353,7 +353,7 @@ impl Spawn for UnitSpawn<'_> {
         match self.spawn_with(service, Some(&connection)) {
             Ok(pid) => Ok(Some(pid)),
             Err(e) => {
-                self.io.parked = Some(connection);
+                self.io.parked = Some(Box::new(connection));
                 Err(e)
             }
         }
@@ -361,7 +361,7 @@ impl Spawn for UnitSpawn<'_> {
 
     fn replace_sockets(&mut self, sockets: Vec<Listener>, stale: Vec<PathBuf>) {
         // The old sockets close here; their files go unless a new socket took the path over.
-        self.io.sockets = sockets;
+        self.io.sockets = sockets.into();
         for path in stale {
             let _ = std::fs::remove_file(path);
         }

@@ -5,6 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use rustix::event::epoll;
+use thin_vec::ThinVec;
 
 use super::token::Token;
 use super::{Manager, data};
@@ -141,7 +142,7 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return 0;
         };
-        let (gone, kept): (Vec<Stored>, Vec<Stored>) = std::mem::take(&mut unit.io.stored)
+        let (gone, kept): (ThinVec<Stored>, ThinVec<Stored>) = std::mem::take(&mut unit.io.stored)
             .into_iter()
             .partition(which);
         unit.io.stored = kept;

@@ -2,8 +2,6 @@
 //! the unit the pid belongs to. A pid nobody claims is an orphan reparented to us (we are a
 //! subreaper, or PID 1): reaping it is all we owe it.
 
-use std::collections::BTreeMap;
-
 use rustix::process::{WaitOptions, WaitStatus};
 use steward_protocol::StatusReport;
 
@@ -203,7 +201,7 @@ impl Manager {
         let Some(unit) = self.registry.get(id) else {
             return;
         };
-        let Some(fd) = unit.io.status.get(&pid) else {
+        let Some(fd) = unit.io.status.get(pid) else {
             return;
         };
         let mut buf = [0u8; StatusReport::LEN + 1];
@@ -229,15 +227,10 @@ impl Manager {
             }
         };
         let instance = unit.supervisor.instances().contains_key(&pid);
-        let status = self.registry.get_mut(id).and_then(|u| {
-            let fd = u.io.status.remove(&pid);
-            if u.io.status.is_empty() {
-                // An emptied B-tree keeps its root node (a hundred bytes here): without this,
-                // every running unit would hold one for the pipe of a spawn long done.
-                u.io.status = BTreeMap::new();
-            }
-            fd
-        });
+        let status = self
+            .registry
+            .get_mut(id)
+            .and_then(|u| u.io.status.remove(pid));
         // An accept instance's was never watched.
         if let Some(fd) = status.filter(|_| !instance) {
             self.unwatch_fd(&fd);

@@ -692,7 +692,7 @@ impl Manager {
         for (&(pid, stream), pipe) in &unit.io.instance_pipes {
             self.watch_fd(&pipe.fd, Token::InstanceLog(id, pid, stream));
         }
-        for (&pid, fd) in &unit.io.status {
+        for (pid, fd) in unit.io.status.iter() {
             self.watch_fd(fd, Token::Status(id, pid));
         }
         if let Some((pid, fd)) = &unit.io.ready_pipe {

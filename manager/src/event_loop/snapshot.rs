@@ -2,8 +2,9 @@
 //! the units the registry handed out to change are saved again, so that a panic finds the
 //! state as it was before the event that panicked.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use steward_protocol::reexec as saved;
 
@@ -22,11 +23,15 @@ impl Manager {
         let now = Instant::now();
         recovery::update(|slot| {
             if head_changed || slot.is_none() {
-                let units = slot.take().map(|s| s.units).unwrap_or_default();
+                // The units saved are kept, and what their timers are counted from.
+                let (units, base) = slot
+                    .take()
+                    .map_or_else(|| (BTreeMap::new(), now), |s| (s.units, s.base));
                 *slot = Some(Snapshot {
                     head: self.bare_head(),
                     config: Rc::clone(&self.config_sources),
                     units,
+                    base,
                     exe: self.upgrade.exe.clone().into_os_string(),
                     args: self.upgrade.args.clone(),
                 });
@@ -42,18 +47,21 @@ impl Manager {
                     snapshot.units.remove(&id);
                     continue;
                 };
-                let timers = Timer::ALL
+                // Counted from the base, not from now (see `recovery::SavedUnit`); one due
+                // before the base is due at once after a recovery, as it would have been.
+                let timers: Vec<(Timer, Duration)> = Timer::ALL
                     .into_iter()
-                    .filter_map(|t| Some((t, self.timers.deadline(id, t)?)))
+                    .filter_map(|t| {
+                        let due = self.timers.deadline(id, t)?;
+                        Some((t, due.saturating_duration_since(snapshot.base)))
+                    })
                     .collect();
                 // The fds are named by number in the saved unit; the hook hands them over.
                 let mut keep = Vec::new();
-                let saved = unit.save(now, &[], &mut keep, Output::Without);
+                let saved = unit.save(now, &timers, &mut keep, Output::Without);
                 match saved::encode_service(&saved) {
                     Ok(bytes) => {
-                        snapshot
-                            .units
-                            .insert(id, (bytes.into_boxed_slice(), timers));
+                        snapshot.units.insert(id, bytes.into_boxed_slice());
                     }
                     // Cannot happen (the encoding has no limit a unit could reach); if it
                     // did, a recovery would find the unit as it was at its last change.

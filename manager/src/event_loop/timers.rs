@@ -1,7 +1,7 @@
 //! Every unit's timers, keyed by (unit, purpose), ordered by deadline: all of them behind the
 //! loop's one timerfd, which is armed for the earliest.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use crate::registry::UnitId;
@@ -11,7 +11,10 @@ use crate::supervisor::Timer;
 #[derive(Debug, Default)]
 pub struct TimerSet {
     queue: BTreeSet<(Instant, UnitId, Timer)>,
-    deadlines: HashMap<(UnitId, Timer), Instant>,
+    /// A B-tree, not a hash map: a boot arms a start timeout for each service and cancels it
+    /// moments later, and a hash map would keep the room for all of them (50 bytes a service)
+    /// for good.
+    deadlines: BTreeMap<(UnitId, Timer), Instant>,
 }
 
 impl TimerSet {

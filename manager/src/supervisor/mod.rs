@@ -492,8 +492,9 @@ pub struct Supervisor {
     recent_restarts: VecDeque<Instant>,
     /// How its last process ended.
     last_exit: Option<Exit>,
-    /// Its last failure.
-    last_failure: Option<Failure>,
+    /// Its last failure. Boxed: most services never have one, and inline every unit would
+    /// pay 32 bytes for it.
+    last_failure: Option<Box<Failure>>,
     /// Accept mode: the running instances by pid.
     instances: BTreeMap<Pid, Instance>,
     /// Accept mode: the number the next instance gets.
@@ -555,7 +556,7 @@ impl Supervisor {
     pub fn refused(broken: &config::Broken) -> Supervisor {
         let mut s = Supervisor::new(broken.service());
         s.state = State::Failed(Cause::Config);
-        s.last_failure = Some(Failure {
+        s.failed_with(Failure {
             step: None,
             reason: broken.reason(),
             exit: None,
@@ -585,7 +586,11 @@ impl Supervisor {
 
     /// Its last failure.
     pub fn last_failure(&self) -> Option<&Failure> {
-        self.last_failure.as_ref()
+        self.last_failure.as_deref()
+    }
+
+    fn failed_with(&mut self, failure: Failure) {
+        self.last_failure = Some(Box::new(failure));
     }
 
     /// Accept mode: the running instances by pid.
@@ -655,7 +660,7 @@ impl Supervisor {
     /// A refused service whose table still has errors: these, now.
     pub fn refuse_again(&mut self, reason: &str) {
         if self.state == State::Failed(Cause::Config) {
-            self.last_failure = Some(Failure {
+            self.failed_with(Failure {
                 step: None,
                 reason: reason.to_string(),
                 exit: None,
@@ -685,7 +690,7 @@ impl Supervisor {
                 // Known now, though the change waits for it to stop: `status` says why.
                 fx.log
                     .log(&self.config.name, format_args!("refused: {reason}"));
-                self.last_failure = Some(Failure {
+                self.failed_with(Failure {
                     step: None,
                     reason: reason.clone(),
                     exit: None,
@@ -965,7 +970,7 @@ impl Supervisor {
                 let reason = format!("not ready within {waited} (start_timeout)");
                 fx.log
                     .log(&self.config.name, format_args!("{reason}; stopping it"));
-                self.last_failure = Some(Failure {
+                self.failed_with(Failure {
                     step: None,
                     reason,
                     exit: None,
@@ -1120,7 +1125,7 @@ impl Supervisor {
             &self.config.name,
             format_args!("watchdog timeout ({why}); sending {signal}"),
         );
-        self.last_failure = Some(Failure {
+        self.failed_with(Failure {
             step: None,
             reason: "watchdog timeout".into(),
             exit: None,
@@ -1250,7 +1255,7 @@ impl Supervisor {
     fn fail_for(&mut self, dependency: &str, fx: &mut Effects<'_>) {
         let reason = format!("dependency {dependency} failed");
         fx.log.log(&self.config.name, format_args!("{reason}"));
-        self.last_failure = Some(Failure {
+        self.failed_with(Failure {
             step: None,
             reason,
             exit: None,
@@ -1408,7 +1413,7 @@ impl Supervisor {
                             ),
                         );
                     }
-                    self.last_failure = Some(spawn_failure(&error));
+                    self.failed_with(spawn_failure(&error));
                     fx.timers.set(Timer::Backoff, BACKOFF);
                     intake = Intake::BackingOff;
                     break;
@@ -1442,7 +1447,7 @@ impl Supervisor {
                     &self.config.name,
                     format_args!("{}", spawn_failure_text(&error)),
                 );
-                self.last_failure = Some(spawn_failure(&error));
+                self.failed_with(spawn_failure(&error));
                 self.restart_or_give_up(false, fx)
             }
         }
@@ -1530,7 +1535,7 @@ impl Supervisor {
             Resume::Rest => state,
             Resume::Refuse(reason) => {
                 // How its last run ended is not why it is failed.
-                self.last_failure = Some(Failure {
+                self.failed_with(Failure {
                     step: None,
                     reason,
                     exit: None,
@@ -1545,7 +1550,7 @@ impl Supervisor {
         self.last_exit = Some(exit);
         match exec {
             Exec::Failed(report) => {
-                self.last_failure = Some(Failure {
+                self.failed_with(Failure {
                     step: Some(report.step),
                     reason: errno_text(report.errno),
                     exit: Some(exit),
@@ -1554,7 +1559,7 @@ impl Supervisor {
             }
             Exec::Pending | Exec::Done if exit == Exit::Code(0) => true,
             Exec::Pending | Exec::Done => {
-                self.last_failure = Some(Failure {
+                self.failed_with(Failure {
                     step: None,
                     reason: exit.to_string(),
                     exit: Some(exit),

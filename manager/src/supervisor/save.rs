@@ -248,10 +248,12 @@ impl Supervisor {
                 .map(|&a| back(now, a))
                 .collect::<VecDeque<_>>(),
             last_exit: s.last_exit.map(load_exit),
-            last_failure: s.last_failure.as_ref().map(|f| Failure {
-                step: f.step.and_then(Step::from_u32),
-                reason: f.reason.clone(),
-                exit: f.exit.map(load_exit),
+            last_failure: s.last_failure.as_ref().map(|f| {
+                Box::new(Failure {
+                    step: f.step.and_then(Step::from_u32),
+                    reason: f.reason.clone(),
+                    exit: f.exit.map(load_exit),
+                })
             }),
             instances,
             next_instance: s.next_instance,
