@@ -164,7 +164,7 @@ pub fn fuzz_config(text: &str) {
     );
     let lines = text.lines().count().max(1) + 1;
     for d in &loaded.diagnostics {
-        assert!(d.origin.line >= 1 && d.origin.line <= lines, "{d}");
+        assert!(d.origin.line >= 1 && d.origin.line as usize <= lines, "{d}");
         assert!(d.origin.column >= 1, "{d}");
     }
 }

@@ -64,20 +64,16 @@ pub struct Io {
     pub status: PidMap<OwnedFd>,
     /// Output pipes of accept instances, until their end of file (which may come after the
     /// instance was reaped).
-    pub instance_pipes: BTreeMap<(Pid, Stream), Pipe>,
-    /// The `NAME@N` each accept instance's lines are tagged with, while it has pipes: the
-    /// last lines of an instance are often read after it was reaped.
-    pub instance_tags: BTreeMap<Pid, String>,
+    pub instances: InstancePipes,
     /// Accept mode: a connection accepted while its instance could not be spawned, served
     /// first when spawning works again. A resource, not a state: it outlives a stop. Boxed:
     /// it is rare, and inline every unit would pay 32 bytes for it.
     pub parked: Option<Box<Connection>>,
     /// When the supervisor entered its current state.
     pub since: SystemTime,
-    /// What it last said with `STATUS=`.
-    pub status_text: Option<String>,
-    /// What it last said with `ERRNO=`.
-    pub errno: Option<i32>,
+    /// What it last said with `STATUS=` and `ERRNO=`. Boxed: most services say neither, and
+    /// inline every unit would pay 32 bytes for them.
+    pub said: Option<Box<Said>>,
     /// `ready = "fd:N"`: the read end of the readiness pipe of this process, until it said it
     /// is ready (or closed the pipe).
     pub ready_pipe: Option<(Pid, OwnedFd)>,
@@ -88,15 +84,105 @@ pub struct Io {
     pub pool: Pool,
 }
 
+/// What a service said of itself with `STATUS=` and `ERRNO=`, each kept until it says it again.
+#[derive(Debug, Default)]
+pub struct Said {
+    /// `STATUS=`.
+    pub status: Option<String>,
+    /// `ERRNO=`.
+    pub errno: Option<i32>,
+}
+
+impl Said {
+    /// Those words, or None if neither was said.
+    pub fn of(status: Option<String>, errno: Option<i32>) -> Option<Box<Said>> {
+        (status.is_some() || errno.is_some()).then(|| Box::new(Said { status, errno }))
+    }
+}
+
 impl Io {
-    /// The output pipes of accept instance `pid`: found in the map by range, since the unit is
-    /// saved at every change for each of its instances, and a walk of every pipe for each
-    /// made that quadratic in the instances running (15 % of the manager's time at 32).
-    /// Stdout and stderr are the least and the greatest stream.
+    /// What it last said with `STATUS=`.
+    pub fn status_text(&self) -> Option<&str> {
+        self.said.as_ref()?.status.as_deref()
+    }
+
+    /// The output pipes of accept instance `pid`.
     pub fn pipes_of(&self, pid: Pid) -> impl Iterator<Item = &Pipe> {
-        self.instance_pipes
-            .range((pid, Stream::Stdout)..=(pid, Stream::Stderr))
-            .map(|(_, pipe)| pipe)
+        self.instances.of(pid)
+    }
+}
+
+/// Accept instances' output pipes, with the `NAME@N` each instance's lines are tagged with
+/// while it has pipes: the last lines of an instance are often read after it was reaped. Made
+/// at the first instance's pipes and dropped with the last: most services are not accept
+/// mode, and inline every unit would pay 48 bytes for the two maps.
+#[derive(Debug, Default)]
+pub struct InstancePipes(Option<Box<InstanceMaps>>);
+
+#[derive(Debug, Default)]
+struct InstanceMaps {
+    pipes: BTreeMap<(Pid, Stream), Pipe>,
+    tags: BTreeMap<Pid, String>,
+}
+
+impl InstancePipes {
+    /// Adds the pipes of instance `pid`, and the tag its lines carry.
+    pub fn add(&mut self, pid: Pid, tag: Option<String>, pipes: impl IntoIterator<Item = Pipe>) {
+        let mut pipes = pipes.into_iter().peekable();
+        if tag.is_none() && pipes.peek().is_none() {
+            return;
+        }
+        let maps = self.0.get_or_insert_default();
+        if let Some(tag) = tag {
+            maps.tags.insert(pid, tag);
+        }
+        for pipe in pipes {
+            maps.pipes.insert((pid, pipe.stream), pipe);
+        }
+    }
+
+    /// The tag of instance `pid`'s lines.
+    pub fn tag(&self, pid: Pid) -> Option<&str> {
+        self.0.as_ref()?.tags.get(&pid).map(String::as_str)
+    }
+
+    /// Its pipe for `stream`.
+    pub fn get_mut(&mut self, pid: Pid, stream: Stream) -> Option<&mut Pipe> {
+        self.0.as_mut()?.pipes.get_mut(&(pid, stream))
+    }
+
+    /// Takes its pipe for `stream` out; its tag goes with its last pipe, the maps with the
+    /// last instance's.
+    pub fn remove(&mut self, pid: Pid, stream: Stream) -> Option<Pipe> {
+        let pipe = self.0.as_mut()?.pipes.remove(&(pid, stream));
+        if self.of(pid).next().is_none()
+            && let Some(maps) = self.0.as_mut()
+        {
+            maps.tags.remove(&pid);
+            if maps.pipes.is_empty() && maps.tags.is_empty() {
+                self.0 = None;
+            }
+        }
+        pipe
+    }
+
+    /// The pipes of instance `pid`: found in the map by range, since the unit is saved at every
+    /// change for each of its instances, and a walk of every pipe for each made that quadratic
+    /// in the instances running (15 % of the manager's time at 32). Stdout and stderr are the
+    /// least and the greatest stream.
+    pub fn of(&self, pid: Pid) -> impl Iterator<Item = &Pipe> {
+        self.0.iter().flat_map(move |maps| {
+            maps.pipes
+                .range((pid, Stream::Stdout)..=(pid, Stream::Stderr))
+                .map(|(_, pipe)| pipe)
+        })
+    }
+
+    /// Every instance's pipes, by pid.
+    pub fn iter(&self) -> impl Iterator<Item = (Pid, &Pipe)> {
+        self.0
+            .iter()
+            .flat_map(|maps| maps.pipes.iter().map(|(&(pid, _), pipe)| (pid, pipe)))
     }
 }
 
@@ -124,12 +210,10 @@ impl Unit {
                 pipes: ThinVec::new(),
                 writers: None,
                 status: PidMap::Empty,
-                instance_pipes: BTreeMap::new(),
-                instance_tags: BTreeMap::new(),
+                instances: InstancePipes::default(),
                 parked: None,
                 since: SystemTime::now(),
-                status_text: None,
-                errno: None,
+                said: None,
                 ready_pipe: None,
                 stored: ThinVec::new(),
                 pool: Pool::default(),
@@ -201,8 +285,8 @@ impl Unit {
                 )
             })
             .collect();
-        out.status_text = io.status_text.clone();
-        out.errno = io.errno;
+        out.status_text = io.status_text().map(str::to_string);
+        out.errno = io.said.as_ref().and_then(|said| said.errno);
         out.ready_fd = io.ready_pipe.as_ref().map(|(pid, f)| (pid.raw(), fd(f)));
         out.stored_fds = io
             .stored
@@ -249,17 +333,15 @@ impl Unit {
             .collect();
         let name = config.name.clone();
         let supervisor = Supervisor::restore(config, &s, listening, now);
-        let mut instance_pipes = BTreeMap::new();
-        let mut instance_tags = BTreeMap::new();
+        let mut instances = InstancePipes::default();
         for instance in &s.instances {
             let Some(pid) = Pid::new(instance.pid) else {
                 continue;
             };
-            instance_tags.insert(pid, format!("{name}@{}", instance.number));
-            for p in &instance.pipes {
-                let pipe = load_pipe(p, take(p.fd));
-                instance_pipes.insert((pid, pipe.stream), pipe);
-            }
+            // Tagged while it has pipes, as when it was spawned.
+            let tag = (!instance.pipes.is_empty()).then(|| format!("{name}@{}", instance.number));
+            let pipes = instance.pipes.iter().map(|p| load_pipe(p, take(p.fd)));
+            instances.add(pid, tag, pipes);
         }
         let status = s
             .status_pipes
@@ -285,12 +367,10 @@ impl Unit {
                 pipes: s.pipes.iter().map(|p| load_pipe(p, take(p.fd))).collect(),
                 writers: s.writers.map(|[o, e]| [take(o), take(e)]),
                 status,
-                instance_pipes,
-                instance_tags,
+                instances,
                 parked: s.parked_fd.map(|fd| Box::new(Connection::adopt(take(fd)))),
                 since: UNIX_EPOCH + Duration::from_nanos(s.since_unix_ns),
-                status_text: s.status_text,
-                errno: s.errno,
+                said: Said::of(s.status_text, s.errno),
                 ready_pipe: s
                     .ready_fd
                     .and_then(|(pid, fd)| Some((Pid::new(pid)?, take(fd)))),
@@ -446,7 +526,7 @@ mod tests {
             (9, Stream::Stdout),
         ] {
             let (pipe, _) = crate::output::pipe(stream).unwrap();
-            unit.io.instance_pipes.insert((pid(raw), stream), pipe);
+            unit.io.instances.add(pid(raw), None, [pipe]);
         }
         let streams =
             |raw| -> Vec<Stream> { unit.io.pipes_of(pid(raw)).map(|p| p.stream).collect() };
@@ -462,6 +542,6 @@ mod tests {
         // a byte here is a kilobyte of the manager. A field most units never set goes behind
         // a box (or in a thin vector). The bound is this build's size and a few words.
         let size = std::mem::size_of::<Unit>();
-        assert!(size <= 900, "a unit's record is {size} bytes");
+        assert!(size <= 790, "a unit's record is {size} bytes");
     }
 }

@@ -27,10 +27,10 @@ pub use values::{Signal, format_duration, parse_size};
 pub struct Origin {
     /// The file: shared by everything read from it, as every service keeps its origin.
     pub file: Arc<Path>,
-    /// 1-based line.
-    pub line: usize,
+    /// 1-based line. (u32: every service keeps its origin, and no config has 4 billion lines.)
+    pub line: u32,
     /// 1-based column, in characters.
-    pub column: usize,
+    pub column: u32,
 }
 
 impl fmt::Display for Origin {

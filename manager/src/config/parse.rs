@@ -290,10 +290,11 @@ impl Cx<'_> {
             .line_starts
             .partition_point(|&start| start <= span.start);
         let start = self.line_starts[line - 1];
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Origin {
             file: Arc::clone(&self.file),
-            line,
-            column: span.start - start + 1,
+            line: count(line),
+            column: count(span.start - start + 1),
         }
     }
 

@@ -458,7 +458,7 @@ impl Manager {
                     (Some(Exit::Signal(_) | Exit::Oom), _) | (None, None) => None,
                 },
             }),
-            status_text: unit.io.status_text.clone(),
+            status_text: unit.io.status_text().map(str::to_string),
             retry_at: self.retry_at(id),
             stored_fds: unit.io.stored.iter().map(|s| s.name.clone()).collect(),
             waiting_for: match s.state() {

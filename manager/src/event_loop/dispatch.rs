@@ -535,16 +535,18 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        if let (Some(instance), false) = (
+        let tag = match (
             unit.supervisor.instances().get(&pid),
             instance_pipes.is_empty(),
         ) {
-            let tag = format!("{}@{}", unit.supervisor.config().name, instance.number);
-            unit.io.instance_tags.insert(pid, tag);
-        }
-        for pipe in instance_pipes {
-            unit.io.instance_pipes.insert((pid, pipe.stream), pipe);
-        }
+            (Some(instance), false) => Some(format!(
+                "{}@{}",
+                unit.supervisor.config().name,
+                instance.number
+            )),
+            _ => None,
+        };
+        unit.io.instances.add(pid, tag, instance_pipes);
         if let Some(ready) = ready {
             // A pipe of an earlier process (held open by a child it left) is done with.
             if let Some((_, old)) = unit.io.ready_pipe.replace((pid, ready)) {
@@ -825,7 +827,12 @@ impl Manager {
                 .iter()
                 .filter(|l| !held.has(&l.config.address)),
         );
-        for pipe in unit.io.pipes.iter().chain(unit.io.instance_pipes.values()) {
+        for pipe in unit
+            .io
+            .pipes
+            .iter()
+            .chain(unit.io.instances.iter().map(|(_, p)| p))
+        {
             self.unwatch_fd(&pipe.fd);
         }
         for status in unit.io.status.values() {

@@ -243,11 +243,12 @@ impl Manager {
             let Some(unit) = self.registry.get_mut(id) else {
                 return;
             };
+            let said = unit.io.said.get_or_insert_default();
             if let Some(text) = message.status {
-                unit.io.status_text = Some(text);
+                said.status = Some(text);
             }
             if let Some(errno) = message.errno {
-                unit.io.errno = Some(errno);
+                said.errno = Some(errno);
             }
         }
         let Some(main) = self

@@ -74,20 +74,16 @@ impl Manager {
             return;
         };
         // Tagged as when it was spawned: it may have been reaped since.
-        let name = match unit.io.instance_tags.get(&pid) {
-            Some(tag) => tag.clone(),
+        let name = match unit.io.instances.tag(pid) {
+            Some(tag) => tag.to_string(),
             None => unit.supervisor.config().name.clone(),
         };
-        let Some(pipe) = unit.io.instance_pipes.get_mut(&(pid, stream)) else {
+        let Some(pipe) = unit.io.instances.get_mut(pid, stream) else {
             return;
         };
         let (lines, ended) = read_lines(pipe, &name, pid.raw());
         if ended {
-            let pipe = unit.io.instance_pipes.remove(&(pid, stream));
-            if unit.io.pipes_of(pid).next().is_none() {
-                unit.io.instance_tags.remove(&pid);
-            }
-            if let Some(pipe) = pipe {
+            if let Some(pipe) = unit.io.instances.remove(pid, stream) {
                 self.unwatch_fd(&pipe.fd);
             }
         }

@@ -689,8 +689,8 @@ impl Manager {
         for pipe in &unit.io.pipes {
             self.watch_fd(&pipe.fd, Token::Log(id, pipe.stream));
         }
-        for (&(pid, stream), pipe) in &unit.io.instance_pipes {
-            self.watch_fd(&pipe.fd, Token::InstanceLog(id, pid, stream));
+        for (pid, pipe) in unit.io.instances.iter() {
+            self.watch_fd(&pipe.fd, Token::InstanceLog(id, pid, pipe.stream));
         }
         for (pid, fd) in unit.io.status.iter() {
             self.watch_fd(fd, Token::Status(id, pid));

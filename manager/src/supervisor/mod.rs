@@ -10,11 +10,12 @@ pub mod save;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use steward_protocol::{StatusReport, Step};
+use thin_vec::ThinVec;
 
 pub use effects::Effects;
 
@@ -489,7 +490,7 @@ pub struct Supervisor {
     /// Automatic restarts since it was last started by hand or at boot.
     restarts: u32,
     /// When the automatic restarts inside the start-limit window happened.
-    recent_restarts: VecDeque<Instant>,
+    recent_restarts: ThinVec<Instant>,
     /// How its last process ended.
     last_exit: Option<Exit>,
     /// Its last failure. Boxed: most services never have one, and inline every unit would
@@ -542,7 +543,7 @@ impl Supervisor {
             config,
             state: State::Inactive,
             restarts: 0,
-            recent_restarts: VecDeque::new(),
+            recent_restarts: ThinVec::new(),
             last_exit: None,
             last_failure: None,
             instances: BTreeMap::new(),
@@ -1633,13 +1634,13 @@ impl Supervisor {
     fn start_limit_reached(&mut self, fx: &mut Effects<'_>) -> bool {
         let now = fx.clock.now();
         let window = self.config.start_limit_interval;
-        while let Some(first) = self.recent_restarts.front() {
-            if now.duration_since(*first) >= window {
-                self.recent_restarts.pop_front();
-            } else {
-                break;
-            }
-        }
+        // A burst is a few restarts: shifting them is cheaper than a ring's room.
+        let expired = self
+            .recent_restarts
+            .iter()
+            .take_while(|&&t| now.duration_since(t) >= window)
+            .count();
+        self.recent_restarts.drain(..expired);
         let burst = self.config.start_limit_burst;
         if self.recent_restarts.len() >= burst as usize {
             fx.log.log(
@@ -1651,7 +1652,7 @@ impl Supervisor {
             );
             return true;
         }
-        self.recent_restarts.push_back(now);
+        self.recent_restarts.push(now);
         false
     }
 

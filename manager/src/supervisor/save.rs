@@ -2,7 +2,7 @@
 //! manager rebuilds it. Instants cross as ages (CLOCK_MONOTONIC is shared across the exec, but
 //! `Instant` is opaque).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use steward_protocol::reexec as saved;
@@ -246,7 +246,7 @@ impl Supervisor {
                 .recent_restart_ages_ns
                 .iter()
                 .map(|&a| back(now, a))
-                .collect::<VecDeque<_>>(),
+                .collect(),
             last_exit: s.last_exit.map(load_exit),
             last_failure: s.last_failure.as_ref().map(|f| {
                 Box::new(Failure {
