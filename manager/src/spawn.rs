@@ -869,7 +869,7 @@ pub fn spawn_state(
         stdio,
         fds,
         status_fd: status_fd.as_raw_fd(),
-        working_directory: service.working_directory.clone(),
+        working_directory: service.working_directory.to_string(),
         umask: service.umask,
         credentials: credentials.map(|c| Credentials {
             uid: c.uid,

@@ -11,6 +11,7 @@ mod parse;
 mod values;
 pub mod written;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,7 +160,8 @@ pub struct Service {
     // Boxed: most services have none, and inline it would cost every unit 150 bytes.
     pub credentials: Option<Box<Credentials>>,
     /// `working_directory`, default `"/"`.
-    pub working_directory: String,
+    // The default borrowed: a copy of it would cost every unit a 32-byte block of heap.
+    pub working_directory: Cow<'static, str>,
     /// `environment`, default none: added on top of the base environment, overriding it, in
     /// file order.
     pub environment: ThinVec<(String, String)>,
@@ -246,7 +248,7 @@ impl Service {
             log_instances: InstanceLog::Failures,
             executor_pool: ExecutorPool::Keep(0),
             credentials: None,
-            working_directory: "/".into(),
+            working_directory: Cow::Borrowed("/"),
             environment: ThinVec::new(),
             inherit_environment: false,
             stdio: StdioMode::Log,

@@ -1665,7 +1665,7 @@ impl Supervisor {
         let c = &self.config;
         let subject = match report.step {
             Step::Exec => Some(c.exec[0].clone()),
-            Step::Chdir => Some(c.working_directory.clone()),
+            Step::Chdir => Some(c.working_directory.to_string()),
             // As written: the numbers a name had at that spawn are not kept.
             Step::User => c
                 .credentials
