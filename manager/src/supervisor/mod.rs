@@ -1634,15 +1634,18 @@ impl Supervisor {
     fn start_limit_reached(&mut self, fx: &mut Effects<'_>) -> bool {
         let now = fx.clock.now();
         let window = self.config.start_limit_interval;
-        // A burst is a few restarts: shifting them is cheaper than a ring's room.
-        let expired = self
+        // In time order, so the restarts out of the window are a prefix. It goes once it is
+        // half the list: a window of thousands (`start_limit_burst = 999999`) would otherwise
+        // be shifted at every restart, and a ring would cost every unit 24 bytes more.
+        let mut expired = self
             .recent_restarts
-            .iter()
-            .take_while(|&&t| now.duration_since(t) >= window)
-            .count();
-        self.recent_restarts.drain(..expired);
+            .partition_point(|&t| now.duration_since(t) >= window);
+        if expired * 2 >= self.recent_restarts.len() {
+            self.recent_restarts.drain(..expired);
+            expired = 0;
+        }
         let burst = self.config.start_limit_burst;
-        if self.recent_restarts.len() >= burst as usize {
+        if self.recent_restarts.len() - expired >= burst as usize {
             fx.log.log(
                 &self.config.name,
                 format_args!(

@@ -550,6 +550,43 @@ fn start_limit_window_slides() {
 }
 
 #[test]
+fn a_wide_start_limit_window_counts_only_the_restarts_inside_it() {
+    let mut fx = Fake::new();
+    let mut s = service(
+        "keep_alive = true\nstart_limit_burst = 100\nstart_limit_interval = \"1s\"\nrestart_delay = \"0\"\n",
+    );
+    fx.handle(&mut s, Event::Start);
+    // 67 restarts a second: under the limit for as long as it goes on, and the restarts out
+    // of the window do not pile up.
+    for _ in 0..500 {
+        exit(&mut s, &mut fx, Exit::Code(1));
+        assert_eq!(s.state, State::Restarting);
+        fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+        fx.clock.0 += Duration::from_millis(15);
+        assert!(
+            s.recent_restarts.len() <= 2 * 67 + 1,
+            "{}",
+            s.recent_restarts.len()
+        );
+    }
+    // 200 a second: the 101st inside one second is over it.
+    let mut restarts = 0;
+    while s.state != State::Failed(Cause::StartLimit) {
+        exit(&mut s, &mut fx, Exit::Code(1));
+        if s.state == State::Restarting {
+            restarts += 1;
+            fx.handle(&mut s, Event::Timer(Timer::RestartDelay));
+        }
+        fx.clock.0 += Duration::from_millis(5);
+        assert!(restarts <= 100, "never failed");
+    }
+    assert!(
+        restarts > 30,
+        "failed after {restarts}, with the older ones still in the window"
+    );
+}
+
+#[test]
 fn exec_failure_is_reported_with_its_step() {
     let mut fx = Fake::new();
     let mut s = service("");
