@@ -1,6 +1,6 @@
 //! The manager's only unsafe code, and its only use of libc: what rustix (the manager's one
 //! syscall layer) does not cover — the signal mask and signalfd, posix_spawn, clone3 into a
-//! cgroup, execv, strerror, malloc_trim, madvise, signal numbers beyond rustix's named ones — and taking
+//! cgroup, execv, strerror, malloc_trim, madvise, mmap, signal numbers beyond rustix's named ones — and taking
 //! ownership of the fds a `reexec` hands over by number.
 #![allow(unsafe_code)]
 
@@ -902,6 +902,50 @@ pub fn spawn_into_cgroup(
 mod tests {
     use super::*;
 
+    /// The resident size in kB of the mapping that starts at `start`, from /proc/self/smaps.
+    fn resident_kb(start: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        while let Some(line) = lines.next() {
+            let Some((range, _)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some((from, _)) = range.split_once('-') else {
+                continue;
+            };
+            if usize::from_str_radix(from, 16) != Ok(start) {
+                continue;
+            }
+            for field in lines.by_ref() {
+                if let Some(kb) = field.strip_prefix("Rss:") {
+                    return kb.trim().trim_end_matches(" kB").parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping at {start:#x}");
+    }
+
+    #[test]
+    fn pages_become_resident_only_where_written() {
+        // 64 pages: with multi-size huge pages a write may bring in a 64 KiB folio, not
+        // only its page.
+        let words = 64 * 4096 / 8;
+        let mut pages = Pages::zeroed(words);
+        let Pages::Mapped { start, .. } = &pages else {
+            panic!("not mapped");
+        };
+        let start = start.as_ptr() as usize;
+        assert_eq!(pages.bytes().len(), 64 * 4096);
+        assert_eq!(resident_kb(start), 0);
+        pages.bytes_mut()[3 * 4096 + 5] = 7;
+        pages.words_mut()[words - 1] = u64::MAX;
+        let resident = resident_kb(start);
+        assert!((8..=128).contains(&resident), "{resident} kB resident");
+        assert_eq!(pages.bytes()[3 * 4096 + 5], 7);
+        assert_eq!(pages.bytes().iter().filter(|&&b| b != 0).count(), 9);
+        assert_eq!(Pages::zeroed(0).bytes().len(), 0);
+    }
+
     #[test]
     fn only_private_unwritten_file_mappings_are_pristine() {
         let smaps = "\
@@ -1022,12 +1066,13 @@ pub const BATCH: usize = 16;
 const CONTROL_WORDS: usize = 256;
 
 /// The buffers of one [`recv_datagrams`], made once and reused: [`BATCH`] data buffers of
-/// `len` bytes and their control buffers. Only the bytes the kernel writes are ever touched.
-/// The default has no room (and allocates nothing): a stand-in while the real one is lent out.
+/// `len` bytes and their control buffers, in [`Pages`]: only the pages the kernel writes to
+/// become resident (a ping fills a few bytes of one buffer). The default has no room (and
+/// allocates nothing): a stand-in while the real one is lent out.
 #[derive(Default)]
 pub struct Batch {
-    data: Vec<u8>,
-    control: Vec<u64>,
+    data: Pages,
+    control: Pages,
     len: usize,
 }
 
@@ -1035,15 +1080,110 @@ impl Batch {
     /// Buffers for datagrams of up to `len` bytes (a longer one is MSG_TRUNC).
     pub fn new(len: usize) -> Batch {
         Batch {
-            data: vec![0; len * BATCH],
-            control: vec![0; CONTROL_WORDS * BATCH],
+            data: Pages::zeroed((len * BATCH).div_ceil(8)),
+            control: Pages::zeroed(CONTROL_WORDS * BATCH),
             len,
         }
     }
 
     /// The bytes of the `i`-th datagram of the last receive.
     pub fn data(&self, i: usize, datagram: &Datagram) -> &[u8] {
-        &self.data[i * self.len..][..datagram.len]
+        &self.data.bytes()[i * self.len..][..datagram.len]
+    }
+}
+
+/// Zeroed memory in a mapping of its own, so that a page of it becomes resident only once
+/// written to. A heap block promises no such thing: calloc clears a block it reuses (touching
+/// every page), and a reused block's pages are resident already. The notify socket's 96 KiB of
+/// buffers were all resident from start-up that way, whether a service ever sent a datagram.
+pub enum Pages {
+    /// Its own anonymous mapping of `words` u64s.
+    Mapped {
+        /// The mapping's start.
+        start: std::ptr::NonNull<u64>,
+        /// Its length in u64s.
+        words: usize,
+    },
+    /// On the heap: what the kernel refused to map (or nothing), zeroed all the same.
+    Heap(Box<[u64]>),
+}
+
+impl Default for Pages {
+    fn default() -> Pages {
+        Pages::Heap(Box::default())
+    }
+}
+
+impl Pages {
+    /// `words` zeroed u64s.
+    pub fn zeroed(words: usize) -> Pages {
+        let bytes = words * std::mem::size_of::<u64>();
+        if bytes == 0 {
+            return Pages::default();
+        }
+        // SAFETY: a new private anonymous mapping, placed by the kernel: nothing else's memory
+        // is touched.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(start.cast::<u64>()) {
+            Some(start) if start.as_ptr().cast() != libc::MAP_FAILED => {
+                Pages::Mapped { start, words }
+            }
+            _ => Pages::Heap(vec![0; words].into_boxed_slice()),
+        }
+    }
+
+    /// The memory as u64s.
+    pub fn words_mut(&mut self) -> &mut [u64] {
+        match self {
+            // SAFETY: the mapping is `words` u64s long, page-aligned, zero-filled by the kernel
+            // (so initialized), and ours alone until dropped; `&mut self` makes the borrow
+            // exclusive.
+            Pages::Mapped { start, words } => unsafe {
+                std::slice::from_raw_parts_mut(start.as_ptr(), *words)
+            },
+            Pages::Heap(words) => words,
+        }
+    }
+
+    /// The memory as bytes.
+    pub fn bytes(&self) -> &[u8] {
+        let (start, words) = match self {
+            Pages::Mapped { start, words } => (start.as_ptr().cast_const(), *words),
+            Pages::Heap(words) => (words.as_ptr(), words.len()),
+        };
+        // SAFETY: `words` initialized u64s at `start`, live while `self` is borrowed; any u64
+        // is a valid run of 8 bytes, and bytes need no alignment.
+        unsafe { std::slice::from_raw_parts(start.cast::<u8>(), words * 8) }
+    }
+
+    /// The memory as bytes, to be written.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let words = self.words_mut();
+        let len = std::mem::size_of_val(words);
+        // SAFETY: the same memory as `words`, borrowed exclusively through it; any bytes
+        // written make valid u64s.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        if let Pages::Mapped { start, words } = self {
+            // SAFETY: the mapping made in `zeroed`, of that length, unmapped once: nothing
+            // borrows it any more.
+            unsafe {
+                libc::munmap(start.as_ptr().cast(), *words * 8);
+            }
+        }
     }
 }
 
@@ -1055,7 +1195,9 @@ pub fn recv_datagrams(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<Vec<D
     let len = batch.len;
     let mut iovs: Vec<libc::iovec> = batch
         .data
+        .bytes_mut()
         .chunks_exact_mut(len)
+        .take(BATCH)
         .map(|buf| libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: len,
@@ -1063,7 +1205,7 @@ pub fn recv_datagrams(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<Vec<D
         .collect();
     let mut headers: Vec<libc::mmsghdr> = iovs
         .iter_mut()
-        .zip(batch.control.chunks_exact_mut(CONTROL_WORDS))
+        .zip(batch.control.words_mut().chunks_exact_mut(CONTROL_WORDS))
         .map(|(iov, control)| {
             // SAFETY: an all-zero msghdr is a valid empty one; the fields we need are set here.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
