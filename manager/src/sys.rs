@@ -720,7 +720,7 @@ struct Slot {
     argv_ptrs: Vec<*const libc::c_char>,
     envp: [*const libc::c_char; 1],
     keep: Vec<RawFd>,
-    stack: Box<[std::mem::MaybeUninit<u128>]>,
+    stack: Pages,
 }
 
 impl Slot {
@@ -739,9 +739,11 @@ impl Slot {
             argv_ptrs: Vec::new(),
             envp: [std::ptr::null()],
             keep: Vec::new(),
-            // 16 KiB: the child makes a few system calls and nothing else. Not zeroed: only
-            // the pages a child touches become resident.
-            stack: Box::new_uninit_slice(1024),
+            // 16 KiB: the child makes a few system calls and nothing else. A mapping of its
+            // own: only the pages a child touches become resident (a heap block may lie where
+            // start-up's freed blocks left every page resident). Page-aligned, as a stack
+            // must be 16-byte aligned.
+            stack: Pages::zeroed(16 * 1024 / 8),
         })
     }
 
@@ -843,13 +845,14 @@ pub fn spawn_into_cgroup(
             errno: 0,
         };
         slot.busy.store(1, std::sync::atomic::Ordering::Release);
-        let stack_bytes = std::mem::size_of_val(&*slot.stack);
+        let stack = slot.stack.words_mut();
+        let stack_bytes = std::mem::size_of_val(stack);
         let vfork = if waits { libc::CLONE_VFORK as u64 } else { 0 };
         let args = CloneArgs {
             flags: (libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID) as u64 | vfork | CLONE_INTO_CGROUP,
             child_tid: slot.busy.as_ptr() as u64,
             exit_signal: libc::SIGCHLD as u64,
-            stack: slot.stack.as_mut_ptr() as u64,
+            stack: stack.as_mut_ptr() as u64,
             stack_size: stack_bytes as u64,
             cgroup: cgroup.as_raw_fd() as u64,
             ..CloneArgs::default()
@@ -1096,16 +1099,17 @@ impl Batch {
 /// written to. A heap block promises no such thing: calloc clears a block it reuses (touching
 /// every page), and a reused block's pages are resident already. The notify socket's 96 KiB of
 /// buffers were all resident from start-up that way, whether a service ever sent a datagram.
+/// 16-byte aligned (page-aligned when mapped): fit for a stack.
 pub enum Pages {
-    /// Its own anonymous mapping of `words` u64s.
+    /// Its own anonymous mapping of `pairs` u128s.
     Mapped {
         /// The mapping's start.
-        start: std::ptr::NonNull<u64>,
-        /// Its length in u64s.
-        words: usize,
+        start: std::ptr::NonNull<u128>,
+        /// Its length in u128s.
+        pairs: usize,
     },
     /// On the heap: what the kernel refused to map (or nothing), zeroed all the same.
-    Heap(Box<[u64]>),
+    Heap(Box<[u128]>),
 }
 
 impl Default for Pages {
@@ -1115,9 +1119,10 @@ impl Default for Pages {
 }
 
 impl Pages {
-    /// `words` zeroed u64s.
+    /// At least `words` zeroed u64s (an even number).
     pub fn zeroed(words: usize) -> Pages {
-        let bytes = words * std::mem::size_of::<u64>();
+        let pairs = words.div_ceil(2);
+        let bytes = pairs * std::mem::size_of::<u128>();
         if bytes == 0 {
             return Pages::default();
         }
@@ -1133,55 +1138,62 @@ impl Pages {
                 0,
             )
         };
-        match std::ptr::NonNull::new(start.cast::<u64>()) {
+        match std::ptr::NonNull::new(start.cast::<u128>()) {
             Some(start) if start.as_ptr().cast() != libc::MAP_FAILED => {
-                Pages::Mapped { start, words }
+                Pages::Mapped { start, pairs }
             }
-            _ => Pages::Heap(vec![0; words].into_boxed_slice()),
+            _ => Pages::Heap(vec![0; pairs].into_boxed_slice()),
+        }
+    }
+
+    /// Where the memory starts, and its length in u128s.
+    fn raw(&self) -> (*const u128, usize) {
+        match self {
+            Pages::Mapped { start, pairs } => (start.as_ptr().cast_const(), *pairs),
+            Pages::Heap(pairs) => (pairs.as_ptr(), pairs.len()),
+        }
+    }
+
+    /// The same, to be written through.
+    fn raw_mut(&mut self) -> (*mut u128, usize) {
+        match self {
+            Pages::Mapped { start, pairs } => (start.as_ptr(), *pairs),
+            Pages::Heap(pairs) => (pairs.as_mut_ptr(), pairs.len()),
         }
     }
 
     /// The memory as u64s.
     pub fn words_mut(&mut self) -> &mut [u64] {
-        match self {
-            // SAFETY: the mapping is `words` u64s long, page-aligned, zero-filled by the kernel
-            // (so initialized), and ours alone until dropped; `&mut self` makes the borrow
-            // exclusive.
-            Pages::Mapped { start, words } => unsafe {
-                std::slice::from_raw_parts_mut(start.as_ptr(), *words)
-            },
-            Pages::Heap(words) => words,
-        }
+        let (start, pairs) = self.raw_mut();
+        // SAFETY: `pairs` initialized u128s at `start` (zero-filled by the kernel or by vec!),
+        // ours alone while `self` is borrowed exclusively; two u64s are a u128's bytes, at an
+        // alignment above theirs.
+        unsafe { std::slice::from_raw_parts_mut(start.cast::<u64>(), pairs * 2) }
     }
 
     /// The memory as bytes.
     pub fn bytes(&self) -> &[u8] {
-        let (start, words) = match self {
-            Pages::Mapped { start, words } => (start.as_ptr().cast_const(), *words),
-            Pages::Heap(words) => (words.as_ptr(), words.len()),
-        };
-        // SAFETY: `words` initialized u64s at `start`, live while `self` is borrowed; any u64
-        // is a valid run of 8 bytes, and bytes need no alignment.
-        unsafe { std::slice::from_raw_parts(start.cast::<u8>(), words * 8) }
+        let (start, pairs) = self.raw();
+        // SAFETY: `pairs` initialized u128s at `start`, live while `self` is borrowed; any
+        // u128 is a valid run of 16 bytes, and bytes need no alignment.
+        unsafe { std::slice::from_raw_parts(start.cast::<u8>(), pairs * 16) }
     }
 
     /// The memory as bytes, to be written.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        let words = self.words_mut();
-        let len = std::mem::size_of_val(words);
-        // SAFETY: the same memory as `words`, borrowed exclusively through it; any bytes
-        // written make valid u64s.
-        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+        let (start, pairs) = self.raw_mut();
+        // SAFETY: as for `words_mut`; any bytes written make valid u128s.
+        unsafe { std::slice::from_raw_parts_mut(start.cast::<u8>(), pairs * 16) }
     }
 }
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        if let Pages::Mapped { start, words } = self {
+        if let Pages::Mapped { start, pairs } = self {
             // SAFETY: the mapping made in `zeroed`, of that length, unmapped once: nothing
             // borrows it any more.
             unsafe {
-                libc::munmap(start.as_ptr().cast(), *words * 8);
+                libc::munmap(start.as_ptr().cast(), *pairs * 16);
             }
         }
     }
