@@ -105,11 +105,6 @@ impl Io {
     pub fn status_text(&self) -> Option<&str> {
         self.said.as_ref()?.status.as_deref()
     }
-
-    /// The output pipes of accept instance `pid`.
-    pub fn pipes_of(&self, pid: Pid) -> impl Iterator<Item = &Pipe> {
-        self.instances.of(pid)
-    }
 }
 
 /// Accept instances' output pipes, with the `NAME@N` each instance's lines are tagged with
@@ -126,14 +121,20 @@ struct InstanceMaps {
 }
 
 impl InstancePipes {
-    /// Adds the pipes of instance `pid`, and the tag its lines carry.
-    pub fn add(&mut self, pid: Pid, tag: Option<String>, pipes: impl IntoIterator<Item = Pipe>) {
+    /// Adds the pipes of instance `pid` and, if it has any, the tag its lines carry (made
+    /// only then: most connections' instances log nothing).
+    pub fn add(
+        &mut self,
+        pid: Pid,
+        tag: impl FnOnce() -> Option<String>,
+        pipes: impl IntoIterator<Item = Pipe>,
+    ) {
         let mut pipes = pipes.into_iter().peekable();
-        if tag.is_none() && pipes.peek().is_none() {
+        if pipes.peek().is_none() {
             return;
         }
         let maps = self.0.get_or_insert_default();
-        if let Some(tag) = tag {
+        if let Some(tag) = tag() {
             maps.tags.insert(pid, tag);
         }
         for pipe in pipes {
@@ -154,26 +155,34 @@ impl InstancePipes {
     /// Takes its pipe for `stream` out; its tag goes with its last pipe, the maps with the
     /// last instance's.
     pub fn remove(&mut self, pid: Pid, stream: Stream) -> Option<Pipe> {
-        let pipe = self.0.as_mut()?.pipes.remove(&(pid, stream));
-        if self.of(pid).next().is_none()
-            && let Some(maps) = self.0.as_mut()
+        let maps = self.0.as_mut()?;
+        let pipe = maps.pipes.remove(&(pid, stream));
+        if maps.pipes.is_empty() {
+            self.0 = None;
+        } else if maps
+            .pipes
+            .range(InstancePipes::of_pid(pid))
+            .next()
+            .is_none()
         {
             maps.tags.remove(&pid);
-            if maps.pipes.is_empty() && maps.tags.is_empty() {
-                self.0 = None;
-            }
         }
         pipe
     }
 
+    /// The keys of instance `pid`'s pipes: stdout and stderr are the least and the greatest
+    /// stream.
+    fn of_pid(pid: Pid) -> std::ops::RangeInclusive<(Pid, Stream)> {
+        (pid, Stream::Stdout)..=(pid, Stream::Stderr)
+    }
+
     /// The pipes of instance `pid`: found in the map by range, since the unit is saved at every
     /// change for each of its instances, and a walk of every pipe for each made that quadratic
-    /// in the instances running (15 % of the manager's time at 32). Stdout and stderr are the
-    /// least and the greatest stream.
+    /// in the instances running (15 % of the manager's time at 32).
     pub fn of(&self, pid: Pid) -> impl Iterator<Item = &Pipe> {
         self.0.iter().flat_map(move |maps| {
             maps.pipes
-                .range((pid, Stream::Stdout)..=(pid, Stream::Stderr))
+                .range(InstancePipes::of_pid(pid))
                 .map(|(_, pipe)| pipe)
         })
     }
@@ -273,7 +282,12 @@ impl Unit {
             .collect();
         for instance in &mut out.instances {
             instance.pipes = Pid::new(instance.pid)
-                .map(|pid| io.pipes_of(pid).map(|p| save_pipe(p, &mut fd)).collect())
+                .map(|pid| {
+                    io.instances
+                        .of(pid)
+                        .map(|p| save_pipe(p, &mut fd))
+                        .collect()
+                })
                 .unwrap_or_default();
         }
         out.timers = timers
@@ -338,10 +352,8 @@ impl Unit {
             let Some(pid) = Pid::new(instance.pid) else {
                 continue;
             };
-            // Tagged while it has pipes, as when it was spawned.
-            let tag = (!instance.pipes.is_empty()).then(|| format!("{name}@{}", instance.number));
             let pipes = instance.pipes.iter().map(|p| load_pipe(p, take(p.fd)));
-            instances.add(pid, tag, pipes);
+            instances.add(pid, || Some(format!("{name}@{}", instance.number)), pipes);
         }
         let status = s
             .status_pipes
@@ -526,14 +538,34 @@ mod tests {
             (9, Stream::Stdout),
         ] {
             let (pipe, _) = crate::output::pipe(stream).unwrap();
-            unit.io.instances.add(pid(raw), None, [pipe]);
+            unit.io.instances.add(pid(raw), || None, [pipe]);
         }
         let streams =
-            |raw| -> Vec<Stream> { unit.io.pipes_of(pid(raw)).map(|p| p.stream).collect() };
+            |raw| -> Vec<Stream> { unit.io.instances.of(pid(raw)).map(|p| p.stream).collect() };
         assert_eq!(streams(8), [Stream::Stdout, Stream::Stderr]);
         assert_eq!(streams(7), [Stream::Stderr]);
         assert_eq!(streams(9), [Stream::Stdout]);
         assert!(streams(10).is_empty());
+    }
+
+    #[test]
+    fn an_instances_tag_lasts_until_its_last_pipe_and_the_maps_until_the_last_instance() {
+        let mut instances = InstancePipes::default();
+        let pid = |raw| Pid::new(raw).unwrap();
+        let pipe = |stream| crate::output::pipe(stream).unwrap().0;
+        instances.add(pid(7), || panic!("no pipes, no tag"), []);
+        assert!(instances.0.is_none());
+        let tag = |n: u32| move || Some(format!("a@{n}"));
+        instances.add(pid(7), tag(1), [pipe(Stream::Stdout), pipe(Stream::Stderr)]);
+        instances.add(pid(8), tag(2), [pipe(Stream::Stdout)]);
+        assert!(instances.remove(pid(7), Stream::Stdout).is_some());
+        assert_eq!(instances.tag(pid(7)), Some("a@1"));
+        assert!(instances.remove(pid(7), Stream::Stderr).is_some());
+        assert_eq!(instances.tag(pid(7)), None);
+        assert_eq!(instances.tag(pid(8)), Some("a@2"));
+        assert!(instances.remove(pid(7), Stream::Stderr).is_none());
+        assert!(instances.remove(pid(8), Stream::Stdout).is_some());
+        assert!(instances.0.is_none());
     }
 
     #[test]

@@ -535,16 +535,10 @@ impl Manager {
         let Some(unit) = self.registry.get_mut(id) else {
             return;
         };
-        let tag = match (
-            unit.supervisor.instances().get(&pid),
-            instance_pipes.is_empty(),
-        ) {
-            (Some(instance), false) => Some(format!(
-                "{}@{}",
-                unit.supervisor.config().name,
-                instance.number
-            )),
-            _ => None,
+        let supervisor = &unit.supervisor;
+        let tag = || {
+            let instance = supervisor.instances().get(&pid)?;
+            Some(format!("{}@{}", supervisor.config().name, instance.number))
         };
         unit.io.instances.add(pid, tag, instance_pipes);
         if let Some(ready) = ready {
