@@ -93,20 +93,28 @@ pub struct Cgroups {
     notes: Vec<String>,
 }
 
-/// A service's cgroup as made: its limits and the directories its processes join. The unit
-/// keeps it, so that an accept service (which spawns per connection) does not mkdir and
-/// rewrite its limits at every spawn.
+/// A service's cgroup as made: its limits, and whether its processes join it. The unit keeps
+/// it, so that an accept service (which spawns per connection) does not mkdir and rewrite its
+/// limits at every spawn. The directories are not kept: [`Cgroups::joined`] names them again
+/// from the limits at each spawn, where keeping them cost a hundred bytes of heap a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     /// The limits written.
     pub limits: Limits,
-    /// The directories to join (none when cgroups are unavailable and no limit is asked for);
-    /// shared with every spawn that joins them, not copied for each.
-    pub dirs: Rc<[PathBuf]>,
+    joins: Joins,
     /// Its `cgroup.procs` in the tracking hierarchy, once opened for [`Cgroups::signal_kept`].
     /// Dropped with the rest when the cgroup is removed or made again, so that it never names
     /// a directory that is gone.
     procs: Kept,
+}
+
+/// Whether a service's processes join its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joins {
+    /// The directories its limits need, made.
+    Made,
+    /// None: they could not be made, and no limit needed them.
+    Without,
 }
 
 /// An fd kept open for reading again. Equal when it is the same one.
@@ -244,55 +252,61 @@ impl Cgroups {
     /// limits; returns the directories the executor must join. With no limit asked for, a
     /// failure here is not an error: the service runs without a cgroup (no directories).
     pub fn prepare(&self, name: &str, limits: Limits) -> Result<Prepared, CgroupError> {
-        match self.try_prepare(name, limits) {
-            Ok(dirs) => Ok(Prepared {
-                limits,
-                dirs: dirs.into(),
-                procs: Kept::default(),
-            }),
-            Err(_) if !limits.any() => Ok(Prepared {
-                limits,
-                dirs: Rc::from([]),
-                procs: Kept::default(),
-            }),
-            Err(e) => Err(e),
+        let joins = match self.try_prepare(name, limits) {
+            Ok(()) => Joins::Made,
+            Err(_) if !limits.any() => Joins::Without,
+            Err(e) => return Err(e),
+        };
+        Ok(Prepared {
+            limits,
+            joins,
+            procs: Kept::default(),
+        })
+    }
+
+    /// The directories the processes of `name`, prepared as `prepared`, join: the tracking
+    /// hierarchy's, and those of the hierarchies its limits need.
+    pub fn joined(&self, name: &str, prepared: &Prepared) -> Vec<PathBuf> {
+        match (prepared.joins, self.joins(prepared.limits)) {
+            (Joins::Made, Ok(joined)) => joined.iter().map(|h| h.base.join(name)).collect(),
+            (Joins::Made, Err(_)) | (Joins::Without, _) => Vec::new(),
         }
     }
 
-    fn try_prepare(&self, name: &str, limits: Limits) -> Result<Vec<PathBuf>, CgroupError> {
+    /// The hierarchies a service with `limits` joins: one to be tracked (v2 where mounted) and
+    /// those its limits need. Every cgroup.procs write is a migration the kernel makes the
+    /// spawn pay for.
+    fn joins(&self, limits: Limits) -> Result<Vec<&Hierarchy>, CgroupError> {
         if let Some(why) = &self.unavailable {
             return Err(CgroupError::Unavailable(why.clone()));
         }
-        // Check before creating anything: a limit that cannot be enforced is refused whole.
-        let memory = match limits.memory_max {
-            Some(bytes) => Some((self.need("memory_max", "memory")?, bytes)),
-            None => None,
-        };
-        let pids = match limits.tasks_max {
-            Some(n) => Some((self.need("tasks_max", "pids")?, n)),
-            None => None,
-        };
-        // The service joins one hierarchy to be tracked (v2 where mounted) and those its limits
-        // need: every cgroup.procs write is a migration the kernel makes the spawn pay for.
         let tracking = self.tracking().expect("available cgroups have a hierarchy");
         let mut joined: Vec<&Hierarchy> = vec![tracking];
-        for (h, _) in memory.iter().chain(pids.iter()) {
+        let needed = [
+            limits.memory_max.map(|_| ("memory_max", "memory")),
+            limits.tasks_max.map(|_| ("tasks_max", "pids")),
+        ];
+        for (key, controller) in needed.into_iter().flatten() {
+            let h = self.need(key, controller)?;
             if !joined.iter().any(|j| j.base == h.base) {
                 joined.push(h);
             }
         }
-        let mut dirs = Vec::with_capacity(joined.len());
-        for mut dir in joined.iter().map(|h| h.base.join(name)) {
-            // Kept as long as the cgroup is: without the room `join` left to grow into.
-            dir.shrink_to_fit();
+        Ok(joined)
+    }
+
+    fn try_prepare(&self, name: &str, limits: Limits) -> Result<(), CgroupError> {
+        // Check before creating anything: a limit that cannot be enforced is refused whole.
+        let joined = self.joins(limits)?;
+        for dir in joined.iter().map(|h| h.base.join(name)) {
             match fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err(&dir)(e)),
             }
-            dirs.push(dir);
         }
-        if let Some((h, bytes)) = memory {
+        if let Some(bytes) = limits.memory_max {
+            let h = self.need("memory_max", "memory")?;
             let file = match h.version {
                 Version::V2 => "memory.max",
                 Version::V1 => "memory.limit_in_bytes",
@@ -310,10 +324,11 @@ impl Cgroups {
                 write(&swap, &swap_value)?;
             }
         }
-        if let Some((h, n)) = pids {
+        if let Some(n) = limits.tasks_max {
+            let h = self.need("tasks_max", "pids")?;
             write(&h.base.join(name).join("pids.max"), &n.to_string())?;
         }
-        Ok(dirs)
+        Ok(())
     }
 
     fn need(&self, key: &'static str, controller: &'static str) -> Result<&Hierarchy, CgroupError> {
@@ -711,6 +726,12 @@ mod tests {
         );
     }
 
+    /// Prepares the cgroup of `name`; the directories its processes join.
+    fn prepared_dirs(cg: &Cgroups, name: &str, limits: Limits) -> Vec<PathBuf> {
+        let prepared = cg.prepare(name, limits).unwrap();
+        cg.joined(name, &prepared)
+    }
+
     /// A fake root: each hierarchy is a plain directory whose control files are ordinary
     /// files, as youki tests its cgroup code.
     fn fake(versions: &[(Version, &[&str])]) -> (tempfile::TempDir, Cgroups) {
@@ -739,7 +760,7 @@ mod tests {
             memory_max: Some(32 << 20),
             tasks_max: Some(5),
         };
-        let dirs = cg.prepare("web", limits).unwrap().dirs;
+        let dirs = prepared_dirs(&cg, "web", limits);
         assert_eq!(dirs.len(), 1);
         assert_eq!(
             fs::read_to_string(dirs[0].join("memory.max")).unwrap(),
@@ -747,7 +768,7 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(dirs[0].join("pids.max")).unwrap(), "5");
         // Preparing again finds the directory made.
-        assert_eq!(cg.prepare("web", limits).unwrap().dirs, dirs);
+        assert_eq!(prepared_dirs(&cg, "web", limits), dirs);
         // Other limits (a reload changed them) are written again.
         let fewer = Limits {
             tasks_max: Some(3),
@@ -772,16 +793,14 @@ mod tests {
             (Version::V1, &["memory"]),
             (Version::V1, &["pids"]),
         ]);
-        let dirs = cg
-            .prepare(
-                "web",
-                Limits {
-                    memory_max: Some(1 << 20),
-                    tasks_max: Some(9),
-                },
-            )
-            .unwrap()
-            .dirs;
+        let dirs = prepared_dirs(
+            &cg,
+            "web",
+            Limits {
+                memory_max: Some(1 << 20),
+                tasks_max: Some(9),
+            },
+        );
         assert_eq!(dirs.len(), 3, "the service joins every hierarchy");
         assert_eq!(
             fs::read_to_string(dirs[1].join("memory.limit_in_bytes")).unwrap(),
@@ -840,7 +859,7 @@ mod tests {
             (Version::V2, &[]),
             (Version::V1, &["pids"]),
         ]);
-        let dirs = cg.prepare("web", Limits::default()).unwrap().dirs;
+        let dirs = prepared_dirs(&cg, "web", Limits::default());
         assert_eq!(dirs[..], [cg.hierarchies[1].base.join("web")]);
     }
 
@@ -868,7 +887,7 @@ mod tests {
     fn without_cgroups_only_limited_services_fail() {
         let cg = Cgroups::new(Vec::new());
         assert_eq!(
-            &cg.prepare("free", Limits::default()).unwrap().dirs[..],
+            &prepared_dirs(&cg, "free", Limits::default())[..],
             &[] as &[PathBuf]
         );
         let err = cg
@@ -889,16 +908,14 @@ mod tests {
     #[test]
     fn procs_oom_kills_and_removal() {
         let (_root, cg) = fake(&[(Version::V2, &["memory"]), (Version::V1, &["pids"])]);
-        let dirs = cg
-            .prepare(
-                "web",
-                Limits {
-                    memory_max: None,
-                    tasks_max: Some(10),
-                },
-            )
-            .unwrap()
-            .dirs;
+        let dirs = prepared_dirs(
+            &cg,
+            "web",
+            Limits {
+                memory_max: None,
+                tasks_max: Some(10),
+            },
+        );
         // The v1 hierarchy holds a subset of the tracking one: what the limits made join it.
         fs::write(dirs[0].join("cgroup.procs"), "13\n12\n").unwrap();
         fs::write(dirs[1].join("cgroup.procs"), "13\n").unwrap();
@@ -926,7 +943,7 @@ mod tests {
     fn a_kept_procs_fd_is_read_again_from_its_start_each_time() {
         let (_root, cg) = fake(&[(Version::V2, &[])]);
         let mut prepared = cg.prepare("web", Limits::default()).unwrap();
-        let procs = prepared.dirs[0].join("cgroup.procs");
+        let procs = cg.joined("web", &prepared)[0].join("cgroup.procs");
         // Signal 0 only checks; no pid of these is alive (the last is past any pid_max).
         let probe = crate::config::Signal(0);
         let spared = [12, 13];

@@ -184,7 +184,7 @@ mod tests {
                 column: 1,
             },
         );
-        s.exec = thin_vec::thin_vec!["/bin/true".into()];
+        s.exec = ["/bin/true"].into_iter().collect();
         s
     }
 

@@ -431,7 +431,7 @@ fn summary(s: &config::Service) -> String {
     } else {
         traits.join(", ")
     };
-    format!("{}: {} ({mode})", s.name, s.exec.join(" "))
+    format!("{}: {} ({mode})", s.name, s.exec)
 }
 
 #[cfg(test)]

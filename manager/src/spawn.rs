@@ -856,8 +856,8 @@ pub fn spawn_state(
     }
     SpawnState {
         name: service.name.clone(),
-        path: service.exec[0].clone(),
-        argv: service.exec.to_vec(),
+        path: service.exec.program().to_owned(),
+        argv: service.exec.iter().map(String::from).collect(),
         env: environment(
             service,
             credentials,

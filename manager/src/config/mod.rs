@@ -108,6 +108,60 @@ impl Default for ManagerSettings {
     }
 }
 
+/// A command line: its arguments in one block, each ended by a NUL (which no argument
+/// holds: the parser refuses it). Every service keeps one, and a list of strings cost three
+/// heap blocks for the usual program and argument.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Argv(Box<str>);
+
+impl Argv {
+    /// The arguments, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split_terminator('\0')
+    }
+
+    /// The program: the first argument (empty for no arguments).
+    pub fn program(&self) -> &str {
+        self.iter().next().unwrap_or_default()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Argv {
+    fn from_iter<I: IntoIterator<Item = S>>(args: I) -> Argv {
+        let mut block = String::new();
+        for arg in args {
+            block.push_str(arg.as_ref());
+            block.push('\0');
+        }
+        Argv(block.into_boxed_str())
+    }
+}
+
+impl fmt::Debug for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The arguments joined by spaces, as a log line shows a command.
+impl fmt::Display for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, arg) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(arg)?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Argv {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
 /// One `[service.NAME]` table. Each field's default is the one [`Service::new`] sets; only
 /// `exec` must be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +171,7 @@ pub struct Service {
     /// Where the table's header is.
     pub origin: Origin,
     /// `exec`, required: argv; `exec[0]` is an absolute path.
-    pub exec: ThinVec<String>,
+    pub exec: Argv,
     /// `autostart`, default `true`: start (or, if lazy, start listening) when the manager
     /// starts.
     pub autostart: bool,
@@ -239,7 +293,7 @@ impl Service {
         Service {
             name,
             origin,
-            exec: ThinVec::new(),
+            exec: Argv::default(),
             autostart: true,
             keep_alive: false,
             lazy: false,

@@ -590,7 +590,7 @@ impl Cx<'_> {
             let known = match k {
                 "exec" => {
                     if let Some(exec) = self.exec(value) {
-                        s.exec = exec.into();
+                        s.exec = exec.into_iter().collect();
                     }
                     true
                 }
@@ -1577,7 +1577,7 @@ exec = [\"/bin/d\"]
         );
         // The stand-in a refused service is known by runs nothing and has no sockets.
         let stand_in = confined.broken[0].service();
-        assert!(stand_in.exec.is_empty() && stand_in.sockets.is_empty());
+        assert!(stand_in.exec == [] && stand_in.sockets.is_empty());
         assert!(stand_in.requires.is_empty());
     }
 

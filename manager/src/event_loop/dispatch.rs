@@ -5,7 +5,6 @@
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::epoll;
@@ -239,18 +238,20 @@ fn cgroup_dirs(
     cgroups: &Cgroups,
     io: &mut Io,
     service: &config::Service,
-) -> Result<Rc<[PathBuf]>, SpawnError> {
+) -> Result<Vec<PathBuf>, SpawnError> {
     let limits = Limits {
         memory_max: service.memory_max,
         tasks_max: service.tasks_max,
     };
     match &io.cgroup {
-        Cgroup::Made(prepared) if prepared.limits == limits => Ok(prepared.dirs.clone()),
+        Cgroup::Made(prepared) if prepared.limits == limits => {
+            Ok(cgroups.joined(&service.name, prepared))
+        }
         Cgroup::Absent | Cgroup::Made(_) | Cgroup::Lingering => {
             let prepared = cgroups
                 .prepare(&service.name, limits)
                 .map_err(SpawnError::Cgroup)?;
-            let dirs = prepared.dirs.clone();
+            let dirs = cgroups.joined(&service.name, &prepared);
             io.cgroup = Cgroup::Made(prepared);
             Ok(dirs)
         }

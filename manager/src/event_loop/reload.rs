@@ -428,7 +428,7 @@ exec = [\"/bin/sleep\", \"1\"]
         assert_eq!(
             plan.change
                 .iter()
-                .map(|(id, s)| (r.get(*id).unwrap().name(), s.exec[1].as_str()))
+                .map(|(id, s)| (r.get(*id).unwrap().name(), s.exec.iter().nth(1).unwrap()))
                 .collect::<Vec<_>>(),
             [("change", "2")]
         );

@@ -1667,7 +1667,7 @@ impl Supervisor {
     fn describe_step_failure(&self, report: StatusReport) -> String {
         let c = &self.config;
         let subject = match report.step {
-            Step::Exec => Some(c.exec[0].clone()),
+            Step::Exec => Some(c.exec.program().to_owned()),
             Step::Chdir => Some(c.working_directory.to_string()),
             // As written: the numbers a name had at that spawn are not kept.
             Step::User => c

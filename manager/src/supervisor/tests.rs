@@ -779,7 +779,7 @@ fn a_reload_change_waits_for_the_stop_then_starts_the_new_config() {
     fx.handle(&mut s, Event::Start);
     exec_ok(&mut s, &mut fx);
     let mut new = s.config.clone();
-    new.exec = thin_vec::thin_vec!["/bin/y".into()];
+    new.exec = ["/bin/y"].into_iter().collect();
     let replacement = Replacement {
         config: new.clone(),
         sockets: Vec::new(),
