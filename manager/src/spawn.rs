@@ -966,7 +966,7 @@ fn environment<I: Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>>(
         set(k, v);
     }
     if let Some(interval) = service.watchdog {
-        set("WATCHDOG_USEC", &interval.as_micros().to_string());
+        set("WATCHDOG_USEC", &interval.get().as_micros().to_string());
     }
     for (k, v) in &service.environment {
         set(k, v);

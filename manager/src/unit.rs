@@ -574,6 +574,6 @@ mod tests {
         // a byte here is a kilobyte of the manager. A field most units never set goes behind
         // a box (or in a thin vector). The bound is this build's size and a few words.
         let size = std::mem::size_of::<Unit>();
-        assert!(size <= 790, "a unit's record is {size} bytes");
+        assert!(size <= 720, "a unit's record is {size} bytes");
     }
 }

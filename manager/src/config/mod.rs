@@ -21,7 +21,7 @@ use thin_vec::ThinVec;
 
 use crate::users::UserDb;
 
-pub use values::{Signal, format_duration, parse_size};
+pub use values::{Signal, Span, format_duration, parse_size};
 
 /// Where a config item was written.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -235,27 +235,27 @@ pub struct Service {
     pub limits: ThinVec<(u32, u64)>,
     /// `restart_delay`, default `"100ms"`: the wait before a keep-alive restart of an eager
     /// service.
-    pub restart_delay: Duration,
+    pub restart_delay: Span,
     /// `start_limit_burst`, default `5`: automatic restarts allowed within
     /// `start_limit_interval`.
     pub start_limit_burst: u32,
     /// `start_limit_interval`, default `"10s"`: the window the start limit counts restarts in.
-    pub start_limit_interval: Duration,
+    pub start_limit_interval: Span,
     /// `start_limit_cooldown`, default `"5m"`: a service failed at its start limit is started
     /// again (a lazy one: listens again) this long afterwards, with fresh counters; `"none"`
     /// leaves it failed until a start by hand.
-    pub start_limit_cooldown: Option<Duration>,
+    pub start_limit_cooldown: Option<Span>,
     /// `stop_signal`, default `"SIGTERM"`: the signal that asks the service to stop.
     pub stop_signal: Signal,
     /// `stop_timeout`, default `"5s"`: how long to wait after `stop_signal` before SIGKILL.
-    pub stop_timeout: Duration,
+    pub stop_timeout: Span,
     /// `takeover_env`, default `"flag"`: how `SOCKET_TAKEOVER` is written.
     pub takeover_env: TakeoverEnv,
     /// `ready`, default `"exec"`: when a started service counts as ready.
     pub ready: Ready,
     /// `start_timeout`, default `"90s"`: readiness must come within this long of the spawn;
     /// `"infinity"` waits for ever.
-    pub start_timeout: Option<Duration>,
+    pub start_timeout: Option<Span>,
     /// `after`, default none: services this one starts after (order only).
     pub after: ThinVec<Dependency>,
     /// `requires`, default none: services this one needs; implies `after`.
@@ -264,7 +264,7 @@ pub struct Service {
     pub notify_access: NotifyAccess,
     /// `watchdog`, default none: once ready, the service must send `WATCHDOG=1` at least this
     /// often, or it is stopped with `watchdog_signal` and handled as crashed.
-    pub watchdog: Option<Duration>,
+    pub watchdog: Option<Span>,
     /// `watchdog_signal`, default `"SIGABRT"`: what a missed watchdog sends.
     pub watchdog_signal: Signal,
     /// `fd_store`, default `0`: how many fds steward keeps for the service (sd_notify
@@ -310,15 +310,15 @@ impl Service {
             memory_max: None,
             tasks_max: None,
             limits: ThinVec::new(),
-            restart_delay: Duration::from_millis(100),
+            restart_delay: Span::from_millis(100),
             start_limit_burst: 5,
-            start_limit_interval: Duration::from_secs(10),
-            start_limit_cooldown: Some(Duration::from_secs(300)),
+            start_limit_interval: Span::from_secs(10),
+            start_limit_cooldown: Some(Span::from_secs(300)),
             stop_signal: Signal::TERM,
-            stop_timeout: Duration::from_secs(5),
+            stop_timeout: Span::from_secs(5),
             takeover_env: TakeoverEnv::Flag,
             ready: Ready::Exec,
-            start_timeout: Some(Duration::from_secs(90)),
+            start_timeout: Some(Span::from_secs(90)),
             after: ThinVec::new(),
             requires: ThinVec::new(),
             notify_access: NotifyAccess::Main,

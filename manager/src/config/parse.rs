@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use super::values::{RLIMITS, Signal, parse_duration, parse_mode, parse_size, valid_name};
+use super::values::{RLIMITS, Signal, Span, parse_duration, parse_mode, parse_size, valid_name};
 use super::{
     Broken, Config, Confined, Credentials, Dependency, Diagnostic, ExecutorPool, Id, InstanceLog,
     Loaded, ManagerSettings, NotifyAccess, Origin, Ready, Service, SocketAddress, SocketConfig,
@@ -379,7 +378,7 @@ impl Cx<'_> {
         }
     }
 
-    fn duration(&mut self, key: &str, value: &Value) -> Option<Duration> {
+    fn duration(&mut self, key: &str, value: &Value) -> Option<Span> {
         let text = self.string(key, value)?;
         let parsed = parse_duration(text);
         if parsed.is_none() {
@@ -394,9 +393,9 @@ impl Cx<'_> {
     }
 
     /// A duration that must not be zero (a watchdog that fires at once would be no use).
-    fn positive_duration(&mut self, key: &str, value: &Value) -> Option<Duration> {
+    fn positive_duration(&mut self, key: &str, value: &Value) -> Option<Span> {
         let d = self.duration(key, value)?;
-        if d.is_zero() {
+        if d.get().is_zero() {
             self.error(value.span(), format!("`{key}` must be longer than 0"));
             return None;
         }
@@ -535,7 +534,7 @@ impl Cx<'_> {
                 }
                 "watchdog_timeout" => {
                     if let Some(d) = self.positive_duration("watchdog_timeout", value) {
-                        settings.watchdog_timeout = d;
+                        settings.watchdog_timeout = d.get();
                     }
                 }
                 other => self.error(
@@ -1155,12 +1154,12 @@ impl Cx<'_> {
     }
 
     /// A duration, or `"infinity"` (`None`).
-    fn timeout(&mut self, key: &str, value: &Value) -> Option<Option<Duration>> {
+    fn timeout(&mut self, key: &str, value: &Value) -> Option<Option<Span>> {
         self.optional(key, value, "infinity")
     }
 
     /// A duration, or the word that means "never" (`None`).
-    fn optional(&mut self, key: &str, value: &Value, never: &str) -> Option<Option<Duration>> {
+    fn optional(&mut self, key: &str, value: &Value, never: &str) -> Option<Option<Span>> {
         if let DeValue::String(s) = value.get_ref() {
             if s == never {
                 return Some(None);
@@ -1380,7 +1379,7 @@ mod tests {
         assert_eq!(s.name, "a");
         assert_eq!(s.exec, ["/bin/true"]);
         assert!(s.autostart && !s.keep_alive);
-        assert_eq!(s.restart_delay, Duration::from_millis(100));
+        assert_eq!(s.restart_delay, Span::from_millis(100));
         assert_eq!(s.start_limit_burst, 5);
         assert_eq!(s.stop_signal, Signal::TERM);
         assert_eq!(s.stdio, StdioMode::Log);
@@ -1818,10 +1817,10 @@ path = \"/run/late\"
         assert_eq!(services[0].notify_access, NotifyAccess::All);
         assert_eq!(services[1].ready, Ready::Fd(5));
         assert_eq!(services[1].waits_for().collect::<Vec<_>>(), ["db"]);
-        assert_eq!(services[2].start_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(services[2].start_timeout, Some(Span::from_secs(120)));
         assert_eq!(
             Service::new("x".into(), services[0].origin.clone()).start_timeout,
-            Some(Duration::from_secs(90))
+            Some(Span::from_secs(90))
         );
     }
 

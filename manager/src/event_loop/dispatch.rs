@@ -524,7 +524,7 @@ impl Manager {
         let instance = self
             .registry
             .get(id)
-            .is_some_and(|u| u.supervisor.instances().contains_key(&pid));
+            .is_some_and(|u| u.supervisor.instances().contains(pid));
         let watched = instance || self.watch_fd(&status, Token::Status(id, pid));
         let ready = ready.filter(|fd| self.watch_fd(fd, Token::Ready(id, pid)));
         let mut instance_pipes = Vec::new();
@@ -538,7 +538,7 @@ impl Manager {
         };
         let supervisor = &unit.supervisor;
         let tag = || {
-            let instance = supervisor.instances().get(&pid)?;
+            let instance = supervisor.instances().get(pid)?;
             Some(format!("{}@{}", supervisor.config().name, instance.number))
         };
         unit.io.instances.add(pid, tag, instance_pipes);

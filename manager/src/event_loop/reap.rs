@@ -226,7 +226,7 @@ impl Manager {
                 ProcessEvent::Execd
             }
         };
-        let instance = unit.supervisor.instances().contains_key(&pid);
+        let instance = unit.supervisor.instances().contains(pid);
         let status = self
             .registry
             .get_mut(id)

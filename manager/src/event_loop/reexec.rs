@@ -684,7 +684,7 @@ impl Manager {
         let Some(unit) = self.registry.get(id) else {
             return;
         };
-        let mut pids: Vec<_> = unit.supervisor.instances().keys().copied().collect();
+        let mut pids: Vec<_> = unit.supervisor.instances().pids().collect();
         pids.extend(unit.supervisor.state().pid());
         for pipe in &unit.io.pipes {
             self.watch_fd(&pipe.fd, Token::Log(id, pipe.stream));

@@ -6,21 +6,23 @@
 //! [`Effects`], which the event loop implements with real syscalls and the tests with fakes.
 
 pub mod effects;
+mod instances;
 pub mod save;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use steward_protocol::{StatusReport, Step};
 use thin_vec::ThinVec;
 
+pub use instances::Instances;
+
 pub use effects::Effects;
 
 use crate::config::format_duration;
-use crate::config::{self, InstanceLog, Ready, Signal};
+use crate::config::{self, InstanceLog, Ready, Signal, Span};
 use crate::sockets::Listener;
 use crate::spawn::SpawnError;
 
@@ -497,7 +499,7 @@ pub struct Supervisor {
     /// pay 32 bytes for it.
     last_failure: Option<Box<Failure>>,
     /// Accept mode: the running instances by pid.
-    instances: BTreeMap<Pid, Instance>,
+    instances: Instances,
     /// Accept mode: the number the next instance gets.
     next_instance: u32,
     /// The watchdog of the current run.
@@ -524,7 +526,9 @@ pub enum Watchdog {
 impl Watchdog {
     /// The interval of a fresh run of `config`.
     fn of(config: &config::Service) -> Watchdog {
-        config.watchdog.map_or(Watchdog::Off, Watchdog::Waiting)
+        config
+            .watchdog
+            .map_or(Watchdog::Off, |interval| Watchdog::Waiting(interval.get()))
     }
 
     /// The interval, if there is one.
@@ -546,7 +550,7 @@ impl Supervisor {
             recent_restarts: ThinVec::new(),
             last_exit: None,
             last_failure: None,
-            instances: BTreeMap::new(),
+            instances: Instances::default(),
             next_instance: 1,
             watchdog: Watchdog::Off,
         }
@@ -595,7 +599,7 @@ impl Supervisor {
     }
 
     /// Accept mode: the running instances by pid.
-    pub fn instances(&self) -> &BTreeMap<Pid, Instance> {
+    pub fn instances(&self) -> &Instances {
         &self.instances
     }
 
@@ -678,7 +682,7 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, fx: &mut Effects<'_>) {
         use State::*;
         let event = match event {
-            Event::Process(pid, what) if self.instances.contains_key(&pid) => {
+            Event::Process(pid, what) if self.instances.contains(pid) => {
                 return self.handle_instance(pid, what, fx);
             }
             // About a process that is neither its main one nor an instance (any more): a
@@ -967,7 +971,7 @@ impl Supervisor {
                 let waited = self
                     .config
                     .start_timeout
-                    .map_or_else(|| "ever".into(), format_duration);
+                    .map_or_else(|| "ever".into(), |t| format_duration(t.get()));
                 let reason = format!("not ready within {waited} (start_timeout)");
                 fx.log
                     .log(&self.config.name, format_args!("{reason}; stopping it"));
@@ -990,7 +994,7 @@ impl Supervisor {
                     &self.config.name,
                     format_args!(
                         "still running {} after {}; sending SIGKILL",
-                        format_duration(self.config.stop_timeout),
+                        format_duration(self.config.stop_timeout.get()),
                         self.config.stop_signal
                     ),
                 );
@@ -1133,7 +1137,8 @@ impl Supervisor {
         });
         let main = Process::running(pid);
         self.signal_all(Some(main), signal, fx);
-        fx.timers.set(Timer::StopTimeout, self.config.stop_timeout);
+        fx.timers
+            .set(Timer::StopTimeout, self.config.stop_timeout.get());
         State::Stopping {
             main: Some(main),
             killed: false,
@@ -1265,7 +1270,7 @@ impl Supervisor {
 
     /// An event about one of the accept-mode instances, a small machine of its own.
     fn handle_instance(&mut self, pid: Pid, what: ProcessEvent, fx: &mut Effects<'_>) {
-        let Some(instance) = self.instances.get_mut(&pid) else {
+        let Some(instance) = self.instances.get_mut(pid) else {
             return;
         };
         // Made only for a line: by default a connection that goes well has none.
@@ -1293,7 +1298,7 @@ impl Supervisor {
                 | ProcessEvent::WatchdogInterval(_),
             ) => {}
             (exec, ProcessEvent::Exited(exit)) => {
-                self.instances.remove(&pid);
+                self.instances.remove(pid);
                 match (self.config.log_instances, exit, exec) {
                     (InstanceLog::All, _, _) => fx.log.log(&name(), format_args!("{exit}")),
                     // Its failed step was told already; the exit that follows adds nothing.
@@ -1437,7 +1442,7 @@ impl Supervisor {
                 fx.log
                     .log(&self.config.name, format_args!("started (pid {pid})"));
                 if let Some(timeout) = self.config.start_timeout {
-                    fx.timers.set(Timer::StartTimeout, timeout);
+                    fx.timers.set(Timer::StartTimeout, timeout.get());
                 }
                 State::Starting {
                     main: Process::spawned(pid),
@@ -1464,7 +1469,8 @@ impl Supervisor {
         fx.log
             .log(&self.config.name, format_args!("stopping ({signal})"));
         self.signal_all(main, signal, fx);
-        fx.timers.set(Timer::StopTimeout, self.config.stop_timeout);
+        fx.timers
+            .set(Timer::StopTimeout, self.config.stop_timeout.get());
         State::Stopping {
             main,
             killed: false,
@@ -1476,7 +1482,7 @@ impl Supervisor {
         let pids: Vec<Pid> = main
             .map(|m| m.pid)
             .into_iter()
-            .chain(self.instances.keys().copied())
+            .chain(self.instances.pids())
             .collect();
         fx.signals.signal(&self.config.name, &pids, signal);
     }
@@ -1603,7 +1609,7 @@ impl Supervisor {
             return self.cool_down(fx);
         }
         self.restarts += 1;
-        let delay = self.config.restart_delay;
+        let delay = self.config.restart_delay.get();
         if !delay.is_zero() {
             fx.log.log(
                 &self.config.name,
@@ -1617,7 +1623,7 @@ impl Supervisor {
     /// Failed at the start limit: tried again after `start_limit_cooldown`, unless `"none"`,
     /// so that an unattended board recovers.
     fn cool_down(&mut self, fx: &mut Effects<'_>) -> State {
-        if let Some(cooldown) = self.config.start_limit_cooldown {
+        if let Some(cooldown) = self.config.start_limit_cooldown.map(Span::get) {
             fx.log.log(
                 &self.config.name,
                 format_args!(
@@ -1633,7 +1639,7 @@ impl Supervisor {
     /// Counts an automatic restart; true (and logged) when it would exceed the start limit.
     fn start_limit_reached(&mut self, fx: &mut Effects<'_>) -> bool {
         let now = fx.clock.now();
-        let window = self.config.start_limit_interval;
+        let window = self.config.start_limit_interval.get();
         // In time order, so the restarts out of the window are a prefix. It goes once it is
         // half the list: a window of thousands (`start_limit_burst = 999999`) would otherwise
         // be shifted at every restart, and a ring would cost every unit 24 bytes more.

@@ -2,17 +2,16 @@
 //! manager rebuilds it. Instants cross as ages (CLOCK_MONOTONIC is shared across the exec, but
 //! `Instant` is opaque).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use steward_protocol::reexec as saved;
 use steward_protocol::{StatusReport, Step};
 
 use super::{
-    AfterStop, Cause, Exec, Exit, Failure, Instance, Intake, Pid, Process, Resume, Serving, State,
-    Supervisor, Timer, Watchdog,
+    AfterStop, Cause, Exec, Exit, Failure, Instance, Instances, Intake, Pid, Process, Resume,
+    Serving, State, Supervisor, Timer, Watchdog,
 };
-use crate::config::{self, Signal};
+use crate::config::{self, Signal, Span};
 
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
@@ -168,7 +167,7 @@ impl Supervisor {
         out.next_instance = self.next_instance;
         // Only an interval the service set itself: the configured one is in the config.
         out.watchdog_usec = match self.watchdog.interval() {
-            interval if interval == self.config.watchdog => None,
+            interval if interval == self.config.watchdog.map(Span::get) => None,
             interval => Some(interval.map_or(0, |i| i.as_micros().min(u64::MAX as u128) as u64)),
         };
     }
@@ -223,7 +222,7 @@ impl Supervisor {
         now: Instant,
     ) -> Supervisor {
         let state = load_state(&s.state, listening, now);
-        let instances: BTreeMap<Pid, Instance> = s
+        let instances: Instances = s
             .instances
             .iter()
             .filter_map(|i| {
@@ -272,7 +271,7 @@ fn restored_watchdog(
     now: Instant,
 ) -> Watchdog {
     let interval = match s.watchdog_usec {
-        None => config.watchdog,
+        None => config.watchdog.map(Span::get),
         Some(0) => None,
         Some(usec) => Some(Duration::from_micros(usec)),
     };

@@ -281,7 +281,7 @@ fn accept_mode_caps_running_instances() {
         "at the cap, the third client waits in the backlog"
     );
     assert_eq!(fx.spawn.waiting, 1);
-    let first = *s.instances.keys().next().unwrap();
+    let first = s.instances.pids().next().unwrap();
     fx.handle(&mut s, Event::Process(first, ProcessEvent::Execd));
     fx.handle(
         &mut s,
@@ -290,7 +290,7 @@ fn accept_mode_caps_running_instances() {
     assert!(s.wants_connections(), "below the cap again");
     fx.handle(&mut s, Event::Connection);
     assert_eq!(s.instances.len(), 2);
-    let numbers: Vec<u32> = s.instances.values().map(|i| i.number).collect();
+    let numbers: Vec<u32> = s.instances.iter().map(|(_, i)| i.number).collect();
     assert_eq!(numbers, [2, 3]);
     assert_eq!(s.instances_started(), Some(3));
     // By default only a failing instance is told, with the pid no start line gave.
@@ -302,7 +302,7 @@ fn accept_mode_caps_running_instances() {
         "{:?}",
         fx.log.0
     );
-    let second = *s.instances.keys().next().unwrap();
+    let second = s.instances.pids().next().unwrap();
     fx.handle(&mut s, Event::Process(second, ProcessEvent::Execd));
     fx.handle(
         &mut s,
@@ -329,7 +329,7 @@ fn stopping_an_accept_service_waits_for_its_instances() {
     fx.handle(&mut s, Event::Start);
     fx.spawn.waiting = 2;
     fx.handle(&mut s, Event::Connection);
-    let pids: Vec<Pid> = s.instances.keys().copied().collect();
+    let pids: Vec<Pid> = s.instances.pids().collect();
     fx.handle(&mut s, Event::Stop);
     assert_eq!(
         fx.signals.0,
@@ -829,7 +829,7 @@ fn an_instance_step_failure_is_logged_with_its_name() {
     fx.handle(&mut s, Event::Start);
     fx.spawn.waiting = 1;
     fx.handle(&mut s, Event::Connection);
-    let p = *s.instances.keys().next().unwrap();
+    let p = s.instances.pids().next().unwrap();
     let report = StatusReport {
         step: Step::Exec,
         errno: 13,
