@@ -12,6 +12,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use rustix::fs::{Mode, OFlags};
+
 /// Which cgroup interface a hierarchy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -106,6 +108,9 @@ pub struct Prepared {
     /// Dropped with the rest when the cgroup is removed or made again, so that it never names
     /// a directory that is gone.
     procs: Kept,
+    /// Its v2 directory (O_PATH), once opened for [`Cgroups::unified_kept`]; dropped as
+    /// `procs` is.
+    unified: Kept,
 }
 
 /// Whether a service's processes join its cgroup.
@@ -261,6 +266,7 @@ impl Cgroups {
             limits,
             joins,
             procs: Kept::default(),
+            unified: Kept::default(),
         })
     }
 
@@ -387,6 +393,22 @@ impl Cgroups {
         kill_all_but(pids, signal, spared)
     }
 
+    /// An O_PATH fd on the v2 directory of `name`, prepared as `prepared`, opened once and
+    /// kept there: for a service whose idle executors are born in it (CLONE_INTO_CGROUP), one
+    /// at each of its restarts or connections. Opening it by its path walks half a dozen
+    /// kernfs directories at each; a service without idle executors holds no fd for it.
+    /// None without a v2 directory to join, or when it cannot be opened.
+    pub fn unified_kept(&self, prepared: &mut Prepared, name: &str) -> Option<Rc<OwnedFd>> {
+        if prepared.joins == Joins::Without {
+            return None;
+        }
+        if prepared.unified.0.is_none() {
+            let v2 = self.hierarchies.iter().find(|h| h.version == Version::V2)?;
+            prepared.unified.0 = open_dir_path(&v2.base.join(name)).ok().map(Rc::new);
+        }
+        prepared.unified.0.clone()
+    }
+
     /// Removes the (empty) cgroup of `name`; false when a process is still in it.
     pub fn remove(&self, name: &str) -> bool {
         let mut all = true;
@@ -476,6 +498,14 @@ fn kill_all_but(mut pids: Vec<i32>, signal: crate::config::Signal, spared: &[i32
 
 fn open_read(path: &Path) -> io::Result<OwnedFd> {
     Ok(fs::File::open(path)?.into())
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The whole of a file from its start, whatever was read of it before: a kernfs file is
@@ -963,6 +993,29 @@ mod tests {
         // Made again, it opens its own.
         let again = cg.prepare("web", Limits::default()).unwrap();
         assert_eq!(again.procs, Kept::default());
+    }
+
+    #[test]
+    fn the_v2_directory_fd_is_opened_once_and_only_for_a_v2_directory() {
+        use std::os::fd::AsRawFd;
+        let (_root, cg) = fake(&[(Version::V1, &["pids"]), (Version::V2, &[])]);
+        let mut prepared = cg.prepare("web", Limits::default()).unwrap();
+        let fd = cg.unified_kept(&mut prepared, "web").expect("opened");
+        let named = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(named, cg.hierarchies[1].base.join("web"));
+        let again = cg.unified_kept(&mut prepared, "web").unwrap();
+        assert!(Rc::ptr_eq(&fd, &again), "the same fd");
+        // Made again, it opens its own.
+        let remade = cg.prepare("web", Limits::default()).unwrap();
+        assert_eq!(remade.unified, Kept::default());
+        // Without a v2 hierarchy there is nothing to be born in.
+        let (_root, v1) = fake(&[(Version::V1, &["pids"])]);
+        let mut prepared = v1.prepare("web", Limits::default()).unwrap();
+        assert!(v1.unified_kept(&mut prepared, "web").is_none());
+        // Nor where the service runs without a cgroup.
+        let none = Cgroups::new(Vec::new());
+        let mut prepared = none.prepare("web", Limits::default()).unwrap();
+        assert!(none.unified_kept(&mut prepared, "web").is_none());
     }
 
     #[test]

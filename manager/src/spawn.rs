@@ -522,7 +522,7 @@ impl Spawner {
             &mut self.launcher,
             &argv,
             &keep,
-            into.as_ref(),
+            into.as_ref().map(AsFd::as_fd),
         ) {
             Ok(pid) => Ok((pid, status_read)),
             // clone3 into a cgroup is not available: posix_spawn, as from now on.
@@ -556,10 +556,20 @@ impl Spawner {
         ));
     }
 
-    /// Adds one idle executor to `pool`, born in the cgroup `unified` (the service's v2 one)
-    /// where the kernel can.
-    pub fn fill(&mut self, pool: &mut Pool, unified: Option<&Path>) -> Result<(), SpawnError> {
-        let into = self.cgroup_fd(unified);
+    /// Whether executors are born in their v2 cgroup (CLONE_INTO_CGROUP): the kernel can, as
+    /// far as is known yet.
+    pub fn births_in_cgroups(&self) -> bool {
+        self.clone_into_cgroup
+    }
+
+    /// Adds one idle executor to `pool`, born in the cgroup directory `born_in` (an O_PATH fd
+    /// on the service's v2 one) where the kernel can.
+    pub fn fill(
+        &mut self,
+        pool: &mut Pool,
+        born_in: Option<BorrowedFd<'_>>,
+    ) -> Result<(), SpawnError> {
+        let into = born_in.filter(|_| self.clone_into_cgroup);
         let (ours, theirs) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::SEQPACKET,
@@ -579,12 +589,12 @@ impl Spawner {
             &mut self.launcher,
             &argv,
             &keep,
-            into.as_ref(),
+            into,
         ) {
             Ok(pid) => pid,
             Err(Cloned::Unsupported(e)) => {
                 self.unsupported(&e);
-                return self.fill(pool, unified);
+                return self.fill(pool, None);
             }
             Err(Cloned::Failed(e)) => return Err(SpawnError::Spawn(e)),
         };
@@ -641,11 +651,11 @@ fn clone_executor(
     launcher: &mut crate::sys::Launcher,
     argv: &[&CStr],
     keep: &[BorrowedFd<'_>],
-    into: Option<&OwnedFd>,
+    into: Option<BorrowedFd<'_>>,
 ) -> Result<Pid, Cloned> {
     let pid = match into {
         Some(cgroup) => {
-            match crate::sys::spawn_into_cgroup(pinned, argv, keep, cgroup.as_fd(), launcher) {
+            match crate::sys::spawn_into_cgroup(pinned, argv, keep, cgroup, launcher) {
                 Ok(pid) => pid,
                 // A kernel without clone3 (before 5.3) or CLONE_INTO_CGROUP (before 5.7).
                 Err(e) if is_unsupported(&e) => return Err(Cloned::Unsupported(e)),

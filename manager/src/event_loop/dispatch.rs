@@ -513,11 +513,9 @@ impl Manager {
             ready,
         } = process;
         self.registry.claim(pid, id);
-        // An executor armed for a restart and told to go: its pool socket, watched for its one
-        // report, is its status pipe now.
-        if self.armed_executors.remove(&pid).is_some() {
-            let _ = epoll::delete(&self.epoll, &status);
-        }
+        // An executor armed for a restart and told to go: its pool socket, in the epoll set
+        // already, is watched for its one report as its status pipe now.
+        let armed = self.armed_executors.remove(&pid).is_some();
         // An accept instance's status is read when it is reaped, not watched: its exec only
         // moves it from pending to done, which nothing waits for, and a failed step ends it at
         // once. That saves every connection two epoll_ctl calls and a turn of the loop.
@@ -525,7 +523,12 @@ impl Manager {
             .registry
             .get(id)
             .is_some_and(|u| u.supervisor.instances().contains(pid));
-        let watched = instance || self.watch_fd(&status, Token::Status(id, pid));
+        let token = Token::Status(id, pid);
+        let watched = match (instance, armed) {
+            (true, _) => true,
+            (false, true) => self.rewatch_fd(&status, token),
+            (false, false) => self.watch_fd(&status, token),
+        };
         let ready = ready.filter(|fd| self.watch_fd(fd, Token::Ready(id, pid)));
         let mut instance_pipes = Vec::new();
         for pipe in pipes {
@@ -762,10 +765,18 @@ impl Manager {
         };
         let wanted = unit.supervisor.wants_pool();
         let service = unit.supervisor.config();
-        let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|dirs| {
-            let unified = self.cgroups.unified(&dirs);
+        let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|_| {
+            // Refilled at every restart or connection: born in the cgroup through an fd kept
+            // for it, not one opened by its path each time.
+            let born_in = match &mut unit.io.cgroup {
+                Cgroup::Made(prepared) if self.spawner.births_in_cgroups() => {
+                    self.cgroups.unified_kept(prepared, &service.name)
+                }
+                Cgroup::Made(_) | Cgroup::Absent | Cgroup::Lingering => None,
+            };
             while unit.io.pool.len() < wanted {
-                self.spawner.fill(&mut unit.io.pool, unified)?;
+                self.spawner
+                    .fill(&mut unit.io.pool, born_in.as_deref().map(AsFd::as_fd))?;
             }
             Ok(())
         });

@@ -576,6 +576,16 @@ impl Manager {
         }
     }
 
+    /// Watches `fd`, in the epoll set already under another token, for reading with `token`:
+    /// one epoll_ctl where taking it out and adding it again is two. Added afresh if it is not
+    /// in the set after all.
+    fn rewatch_fd(&self, fd: impl AsFd, token: Token) -> bool {
+        match epoll::modify(&self.epoll, &fd, data(token), epoll::EventFlags::IN) {
+            Ok(()) => true,
+            Err(_) => self.watch_fd(fd, token),
+        }
+    }
+
     /// Writes the logs to the files `settings` names from now on (none: to no file). Every
     /// file is opened again by its path at its next line, as after a `reexec`: a reload
     /// also picks up a file that was moved away (logrotate) or a disk mounted since.
