@@ -14,7 +14,7 @@ use super::Manager;
 use super::data;
 use super::timers::TimerSet;
 use super::token::Token;
-use crate::cgroups::{Cgroups, Limits};
+use crate::cgroups::{Cgroups, Limits, Prepared};
 use crate::config::{self, Signal, StdioMode};
 use crate::log;
 use crate::output::{self, Pipe};
@@ -231,30 +231,36 @@ fn arms_restarts(service: &config::Service) -> bool {
         && !matches!(service.stdio, StdioMode::Path(_))
 }
 
-/// The service's cgroup directories: made once, and again only when a reload changed the
-/// limits (an accept service spawns per connection and must not mkdir and write its limits
-/// each time).
+/// The service's cgroup directories, of a cgroup made by [`made_cgroup`].
 fn cgroup_dirs(
     cgroups: &Cgroups,
     io: &mut Io,
     service: &config::Service,
 ) -> Result<Vec<PathBuf>, SpawnError> {
+    let prepared = made_cgroup(cgroups, &mut io.cgroup, service)?;
+    Ok(cgroups.joined(&service.name, prepared))
+}
+
+/// The service's cgroup: made once, and again only when a reload changed the limits (an
+/// accept service spawns per connection and must not mkdir and write its limits each time).
+fn made_cgroup<'a>(
+    cgroups: &Cgroups,
+    cgroup: &'a mut Cgroup,
+    service: &config::Service,
+) -> Result<&'a mut Prepared, SpawnError> {
     let limits = Limits {
         memory_max: service.memory_max,
         tasks_max: service.tasks_max,
     };
-    match &io.cgroup {
-        Cgroup::Made(prepared) if prepared.limits == limits => {
-            Ok(cgroups.joined(&service.name, prepared))
-        }
-        Cgroup::Absent | Cgroup::Made(_) | Cgroup::Lingering => {
-            let prepared = cgroups
-                .prepare(&service.name, limits)
-                .map_err(SpawnError::Cgroup)?;
-            let dirs = cgroups.joined(&service.name, &prepared);
-            io.cgroup = Cgroup::Made(prepared);
-            Ok(dirs)
-        }
+    if !matches!(cgroup, Cgroup::Made(prepared) if prepared.limits == limits) {
+        let prepared = cgroups
+            .prepare(&service.name, limits)
+            .map_err(SpawnError::Cgroup)?;
+        *cgroup = Cgroup::Made(prepared);
+    }
+    match cgroup {
+        Cgroup::Made(prepared) => Ok(prepared),
+        Cgroup::Absent | Cgroup::Lingering => unreachable!("made just above"),
     }
 }
 
@@ -765,21 +771,20 @@ impl Manager {
         };
         let wanted = unit.supervisor.wants_pool();
         let service = unit.supervisor.config();
-        let filled = cgroup_dirs(&self.cgroups, &mut unit.io, service).and_then(|_| {
-            // Refilled at every restart or connection: born in the cgroup through an fd kept
-            // for it, not one opened by its path each time.
-            let born_in = match &mut unit.io.cgroup {
-                Cgroup::Made(prepared) if self.spawner.births_in_cgroups() => {
-                    self.cgroups.unified_kept(prepared, &service.name)
+        let filled =
+            made_cgroup(&self.cgroups, &mut unit.io.cgroup, service).and_then(|prepared| {
+                // Refilled at every restart or connection: born in the cgroup through an fd kept
+                // for it, not one opened by its path each time.
+                let born_in = match self.spawner.births_in_cgroups() {
+                    true => self.cgroups.unified_kept(prepared, &service.name),
+                    false => None,
+                };
+                while unit.io.pool.len() < wanted {
+                    self.spawner
+                        .fill(&mut unit.io.pool, born_in.as_deref().map(AsFd::as_fd))?;
                 }
-                Cgroup::Made(_) | Cgroup::Absent | Cgroup::Lingering => None,
-            };
-            while unit.io.pool.len() < wanted {
-                self.spawner
-                    .fill(&mut unit.io.pool, born_in.as_deref().map(AsFd::as_fd))?;
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         let pool = &mut unit.io.pool;
         match (filled, pool.filling) {
             (Ok(()), _) => pool.filling = Filling::Works,
