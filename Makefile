@@ -90,7 +90,7 @@ chaos: build
 MANAGER_LINK := -C linker=$(CURDIR)/manager/link-hot-first
 
 # The release binaries the benchmarks measure, the tiny static service they run, and the C
-# floor experiments the accept benchmark sets beside them (bench/floor/).
+# floor experiments the benchmarks set beside them (bench/floor/).
 release:
 	$(CARGO) build --release --workspace --exclude steward-executor --exclude steward --bins
 	$(CARGO) rustc --release -p steward --bin steward -- $(MANAGER_LINK)
@@ -98,6 +98,7 @@ release:
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-tiny bench/tiny/tiny.c
 	gcc -O2 -Wall -o target/release/steward-floor bench/floor/floor.c
 	gcc -static -nostdlib -O2 -fno-stack-protector -o target/release/steward-floor-stub bench/floor/stub.c
+	gcc -O2 -Wall -o target/release/steward-floor-store bench/floor/store.c
 
 # Rewrites manager/hot-functions.txt from a profile of the manager at work (bench/hot-functions).
 hot-functions: release

@@ -209,7 +209,7 @@ const TARGETS: [Target; 13] = [
         target: 2.0,
         at_most: true,
         unit: " ms",
-        floor: None,
+        floor: Some("fdstore.floor_gap_p99_ms"),
     },
 ];
 

@@ -185,6 +185,71 @@ fd_store = 8
     wait_stored(&s, "echo", 2);
 }
 
+/// User plus system CPU time of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A line that comes in pieces is answered once it is whole, also by the next process after a
+/// restart, and the wait for the rest costs the service no CPU (the socket stays readable while
+/// part of a line waits in it, so polling it again would return at once, again and again); a
+/// client that hangs up in the middle of a line is let go.
+#[test]
+fn a_line_sent_in_pieces_is_answered_whole_without_spinning() {
+    let port = free_port();
+    let s = Steward::start(&format!(
+        r#"
+[service.echo]
+exec = ["{}", "127.0.0.1:{port}"]
+ready = "notify"
+fd_store = 8
+"#,
+        bin("stored-echo").display()
+    ));
+    let pid = main_pid(&s, "echo");
+    let mut client = Client::connect(port);
+    client.writer.set_nodelay(true).unwrap();
+    assert_eq!(client.ask("whole"), pid);
+    wait_stored(&s, "echo", 2);
+
+    client.writer.write_all(b"pie").unwrap();
+    let before = cpu_ticks(pid);
+    // A window to measure in, not a wait for something to happen: a spinning thread takes
+    // the whole of it (50 ticks at the usual 100 Hz), a waiting one none.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let spent = cpu_ticks(pid) - before;
+    assert!(spent < 10, "{spent} ticks of CPU while half a line waited");
+    client.writer.write_all(b"ces\n").unwrap();
+    let mut reply = String::new();
+    client.reader.read_line(&mut reply).unwrap();
+    assert_eq!(reply, format!("{pid}: pieces\n"));
+
+    // Half a line left to the next process.
+    client.writer.write_all(b"rest").unwrap();
+    let (code, _, err) = s.ctl(&["restart", "echo"]);
+    assert_eq!(code, 0, "{err}");
+    let next = main_pid(&s, "echo");
+    client.writer.write_all(b"arted\n").unwrap();
+    reply.clear();
+    client.reader.read_line(&mut reply).unwrap();
+    assert_eq!(reply, format!("{next}: restarted\n"));
+
+    client.writer.write_all(b"never ends").unwrap();
+    client.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    // The service takes the connection out of the store, and closes it: with the unread half
+    // line still in it, so the kernel resets it.
+    wait_stored(&s, "echo", 1);
+    reply.clear();
+    match client.reader.read_line(&mut reply) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{other:?} ({reply:?})"),
+    }
+}
+
 /// python3-systemd stores a unix socket, a TCP connection and (with `FDPOLL=0`) one more unix
 /// socket; then the peers of all three go away.
 const HANGUPS: &str = r#"

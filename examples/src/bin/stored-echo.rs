@@ -73,19 +73,36 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(client: TcpStream, name: &str, stop: &OwnedFd) {
     let pid = std::process::id();
+    // A process before us may have stopped while it waited for the rest of a line.
+    let _ = sys::wait_for_more_than(client.as_fd(), 0);
+    let mut waiting = false;
     loop {
-        if sys::wait(client.as_fd(), stop.as_fd()) == sys::Woken::Stop {
+        let woken = sys::wait(client.as_fd(), stop.as_fd());
+        if woken == sys::Woken::Stop {
             return;
         }
         match sys::read_line(client.as_fd()) {
-            Ok(Some(line)) => {
+            Ok(sys::Line::Whole(line)) => {
+                if std::mem::take(&mut waiting)
+                    && sys::wait_for_more_than(client.as_fd(), 0).is_err()
+                {
+                    break;
+                }
                 let reply = format!("{pid}: {}", String::from_utf8_lossy(&line));
                 if std::io::Write::write_all(&mut &client, reply.as_bytes()).is_err() {
                     break;
                 }
             }
-            // Not a whole line yet: wait for the rest.
-            Ok(None) => continue,
+            // Not a whole line yet: the socket is readable until the rest comes, so poll
+            // would return at once, again and again; it is told to wake us for more bytes.
+            // The rest will never come.
+            Ok(sys::Line::Part(_)) if woken == sys::Woken::HungUp => break,
+            Ok(sys::Line::Part(got)) => {
+                if sys::wait_for_more_than(client.as_fd(), got).is_err() {
+                    break;
+                }
+                waiting = true;
+            }
             Err(_) => break,
         }
     }
@@ -132,18 +149,20 @@ mod sys {
 
     #[derive(Debug, PartialEq, Eq)]
     pub enum Woken {
-        /// `fd` is readable (or hung up).
+        /// `fd` is readable.
         Readable,
+        /// `fd`'s peer will send no more (what it sent may still be there to read).
+        HungUp,
         /// SIGTERM came.
         Stop,
     }
 
-    /// Waits until `fd` is readable or the stop pipe is.
+    /// Waits until `fd` is readable or hung up, or the stop pipe is readable.
     pub fn wait(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> Woken {
         let mut fds = [
             libc::pollfd {
                 fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
+                events: libc::POLLIN | libc::POLLRDHUP,
                 revents: 0,
             },
             libc::pollfd {
@@ -161,14 +180,24 @@ mod sys {
         }
         if fds[1].revents != 0 {
             Woken::Stop
+        } else if fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            Woken::HungUp
         } else {
             Woken::Readable
         }
     }
 
-    /// Takes one whole line (with its newline) off the socket, or nothing when no whole line
-    /// is there yet; end of file is an error.
-    pub fn read_line(fd: BorrowedFd<'_>) -> std::io::Result<Option<Vec<u8>>> {
+    /// What [`read_line`] found.
+    pub enum Line {
+        /// One whole line, newline included, taken off the socket.
+        Whole(Vec<u8>),
+        /// This many bytes of a line, left where they are.
+        Part(usize),
+    }
+
+    /// Takes one whole line (with its newline) off the socket, or tells how much of one is
+    /// there; end of file is an error.
+    pub fn read_line(fd: BorrowedFd<'_>) -> std::io::Result<Line> {
         let mut buf = vec![0u8; 4096];
         // SAFETY: recv writes at most buf.len() bytes into buf.
         let n = unsafe {
@@ -183,7 +212,7 @@ mod sys {
             -1 => {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::WouldBlock {
-                    return Ok(None);
+                    return Ok(Line::Part(0));
                 }
                 return Err(e);
             }
@@ -195,7 +224,7 @@ mod sys {
             if n as usize == buf.len() {
                 return Err(std::io::ErrorKind::InvalidData.into());
             }
-            return Ok(None);
+            return Ok(Line::Part(n as usize));
         };
         let mut line = vec![0u8; end + 1];
         // SAFETY: recv writes at most line.len() bytes into line; they are there (peeked).
@@ -203,6 +232,26 @@ mod sys {
         if got != line.len() as isize {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Some(line))
+        Ok(Line::Whole(line))
+    }
+
+    /// Makes the socket readable, for poll, only once more than `got` bytes wait in it
+    /// (`SO_RCVLOWAT`; a hang-up still wakes it). 0 is the default: any byte.
+    pub fn wait_for_more_than(fd: BorrowedFd<'_>, got: usize) -> std::io::Result<()> {
+        let low: libc::c_int = (got + 1).try_into().unwrap_or(libc::c_int::MAX);
+        // SAFETY: the option value is a live c_int and the length says so.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&low as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
