@@ -355,6 +355,57 @@ working_directory = "/tmp"
     );
 }
 
+/// `stewardctl restart` counts as a restart for the pool (not for `status`'s count or the start
+/// limit): from the first one on, an executor is armed, the stop's signals to the cgroup spare
+/// it, and the next restart by hand is that executor; `stop` retires it.
+#[test]
+fn a_restart_by_hand_goes_through_the_executor_armed_since_the_last_one() {
+    let s = Steward::start(
+        r#"
+[service.k]
+exec = ["/bin/sleep", "1000"]
+keep_alive = true
+working_directory = "/tmp"
+"#,
+    );
+    let first = s.wait_state("k", "running")["pid"].as_i64().unwrap() as i32;
+    assert!(idle_executors(s.pid()).is_empty(), "k has not restarted");
+    let (code, _, err) = s.ctl(&["restart", "k"]);
+    assert_eq!(code, 0, "{err}");
+    let second = s.wait_state("k", "running")["pid"].as_i64().unwrap() as i32;
+    assert_ne!(second, first);
+    let mut idle = Vec::new();
+    wait_until("k's idle executor, armed", || {
+        idle = idle_executors(s.pid());
+        idle.len() == 1 && armed_in_tmp(idle[0])
+    });
+    for round in 0..2 {
+        let (code, _, err) = s.ctl(&["restart", "k"]);
+        assert_eq!(code, 0, "{err}");
+        let now = s.wait_state("k", "running");
+        assert_eq!(
+            now["pid"].as_i64().unwrap() as i32,
+            idle[0],
+            "round {round}: the restart is the armed executor"
+        );
+        assert_eq!(now["restarts"], 0, "{now}");
+        wait_until("k's next idle executor, armed", || {
+            let next = idle_executors(s.pid());
+            let armed = next.len() == 1 && next[0] != idle[0] && armed_in_tmp(next[0]);
+            if armed {
+                idle = next;
+            }
+            armed
+        });
+    }
+    let (code, _, err) = s.ctl(&["stop", "k"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("k's idle executor retired", || {
+        idle_executors(s.pid()).is_empty()
+    });
+    assert_eq!(s.count("left in its cgroup"), 0, "{:#?}", s.lines());
+}
+
 #[test]
 fn a_keep_alive_service_restarts_through_its_idle_executor() {
     let s = Steward::start(

@@ -194,7 +194,7 @@ pub struct Service {
     pub log_instances: InstanceLog,
     /// `executor_pool`, default `2` for an accept service and `1` for a lazy one without
     /// `tasks_max`; for a keep-alive service without `tasks_max`, none until its first
-    /// automatic restart and one from then on; else `0`: how many executors wait, exec'd
+    /// restart (automatic, or `stewardctl restart`) and one from then on; else `0`: how many executors wait, exec'd
     /// already and in the service's cgroup, for the connection that spawns it, or for a
     /// keep-alive service's next restart (0 to 16). That spawn then costs one message to one of
     /// them instead of starting an executor. An accept service's are armed: each holds its
@@ -424,17 +424,18 @@ pub enum ExecutorPool {
     /// This many, as written, or the default of a socket service (or of one that has none).
     Keep(u32),
     /// A keep-alive service's default: none while it has not restarted since it was started
-    /// (a service that never exits costs no idle process), one from its first automatic
-    /// restart on (the next one is likely to come, and it then costs one message and the exec).
+    /// (a service that never exits costs no idle process), one from its first restart on,
+    /// automatic or by hand (the next one is likely to come, and it then costs one message
+    /// and the exec).
     OnceRestarted,
 }
 
 impl ExecutorPool {
-    /// How many, for a service that has restarted `restarts` times since it was started.
-    pub fn size(self, restarts: u32) -> usize {
+    /// How many, for a service that has `restarted` since it was started, or not.
+    pub fn size(self, restarted: bool) -> usize {
         match self {
             ExecutorPool::Keep(n) => n as usize,
-            ExecutorPool::OnceRestarted => usize::from(restarts > 0),
+            ExecutorPool::OnceRestarted => usize::from(restarted),
         }
     }
 }

@@ -378,6 +378,9 @@ impl Spawn for UnitSpawn<'_> {
 /// Signals for one unit.
 struct UnitSignals<'a> {
     cgroups: &'a Cgroups,
+    /// The executors of a keep-alive service that wait for its next restart: they hold
+    /// nothing of the service, and a restart by hand goes on through one.
+    spared: Vec<i32>,
 }
 
 impl Signals for UnitSignals<'_> {
@@ -395,7 +398,7 @@ impl Signals for UnitSignals<'_> {
         }
         // The cgroup holds every process the service made, even those that left their process
         // group; once for the whole service, however many instances it has.
-        self.cgroups.signal(name, signal, &[]);
+        self.cgroups.signal(name, signal, &self.spared);
     }
 }
 
@@ -444,6 +447,10 @@ impl Manager {
             matches!(event, Event::Reconfigure(_)) || unit.supervisor.settling_from_reload();
         let mut spawned = Vec::new();
         {
+            let spared = match arms_restarts(unit.supervisor.config()) {
+                true => unit.io.pool.pids().map(Pid::raw).collect(),
+                false => Vec::new(),
+            };
             let mut spawn = UnitSpawn {
                 spawner: &mut self.spawner,
                 cgroups: &self.cgroups,
@@ -453,6 +460,7 @@ impl Manager {
             };
             let mut signals = UnitSignals {
                 cgroups: &self.cgroups,
+                spared,
             };
             let mut timers = UnitTimers {
                 set: &mut self.timers,

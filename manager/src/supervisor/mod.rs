@@ -491,6 +491,10 @@ pub struct Supervisor {
     state: State,
     /// Automatic restarts since it was last started by hand or at boot.
     restarts: u32,
+    /// Whether it was restarted by hand (`stewardctl restart`) since it was last started by
+    /// hand or at boot: for its pool, that counts as a restart; for the start limit and
+    /// `status`, not.
+    restarted_by_hand: bool,
     /// When the automatic restarts inside the start-limit window happened.
     recent_restarts: ThinVec<Instant>,
     /// How its last process ended.
@@ -547,6 +551,7 @@ impl Supervisor {
             config,
             state: State::Inactive,
             restarts: 0,
+            restarted_by_hand: false,
             recent_restarts: ThinVec::new(),
             last_exit: None,
             last_failure: None,
@@ -647,6 +652,12 @@ impl Supervisor {
             && !self.config.lazy
             && match self.state {
                 State::Starting { .. } | State::Running { .. } | State::Restarting => true,
+                // Restarted by hand: the executor armed for the next process waits out the
+                // stop.
+                State::Stopping {
+                    then: AfterStop::Start,
+                    ..
+                } => true,
                 State::Inactive
                 | State::Waiting
                 | State::Listening { .. }
@@ -656,7 +667,8 @@ impl Supervisor {
                 | State::Retired => false,
             };
         if self.open_for_connections() || restarts_next {
-            self.config.executor_pool.size(self.restarts)
+            let restarted = self.restarts > 0 || self.restarted_by_hand;
+            self.config.executor_pool.size(restarted)
         } else {
             0
         }
@@ -724,9 +736,15 @@ impl Supervisor {
                 self.reset_counters();
                 self.start_or_wait(fx)
             }
-            (Restarting, Event::Start | Event::Restart) => {
+            (Restarting, Event::Start) => {
                 fx.timers.cancel(Timer::RestartDelay);
                 self.reset_counters();
+                self.start_or_wait(fx)
+            }
+            (Restarting, Event::Restart) => {
+                fx.timers.cancel(Timer::RestartDelay);
+                self.reset_counters();
+                self.restarted_by_hand = true;
                 self.start_or_wait(fx)
             }
             (s @ (Waiting | Listening { .. } | Starting { .. } | Running { .. }), Event::Start) => {
@@ -738,10 +756,12 @@ impl Supervisor {
             }
             (Starting { main }, Event::Restart) => {
                 self.reset_counters();
+                self.restarted_by_hand = true;
                 self.stop(Some(main), AfterStop::Start, fx)
             }
             (Running { pid, .. }, Event::Restart) => {
                 self.reset_counters();
+                self.restarted_by_hand = true;
                 self.stop(Some(Process::running(pid)), AfterStop::Start, fx)
             }
             (Listening { .. }, Event::Restart) => {
@@ -749,11 +769,14 @@ impl Supervisor {
                 fx.timers.cancel(Timer::Backoff);
                 self.stop(None, AfterStop::Start, fx)
             }
-            (Stopping { main, killed, then }, Event::Start | Event::Restart) => Stopping {
-                main,
-                killed,
-                then: then.wanting(true),
-            },
+            (Stopping { main, killed, then }, event @ (Event::Start | Event::Restart)) => {
+                self.restarted_by_hand |= event == Event::Restart;
+                Stopping {
+                    main,
+                    killed,
+                    then: then.wanting(true),
+                }
+            }
 
             // What it waits for is ready, or one it requires failed.
             (Waiting, Event::Proceed) => self.start(fx),
@@ -1431,6 +1454,7 @@ impl Supervisor {
 
     fn reset_counters(&mut self) {
         self.restarts = 0;
+        self.restarted_by_hand = false;
         self.recent_restarts.clear();
     }
 

@@ -241,6 +241,9 @@ impl Supervisor {
         Supervisor {
             state,
             restarts: s.restarts,
+            // Not in the saved state: after a reexec, a service restarted only by hand gets
+            // its idle executor again at its next restart.
+            restarted_by_hand: false,
             recent_restarts: s
                 .recent_restart_ages_ns
                 .iter()
