@@ -194,9 +194,9 @@ pub struct Service {
     pub log_instances: InstanceLog,
     /// `executor_pool`, default `2` for an accept service and `1` for a lazy one without
     /// `tasks_max`; for a keep-alive service without `tasks_max`, none until its first
-    /// restart (automatic, or `stewardctl restart`) and one from then on; else `0`: how many executors wait, exec'd
-    /// already and in the service's cgroup, for the connection that spawns it, or for a
-    /// keep-alive service's next restart (0 to 16). That spawn then costs one message to one of
+    /// restart (automatic, or `stewardctl restart`) and one from then on; else `0`: how many
+    /// executors wait, exec'd already and in the service's cgroup, for the connection that
+    /// spawns it, or for a keep-alive service's next restart (0 to 16). That spawn then costs one message to one of
     /// them instead of starting an executor. An accept service's are armed: each holds its
     /// instance's spawn state and accepts the connection itself, so that a client wakes only
     /// that process. A lazy service's first one is armed too: it holds the main process's spawn

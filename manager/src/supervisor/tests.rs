@@ -439,6 +439,30 @@ fn a_keep_alive_service_wants_an_idle_executor_once_it_has_restarted() {
 }
 
 #[test]
+fn a_restart_by_hand_counts_for_the_pool_and_keeps_it_through_the_stop() {
+    let mut fx = Fake::new();
+    let mut s = service("keep_alive = true\n");
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(s.wants_pool(), 0);
+    fx.handle(&mut s, Event::Restart);
+    assert_eq!(s.state.name(), "stopping");
+    assert_eq!(s.wants_pool(), 1, "armed while the old process stops");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    assert_eq!(s.state.name(), "starting");
+    assert_eq!(s.wants_pool(), 1, "for the next restart");
+    assert_eq!(s.restarts, 0, "not an automatic restart");
+    fx.handle(&mut s, Event::Stop);
+    assert_eq!(s.wants_pool(), 0, "stopping: no restart to come");
+    exit(&mut s, &mut fx, Exit::Signal(Signal::TERM));
+    fx.handle(&mut s, Event::Start);
+    assert_eq!(
+        s.wants_pool(),
+        0,
+        "started by hand: it has not restarted since"
+    );
+}
+
+#[test]
 fn start_limit_allows_burst_restarts_then_fails() {
     let mut fx = Fake::new();
     let mut s = service("keep_alive = true\nstart_limit_burst = 3\nrestart_delay = \"0\"\n");
