@@ -153,8 +153,8 @@ executor_pool = {pool}
     wait_stored(&s, "echo", 50);
 }
 
-#[test]
-fn stop_empties_the_store_and_the_clients_see_the_end() {
+/// `stored-echo` on a free port with a store of 8, no `keep_alive`.
+fn stored_echo() -> (Steward, u16) {
     let port = free_port();
     let s = Steward::start(&format!(
         r#"
@@ -165,6 +165,12 @@ fd_store = 8
 "#,
         bin("stored-echo").display()
     ));
+    (s, port)
+}
+
+#[test]
+fn stop_empties_the_store_and_the_clients_see_the_end() {
+    let (s, port) = stored_echo();
     let pid = main_pid(&s, "echo");
     let mut client = Client::connect(port);
     assert_eq!(client.ask("hi"), pid);
@@ -199,16 +205,7 @@ fn cpu_ticks(pid: i64) -> u64 {
 /// client that hangs up in the middle of a line is let go.
 #[test]
 fn a_line_sent_in_pieces_is_answered_whole_without_spinning() {
-    let port = free_port();
-    let s = Steward::start(&format!(
-        r#"
-[service.echo]
-exec = ["{}", "127.0.0.1:{port}"]
-ready = "notify"
-fd_store = 8
-"#,
-        bin("stored-echo").display()
-    ));
+    let (s, port) = stored_echo();
     let pid = main_pid(&s, "echo");
     let mut client = Client::connect(port);
     client.writer.set_nodelay(true).unwrap();
