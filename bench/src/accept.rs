@@ -186,7 +186,9 @@ fn measure(path: &Path, clients: usize, window: Duration) -> anyhow::Result<Meas
 fn ready(tool: &str, path: &Path) -> anyhow::Result<()> {
     wait_until(
         &format!("{tool} to listen on {}", path.display()),
-        Duration::from_secs(10),
+        // Generous: a server holding a ballast touches all of it first (4 GiB took over 10 s
+        // once, right after the last one that size had exited and was still giving it back).
+        Duration::from_secs(60),
         || path.exists() && accepts(path),
     )?;
     exchange(path).with_context(|| format!("a first exchange with {tool}"))?;
