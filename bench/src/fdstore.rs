@@ -164,7 +164,7 @@ fn floor(ctx: &Ctx) -> anyhow::Result<Figures> {
     let echo = ctx.bin("stored-echo");
     let address = format!("127.0.0.1:{port}");
     let text = |p: &std::path::Path| p.to_str().map(str::to_owned).context("UTF-8 path");
-    let _peer = Peer::start(
+    let peer = Peer::start(
         "steward-floor-store",
         &text(&ctx.bin("steward-floor-store"))?,
         &[&text(&notify)?, &text(&control)?, &text(&echo)?, &address],
@@ -173,11 +173,15 @@ fn floor(ctx: &Ctx) -> anyhow::Result<Figures> {
     wait_until("the floor's stored-echo", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     })?;
-    measure(port, || {
+    let figures = measure(port, || {
         let mut told = [0u8; 1];
         std::os::unix::net::UnixStream::connect(&control)?.read_exact(&mut told)?;
         Ok(())
-    })
+    });
+    // Stopped (SIGTERM, waited for) before its sockets' directory goes.
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&dir);
+    figures
 }
 
 /// Runs the scenario; returns its section of the report.

@@ -191,16 +191,31 @@ fn stop_empties_the_store_and_the_clients_see_the_end() {
     wait_stored(&s, "echo", 2);
 }
 
-/// User plus system CPU time of `pid` so far, in clock ticks.
-fn cpu_ticks(pid: i64) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+/// The one thread of `pid` that serves a connection (the process has a main thread and one
+/// per connection), and how often it has gone to sleep (`voluntary_ctxt_switches`) if it is
+/// asleep now.
+fn serving_thread(pid: i64) -> Option<(i64, u64)> {
+    let tids: Vec<i64> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&tid| tid != pid)
+        .collect();
+    let [tid] = tids[..] else { return None };
+    if process_state(tid as i32) != Some('S') {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let sleeps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((tid, sleeps))
 }
 
 /// A line that comes in pieces is answered once it is whole, also by the next process after a
-/// restart, and the wait for the rest costs the service no CPU (the socket stays readable while
+/// restart, and the service sleeps while it waits for the rest (the socket stays readable while
 /// part of a line waits in it, so polling it again would return at once, again and again); a
 /// client that hangs up in the middle of a line is let go.
 #[test]
@@ -212,13 +227,19 @@ fn a_line_sent_in_pieces_is_answered_whole_without_spinning() {
     assert_eq!(client.ask("whole"), pid);
     wait_stored(&s, "echo", 2);
 
+    let mut asleep = None;
+    wait_until("the connection's thread asleep", || {
+        asleep = serving_thread(pid);
+        asleep.is_some()
+    });
+    let (tid, before) = asleep.unwrap();
     client.writer.write_all(b"pie").unwrap();
-    let before = cpu_ticks(pid);
-    // A window to measure in, not a wait for something to happen: a spinning thread takes
-    // the whole of it (50 ticks at the usual 100 Hz), a waiting one none.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let spent = cpu_ticks(pid) - before;
-    assert!(spent < 10, "{spent} ticks of CPU while half a line waited");
+    // Woken by the half line, it goes back to sleep until the rest comes; one that polled the
+    // socket again and again would never sleep.
+    wait_until(
+        "the connection's thread asleep again, the half line seen",
+        || serving_thread(pid).is_some_and(|(t, sleeps)| t == tid && sleeps > before),
+    );
     client.writer.write_all(b"ces\n").unwrap();
     let mut reply = String::new();
     client.reader.read_line(&mut reply).unwrap();

@@ -500,7 +500,8 @@ fn open_read(path: &Path) -> io::Result<OwnedFd> {
     Ok(fs::File::open(path)?.into())
 }
 
-fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+/// An O_PATH fd on the directory at `path`: what clone3 takes to be born in a v2 cgroup.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(
         path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

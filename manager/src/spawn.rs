@@ -538,14 +538,9 @@ impl Spawner {
     /// An O_PATH fd on the v2 cgroup directory `unified`, to be born in (CLONE_INTO_CGROUP),
     /// where the kernel can: then the executor only joins the v1 hierarchies, if any.
     fn cgroup_fd(&self, unified: Option<&Path>) -> Option<OwnedFd> {
-        unified.filter(|_| self.clone_into_cgroup).and_then(|dir| {
-            rustix::fs::open(
-                dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        })
+        unified
+            .filter(|_| self.clone_into_cgroup)
+            .and_then(|dir| crate::cgroups::open_dir_path(dir).ok())
     }
 
     /// clone3 with CLONE_INTO_CGROUP was refused for want of kernel support (`e`).

@@ -43,6 +43,9 @@ fn main() -> anyhow::Result<()> {
     for (name, fd) in passed.into_fds() {
         if let Some(port) = name.strip_prefix(CLIENT) {
             let name = format!("{CLIENT}{port}");
+            // The process before us may have been killed while it waited for the rest of a
+            // line, leaving the socket set to wake only for more than is there.
+            let _ = sys::wait_for_more_than(fd.as_fd(), 0);
             let stop = std::sync::Arc::clone(&stop);
             threads.push(std::thread::spawn(move || {
                 serve(TcpStream::from(fd), &name, &stop)
@@ -73,8 +76,6 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(client: TcpStream, name: &str, stop: &OwnedFd) {
     let pid = std::process::id();
-    // A process before us may have stopped while it waited for the rest of a line.
-    let _ = sys::wait_for_more_than(client.as_fd(), 0);
     let mut waiting = false;
     loop {
         let woken = sys::wait(client.as_fd(), stop.as_fd());

@@ -380,8 +380,12 @@ struct UnitSignals<'a> {
     cgroups: &'a Cgroups,
     /// The executors of a keep-alive service that wait for its next restart: they hold
     /// nothing of the service, and a restart by hand goes on through one.
-    spared: Vec<i32>,
+    spared: &'a [i32],
 }
+
+/// How many idle executors a dispatch spares at most: a pool holds 16, and those still being
+/// disarmed are few. One beyond is only signalled (its restart is then a fresh spawn).
+const SPARED_MAX: usize = 32;
 
 impl Signals for UnitSignals<'_> {
     fn signal(&mut self, name: &str, pids: &[Pid], signal: Signal) {
@@ -398,7 +402,7 @@ impl Signals for UnitSignals<'_> {
         }
         // The cgroup holds every process the service made, even those that left their process
         // group; once for the whole service, however many instances it has.
-        self.cgroups.signal(name, signal, &self.spared);
+        self.cgroups.signal(name, signal, self.spared);
     }
 }
 
@@ -447,10 +451,16 @@ impl Manager {
             matches!(event, Event::Reconfigure(_)) || unit.supervisor.settling_from_reload();
         let mut spawned = Vec::new();
         {
-            let spared = match arms_restarts(unit.supervisor.config()) {
-                true => unit.io.pool.pids().map(Pid::raw).collect(),
-                false => Vec::new(),
-            };
+            // Copied out, as the pool is lent to the spawn effect: on the stack, as this is
+            // every event's path and a signal is sent in few of them.
+            let mut spared = [0; SPARED_MAX];
+            let mut count = 0;
+            if arms_restarts(unit.supervisor.config()) {
+                for (slot, pid) in spared.iter_mut().zip(unit.io.pool.pids()) {
+                    *slot = pid.raw();
+                    count += 1;
+                }
+            }
             let mut spawn = UnitSpawn {
                 spawner: &mut self.spawner,
                 cgroups: &self.cgroups,
@@ -460,7 +470,7 @@ impl Manager {
             };
             let mut signals = UnitSignals {
                 cgroups: &self.cgroups,
-                spared,
+                spared: &spared[..count],
             };
             let mut timers = UnitTimers {
                 set: &mut self.timers,
